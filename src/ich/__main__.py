@@ -1,0 +1,5 @@
+"""``python -m ich`` runs the ``ich`` command."""
+
+from ich.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""DICOM at the edge: reading files (``io``), HU and windows (``windowing``), series order."""

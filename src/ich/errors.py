@@ -1,0 +1,64 @@
+"""Named exceptions of ich.
+
+Every error a user can trigger with bad input derives from :class:`IchError` and says which file
+(or setting) is at fault and why, so that batch jobs can record the message and carry on, and a
+person reading it knows what to fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class IchError(Exception):
+    """Base class of every error ich raises on purpose."""
+
+
+class DicomReadError(IchError):
+    """A file could not be turned into a trustworthy CT slice.
+
+    Args:
+        path: The file at fault.
+        reason: What is wrong, in words a person understands.
+        tag: The DICOM attribute involved, e.g. ``"(7FE0,0010) Pixel Data"``, when there is one.
+    """
+
+    def __init__(self, path: str | Path, reason: str, tag: str | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.tag = tag
+        where = f" [{tag}]" if tag else ""
+        super().__init__(f"{self.path}: {reason}{where}")
+
+
+class NotDicomError(DicomReadError):
+    """The file is empty, unreadable or not a DICOM Part 10 / raw DICOM data set."""
+
+
+class NoPixelDataError(DicomReadError):
+    """The data set has no (7FE0,0010) Pixel Data."""
+
+
+class TruncatedPixelDataError(DicomReadError):
+    """(7FE0,0010) Pixel Data is shorter than Rows × Columns × BitsAllocated needs."""
+
+
+class UnsupportedImageError(DicomReadError):
+    """The image is valid DICOM but not a single-frame CT slice ich can use (modality,
+    multi-frame, implausible size, colour, unsupported transfer syntax)."""
+
+
+class ConfigError(IchError):
+    """A configuration file or override is invalid (unknown key, wrong type, bad value)."""
+
+
+class CacheError(IchError):
+    """A preprocessing cache is missing, incomplete, or was built with other settings."""
+
+
+class CheckpointError(IchError):
+    """A checkpoint or run folder is missing or does not describe itself completely."""
+
+
+class LabelsError(IchError):
+    """A label CSV is malformed (wrong columns, unknown label names, bad values)."""

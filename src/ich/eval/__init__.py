@@ -1,0 +1,1 @@
+"""Evaluation: the RSNA metric and friends (pure numpy), reports and plots."""
