@@ -1,0 +1,255 @@
+"""Evaluate a training run: metrics.json, plots and the HTML report from its predictions.
+
+Inputs are the run's out-of-fold predictions (``RUN/oof_predictions.parquet``) or any table with
+the same columns (e.g. predictions of a labelled cache). Every model is scored at slice level
+(the competition's unit) and at study level (the radiologist's unit: max over slices), next to
+the constant base-rate predictor, because a log loss means little without that baseline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ich.errors import CheckpointError, LabelsError
+from ich.eval.html import atomic_write_text
+from ich.eval.metrics import base_rate_predictions, compute_metrics, study_level
+from ich.eval.plots import (
+    plot_confusion,
+    plot_pr,
+    plot_reliability,
+    plot_roc,
+    plot_training_curves,
+)
+from ich.labels import LABELS
+
+#: Model name in reports -> column prefix in the predictions table.
+MODEL_PREFIXES: dict[str, str] = {"slice_model": "p_", "sequence_model": "q_"}
+MODEL_TITLES: dict[str, str] = {
+    "base_rate": "Base rate (constant)",
+    "slice_model": "Slice model (CNN)",
+    "sequence_model": "Sequence model (study-level refinement)",
+}
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None so metrics.json is strict JSON (other tools choke on NaN)."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def load_predictions(run_dir: Path) -> pd.DataFrame:
+    """Read ``RUN/oof_predictions.parquet``; a missing file is a named error, not a traceback."""
+    path = run_dir / "oof_predictions.parquet"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: no out-of-fold predictions in this run folder (train first, or pass --data)"
+        )
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several kinds for damaged files
+        raise CheckpointError(f"{path}: cannot read predictions ({exc})") from exc
+
+
+def available_models(df: pd.DataFrame) -> list[str]:
+    """Models whose six probability columns are all present and not entirely empty."""
+    out = []
+    for name, prefix in MODEL_PREFIXES.items():
+        cols = [f"{prefix}{label}" for label in LABELS]
+        if all(c in df.columns for c in cols) and df[cols].notna().all(axis=None):
+            out.append(name)
+    return out
+
+
+def _labelled_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Rows with all six labels; unlabelled rows cannot be scored and are counted, not hidden."""
+    missing = [label for label in LABELS if label not in df.columns]
+    if missing:
+        raise LabelsError(f"predictions lack the true label columns {missing}")
+    ok = df[list(LABELS)].notna().all(axis=1)
+    if not ok.any():
+        raise LabelsError("no labelled rows to evaluate (all label columns are empty)")
+    return df[ok].reset_index(drop=True), int((~ok).sum())
+
+
+def _read_train_prevalence(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """Prevalences saved by training (``train_prevalence.json``): the honest baseline.
+
+    Accepted forms: ``{"slice": {label: p}, "study": {label: p}}``, ``{label: p}`` or a list
+    of six numbers (slice level only).
+    """
+    path = run_dir / "train_prevalence.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+    def vec(obj: Any) -> np.ndarray | None:
+        if isinstance(obj, dict) and all(label in obj for label in LABELS):
+            return np.array([float(obj[label]) for label in LABELS])
+        if isinstance(obj, list) and len(obj) == len(LABELS):
+            return np.array([float(v) for v in obj])
+        return None
+
+    out: dict[str, np.ndarray] = {}
+    if isinstance(data, dict) and ("slice" in data or "study" in data):
+        for level in ("slice", "study"):
+            v = vec(data.get(level))
+            if v is not None:
+                out[level] = v
+    elif (v := vec(data)) is not None:
+        out["slice"] = v
+    return out or None
+
+
+def _group_column(df: pd.DataFrame) -> str:
+    for col in ("study_instance_uid", "series_instance_uid", "patient_id"):
+        if col in df.columns:
+            return col
+    raise LabelsError("predictions lack study_instance_uid (needed for study-level metrics)")
+
+
+def _score_level(
+    y: np.ndarray, probs: dict[str, np.ndarray], base: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """Metrics of the baseline and each model on one level (slices or studies)."""
+    out: dict[str, Any] = {
+        "base_rate": compute_metrics(
+            y, np.clip(base_rate_predictions(base[None], len(y)), 0, 1), threshold
+        )
+    }
+    out["base_rate"]["prevalence_used"] = [float(v) for v in base]
+    for name, p in probs.items():
+        out[name] = compute_metrics(y, p, threshold)
+    return out
+
+
+def _headline(levels: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The numbers a reader wants first: wll per model, ratio to the baseline, AUC of "any"."""
+    head: dict[str, Any] = {}
+    for level, scores in levels.items():
+        base_wll = scores["base_rate"]["weighted_log_loss"]
+        head[level] = {
+            name: {
+                "weighted_log_loss": m["weighted_log_loss"],
+                "ratio_to_base_rate": m["weighted_log_loss"] / base_wll if base_wll > 0 else None,
+                "auc_any": m["labels"]["any"]["auc"],
+            }
+            for name, m in scores.items()
+        }
+    return head
+
+
+def _make_plots(
+    report_dir: Path,
+    y: dict[str, np.ndarray],
+    probs: dict[str, dict[str, np.ndarray]],
+    threshold: float,
+) -> dict[str, str]:
+    """All per-level, per-model plots; returns {key: file name relative to the run folder}."""
+    figs: dict[str, str] = {}
+    for level, by_model in probs.items():
+        for name, p in by_model.items():
+            what = f"{MODEL_TITLES[name]}, {level} level"
+            for kind, fn in (("roc", plot_roc), ("pr", plot_pr), ("reliability", plot_reliability)):
+                path = report_dir / f"{kind}_{level}_{name}.png"
+                fn(
+                    y[level],
+                    p,
+                    path,
+                    title=f"{kind.upper() if kind != 'reliability' else 'Reliability'}: {what}",
+                )
+                figs[f"{kind}/{level}/{name}"] = f"report/{path.name}"
+            path = report_dir / f"confusion_{level}_{name}.png"
+            plot_confusion(y[level], p, path, threshold, title=f"Confusion: {what}")
+            figs[f"confusion/{level}/{name}"] = f"report/{path.name}"
+    return figs
+
+
+def evaluate_run(
+    run_dir: Path, predictions: pd.DataFrame | None = None, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Score a run and write ``RUN/metrics.json``, ``RUN/report/*.png`` and ``RUN/report.html``.
+
+    Args:
+        run_dir: The run folder (config, logs, predictions).
+        predictions: A predictions table with the columns of ``oof_predictions.parquet``; when
+            None, that file is read.
+        threshold: Decision threshold for sensitivity/specificity/precision/accuracy.
+
+    Returns:
+        The metrics dict written to ``metrics.json`` (``levels``/``headline``/provenance keys).
+    """
+    from ich.eval.report import write_report
+
+    run_dir = Path(run_dir)
+    source = "oof_predictions.parquet" if predictions is None else "predictions given by caller"
+    df = load_predictions(run_dir) if predictions is None else predictions
+    df, n_unlabelled = _labelled_rows(df)
+    models = available_models(df)
+    group_col = _group_column(df)
+    groups = df[group_col].astype(str).to_numpy()
+    y_slice = df[list(LABELS)].to_numpy(dtype=np.float64)
+    p_slice = {
+        m: df[[f"{MODEL_PREFIXES[m]}{lab}" for lab in LABELS]].to_numpy(np.float64) for m in models
+    }
+    y_study, _, study_ids = study_level(y_slice, y_slice, groups)
+    p_study = {m: study_level(y_slice, p, groups)[1] for m, p in p_slice.items()}
+
+    train_prev = _read_train_prevalence(run_dir)
+    base = {
+        "slice": train_prev["slice"] if train_prev and "slice" in train_prev else y_slice.mean(0),
+        "study": train_prev["study"] if train_prev and "study" in train_prev else y_study.mean(0),
+    }
+    base_source = {
+        level: (
+            "training rows (train_prevalence.json)"
+            if train_prev and level in train_prev
+            else "evaluated rows (no train_prevalence.json)"
+        )
+        for level in ("slice", "study")
+    }
+    levels = {
+        "slice": _score_level(y_slice, p_slice, base["slice"], threshold),
+        "study": _score_level(y_study, p_study, base["study"], threshold),
+    }
+    report_dir = run_dir / "report"
+    figures = _make_plots(
+        report_dir,
+        {"slice": y_slice, "study": y_study},
+        {"slice": p_slice, "study": p_study},
+        threshold,
+    )
+    curves = plot_training_curves(run_dir / "metrics.jsonl", report_dir / "training_curves.png")
+    if curves is not None:
+        figures["training_curves"] = f"report/{curves.name}"
+    result: dict[str, Any] = {
+        "format": "ich-metrics/1",
+        "source": source,
+        "threshold": float(threshold),
+        "labels": list(LABELS),
+        "models": models,
+        "n_slices": len(y_slice),
+        "n_unlabelled_slices_skipped": n_unlabelled,
+        "n_studies": len(study_ids),
+        "study_key": group_col,
+        "baseline_source": base_source,
+        "headline": _headline(levels),
+        "levels": levels,
+        "figures": figures,
+    }
+    result = _json_safe(result)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
+    result["report"] = str(write_report(run_dir, result))
+    return result

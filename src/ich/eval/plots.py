@@ -1,0 +1,236 @@
+"""Evaluation plots as PNG files: ROC, precision-recall, reliability, training curves, confusion.
+
+matplotlib with the Agg backend (no display needed on servers). Every function takes (N, 6)
+arrays in :data:`ich.labels.LABELS` order, writes one PNG atomically and returns its path, so a
+report can be rebuilt piece by piece and never links a half-written image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from ich.eval.html import atomic_write_bytes
+from ich.eval.metrics import reliability_bins
+from ich.labels import LABELS
+
+#: One colour per label, the same in every plot of a report.
+LABEL_COLORS: dict[str, str] = {
+    "any": "#1b1b1b",
+    "epidural": "#1f77b4",
+    "intraparenchymal": "#d62728",
+    "intraventricular": "#2ca02c",
+    "subarachnoid": "#9467bd",
+    "subdural": "#ff7f0e",
+}
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
+    """Render ``fig`` to PNG in memory, write it atomically and close the figure."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def _two_classes(t: np.ndarray) -> bool:
+    return 0 < int(t.sum()) < t.size
+
+
+def plot_roc(y: np.ndarray, p: np.ndarray, path: Path, title: str = "ROC curves") -> Path:
+    """ROC curves of the six labels on one axes, AUC in the legend (n/a: one class only)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    ax.plot([0, 1], [0, 1], ls="--", color="#aaaaaa", lw=1, label="chance")
+    for j, name in enumerate(LABELS):
+        t, s = y[:, j], p[:, j]
+        if not _two_classes(t):
+            ax.plot([], [], color=LABEL_COLORS[name], label=f"{name} (AUC n/a: one class)")
+            continue
+        fpr, tpr, _ = roc_curve(t, s)
+        auc = roc_auc_score(t, s)
+        lw = 2.4 if name == "any" else 1.6
+        ax.plot(fpr, tpr, color=LABEL_COLORS[name], lw=lw, label=f"{name} (AUC {auc:.3f})")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="False positive rate (1 − specificity)",
+        ylabel="True positive rate (sensitivity)",
+        title=title,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8.5)
+    return save_figure(fig, path)
+
+
+def plot_pr(y: np.ndarray, p: np.ndarray, path: Path, title: str = "Precision-recall") -> Path:
+    """Precision-recall curves of the six labels, average precision and prevalence in legend."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    for j, name in enumerate(LABELS):
+        t, s = y[:, j], p[:, j]
+        if not _two_classes(t):
+            ax.plot([], [], color=LABEL_COLORS[name], label=f"{name} (AP n/a: one class)")
+            continue
+        prec, rec, _ = precision_recall_curve(t, s)
+        ap = average_precision_score(t, s)
+        lw = 2.4 if name == "any" else 1.6
+        label = f"{name} (AP {ap:.3f}, prev. {t.mean():.3f})"
+        ax.step(rec, prec, where="post", color=LABEL_COLORS[name], lw=lw, label=label)
+    ax.set(
+        xlim=(0, 1), ylim=(0, 1.02), xlabel="Recall (sensitivity)", ylabel="Precision", title=title
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8.5)
+    return save_figure(fig, path)
+
+
+def plot_reliability(y: np.ndarray, p: np.ndarray, path: Path, title: str = "Reliability") -> Path:
+    """Reliability diagram: observed frequency vs mean predicted probability (10 bins).
+
+    Points on the diagonal are calibrated; marker area grows with the number of rows in a bin,
+    so sparse, noisy bins are visibly less important.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    ax.plot([0, 1], [0, 1], ls="--", color="#aaaaaa", lw=1, label="perfect calibration")
+    for j, name in enumerate(LABELS):
+        bins = reliability_bins(y[:, j], p[:, j])
+        if not bins["count"]:
+            continue
+        sizes = 12 + 80 * np.sqrt(np.asarray(bins["count"]) / max(bins["count"]))
+        ax.plot(bins["mean_pred"], bins["frac_pos"], color=LABEL_COLORS[name], lw=1.2, alpha=0.8)
+        ax.scatter(
+            bins["mean_pred"],
+            bins["frac_pos"],
+            s=sizes,
+            color=LABEL_COLORS[name],
+            label=name,
+            alpha=0.85,
+            edgecolors="white",
+            linewidths=0.5,
+        )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="Mean predicted probability (per bin)",
+        ylabel="Observed frequency of the label",
+        title=title,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8.5)
+    return save_figure(fig, path)
+
+
+def plot_confusion(
+    y: np.ndarray, p: np.ndarray, path: Path, threshold: float = 0.5, title: str = "Confusion"
+) -> Path:
+    """Per-label 2×2 confusion matrices at ``threshold``, as small multiples (counts and %)."""
+    fig, axes = plt.subplots(2, 3, figsize=(10.5, 6.6))
+    for j, (name, ax) in enumerate(zip(LABELS, axes.ravel(), strict=True)):
+        t = y[:, j].astype(int)
+        pred = (p[:, j] >= threshold).astype(int)
+        cm = np.array([[np.sum((t == a) & (pred == b)) for b in (0, 1)] for a in (0, 1)])
+        share = cm / max(cm.sum(), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for a in (0, 1):
+            for b in (0, 1):
+                color = "white" if share[a, b] > 0.5 else "#1d2733"
+                ax.text(
+                    b,
+                    a,
+                    f"{cm[a, b]:,}\n{100 * share[a, b]:.1f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=10,
+                    color=color,
+                )
+        ax.set_xticks([0, 1], ["pred 0", "pred 1"])
+        ax.set_yticks([0, 1], ["true 0", "true 1"])
+        ax.set_title(name, fontsize=11, color=LABEL_COLORS[name])
+    fig.suptitle(f"{title} (threshold {threshold:g})")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def read_metrics_log(path: Path) -> list[dict[str, Any]]:
+    """Records of a run's ``metrics.jsonl``; unreadable lines are skipped (a run may be live)."""
+    records: list[dict[str, Any]] = []
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def _smooth(values: np.ndarray, frac: float = 0.05) -> np.ndarray:
+    """Centred moving average over ~5% of the points: per-step loss is too noisy to read."""
+    k = max(1, int(len(values) * frac))
+    if k <= 1:
+        return values
+    kernel = np.ones(k) / k
+    padded = np.pad(values, (k // 2, k - 1 - k // 2), mode="edge")
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def _curve_panels(records: list[dict[str, Any]], stage: str, axes: Sequence[Any]) -> bool:
+    """Draw one stage's train loss (per step) and validation wll (per epoch); False if no data."""
+    rows = [r for r in records if r.get("stage") == stage]
+    train = [
+        r for r in rows if r.get("split") == "train" and isinstance(r.get("loss"), (int, float))
+    ]
+    val = [
+        r
+        for r in rows
+        if r.get("split") in ("val", "valid", "validation")
+        and isinstance(r.get("wll"), (int, float))
+    ]
+    if not train and not val:
+        return False
+    ax_loss, ax_val = axes
+    if train:
+        x = np.array([r.get("step", i) for i, r in enumerate(train)], dtype=float)
+        loss = np.array([r["loss"] for r in train], dtype=float)
+        ax_loss.plot(x, loss, color="#9fb7cf", lw=0.8, label="per step")
+        ax_loss.plot(x, _smooth(loss), color="#1f5f99", lw=2, label="smoothed")
+        ax_loss.legend(fontsize=8)
+    ax_loss.set(title=f"{stage}: training loss", xlabel="step", ylabel="weighted BCE loss")
+    if val:
+        x = np.array([r.get("epoch", i) for i, r in enumerate(val)], dtype=float)
+        ax_val.plot(x, [r["wll"] for r in val], "o-", color="#d62728", lw=2, label="validation")
+        ax_val.legend(fontsize=8)
+    ax_val.set(title=f"{stage}: validation weighted log loss", xlabel="epoch", ylabel="wll")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return True
+
+
+def plot_training_curves(metrics_jsonl: Path, path: Path) -> Path | None:
+    """Training curves of the "slice" and "sequence" stages; None when the log has neither."""
+    records = read_metrics_log(Path(metrics_jsonl))
+    stages = [s for s in ("slice", "sequence") if any(r.get("stage") == s for r in records)]
+    if not stages:
+        return None
+    fig, axes = plt.subplots(len(stages), 2, figsize=(10.5, 3.8 * len(stages)), squeeze=False)
+    drawn = [_curve_panels(records, stage, axes[i]) for i, stage in enumerate(stages)]
+    if not any(drawn):
+        plt.close(fig)
+        return None
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,258 @@
+"""The evaluation report: one self-contained HTML page a person reads first.
+
+Order of the page follows the questions a reader asks: may I use this (banners)? is it better
+than guessing the base rate (headline)? for which subtypes and how safely at a triage operating
+point (per-label tables)? what do the curves look like? how was it trained, and how do I
+reproduce it?
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ich import __version__
+from ich.eval.html import (
+    PHANTOM_BANNER,
+    RESEARCH_BANNER,
+    Raw,
+    atomic_write_text,
+    banner,
+    cards,
+    esc,
+    figure,
+    fmt,
+    page,
+    table,
+)
+from ich.labels import LABELS
+
+_TITLES = {
+    "base_rate": "Base rate (constant)",
+    "slice_model": "Slice model (CNN)",
+    "sequence_model": "Sequence model",
+}
+_PHANTOM_WORDS = ("phantom", "synthetic")
+
+
+def _mentions_phantom(obj: Any) -> bool:
+    """Whether a config/provenance value says the data are synthetic.
+
+    Boolean keys named like ``phantom: true`` count by their value; any string value that
+    names the phantom or synthetic data counts as a mention.
+    """
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(value, bool) and any(w in str(key).lower() for w in _PHANTOM_WORDS):
+                if value:
+                    return True
+            elif _mentions_phantom(value):
+                return True
+        return False
+    if isinstance(obj, (list, tuple)):
+        return any(_mentions_phantom(v) for v in obj)
+    return isinstance(obj, str) and any(w in obj.lower() for w in _PHANTOM_WORDS)
+
+
+def read_run_context(run_dir: Path) -> dict[str, Any]:
+    """Config text, provenance text and the phantom flag of a run; absent files are tolerated."""
+    ctx: dict[str, Any] = {"config_text": None, "provenance": None, "phantom": False}
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.is_file():
+        text = cfg_path.read_text(encoding="utf-8", errors="replace")
+        ctx["config_text"] = text
+        try:
+            ctx["phantom"] = _mentions_phantom(yaml.safe_load(text))
+        except yaml.YAMLError:
+            ctx["phantom"] = _mentions_phantom(text)
+    prov_path = run_dir / "provenance.json"
+    if prov_path.is_file():
+        try:
+            prov = json.loads(prov_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            prov = None
+        if isinstance(prov, dict):
+            ctx["provenance"] = str(prov.get("provenance", "")) or json.dumps(prov)
+            ctx["phantom"] = ctx["phantom"] or _mentions_phantom(prov)
+    return ctx
+
+
+def _headline_table(metrics: dict[str, Any]) -> Raw:
+    head = metrics["headline"]
+    rows = []
+    for name in ("base_rate", *metrics["models"]):
+        s, t = head["slice"].get(name, {}), head["study"].get(name, {})
+        rows.append(
+            [
+                _TITLES.get(name, name),
+                s.get("weighted_log_loss"),
+                s.get("ratio_to_base_rate"),
+                s.get("auc_any"),
+                t.get("weighted_log_loss"),
+                t.get("ratio_to_base_rate"),
+                t.get("auc_any"),
+            ]
+        )
+    return table(
+        [
+            "Model",
+            "Slice wll",
+            "÷ base rate",
+            "Slice AUC any",
+            "Study wll",
+            "÷ base rate",
+            "Study AUC any",
+        ],
+        rows,
+        caption="wll = RSNA weighted log loss (lower is better; any ×2). "
+        "A ratio below 1 means the model beats guessing the prevalence.",
+    )
+
+
+def _label_table(m: dict[str, Any]) -> Raw:
+    rows = []
+    for label in LABELS:
+        lm = m["labels"][label]
+        at, hi = lm["at_threshold"], lm["at_95_sensitivity"]
+        rows.append(
+            [
+                label,
+                lm["n_positive"],
+                lm["log_loss"],
+                lm["auc"],
+                lm["ap"],
+                at.get("sensitivity"),
+                at.get("specificity"),
+                hi.get("threshold"),
+                hi.get("sensitivity"),
+                hi.get("specificity"),
+                lm["ece"],
+            ]
+        )
+    thr = fmt(m["threshold"], 2)
+    return table(
+        [
+            "Label",
+            "Positives",
+            "Log loss",
+            "ROC AUC",
+            "Avg. precision",
+            f"Sens @ {thr}",
+            f"Spec @ {thr}",
+            "Thr. for 95% sens",
+            "Sens",
+            "Spec",
+            "ECE",
+        ],
+        rows,
+    )
+
+
+def _level_section(metrics: dict[str, Any], level: str) -> list[str]:
+    n = metrics["n_slices"] if level == "slice" else metrics["n_studies"]
+    unit = "slices" if level == "slice" else f"studies (max over slices, by {metrics['study_key']})"
+    out = [f"<h2>{esc(level.capitalize())} level</h2>", f"<p class='muted'>{n:,} {esc(unit)}.</p>"]
+    scores = metrics["levels"][level]
+    for name in metrics["models"]:
+        out.append(f"<h3>{esc(_TITLES[name])}</h3>")
+        out.append(_label_table(scores[name]))
+        notes = [
+            f"{lab}: {scores[name]['labels'][lab]['note']}"
+            for lab in LABELS
+            if scores[name]["labels"][lab]["note"]
+        ]
+        if notes:
+            out.append(f"<p class='muted'>{esc('; '.join(notes))}.</p>")
+        figs = metrics["figures"]
+        pair = [
+            figure(figs[f"{k}/{level}/{name}"], f"{cap} — {_TITLES[name]}, {level} level")
+            for k, cap in (
+                ("roc", "ROC curves"),
+                ("pr", "Precision-recall curves"),
+                ("reliability", "Reliability diagram"),
+            )
+            if f"{k}/{level}/{name}" in figs
+        ]
+        out.append("<div class='grid3'>" + "".join(pair) + "</div>")
+        key = f"confusion/{level}/{name}"
+        if key in figs:
+            out.append(
+                figure(figs[key], f"Confusion matrices at threshold {metrics['threshold']:g}")
+            )
+    return out
+
+
+def _reproduce(run_dir: Path, metrics: dict[str, Any]) -> Raw:
+    run = str(run_dir)
+    cmds = [f"ich evaluate {run} --threshold {metrics['threshold']:g}"]
+    if (run_dir / "config.yaml").is_file():
+        cmds.insert(0, f"ich train CACHE --out NEW_RUN --config {run}/config.yaml")
+    return Raw("<pre><code>" + esc("\n".join(cmds)) + "</code></pre>")
+
+
+def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``RUN/report.html`` from the dict :func:`ich.eval.evaluate.evaluate_run` builds.
+
+    Returns:
+        The path of the HTML file (its PNGs live in ``RUN/report/``).
+    """
+    run_dir = Path(run_dir)
+    ctx = read_run_context(run_dir)
+    body: list[str] = [banner(RESEARCH_BANNER, "warn")]
+    if ctx["phantom"]:
+        body.append(banner(PHANTOM_BANNER, "info"))
+    best = metrics["models"][-1] if metrics["models"] else "base_rate"
+    hs, ht = metrics["headline"]["slice"][best], metrics["headline"]["study"][best]
+    body.append(
+        cards(
+            [
+                (f"slice wll — {_TITLES[best]}", hs["weighted_log_loss"]),
+                ("÷ base rate (slice)", hs["ratio_to_base_rate"]),
+                ("AUC any (slice)", hs["auc_any"]),
+                ("AUC any (study)", ht["auc_any"]),
+                ("slices / studies", f"{metrics['n_slices']:,} / {metrics['n_studies']:,}"),
+            ]
+        )
+    )
+    body += ["<h2>Headline</h2>", _headline_table(metrics)]
+    src = metrics["baseline_source"]
+    body.append(
+        f"<p class='muted'>Base-rate prevalence from: slice level — {esc(src['slice'])}; "
+        f"study level — {esc(src['study'])}. Predictions: {esc(metrics['source'])}"
+        + (
+            f"; {metrics['n_unlabelled_slices_skipped']:,} unlabelled slices skipped"
+            if metrics["n_unlabelled_slices_skipped"]
+            else ""
+        )
+        + ".</p>"
+    )
+    if not metrics["models"]:
+        body.append(banner("No model predictions found: only the baseline is shown.", "info"))
+    for level in ("slice", "study"):
+        body += _level_section(metrics, level)
+    body.append("<h2>Training</h2>")
+    if "training_curves" in metrics["figures"]:
+        body.append(
+            figure(metrics["figures"]["training_curves"], "Training loss and validation wll")
+        )
+    else:
+        body.append("<p class='muted'>No training log (metrics.jsonl) in this run folder.</p>")
+    if ctx["provenance"]:
+        body.append(f"<p><b>Training data:</b> {esc(ctx['provenance'])}</p>")
+    body.append("<h3>Configuration</h3>")
+    body.append(
+        Raw("<pre><code>" + esc(ctx["config_text"] or "(no config.yaml)") + "</code></pre>")
+    )
+    body += ["<h2>Reproduce</h2>", _reproduce(run_dir, metrics)]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    html_text = page(
+        "ich — evaluation report",
+        f"Run {run_dir.name} · {stamp} · ich {__version__}",
+        body,
+        footer=f"{RESEARCH_BANNER}. Generated by ich {__version__}. Metrics in metrics.json.",
+    )
+    return atomic_write_text(run_dir / "report.html", html_text)
