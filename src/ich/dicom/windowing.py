@@ -1,6 +1,7 @@
 """Pure numpy: stored values -> Hounsfield units -> display windows.
 
 Nothing here touches pydicom; callers pass the header values they read (see ``ich.dicom.io``).
+The head crop uses OpenCV (connected components, morphology, area resize) for speed.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -101,3 +103,135 @@ def resolve_windows(names_or_windows: Sequence[str | Window]) -> tuple[Window, .
 def stack_windows(hu: np.ndarray, windows: Sequence[str | Window] = DEFAULT_WINDOWS) -> np.ndarray:
     """Window one HU image several ways: (H, W) -> float32 (C, H, W) in [0, 1]."""
     return np.stack([apply_window(hu, w.center, w.width) for w in resolve_windows(windows)])
+
+
+# --- head mask, crop and resize (used by the preprocessing cache and by inference) ---------
+
+#: Tissue threshold (HU): above fat/air, below every soft tissue of the head.
+HEAD_THRESHOLD_HU = -300.0
+#: Air, used to pad crops that extend beyond the image.
+AIR_HU = -1000.0
+#: The mask is computed on an image about this many pixels on its short side (speed).
+_MASK_SIDE = 128
+
+
+def _mask_factor(shape: tuple[int, ...]) -> int:
+    """Integer downsampling factor that brings the short side near :data:`_MASK_SIDE`."""
+    return max(1, min(shape[0], shape[1]) // _MASK_SIDE)
+
+
+def _largest_component(binary: np.ndarray) -> np.ndarray:
+    """Largest 8-connected component of a uint8 {0,1} image, holes filled, as uint8 {0,1}."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(binary)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    component = (labels == best).astype(np.uint8)
+    # Filling the outer contour fills every hole (ventricles, sinuses) in one call.
+    contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(component)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled
+
+
+def _small_head_mask(hu: np.ndarray, factor: int) -> np.ndarray:
+    """Head mask (uint8 {0,1}) on the image downsampled by ``factor`` (area averaging)."""
+    img: np.ndarray = np.asarray(hu, dtype=np.float32)
+    if factor > 1:
+        h, w = img.shape[0] // factor, img.shape[1] // factor
+        img = cv2.resize(img[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
+    binary = (img > HEAD_THRESHOLD_HU).astype(np.uint8)
+    # An opening a few percent of the image wide cuts the thin headrest/table (and cables)
+    # from the head, so that the largest component is the head alone.
+    k = max(3, round(0.04 * min(binary.shape)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    mask = _largest_component(opened)
+    if not mask.any():  # the object is thinner than the opening: keep it rather than lose it
+        mask = _largest_component(binary)
+    return mask
+
+
+def head_mask(hu: np.ndarray) -> np.ndarray:
+    """The head: largest connected tissue component, without headrest, table and border.
+
+    Computed on a ~128-pixel version of the image (the mask only drives a crop, so full
+    resolution buys nothing but time) and scaled back to the input size.
+
+    Args:
+        hu: HU image (H, W).
+
+    Returns:
+        bool (H, W); all False when nothing is above -300 HU.
+    """
+    hu = np.asarray(hu)
+    factor = _mask_factor(hu.shape)
+    small = _small_head_mask(hu, factor)
+    if factor == 1:
+        return small.astype(bool)
+    full = np.zeros(hu.shape[:2], dtype=np.uint8)
+    h, w = small.shape[0] * factor, small.shape[1] * factor
+    full[:h, :w] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    return full.astype(bool)
+
+
+def _square_box(
+    y0: float, y1: float, x0: float, x1: float, margin_frac: float
+) -> tuple[int, int, int, int]:
+    """Square integer box (end exclusive) centred on a box, its side padded by ``margin_frac``."""
+    side = max(y1 - y0, x1 - x0) * (1.0 + 2.0 * margin_frac)
+    side_i = max(1, round(side))
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    top = round(cy - side_i / 2.0)
+    left = round(cx - side_i / 2.0)
+    return top, top + side_i, left, left + side_i
+
+
+def head_bbox(hu: np.ndarray, margin_frac: float = 0.05) -> tuple[int, int, int, int]:
+    """Square crop box around the head: ``(y0, y1, x0, x1)``, ends exclusive.
+
+    The box is square so that resizing keeps the aspect ratio, and may extend beyond the image
+    (:func:`crop_resize` pads with air). With no head found the box covers the whole image.
+
+    Args:
+        hu: HU image (H, W).
+        margin_frac: Padding on each side, as a fraction of the head's larger extent.
+    """
+    hu = np.asarray(hu)
+    height, width = hu.shape[:2]
+    factor = _mask_factor(hu.shape)
+    small = _small_head_mask(hu, factor)
+    if not small.any():
+        return _square_box(0, height, 0, width, 0.0)
+    x, y, w, h = cv2.boundingRect(small)
+    return _square_box(y * factor, (y + h) * factor, x * factor, (x + w) * factor, margin_frac)
+
+
+def crop_resize(hu: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """Crop ``box`` (parts outside the image read as air, -1000 HU) and resize to size × size.
+
+    Shrinking uses area averaging (no aliasing of thin bright structures such as blood along
+    the falx); enlarging uses bilinear interpolation.
+
+    Returns:
+        float32 (size, size).
+    """
+    img = np.asarray(hu, dtype=np.float32)
+    height, width = img.shape[:2]
+    y0, y1, x0, x1 = (int(v) for v in box)
+    if y1 <= y0 or x1 <= x0:
+        raise ValueError(f"empty crop box {box}")
+    inner = img[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
+    pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
+    crop: np.ndarray
+    if inner.size == 0:
+        crop = np.full((y1 - y0, x1 - x0), AIR_HU, dtype=np.float32)
+    elif any(pads):
+        crop = cv2.copyMakeBorder(inner, *pads, cv2.BORDER_CONSTANT, value=AIR_HU)
+    else:
+        crop = inner
+    if crop.shape == (size, size):
+        return np.array(crop, dtype=np.float32)
+    shrink = crop.shape[0] > size or crop.shape[1] > size
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interp)

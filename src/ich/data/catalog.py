@@ -1,0 +1,182 @@
+"""The catalog of a preprocessing cache: one row per input file, as a Parquet table.
+
+Columns (see also ``docs`` in ``ich.data.cache``):
+
+* ``image_id`` (file stem, e.g. ``ID_000039fa0``), ``path`` (absolute), ``status`` (``"ok"`` or
+  ``"error"``), ``error`` (reason and tag, ``""`` when ok), ``error_kind`` (exception class name);
+* every :class:`~ich.dicom.io.SliceMeta` field, flattened by :func:`ich.dicom.series.flatten_meta`
+  (``image_position_patient_0..2``, ``image_orientation_patient_0..5``, ``pixel_spacing_0..1``);
+  integer fields are nullable ``Int64``, float fields and ``instance_number`` ``float64`` (NaN
+  when absent);
+* ``slice_index``, ``z``, ``z_spacing``, ``n_slices``, ``ordered_by`` from
+  :func:`ich.dicom.series.order_catalog` (``-1``/NaN/``""`` on error rows);
+* the six label columns named as :data:`ich.labels.LABELS` (float32, NaN when unlabelled);
+* ``chunk`` and ``row``: where the image lives (``chunks/<chunk>.npy[row]``; ``-1`` on errors).
+
+Rows are built as plain dicts per file (cheap) and turned into one DataFrame per chunk, so no
+per-file pandas work is done on the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ich.dicom.io import SliceMeta
+from ich.dicom.series import TUPLE_FIELDS, flatten_meta, order_catalog
+from ich.labels import LABELS, read_labels
+
+#: Columns every row has besides the SliceMeta fields.
+BASE_COLUMNS: tuple[str, ...] = (
+    "image_id", "path", "status", "error", "error_kind", "chunk", "row",
+)
+#: Columns added by the series ordering.
+ORDER_COLUMNS: tuple[str, ...] = ("slice_index", "z", "z_spacing", "n_slices", "ordered_by")
+
+
+def _meta_dtypes() -> dict[str, str]:
+    """dtype of each flattened SliceMeta column, derived from the dataclass annotations."""
+    out: dict[str, str] = {}
+    for f in fields(SliceMeta):
+        kind = str(f.type)
+        if f.name == "path":  # already a base column
+            continue
+        if f.name in TUPLE_FIELDS:
+            out.update({f"{f.name}_{i}": "float64" for i in range(TUPLE_FIELDS[f.name])})
+        elif kind.startswith("str"):
+            out[f.name] = "str"
+        elif kind.startswith("bool"):
+            out[f.name] = "bool"
+        elif kind.startswith("int") and f.name != "instance_number":
+            out[f.name] = "Int64"
+        else:
+            out[f.name] = "float64"
+    return out
+
+
+META_DTYPES: dict[str, str] = _meta_dtypes()
+
+
+def list_dicom_files(root: Path, all_files: bool = False) -> list[Path]:
+    """Every regular file under ``root`` (recursive) ending in ``.dcm``, or every file.
+
+    Sorted by relative path, so that chunk k is the same files on every run and machine
+    (what makes resuming and ``--shard`` work). Hidden files are skipped with ``all_files``.
+    """
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            if all_files and name.startswith("."):
+                continue
+            if not all_files and not name.lower().endswith(".dcm"):
+                continue
+            path = Path(dirpath) / name
+            if path.is_file():
+                found.append(path)
+    found.sort(key=lambda p: p.relative_to(root).as_posix())
+    return found
+
+
+def image_id_of(path: Path) -> str:
+    """The image id of a file: its name without ``.dcm`` (Kaggle's ``ID_<hex>``)."""
+    name = path.name
+    return name[:-4] if name.lower().endswith(".dcm") else name
+
+
+def ok_row(path: Path, meta: SliceMeta, chunk: int, row: int) -> dict[str, Any]:
+    """Catalog row of a slice that was read and cached."""
+    out = flatten_meta(meta)
+    out.update(image_id=image_id_of(path), path=str(path), status="ok", error="", error_kind="")
+    out.update(chunk=chunk, row=row)
+    return out
+
+
+def error_row(path: Path, reason: str, kind: str, meta: SliceMeta | None) -> dict[str, Any]:
+    """Catalog row of a file that failed; header fields kept when the header was readable."""
+    out: dict[str, Any] = flatten_meta(meta) if meta is not None else {}
+    out.update(image_id=image_id_of(path), path=str(path), status="error", error=reason)
+    out.update(error_kind=kind, chunk=-1, row=-1)
+    return out
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One DataFrame with the fixed catalog schema (same dtypes in every chunk table)."""
+    frame = pd.DataFrame.from_records(rows, columns=[*BASE_COLUMNS, *META_DTYPES])
+    for col, dtype in META_DTYPES.items():
+        if dtype == "str":
+            frame[col] = frame[col].fillna("").astype(str)
+        elif dtype == "bool":
+            frame[col] = frame[col].fillna(False).astype(bool)
+        else:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)  # type: ignore[call-overload]
+    for col in ("image_id", "path", "status", "error", "error_kind"):
+        frame[col] = frame[col].astype(str)
+    frame["chunk"] = frame["chunk"].astype(np.int64)
+    frame["row"] = frame["row"].astype(np.int64)
+    return frame
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write a table to ``path`` through a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _add_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Series order columns for ok rows; -1 / NaN / "" on error rows."""
+    ok = frame["status"] == "ok"
+    ordered = order_catalog(frame[ok])
+    out = frame.copy()
+    out["slice_index"] = np.int64(-1)
+    out["n_slices"] = np.int64(0)
+    out["z"] = np.nan
+    out["z_spacing"] = np.nan
+    out["ordered_by"] = ""
+    for col in ORDER_COLUMNS:
+        out.loc[ok, col] = ordered[col].to_numpy()
+    out["slice_index"] = out["slice_index"].astype(np.int64)
+    out["n_slices"] = out["n_slices"].astype(np.int64)
+    return out
+
+
+def _add_labels(frame: pd.DataFrame, labels_csv: Path | None) -> pd.DataFrame:
+    """Label columns (float32; NaN for images absent from the CSV, or with no CSV)."""
+    out = frame
+    if labels_csv is None:
+        for name in LABELS:
+            out[name] = np.float32(np.nan)
+        return out
+    wide = read_labels(labels_csv).astype(np.float32)
+    joined = wide.reindex(out["image_id"].to_numpy())
+    for name in LABELS:
+        out[name] = joined[name].to_numpy(dtype=np.float32)
+    return out
+
+
+def assemble_catalog(tables: Iterator[pd.DataFrame], labels_csv: Path | None) -> pd.DataFrame:
+    """Merge chunk tables into the final catalog: series order, labels, sorted rows.
+
+    Ok rows come first, ordered by (study, series, slice_index) — the order of the cache index
+    of :class:`~ich.data.cache.SliceCache`; failed files follow, by path.
+    """
+    frame = pd.concat(list(tables), ignore_index=True)
+    frame = _add_labels(_add_order(frame), labels_csv)
+    frame["_bad"] = frame["status"] != "ok"
+    frame = frame.sort_values(
+        ["_bad", "study_instance_uid", "series_instance_uid", "slice_index", "path"], kind="stable"
+    )
+    return frame.drop(columns="_bad").reset_index(drop=True)

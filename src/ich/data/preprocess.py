@@ -1,0 +1,164 @@
+"""From an HU slice to the int16 array the models read: one function for training and inference.
+
+:func:`preprocess_hu` is used by the preprocessing cache (``ich prepare``) and by the inference
+``Predictor``, so the model sees exactly the same input in both. HU are kept (not windows), so
+the windows can still be chosen and jittered when a data loader reads the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ich.data.catalog import error_row, ok_row
+from ich.dicom.io import read_meta, read_slice
+from ich.dicom.windowing import crop_resize, head_bbox
+from ich.errors import CacheError, DicomReadError
+
+_INT16 = np.iinfo(np.int16)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How slices are turned into cached arrays; part of every cache and checkpoint.
+
+    Attributes:
+        size: Side of the square output, in pixels.
+        crop: Crop to the head (square box around the largest tissue component) before
+            resizing; without it the whole image, padded to a square with air, is resized.
+        margin: Padding around the head, as a fraction of its larger extent.
+        version: Bumped when the algorithm changes, so that old caches are rebuilt.
+    """
+
+    size: int = 256
+    crop: bool = True
+    margin: float = 0.05
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ValueError(f"size must be at least 8 pixels, got {self.size}")
+        if not 0.0 <= self.margin <= 1.0:
+            raise ValueError(f"margin must be in [0, 1], got {self.margin}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON (cache.json, checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer format, or a typo)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
+        return cls(
+            size=int(data.get("size", 256)),
+            crop=bool(data.get("crop", True)),
+            margin=float(data.get("margin", 0.05)),
+            version=int(data.get("version", 1)),
+        )
+
+    def key(self) -> str:
+        """Short stable hash of the settings: a cache built with other settings has another key."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def full_box(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The square box that holds the whole image, centred (padding goes to the short side)."""
+    height, width = shape[0], shape[1]
+    side = max(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return top, top + side, left, left + side
+
+
+def preprocess_hu(hu: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
+    """Crop to the head, resize and round to int16 HU.
+
+    Args:
+        hu: HU image (H, W), any real dtype.
+        spec: The preprocessing settings.
+
+    Returns:
+        int16 (spec.size, spec.size): HU rounded to the nearest integer, clipped to int16.
+    """
+    hu = np.asarray(hu)
+    if hu.ndim != 2:
+        raise ValueError(f"expected a 2-D HU image, got shape {hu.shape}")
+    box = head_bbox(hu, spec.margin) if spec.crop else full_box(hu.shape)
+    out = crop_resize(hu, box, spec.size)
+    np.rint(out, out=out)
+    np.clip(out, _INT16.min, _INT16.max, out=out)
+    return out.astype(np.int16)
+
+
+def preprocess_files(
+    paths: Sequence[Path], spec: PreprocessSpec, chunk: int, strict: bool = False
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Read and preprocess a list of files into one int16 block plus catalog rows.
+
+    The block is preallocated for the whole list and filled in place (no per-file allocation
+    beyond the decoder's); failed files get an error row and no image. This is the unit of work
+    of one cache chunk.
+
+    Args:
+        paths: The files, in chunk order.
+        spec: Preprocessing settings.
+        chunk: Chunk number written into the ``chunk`` column.
+        strict: Raise :class:`~ich.errors.CacheError` naming the file at the first failure.
+
+    Returns:
+        int16 (n_ok, size, size) and one catalog row per input file (ok rows have ``row`` = their
+        position in the block).
+    """
+    block = np.empty((len(paths), spec.size, spec.size), dtype=np.int16)
+    rows: list[dict[str, Any]] = []
+    n_ok = 0
+    with warnings.catch_warnings():
+        # RSNA's "ID_..." UIDs are invalid VR UI: one warning per file would drown the progress bar.
+        warnings.filterwarnings("ignore", message="Invalid value for VR UI")
+        for path in paths:
+            n_ok += _one_file(Path(path), spec, block, n_ok, rows, chunk, strict)
+    return block[:n_ok], rows
+
+
+def _one_file(
+    path: Path,
+    spec: PreprocessSpec,
+    block: np.ndarray,
+    n_ok: int,
+    rows: list[dict[str, Any]],
+    chunk: int,
+    strict: bool,
+) -> int:
+    """Preprocess one file into ``block[n_ok]`` and append its row; 1 if it was ok, else 0."""
+    try:
+        sl = read_slice(path)
+        block[n_ok] = preprocess_hu(sl.hu, spec)
+    except Exception as exc:  # recorded per file: one bad file must not stop a 750k-file run
+        reason = _reason(exc)
+        if strict:
+            raise CacheError(f"{path}: {reason}") from None
+        try:
+            meta = read_meta(path)
+        except Exception:
+            meta = None
+        rows.append(error_row(path, reason, type(exc).__name__, meta))
+        return 0
+    rows.append(ok_row(path, sl.meta, chunk, n_ok))
+    return 1
+
+
+def _reason(exc: Exception) -> str:
+    """The error text recorded in the catalog: the reason (and tag) without the path."""
+    if isinstance(exc, DicomReadError):
+        return exc.reason + (f" [{exc.tag}]" if exc.tag else "")
+    return f"{type(exc).__name__}: {exc}"
