@@ -1,0 +1,125 @@
+"""Write phantom slices as RSNA-like CT DICOM files (the one place in ich that writes DICOM).
+
+The headers copy what the RSNA 2019 files look like, including their faults, so the readers
+downstream are exercised on the same variety: ``ID_*`` identifiers in UID fields, 16-bit signed
+and 12-bit unsigned storage, the 12-bit "wrap" fault (intercept > -100), multi-valued window
+strings, Implicit and Explicit VR Little Endian, and InstanceNumber not always in slice order.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from ich.phantom.files import atomic_write_bytes
+
+#: How pixel values are stored: 16-bit signed, 12-bit unsigned, or 12-bit with the wrap fault.
+Storage = Literal["int16", "uint12", "uint12_wrap"]
+
+#: HU range each storage can hold (intercept -1024; the wrap fault decodes to [-1000, 3095]).
+HU_RANGE: dict[str, tuple[float, float]] = {
+    "int16": (-3024.0, 3071.0),
+    "uint12": (-1024.0, 3071.0),
+    "uint12_wrap": (-1000.0, 3095.0),
+}
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """Header values of one phantom slice, with DICOM's own names."""
+
+    sop_instance_uid: str
+    patient_id: str
+    study_instance_uid: str
+    series_instance_uid: str
+    instance_number: int
+    image_position_patient: tuple[float, float, float]
+    image_orientation_patient: tuple[float, float, float, float, float, float]
+    pixel_spacing: float
+    slice_thickness: float
+    storage: Storage
+    explicit_vr: bool
+    multi_valued_window: bool
+
+
+def encode_hu(hu: np.ndarray, storage: Storage) -> tuple[np.ndarray, float]:
+    """HU (float) -> (stored values, (0028,1052) Rescale Intercept) for ``storage``.
+
+    The wrap fault stores ``HU mod 4096`` with intercept 1, as the faulty RSNA files do, so a
+    naive ``stored + intercept`` shows bright air while ``ich.dicom.windowing.to_hu`` (add 1000,
+    wrap at 4096, intercept -1000) recovers the HU exactly.
+    """
+    low, high = HU_RANGE[storage]
+    values = np.clip(np.rint(hu), low, high).astype(np.int32)
+    if storage == "int16":
+        return (values + 1024).astype("<i2"), -1024.0
+    if storage == "uint12":
+        return (values + 1024).astype("<u2"), -1024.0
+    return np.mod(values, 4096).astype("<u2"), 1.0
+
+
+def _window_value(value: int, multi: bool) -> str | list[str]:
+    """(0028,1050)/(0028,1051) as RSNA writes them: ``'30'`` or ``['00036', '00036']``."""
+    return [f"{value:05d}", f"{value:05d}"] if multi else str(value)
+
+
+def build_dataset(hu: np.ndarray, header: SliceHeader) -> Dataset:
+    """A complete CT Image Storage dataset for one slice (nothing is written)."""
+    stored, intercept = encode_hu(hu, header.storage)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = UID(header.sop_instance_uid)
+    explicit = header.explicit_vr
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian if explicit else ImplicitVRLittleEndian
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.8.498.1")
+    meta.ImplementationVersionName = "ich-phantom"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = header.sop_instance_uid
+    ds.Modality = "CT"
+    ds.PatientID = header.patient_id
+    ds.StudyInstanceUID = header.study_instance_uid
+    ds.SeriesInstanceUID = header.series_instance_uid
+    ds.StudyID = ""
+    ds.InstanceNumber = header.instance_number
+    ds.ImagePositionPatient = [f"{x:.6f}" for x in header.image_position_patient]
+    ds.ImageOrientationPatient = [f"{x:.6f}" for x in header.image_orientation_patient]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(hu.shape[0]), int(hu.shape[1])
+    ds.PixelSpacing = [f"{header.pixel_spacing:.6f}"] * 2
+    ds.SliceThickness = f"{header.slice_thickness:.6f}"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16 if header.storage == "int16" else 12
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if header.storage == "int16" else 0
+    ds.WindowCenter = _window_value(36 if header.multi_valued_window else 30,
+                                    header.multi_valued_window)
+    ds.WindowWidth = _window_value(80, header.multi_valued_window)
+    ds.RescaleIntercept = f"{intercept:g}"
+    ds.RescaleSlope = "1"
+    ds.PixelData = stored.tobytes()
+    return ds
+
+
+def write_slice(path: Path, hu: np.ndarray, header: SliceHeader) -> Path:
+    """Write one slice to ``path`` atomically (temporary file in the same folder, then rename).
+
+    An interrupted run therefore never leaves a half-written ``.dcm`` that a reader would have
+    to reject later.
+    """
+    with warnings.catch_warnings():
+        # RSNA puts "ID_..." strings in UI elements; pydicom rightly warns, we mean it.
+        warnings.simplefilter("ignore", UserWarning)
+        ds = build_dataset(hu, header)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,172 @@
+"""Acute hemorrhage of the five RSNA subtypes as 3-D shapes, cut into per-slice masks.
+
+Each lesion lives in the head frame of :mod:`ich.phantom.anatomy` and along the study's height
+``z`` (mm from the skull base), so it extends over neighbouring slices with a plausible shape:
+a lens against the inner table (epidural), a long crescent (subdural), blood in sulci and
+cisterns (subarachnoid), a rounded blob with an edema rim (intraparenchymal) and a fluid level
+in the dependent ventricles (intraventricular).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ich.phantom.anatomy import SliceAnatomy, StudyGrid
+
+#: Per-study probability of a bleed and, given one, of each subtype; extents are in units of the
+#: head height. Calibrated so per-slice rates land near RSNA stage 2 (DESIGN.md).
+BLEED_PROBABILITY = 0.36
+SUBTYPE_PROBABILITY: dict[str, float] = {
+    "epidural": 0.07,
+    "intraparenchymal": 0.55,
+    "intraventricular": 0.38,
+    "subarachnoid": 0.5,
+    "subdural": 0.5,
+}
+#: Fraction of the RSNA "any" rate (14.4 %) that the numbers above produce.
+RSNA_ANY_RATE = 0.144
+
+
+def _wrap(angle: np.ndarray | float) -> np.ndarray:
+    """Angle difference wrapped to [-pi, pi)."""
+    return np.asarray((np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi)
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One hemorrhage: its subtype, where it sits, and how dense it is.
+
+    Attributes:
+        subtype: one of ``ich.labels.SUBTYPES``.
+        z0, half_z: centre and half extent along the study height (mm).
+        theta0, half_theta: centre and half span of the polar angle (head frame, rad).
+        size: subtype-specific size (mm): maximal thickness, or in-plane radius.
+        hu: mean density of the blood (50-90 HU when acute).
+        extra: subtype-specific parameters (centre of a blob, fill fraction...).
+    """
+
+    subtype: str
+    z0: float
+    half_z: float
+    theta0: float
+    half_theta: float
+    size: float
+    hu: float
+    extra: tuple[float, ...] = ()
+
+    def mask(self, grid: StudyGrid, anat: SliceAnatomy, z: float) -> np.ndarray | None:
+        """Boolean (H, W) mask of this lesion on the slice at height ``z``, or None."""
+        dz = (z - self.z0) / self.half_z
+        if abs(dz) >= 1.0:
+            return None
+        if self.subtype in ("epidural", "subdural"):
+            return self._extra_axial(grid, anat, dz)
+        if self.subtype == "intraparenchymal":
+            return self._blob(grid, anat, dz, 1.0)
+        if self.subtype == "intraventricular":
+            return self._layering(grid, anat)
+        return self._sulcal(grid, anat)
+
+    def _extra_axial(self, grid: StudyGrid, anat: SliceAnatomy, dz: float) -> np.ndarray:
+        """Lens (epidural) or crescent (subdural) against the inner table."""
+        du = np.abs(_wrap(grid.theta - self.theta0)) / self.half_theta
+        if self.subtype == "epidural":  # biconvex: thickness falls off like an ellipse
+            thick = self.size * np.sqrt(np.clip(1.0 - du**2 - dz**2, 0.0, None))
+        else:  # crescent: nearly constant thickness, tapered ends
+            thick = self.size * np.clip(1.0 - du**4 - dz**4, 0.0, None) ** 0.5
+        thick = np.where(thick > 0, np.maximum(thick, 1.2 * grid.spacing), 0.0)
+        return anat.brain & (anat.depth_in < thick)
+
+    def _blob(self, grid: StudyGrid, anat: SliceAnatomy, dz: float, grow: float) -> np.ndarray:
+        """Rounded, slightly irregular blob inside the brain (``grow`` > 1 gives the rim)."""
+        uc, vc, aspect, p1, p2 = self.extra
+        scale = np.sqrt(1.0 - dz**2) * self.size * grow
+        du, dv = grid.u - np.float32(uc), (grid.v - np.float32(vc)) / np.float32(aspect)
+        angle = np.arctan2(dv, du)
+        bumpy = scale * (1.0 + 0.15 * np.cos(2 * angle + p1) + 0.1 * np.cos(3 * angle + p2))
+        inside = np.hypot(du, dv) < np.maximum(bumpy, 0.6 * grid.spacing)
+        return inside & anat.brain & (anat.depth_in > 2.0) & ~anat.ventricles
+
+    def rim(self, grid: StudyGrid, anat: SliceAnatomy, z: float) -> np.ndarray | None:
+        """Edema around an intraparenchymal bleed (darker than white matter), or None."""
+        dz = (z - self.z0) / self.half_z
+        if self.subtype != "intraparenchymal" or abs(dz) >= 1.0:
+            return None
+        return self._blob(grid, anat, dz, 1.45)
+
+    def _layering(self, grid: StudyGrid, anat: SliceAnatomy) -> np.ndarray:
+        """Blood in the dependent (posterior: the patient lies supine) part of the ventricles."""
+        (fill,) = self.extra
+        vents = anat.ventricles
+        rows = np.flatnonzero(vents.any(axis=1))
+        if rows.size == 0:
+            return vents
+        y = grid.y_mm[rows, 0]
+        level = y.max() - fill * (y.max() - y.min() + grid.spacing)
+        return vents & (grid.y_mm >= np.float32(level))
+
+    def _sulcal(self, grid: StudyGrid, anat: SliceAnatomy) -> np.ndarray:
+        """Blood in the sulci, fissures and cisterns of a sector of the brain."""
+        near = np.abs(_wrap(grid.theta - self.theta0)) < self.half_theta
+        central = grid.rho < 0.45 * anat.brain_radius  # cisterns and fissures near the centre
+        return anat.sulcal_csf & (near | central)
+
+
+def _sample_one(rng: np.random.Generator, subtype: str, height: float, focus: float) -> Lesion:
+    """Draw one lesion of ``subtype`` near the height fraction ``focus``."""
+    theta = float(rng.uniform(-np.pi, np.pi))
+    hu = float(rng.uniform(62, 80))
+    if subtype == "epidural":
+        z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.3, 0.75))
+        theta = float(rng.choice([0.0, np.pi]) + rng.normal(0, 0.4))  # mostly temporal
+        return Lesion(subtype, z0, height * rng.uniform(0.07, 0.12), theta,
+                      float(rng.uniform(0.3, 0.5)), float(rng.uniform(9, 18)), hu + 4)
+    if subtype == "subdural":
+        z0 = height * float(np.clip(focus + rng.normal(0, 0.06), 0.35, 0.75))
+        return Lesion(subtype, z0, height * rng.uniform(0.14, 0.3), theta,
+                      float(rng.uniform(0.6, 1.3)), float(rng.uniform(4, 11)), hu)
+    if subtype == "intraparenchymal":
+        z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.3, 0.8))
+        radius = float(rng.uniform(6, 18))
+        reach = float(rng.uniform(0.15, 0.45)) * 55.0
+        extra = (reach * np.cos(theta), reach * np.sin(theta), float(rng.uniform(0.7, 1.4)),
+                 float(rng.uniform(0, 6.3)), float(rng.uniform(0, 6.3)))
+        return Lesion(subtype, z0, max(radius * rng.uniform(1.0, 1.6), 8.0), theta, np.pi,
+                      radius, hu, extra)
+    if subtype == "intraventricular":
+        z0 = height * float(rng.uniform(0.42, 0.58))
+        fill = 1.0 if rng.random() < 0.25 else float(rng.uniform(0.25, 0.6))
+        return Lesion(subtype, z0, height * rng.uniform(0.07, 0.14), 0.0, np.pi, 0.0, hu,
+                      (fill,))
+    z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.25, 0.75))
+    return Lesion(subtype, z0, height * rng.uniform(0.08, 0.18), theta,
+                  float(rng.uniform(0.5, 1.4)), 0.0, hu - 4)
+
+
+def sample_lesions(rng: np.random.Generator, height: float, scale: float = 1.0) -> list[Lesion]:
+    """Draw the hemorrhages of one study (often none, sometimes several subtypes together).
+
+    Args:
+        rng: The study's generator.
+        height: Head height (mm), skull base to vertex.
+        scale: Multiplies the bleed probability (``prevalence / 0.144``); above what a single
+            probability can give, lesions are made to span more slices instead.
+    """
+    p_bleed = BLEED_PROBABILITY * scale
+    if rng.random() >= min(p_bleed, 1.0):
+        return []
+    stretch = max(1.0, p_bleed)
+    focus = float(rng.uniform(0.35, 0.7))
+    subtypes = [s for s, p in SUBTYPE_PROBABILITY.items() if rng.random() < p]
+    if not subtypes:
+        subtypes = [str(rng.choice(list(SUBTYPE_PROBABILITY)[1:]))]
+    lesions = [_sample_one(rng, s, height, focus) for s in subtypes]
+    if stretch > 1.0:
+        lesions = [
+            Lesion(x.subtype, x.z0, x.half_z * stretch, x.theta0, x.half_theta, x.size, x.hu,
+                   x.extra)
+            for x in lesions
+        ]
+    return lesions
