@@ -1,0 +1,205 @@
+"""The FastAPI application factory, its shared state, and ``preload`` for ``ich demo``.
+
+Why a factory: tests, the benchmark and ``ich serve`` each build their own app on their own
+data folder; nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ich import __version__
+from ich.web.ingest import ingest
+from ich.web.jobs import Worker
+from ich.web.predictor import PredictorLike, load_predictor
+from ich.web.render import PngCache
+from ich.web.settings import WebSettings
+from ich.web.store import Store
+
+log = logging.getLogger("ich.web")
+STATIC = Path(__file__).parent / "static"
+
+
+def hash_id(value: str) -> str:
+    """A short one-way digest of an identifier, for logs (no patient data in logs)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
+@dataclass
+class AppState:
+    """Everything the routes share: settings, store, worker, predictor and image cache."""
+
+    settings: WebSettings
+    store: Store
+    cache: PngCache
+    predictor: PredictorLike | None = None
+    predictor_error: str | None = None
+    model_lock: threading.Lock = field(default_factory=threading.Lock)
+    worker: Worker | None = None
+
+    def get_predictor(self) -> PredictorLike | None:
+        """The predictor once loaded (the worker polls this)."""
+        return self.predictor
+
+    def provenance(self) -> dict[str, Any]:
+        """What the model was trained on, shown on every page."""
+        if self.predictor is not None:
+            return dict(self.predictor.provenance)
+        if self.predictor_error:
+            return {"note": f"model failed to load: {self.predictor_error}"}
+        if self.settings.model_dir is None:
+            return {"note": "no model configured (start with --model RUN)"}
+        return {"note": "model loading"}
+
+
+def _load_model(state: AppState) -> None:
+    """Build the real predictor once (runs in a thread so pages are served meanwhile)."""
+    try:
+        state.predictor = load_predictor(state.settings.model_dir, state.settings.device)
+        log.info("model loaded from %s", state.settings.model_dir)
+    except Exception as exc:
+        state.predictor_error = f"{type(exc).__name__}: {exc}"
+        log.error("could not load the model: %s", state.predictor_error)
+    if state.worker is not None:
+        state.worker.wake()
+
+
+TOKEN_COOKIE = "ich_token"
+
+
+def _given_token(request: Request) -> tuple[str, bool]:
+    """The token sent (Bearer header, ``?token=``, or the cookie the page set) and whether it
+    came in the query string (then the response sets the cookie, so images and scripts loaded
+    by the page carry it without the token in every URL)."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip(), False
+    if "token" in request.query_params:
+        return request.query_params["token"], True
+    return request.cookies.get(TOKEN_COOKIE, ""), False
+
+
+def _install_guards(app: FastAPI, settings: WebSettings) -> None:
+    """Token check on every request, body size limit, and JSON errors people can read."""
+
+    @app.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        from_query = False
+        if settings.token:
+            given, from_query = _given_token(request)
+            if not hmac.compare_digest(given.encode(), settings.token.encode()):
+                return JSONResponse({"detail": "missing or wrong access token: send "
+                                     "'Authorization: Bearer <token>' or add ?token=<token>"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_upload_bytes:
+            return JSONResponse({"detail": f"upload too large: the limit is "
+                                 f"{settings.max_upload_bytes / 2**20:.0f} MiB"}, status_code=413)
+        response = await call_next(request)
+        if from_query and settings.token:
+            response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                 for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+
+def create_app(settings: WebSettings, predictor: PredictorLike | None = None) -> FastAPI:
+    """Build the application on ``settings.data_dir``.
+
+    Args:
+        settings: Where data lives, limits, token, and the model run to load.
+        predictor: Any object satisfying ``PredictorLike``; when None and ``settings.model_dir``
+            is set, ``ich.inference.Predictor.from_run`` is built in the background at startup.
+    """
+    settings.validate()
+    state = AppState(settings=settings, store=Store(settings.data_dir),
+                     cache=PngCache(settings.png_cache_items), predictor=predictor)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.start_worker:
+            state.worker = Worker(state.store, state.get_predictor, state.model_lock)
+            state.worker.start()
+        if state.predictor is None and settings.model_dir is not None:
+            threading.Thread(target=_load_model, args=(state,), daemon=True).start()
+        yield
+        if state.worker is not None:
+            state.worker.stop()
+
+    app = FastAPI(
+        title="ich — intracranial hemorrhage triage",
+        version=__version__,
+        description="Research use only — not for diagnosis. Upload head-CT DICOM, get per-slice "
+        "and per-study probabilities of the five hemorrhage subtypes and 'any', and heatmaps.",
+        lifespan=lifespan,
+    )
+    app.state.ich = state
+    _install_guards(app, settings)
+    from ich.web.routes_api import router as api_router
+    from ich.web.routes_pages import router as pages_router
+
+    app.include_router(api_router)
+    app.include_router(pages_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def preload(settings: WebSettings, paths: Iterable[Path]) -> list[str]:
+    """Ingest DICOM files or folders into the data dir before serving (used by ``ich demo``).
+
+    The jobs are queued and run as soon as a server with a model starts on the same folder.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+    def opened() -> Iterator[tuple[str, IO[bytes]]]:
+        for f in files:  # one open file at a time: ingest copies each before asking for the next
+            with open(f, "rb") as fh:
+                yield f.name, fh
+
+    store = Store(settings.data_dir)
+    try:
+        result = ingest(store, opened(), max_files=max(settings.max_files, len(files)),
+                        max_bytes=max(settings.max_upload_bytes, 1))
+    finally:
+        store.close()
+    return result.study_ids
+
+
+def serve(settings: WebSettings, predictor: PredictorLike | None = None) -> None:
+    """Run uvicorn on ``settings.host:port`` until interrupted (what ``ich serve`` calls)."""
+    import uvicorn
+
+    settings.validate()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings, predictor)
+    print(f"ich: serving on http://{settings.host}:{settings.port}/  (data in {settings.data_dir}; "
+          "research use only — not for diagnosis)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

@@ -1,0 +1,101 @@
+"""Slice and heatmap PNGs, rendered fast from the stored int16 HU stacks.
+
+Why PNG on the server: the browser gets exactly the window the radiologist chose, with no
+client-side DICOM code; encoding a 512² greyscale PNG at compression level 1 takes a few ms,
+and an LRU keeps recent images so scrolling back is instant.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from ich.dicom.windowing import WINDOWS, apply_window
+
+#: Presets offered by the viewer (``soft_tissue`` also accepted).
+PRESETS = ("brain", "subdural", "bone")
+
+
+class BadRequestError(ValueError):
+    """A query parameter a person typed wrong (HTTP 400)."""
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """``brain``/``subdural``/``bone``/``soft_tissue`` or ``"C,W"`` → (center, width) in HU."""
+    name = text.strip().lower()
+    if name in WINDOWS:
+        w = WINDOWS[name]
+        return float(w.center), float(w.width)
+    parts = name.split(",")
+    try:
+        center, width = (float(p) for p in parts)
+    except ValueError:
+        raise BadRequestError(
+            f"window must be one of {', '.join(WINDOWS)} or 'center,width' in HU, got {text!r}"
+        ) from None
+    if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
+        raise BadRequestError(f"window width must be a positive number of HU, got {text!r}")
+    return center, width
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 grey (H, W) or RGBA (H, W, 4) image; level 1 favours speed."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - cv2 fails only on impossible shapes
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def slice_png(hu: np.ndarray, center: float, width: float) -> bytes:
+    """Greyscale PNG of one slice in the given window."""
+    grey = apply_window(np.asarray(hu, dtype=np.float32), center, width)
+    return encode_png((grey * 255.0 + 0.5).astype(np.uint8))
+
+
+def heatmap_rgba(heat: np.ndarray) -> np.ndarray:
+    """Colour (jet) with alpha rising with the heat, so cold areas leave the slice visible."""
+    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    colour = cv2.applyColorMap((h * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    rgba = np.empty((*h.shape, 4), np.uint8)
+    rgba[..., :3] = colour[..., ::-1]
+    rgba[..., 3] = (np.clip((h - 0.15) / 0.85, 0, 1) ** 0.7 * 230).astype(np.uint8)
+    return rgba
+
+
+def heatmap_png(heat: np.ndarray) -> bytes:
+    """Transparent PNG overlay of a [0, 1] heatmap (opacity is then set by the viewer)."""
+    return encode_png(heatmap_rgba(heat))
+
+
+class PngCache:
+    """A small thread-safe LRU of rendered images keyed by request parameters."""
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: tuple[object, ...], make: Callable[[], bytes]) -> bytes:
+        """The cached bytes for ``key``, rendering (outside the lock) on a miss."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        data = make()
+        with self._lock:
+            self._items[key] = data
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return data
+
+    def drop(self, prefix: object) -> None:
+        """Forget every entry whose first key part is ``prefix`` (a deleted study)."""
+        with self._lock:
+            for key in [k for k in self._items if k[0] == prefix]:
+                del self._items[key]

@@ -1,0 +1,207 @@
+"""The JSON API (OpenAPI docs at ``/docs``).
+
+Errors are ``{"detail": "<message a person understands>"}`` with the status code that says what
+went wrong: 404 unknown study or slice, 400 bad window or label, 409 results not ready,
+413 upload too large, 401 missing token.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from ich import __version__
+from ich.labels import LABELS
+from ich.web import views
+from ich.web.app import AppState, hash_id
+from ich.web.ingest import UploadTooLargeError, ingest
+from ich.web.render import BadRequestError, heatmap_png, parse_window, slice_png
+
+router = APIRouter(prefix="/api", tags=["studies"])
+
+UPLOAD_DOC = {
+    "requestBody": {"content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["files"],
+        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                 "description": "DICOM files and/or .zip archives of them"}}}}}}
+}
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.ich
+    return state
+
+
+def _detail_or_404(state: AppState, study_id: str) -> dict[str, Any]:
+    detail = views.study_detail(state.store, study_id)
+    if detail is None:
+        raise HTTPException(404, f"no study with id {study_id!r} (deleted, or never uploaded)")
+    return detail
+
+
+@router.get("/info", summary="Version, labels, windows, model provenance and the notice")
+def info(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    return {"version": __version__, "labels": list(LABELS), "notice": views.NOTICE,
+            "provenance": state.provenance(), "model_ready": state.predictor is not None,
+            "windows": ["brain", "subdural", "bone"],
+            "limits": {"max_files": state.settings.max_files,
+                       "max_upload_bytes": state.settings.max_upload_bytes}}
+
+
+@router.post("/studies", status_code=201, openapi_extra=UPLOAD_DOC,
+             summary="Upload DICOM files, folders or .zip; returns the new study ids")
+async def upload(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    limit = state.settings.max_files
+    try:
+        form = await request.form(max_files=limit + 1, max_fields=100)
+    except MultiPartException as exc:
+        if "Too many files" in str(exc):
+            raise HTTPException(413, f"too many files: the limit is {limit} per upload") from exc
+        raise HTTPException(400, f"could not read the upload: {exc}") from exc
+    files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    try:
+        if not files:
+            raise HTTPException(400, "no files in the upload: send them as multipart field 'files'")
+        if len(files) > limit:
+            raise HTTPException(413, f"too many files: the limit is {limit} per upload")
+        if sum(f.size or 0 for f in files) > state.settings.max_upload_bytes:
+            raise HTTPException(413, "upload too large")
+        start = time.perf_counter()
+        items = [(f.filename or "unnamed", f.file) for f in files]
+        try:
+            result = await run_in_threadpool(
+                ingest, state.store, items, limit, state.settings.max_upload_bytes)
+        except UploadTooLargeError as exc:
+            raise HTTPException(413, str(exc)) from exc
+    finally:
+        await form.close()
+    if state.worker is not None:
+        state.worker.wake()
+    if not result.study_ids:
+        raise HTTPException(400, "the upload contained no files")
+    views.log_upload(result.study_ids, time.perf_counter() - start)
+    return {"id": result.study_ids[0], "ids": result.study_ids, "files": result.n_files,
+            "errors": result.errors}
+
+
+@router.get("/studies", summary="All studies, most suspicious first")
+def list_studies(
+    request: Request, q: str = "", status: str = "", flag: str = ""
+) -> list[dict[str, Any]]:
+    if flag and flag not in LABELS:
+        raise HTTPException(400, f"unknown flag {flag!r}: use one of {', '.join(LABELS)}")
+    return views.list_studies(_state(request).store, q=q, status=status, flag=flag)
+
+
+@router.get("/studies/{study_id}", summary="Status, series, slices in order, probabilities")
+def get_study(request: Request, study_id: str) -> dict[str, Any]:
+    state = _state(request)
+    detail = _detail_or_404(state, study_id)
+    detail["provenance"] = state.provenance()
+    detail["notice"] = views.NOTICE
+    return detail
+
+
+@router.delete("/studies/{study_id}", summary="Delete a study, its files and results")
+def delete_study(request: Request, study_id: str) -> dict[str, str]:
+    state = _state(request)
+    if not state.store.delete_study(study_id):
+        raise HTTPException(404, f"no study with id {study_id!r}")
+    state.cache.drop(study_id)
+    return {"deleted": study_id}
+
+
+def _ready(state: AppState, study_id: str) -> dict[str, Any]:
+    detail = _detail_or_404(state, study_id)
+    if detail["status"] not in ("done", "partial"):
+        raise HTTPException(409, f"results not ready: the study is {detail['status']} "
+                            f"({detail['progress']:.0%} done); try again shortly")
+    detail["provenance"] = state.provenance()
+    detail["notice"] = views.NOTICE
+    return detail
+
+
+@router.get("/studies/{study_id}/results.json", summary="Results as JSON (download)")
+def results_json(request: Request, study_id: str) -> Response:
+    import json
+
+    detail = _ready(_state(request), study_id)
+    return Response(json.dumps(detail, indent=1), media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="ich-{study_id}.json"'})
+
+
+@router.get("/studies/{study_id}/results.csv", summary="Per-slice results as CSV (download)",
+            response_class=PlainTextResponse)
+def results_csv(request: Request, study_id: str) -> Response:
+    detail = _ready(_state(request), study_id)
+    return Response(views.results_csv(detail), media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="ich-{study_id}.csv"'})
+
+
+def _slice(state: AppState, study_id: str, index: int) -> tuple[str, int, int]:
+    found = views.locate_slice(state.store, study_id, index)
+    if found is None:
+        if views.study_detail(state.store, study_id) is None:
+            raise HTTPException(404, f"no study with id {study_id!r}")
+        raise HTTPException(404, f"study {study_id} has no slice {index}")
+    return found
+
+
+@router.get("/studies/{study_id}/slices/{index}.png", summary="One slice as PNG in a window",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def slice_image(request: Request, study_id: str, index: int, window: str = "brain") -> Response:
+    state = _state(request)
+    try:
+        center, width = parse_window(window)
+    except BadRequestError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    series_id, pos, _ = _slice(state, study_id, index)
+
+    def make() -> bytes:
+        return slice_png(views.load_hu(state.store, series_id)[pos], center, width)
+
+    png = state.cache.get_or_make((study_id, "slice", index, center, width), make)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/studies/{study_id}/slices/{index}/heatmap.png",
+            summary="Where the model looked for a label (transparent PNG overlay)",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def heatmap_image(request: Request, study_id: str, index: int, label: str = "any") -> Response:
+    state = _state(request)
+    if label not in LABELS:
+        raise HTTPException(400, f"unknown label {label!r}: use one of {', '.join(LABELS)}")
+    series_id, pos, n = _slice(state, study_id, index)
+    predictor = state.predictor
+    if predictor is None:
+        raise HTTPException(409, "no model loaded yet, so no heatmap")
+
+    def make() -> bytes:
+        hu = views.load_hu(state.store, series_id)
+        neighbours = [np.asarray(hu[max(pos - 1, 0)], np.float32),
+                      np.asarray(hu[min(pos + 1, n - 1)], np.float32)]
+        with state.model_lock:
+            heat = predictor.heatmap(np.asarray(hu[pos], np.float32), label, neighbours)
+        return heatmap_png(heat)
+
+    png = state.cache.get_or_make((study_id, "heat", index, label), make)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/studies/{study_id}/slices/{index}/meta", summary="Header fields of one slice")
+def slice_header(request: Request, study_id: str, index: int) -> dict[str, Any]:
+    state = _state(request)
+    series_id, pos, _ = _slice(state, study_id, index)
+    return views.slice_meta(state.store, series_id, pos)
+
+
+__all__ = ["hash_id", "router"]

@@ -1,0 +1,260 @@
+// ich viewer: worklist + study viewer on the JSON API. Plain JS, no build step, no CDN.
+"use strict";
+const LABELS = ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"];
+const SHORT = {any: "ANY", epidural: "EDH", intraparenchymal: "IPH", intraventricular: "IVH",
+  subarachnoid: "SAH", subdural: "SDH"};
+const $ = (id) => document.getElementById(id);
+const S = {study: null, slices: [], index: 0, window: "brain", poll: null, listPoll: null};
+
+function esc(t) { return String(t ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
+function pct(p) { return p == null ? "–" : (100 * p).toFixed(p >= 0.995 || p < 0.005 ? 0 : 1) + "%"; }
+function colour(l) { return getComputedStyle(document.documentElement).getPropertyValue(`--c-${l}`).trim(); }
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, {credentials: "same-origin", ...opts});
+  const body = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
+  if (!r.ok) throw new Error(body?.detail || `${r.status} ${r.statusText}`);
+  return body;
+}
+
+// ---- header: notice + provenance on every page ----------------------------------------
+async function loadInfo() {
+  try {
+    const info = await api("/api/info");
+    const p = info.provenance || {};
+    const text = Object.entries(p).map(([k, v]) => `${k.replace(/_/g, " ")}: ${v}`).join(" · ");
+    $("provenance").textContent = "Model — " + (text || "unknown provenance");
+    $("foot-provenance").textContent = p.training_data ? `Trained on: ${p.training_data}` : text;
+    $("notice").textContent = info.notice; $("foot-notice").textContent = info.notice;
+    if (!info.model_ready) setTimeout(loadInfo, 3000);
+  } catch (e) { $("provenance").textContent = "Model — " + e.message; }
+}
+
+// ---- upload: buttons, folder, drag-and-drop (files, folders, .zip) ---------------------
+async function upload(files) {
+  if (!files.length) return;
+  const fd = new FormData();
+  for (const f of files) fd.append("files", f, f.webkitRelativePath || f.relPath || f.name);
+  $("upload-status").hidden = false; $("upload-errors").innerHTML = "";
+  $("upload-message").textContent = `Uploading ${files.length} file(s)…`;
+  try {
+    const r = await api("/api/studies", {method: "POST", body: fd});
+    $("upload-message").textContent = `Received ${r.files} file(s) → ${r.ids.length} study(ies); ` +
+      (r.errors.length ? `${r.errors.length} file(s) could not be used:` : "all files readable.");
+    $("upload-errors").innerHTML = r.errors.map((e) => `<li><b>${esc(e.file)}</b>: ${esc(e.reason)}</li>`).join("");
+    route();
+  } catch (e) { $("upload-message").textContent = "Upload failed: " + e.message; }
+}
+
+async function entryFiles(entry, prefix = "") {
+  if (entry.isFile) {
+    return [await new Promise((res, rej) => entry.file((f) => { f.relPath = prefix + f.name; res(f); }, rej))];
+  }
+  const reader = entry.createReader(); let out = [];
+  for (;;) {
+    const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+    if (!batch.length) break;
+    for (const e of batch) out = out.concat(await entryFiles(e, prefix + entry.name + "/"));
+  }
+  return out;
+}
+
+function setupUpload() {
+  $("upload-input").onchange = (e) => { upload([...e.target.files]); e.target.value = ""; };
+  $("folder-input").onchange = (e) => { upload([...e.target.files]); e.target.value = ""; };
+  $("upload-dismiss").onclick = () => { $("upload-status").hidden = true; };
+  let depth = 0;
+  window.addEventListener("dragenter", (e) => { e.preventDefault(); depth++; $("drop-overlay").hidden = false; });
+  window.addEventListener("dragleave", () => { if (--depth <= 0) { depth = 0; $("drop-overlay").hidden = true; } });
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", async (e) => {
+    e.preventDefault(); depth = 0; $("drop-overlay").hidden = true;
+    const items = [...(e.dataTransfer.items || [])].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry());
+    let files = [];
+    if (items.length && items.every(Boolean)) for (const en of items) files = files.concat(await entryFiles(en));
+    else files = [...e.dataTransfer.files];
+    upload(files);
+  });
+}
+
+// ---- worklist ---------------------------------------------------------------------------
+function pbar(p) {
+  if (p == null) return '<span class="muted">–</span>';
+  const cls = p >= 0.5 ? "hi" : p >= 0.2 ? "mid" : "";
+  return `<div class="pbar"><div class="bar"><i class="${cls}" style="width:${(100 * p).toFixed(1)}%"></i></div>` +
+    `<span class="mono">${pct(p)}</span></div>`;
+}
+
+async function loadWorklist() {
+  const q = new URLSearchParams({q: $("search").value, status: $("status-filter").value, flag: $("flag-filter").value});
+  let rows;
+  try { rows = await api("/api/studies?" + q); } catch (e) { $("worklist-count").textContent = e.message; return; }
+  $("worklist-body").innerHTML = rows.map((s) => `<tr data-id="${esc(s.id)}" data-any="${s.probabilities?.any ?? ""}">
+    <td>${pbar(s.probabilities?.any)}</td>
+    <td>${s.flags.map((f) => `<span class="chip" style="color:${colour(f)}" title="${f}">${SHORT[f]}</span>`).join("") || '<span class="muted">—</span>'}</td>
+    <td>${esc(s.patient_id) || '<span class="muted">—</span>'}</td><td class="mono">${s.n_slices}</td>
+    <td class="mono">${new Date(s.received * 1000).toLocaleString()}</td>
+    <td><span class="badge ${s.status}">${s.status}${s.status === "processing" ? " " + pct(s.progress) : ""}</span>
+      ${s.n_errors ? `<span class="muted" title="files that could not be used">${s.n_errors} err</span>` : ""}</td>
+    <td class="mono muted">${esc(s.id)}</td></tr>`).join("");
+  $("worklist-empty").hidden = rows.length > 0;
+  $("worklist-count").textContent = `${rows.length} stud${rows.length === 1 ? "y" : "ies"}`;
+  for (const tr of $("worklist-body").rows) tr.onclick = () => go("/study/" + tr.dataset.id);
+  const pending = rows.some((s) => s.status === "queued" || s.status === "processing");
+  clearTimeout(S.listPoll);
+  if (pending && location.pathname === "/") S.listPoll = setTimeout(loadWorklist, 1000);
+}
+
+// ---- viewer -------------------------------------------------------------------------------
+function probTable(el, probs) {
+  el.innerHTML = LABELS.map((l) => {
+    const p = probs ? probs[l] : null;
+    return `<tr class="${p != null && p >= 0.5 ? "flag" : ""}"><td>${l}</td><td><div class="bar"><i style="width:${
+      p == null ? 0 : (100 * p).toFixed(1)}%;background:${colour(l)}"></i></div></td><td class="v">${pct(p)}</td></tr>`;
+  }).join("");
+}
+
+function windowParam() { return S.window; }
+function sliceUrl(i) { return `/api/studies/${S.study.id}/slices/${i}.png?window=${encodeURIComponent(windowParam())}`; }
+
+function showSlice(i, prefetch = true) {
+  if (!S.slices.length) return;
+  S.index = Math.max(0, Math.min(S.slices.length - 1, i));
+  const sl = S.slices[S.index];
+  $("slice-img").src = sliceUrl(S.index);
+  $("slider").value = S.index;
+  $("slice-index").textContent = `${S.index + 1} / ${S.slices.length}`;
+  $("slice-index").dataset.index = S.index;
+  $("overlay-tl").textContent = `Im ${S.index + 1}/${S.slices.length}\nz ${sl.z.toFixed(1)} mm`;
+  $("overlay-tr").textContent = `${S.study.patient_id || ""}\nW ${windowLabel()}`;
+  probTable($("slice-probs"), sl.probabilities);
+  updateHeat(); drawCursor(); loadMeta();
+  if (prefetch) for (const d of [1, -1, 2, 3]) { const j = S.index + d; if (j >= 0 && j < S.slices.length) new Image().src = sliceUrl(j); }
+}
+
+function windowLabel() {
+  if (S.window.includes(",")) { const [c, w] = S.window.split(","); return `L ${c} W ${w}`; }
+  return S.window;
+}
+
+function updateHeat() {
+  const on = $("heat-toggle").checked, img = $("heat-img");
+  img.hidden = !on;
+  img.style.opacity = $("heat-opacity").value / 100;
+  if (on) img.src = `/api/studies/${S.study.id}/slices/${S.index}/heatmap.png?label=${$("heat-label").value}`;
+}
+
+let metaTimer = null;
+function loadMeta() {
+  clearTimeout(metaTimer);
+  metaTimer = setTimeout(async () => {
+    const m = await api(`/api/studies/${S.study.id}/slices/${S.index}/meta`).catch(() => ({}));
+    const keys = ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id", "modality",
+      "instance_number", "rows", "columns", "pixel_spacing", "slice_thickness", "image_position_patient",
+      "rescale_slope", "rescale_intercept", "bits_stored", "photometric_interpretation", "transfer_syntax_uid"];
+    $("meta").innerHTML = keys.filter((k) => k in m).map((k) =>
+      `<dt>${k.replace(/_/g, " ")}</dt><dd>${esc(Array.isArray(m[k]) ? m[k].map((v) => +(+v).toFixed(2)).join(", ") : m[k])}</dd>`).join("");
+  }, 120);
+}
+
+function drawChart() {
+  const svg = $("chart"), n = S.slices.length, W = 1000, H = 150;
+  if (!n) { svg.innerHTML = ""; return; }
+  const x = (i) => (n === 1 ? W / 2 : (i / (n - 1)) * (W - 20) + 10), y = (p) => H - 8 - p * (H - 16);
+  let out = `<line x1="0" x2="${W}" y1="${y(0.5)}" y2="${y(0.5)}" stroke="#333b45" stroke-dasharray="6 6"/>`;
+  for (const l of [...LABELS].reverse()) {
+    if (!S.slices[0].probabilities) break;
+    const pts = S.slices.map((s, i) => `${x(i).toFixed(1)},${y(s.probabilities[l]).toFixed(1)}`).join(" ");
+    out += `<polyline data-label="${l}" points="${pts}" fill="none" stroke="${colour(l)}" stroke-width="${l === "any" ? 2.5 : 1.6}" vector-effect="non-scaling-stroke"/>`;
+  }
+  out += `<line id="cursor" y1="0" y2="${H}" stroke="#4aa3ff" stroke-width="2" vector-effect="non-scaling-stroke"/>`;
+  svg.innerHTML = out; drawCursor();
+  svg.onclick = (e) => {
+    const r = svg.getBoundingClientRect(), fx = ((e.clientX - r.left) / r.width) * W;
+    showSlice(Math.round(((fx - 10) / (W - 20)) * (n - 1)));
+  };
+  $("chart-legend").innerHTML = LABELS.map((l) => `<span><i style="background:${colour(l)}"></i>${l}</span>`).join("");
+}
+
+function drawCursor() {
+  const c = document.getElementById("cursor"), n = S.slices.length;
+  if (!c) return;
+  const xv = n === 1 ? 500 : (S.index / (n - 1)) * 980 + 10;
+  c.setAttribute("x1", xv); c.setAttribute("x2", xv);
+}
+
+async function loadStudy(id) {
+  clearTimeout(S.poll);
+  let d;
+  try { d = await api(`/api/studies/${id}`); } catch (e) {
+    $("study-title").textContent = e.message; S.study = null; S.slices = []; return;
+  }
+  const first = !S.study || S.study.id !== d.id;
+  S.study = d; S.slices = d.series.flatMap((s) => s.slices);
+  $("study-title").textContent = `${d.patient_id || "Unknown patient"} · ${d.n_slices} slices · ${d.id}`;
+  $("study-status").textContent = d.status === "processing" ? `processing ${pct(d.progress)}` : d.status;
+  $("study-status").className = "badge " + d.status;
+  probTable($("study-probs"), d.probabilities);
+  $("slider").max = Math.max(0, S.slices.length - 1);
+  $("dl-csv").href = `/api/studies/${d.id}/results.csv`; $("dl-json").href = `/api/studies/${d.id}/results.json`;
+  $("study-errors").innerHTML = d.errors.map((e) => `<li>${esc(e.file)}: ${esc(e.reason)}</li>`).join("");
+  drawChart();
+  showSlice(first ? bestSlice() : S.index, first);
+  if (d.status === "queued" || d.status === "processing") S.poll = setTimeout(() => loadStudy(id), 1000);
+}
+
+function bestSlice() {
+  // Open on the slice the model finds most suspicious: the one to look at first.
+  let best = 0;
+  S.slices.forEach((s, i) => { if (s.probabilities && s.probabilities.any > (S.slices[best].probabilities?.any ?? -1)) best = i; });
+  return best;
+}
+
+function setupViewer() {
+  $("heat-label").innerHTML = LABELS.map((l) => `<option value="${l}">${l}</option>`).join("");
+  $("slider").oninput = (e) => showSlice(+e.target.value);
+  $("prev").onclick = () => showSlice(S.index - 1);
+  $("next").onclick = () => showSlice(S.index + 1);
+  $("image-wrap").addEventListener("wheel", (e) => { e.preventDefault(); showSlice(S.index + Math.sign(e.deltaY)); }, {passive: false});
+  document.addEventListener("keydown", (e) => {
+    if ($("viewer").hidden || ["INPUT", "SELECT"].includes(e.target.tagName) && e.target.type !== "range") return;
+    const step = {ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: 10, PageUp: -10}[e.key];
+    if (step) { e.preventDefault(); showSlice(S.index + step); }
+    if (e.key === "Home") showSlice(0);
+    if (e.key === "End") showSlice(S.slices.length - 1);
+  });
+  const presets = {brain: [40, 80], subdural: [80, 200], bone: [600, 2800]};
+  for (const b of $("window-buttons").querySelectorAll("button")) b.onclick = () => {
+    S.window = b.dataset.window; [$("win-center").value, $("win-width").value] = presets[S.window];
+    for (const o of $("window-buttons").querySelectorAll("button")) o.classList.toggle("active", o === b);
+    showSlice(S.index);
+  };
+  $("win-apply").onclick = () => {
+    S.window = `${+$("win-center").value},${Math.max(1, +$("win-width").value)}`;
+    for (const o of $("window-buttons").querySelectorAll("button")) o.classList.remove("active");
+    showSlice(S.index);
+  };
+  $("heat-toggle").onchange = updateHeat; $("heat-label").onchange = updateHeat;
+  $("heat-opacity").oninput = () => { $("heat-img").style.opacity = $("heat-opacity").value / 100; };
+  $("delete-study").onclick = async () => {
+    if (!confirm("Delete this study and its results from the server?")) return;
+    await api(`/api/studies/${S.study.id}`, {method: "DELETE"}); go("/");
+  };
+}
+
+// ---- routing ------------------------------------------------------------------------------
+function go(path) { history.pushState({}, "", path); route(); }
+function route() {
+  const m = location.pathname.match(/^\/study\/([^/]+)/);
+  $("worklist").hidden = !!m; $("viewer").hidden = !m;
+  if (m) { clearTimeout(S.listPoll); loadStudy(decodeURIComponent(m[1])); $("image-wrap").focus(); }
+  else { clearTimeout(S.poll); S.study = null; loadWorklist(); }
+}
+
+window.addEventListener("popstate", route);
+document.addEventListener("click", (e) => {
+  const a = e.target.closest("a[data-nav]");
+  if (a) { e.preventDefault(); go(a.getAttribute("href")); }
+});
+for (const id of ["search", "status-filter", "flag-filter"]) $(id).addEventListener("input", loadWorklist);
+setupUpload(); setupViewer(); loadInfo(); route();

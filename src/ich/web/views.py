@@ -1,0 +1,186 @@
+"""Read side of the store: the JSON the API returns and the CSV download.
+
+Why separate from ``store.py``: the store only knows rows; this module decides what a study
+*means* to a reader — its status, progress, probabilities (max over its series), flags and the
+global slice numbering the viewer scrolls through.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from typing import Any
+
+import numpy as np
+
+from ich.labels import LABELS
+from ich.web.store import Store
+
+#: Probability at or above which a label is shown as a flag in the worklist.
+FLAG_THRESHOLD = 0.5
+NOTICE = "Research use only — not for diagnosis."
+log = logging.getLogger("ich.web")
+
+
+def _labelled(values: list[float] | None) -> dict[str, float] | None:
+    return None if values is None else {k: float(v) for k, v in zip(LABELS, values, strict=True)}
+
+
+def _status(job_states: list[str], n_series: int) -> str:
+    """One word for a study: queued, processing, done, failed (or partial when mixed)."""
+    if n_series == 0:
+        return "failed"
+    if "running" in job_states:
+        return "processing"
+    if "queued" in job_states:
+        return "processing" if "done" in job_states else "queued"
+    if "failed" in job_states:
+        return "partial" if "done" in job_states else "failed"
+    return "done"
+
+
+def _series_rows(store: Store, study_ids: list[str] | None) -> dict[str, list[dict[str, Any]]]:
+    """Series of the given studies (all when None) with job state and results, grouped."""
+    sql = (
+        "SELECT s.*, j.status AS job_status, j.error AS job_error, r.study_probs, "
+        "r.slice_probs, r.cnn_probs FROM series s "
+        "LEFT JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE series_id = s.id) "
+        "LEFT JOIN results r ON r.series_id = s.id"
+    )
+    params: tuple[Any, ...] = ()
+    if study_ids is not None:
+        sql += " WHERE s.study_id IN ({})".format(",".join("?" * len(study_ids)))
+        params = tuple(study_ids)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in store.query(sql + " ORDER BY s.rowid", params):
+        out.setdefault(row["study_id"], []).append(dict(row))
+    return out
+
+
+def _summary(study: dict[str, Any], series: list[dict[str, Any]]) -> dict[str, Any]:
+    states = [s["job_status"] or "queued" for s in series]
+    done = [s for s in series if s["study_probs"] is not None]
+    probs = None
+    if done:
+        per = [json.loads(s["study_probs"]) for s in done]
+        probs = [max(p[k] for p in per) for k in range(len(LABELS))]
+    n_done = sum(s["n_slices"] for s in done)
+    labelled = _labelled(probs)
+    return {
+        "id": study["id"],
+        "status": _status(states, len(series)),
+        "progress": round(n_done / study["n_slices"], 3) if study["n_slices"] else 0.0,
+        "received": study["received"],
+        "study_instance_uid": study["study_instance_uid"],
+        "patient_id": study["patient_id"],
+        "n_series": len(series),
+        "n_slices": study["n_slices"],
+        "probabilities": labelled,
+        "flags": [k for k, v in (labelled or {}).items() if k != "any" and v >= FLAG_THRESHOLD],
+        "n_errors": len(json.loads(study["errors"] or "[]")),
+    }
+
+
+def _rank(item: dict[str, Any]) -> tuple[int, float]:
+    """Worklist order: finished by p(any) descending, then pending by newest, failed last."""
+    p = (item["probabilities"] or {}).get("any")
+    if p is not None:
+        return (0, -p)
+    return (2 if item["status"] == "failed" else 1, -item["received"])
+
+
+def list_studies(
+    store: Store, q: str = "", status: str = "", flag: str = ""
+) -> list[dict[str, Any]]:
+    """All studies, most suspicious first, optionally filtered by text, status or flag."""
+    series = _series_rows(store, None)
+    items = [_summary(dict(r), series.get(r["id"], []))
+             for r in store.query("SELECT * FROM studies")]
+    if q:
+        needle = q.lower()
+        items = [i for i in items if needle in " ".join(
+            (i["id"], i["patient_id"], i["study_instance_uid"])).lower()]
+    if status:
+        items = [i for i in items if i["status"] == status]
+    if flag:
+        items = [i for i in items if flag in i["flags"] or (
+            flag == "any" and (i["probabilities"] or {}).get("any", 0) >= FLAG_THRESHOLD)]
+    return sorted(items, key=_rank)
+
+
+def study_detail(store: Store, study_id: str) -> dict[str, Any] | None:
+    """Status, series and every slice in order (global ``index``), or None if unknown."""
+    rows = store.query("SELECT * FROM studies WHERE id=?", (study_id,))
+    if not rows:
+        return None
+    study = dict(rows[0])
+    series = _series_rows(store, [study_id]).get(study_id, [])
+    out = _summary(study, series)
+    out["errors"] = json.loads(study["errors"] or "[]")
+    out["series"] = []
+    index = 0
+    for s in series:
+        slices = store.query(
+            "SELECT idx, sop_instance_uid, z FROM slices WHERE series_id=? ORDER BY idx",
+            (s["id"],))
+        sp = json.loads(s["slice_probs"]) if s["slice_probs"] else None
+        cp = json.loads(s["cnn_probs"]) if s["cnn_probs"] else None
+        out["series"].append({
+            "id": s["id"], "series_instance_uid": s["series_instance_uid"],
+            "n_slices": s["n_slices"], "rows": s["rows"], "columns": s["columns"],
+            "status": s["job_status"] or "queued", "error": s["job_error"],
+            "probabilities": _labelled(json.loads(s["study_probs"]) if s["study_probs"] else None),
+            "first_index": index,
+            "slices": [{
+                "index": index + k, "sop_instance_uid": r["sop_instance_uid"], "z": r["z"],
+                "probabilities": _labelled(sp[k]) if sp else None,
+                "cnn_probabilities": _labelled(cp[k]) if cp else None,
+            } for k, r in enumerate(slices)],
+        })
+        index += len(slices)
+    return out
+
+
+def locate_slice(store: Store, study_id: str, index: int) -> tuple[str, int, int] | None:
+    """(series id, position in series, series length) of a study-wide slice index."""
+    rows = store.query(
+        "SELECT id, n_slices FROM series WHERE study_id=? ORDER BY rowid", (study_id,))
+    start = 0
+    for r in rows:
+        if start <= index < start + r["n_slices"]:
+            return r["id"], index - start, r["n_slices"]
+        start += r["n_slices"]
+    return None
+
+
+def slice_meta(store: Store, series_id: str, pos: int) -> dict[str, Any]:
+    """The stored header fields of one slice."""
+    rows = store.query("SELECT meta FROM slices WHERE series_id=? AND idx=?", (series_id, pos))
+    return json.loads(rows[0]["meta"]) if rows else {}
+
+
+def results_csv(detail: dict[str, Any]) -> str:
+    """One row per slice: study, series, index, SOPInstanceUID, z and the six probabilities."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["study_id", "series_instance_uid", "index", "sop_instance_uid", "z",
+                     *LABELS])
+    for s in detail["series"]:
+        for sl in s["slices"]:
+            probs = sl["probabilities"] or {}
+            writer.writerow([detail["id"], s["series_instance_uid"], sl["index"],
+                             sl["sop_instance_uid"], f"{sl['z']:.3f}",
+                             *(f"{probs[k]:.6f}" if k in probs else "" for k in LABELS)])
+    return buf.getvalue()
+
+
+def load_hu(store: Store, series_id: str) -> np.ndarray:
+    """The series' int16 HU stack, memory-mapped (a read touches only the slice asked for)."""
+    return np.load(store.array_path(series_id), mmap_mode="r")
+
+
+def log_upload(study_ids: list[str], seconds: float) -> None:
+    """Log an upload by our random study ids only (no patient identifiers in logs)."""
+    log.info("stored upload as %s in %.2f s", ",".join(study_ids), seconds)
