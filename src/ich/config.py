@@ -1,0 +1,311 @@
+"""Typed run configuration: dataclasses, YAML files and ``a.b=value`` overrides.
+
+The configuration is the single source of truth of a run: library code receives a
+:class:`RunConfig`, never an argparse namespace, and the resolved configuration is saved into
+every run folder (``RUN/config.yaml``) and every checkpoint so that a run can be reproduced and
+a checkpoint describes itself. Unknown keys and wrongly typed values are errors that name the
+key and the file, because a silently ignored typo (``optim.lr_max=...``) wastes a day of GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ich.data.augment import AugmentConfig
+from ich.dicom.windowing import DEFAULT_WINDOWS
+from ich.errors import ConfigError
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SequenceConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "packaged_config",
+    "save_config",
+]
+
+
+@dataclass
+class DataConfig:
+    """What the slice model sees and how slices are split.
+
+    ``fold`` is the validation fold; ``-1`` trains on every fold (no validation, the last
+    epoch is also the "best" one, and no out-of-fold predictions are written).
+    """
+
+    cache: str = ""
+    windows: tuple[str, ...] = tuple(DEFAULT_WINDOWS)
+    offsets: tuple[int, ...] = (0,)
+    input_size: int = 256
+    folds: int = 5
+    fold: int = 0
+    fold_seed: int = 42
+    oversample: bool = False
+    oversample_positive: float = 2.0
+    oversample_rare: float = 4.0
+
+
+@dataclass
+class ModelConfig:
+    """Slice CNN: a timm backbone by name; ``weights`` is a local file of backbone weights."""
+
+    backbone: str = "efficientnet_b0"
+    pretrained: bool = False
+    weights: str | None = None
+    drop_rate: float = 0.2
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a per-step schedule (warmup + cosine, or one-cycle)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.01
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """The stage-1 loop: epochs, batch, workers, precision, stopping, logging."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    workers: int = 2
+    amp: bool = True
+    early_stopping_patience: int | None = 3
+    seed: int = 42
+    device: str = "auto"
+    log_every: int = 20
+    max_steps_per_epoch: int | None = None
+    deterministic: bool = True
+    stages: tuple[str, ...] = ("slice", "sequence")
+
+
+@dataclass
+class SequenceConfig:
+    """Stage 2: the study sequence model over ordered slice embeddings."""
+
+    kind: Literal["gru", "lstm", "transformer"] = "gru"
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.2
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    tta_flip: bool = True
+    max_len: int | None = 64
+    study_loss_weight: float = 0.5
+    patience: int | None = 6
+    embed_batch_size: int = 64
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, one section per concern."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples, ints to floats."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise bad
+        return tuple(_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise ConfigError(f"{source}: {key}: unsupported field type {tp}")  # pragma: no cover
+
+
+def _build(cls: Any, values: Any, prefix: str, source: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    where = prefix or "top level"
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(f"{source}: unknown key {key!r} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key, source)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {where}: {exc}") from exc
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) suitable for YAML, JSON and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return typing.cast(dict[str, Any], plain(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(values: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Rebuild a :class:`RunConfig` from :func:`config_to_dict` output (e.g. a checkpoint)."""
+    return typing.cast(RunConfig, _build(RunConfig, values, "", source))
+
+
+def _set_dotted(tree: dict[str, Any], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from exc
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped with ich (``default`` or ``demo``)."""
+    ref = resources.files("ich") / "configs" / f"{name}.yaml"
+    with resources.as_file(ref) as path:
+        if not path.is_file():
+            raise ConfigError(f"no packaged config named {name!r}")
+        return Path(path)
+
+
+def load_config(path: Path | str | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Resolve a run configuration: dataclass defaults, then the YAML file, then overrides.
+
+    Args:
+        path: YAML file, the name of a packaged config (``"demo"``, ``"default"``), or None
+            for the dataclass defaults.
+        overrides: ``section.key=value`` strings; values are parsed as YAML
+            (``train.epochs=3``, ``data.windows=[brain,bone]``, ``model.weights=null``).
+
+    Raises:
+        ConfigError: unreadable file, unknown key, or a value of the wrong type; the message
+            names the key and the file (or "override").
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.exists() and str(path) in ("default", "demo"):
+            p = packaged_config(str(path))
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read config ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML ({exc})") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at top level")
+        tree = loaded or {}
+    cfg = _build(RunConfig, tree, "", source)
+    if not overrides:
+        return typing.cast(RunConfig, cfg)
+    merged = config_to_dict(cfg)
+    for item in overrides:
+        _set_dotted(merged, item)
+    label = f"{source} + overrides" if path is not None else "override"
+    return typing.cast(RunConfig, _build(RunConfig, merged, "", label))
+
+
+def save_config(cfg: RunConfig, run_dir: Path) -> Path:
+    """Write the resolved configuration to ``run_dir/config.yaml`` atomically."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / "config.yaml"
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
