@@ -31,7 +31,7 @@ p.sub { color:var(--muted); margin:0 0 16px; }
 .banner.warn { background:#fdecea; border:1px solid #f5b7b1; color:#8a1c12; }
 .banner.info { background:#fff6e0; border:1px solid #f3d58a; color:#6b4a00; }
 .cards { display:flex; flex-wrap:wrap; gap:12px; margin:12px 0; }
-.card { border:1px solid var(--line); border-radius:8px; padding:10px 16px; min-width:150px;
+.card { border:1px solid var(--line); border-radius:8px; padding:10px 16px; min-width:118px;
         background:var(--bg); }
 .card .v { font-size:22px; font-weight:700; }
 .card .k { color:var(--muted); font-size:13px; }
