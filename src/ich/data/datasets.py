@@ -1,0 +1,425 @@
+"""Torch datasets over the preprocessing cache: slices for the CNN, series for the study model.
+
+Training never touches DICOM: :class:`SliceDataset` reads int16 HU from a
+:class:`ich.data.cache.SliceCache` (memory-mapped chunks) and windows them on the fly, so the
+window choice, window jitter and neighbour slices stay training options instead of being baked
+into image files as the 2019 teams did with PNGs.
+
+Channels (:class:`ChannelSpec`) are windows x neighbour offsets, offset-major::
+
+    ChannelSpec()                                   # brain, subdural, soft tissue of slice s
+    ChannelSpec(("brain",), (-1, 0, 1))             # brain window of s-1, s, s+1
+    ChannelSpec(DEFAULT_WINDOWS, (-1, 0, 1))        # 9 channels: [s-1: b, sd, st], [s: ...], ...
+
+Randomness (window jitter, sequence crops/reversal, v2 per-sample transforms) comes from torch's
+global RNG of the process that loads: in a loader worker the DataLoader seeds it from its
+``generator`` (use :func:`slice_loader`, or ``generator=`` + :func:`seed_worker`), in-process
+(``workers=0``) it is the main RNG (call ``torch.manual_seed(seed)``). Either way a run is
+reproducible for a seed and a worker count.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from ich.data.augment import AugmentConfig, build_sample_transform
+from ich.dicom.windowing import DEFAULT_WINDOWS, Window, resolve_windows
+from ich.errors import ConfigError
+from ich.labels import LABELS
+
+
+class CacheLike(Protocol):
+    """What the datasets need from :class:`ich.data.cache.SliceCache` (tests use fakes)."""
+
+    size: int
+    catalog: pd.DataFrame
+
+    def images(self, idx: np.ndarray | list[int]) -> np.ndarray: ...
+
+    @property
+    def labels(self) -> np.ndarray: ...
+
+    def series_index(self) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """Which windows of which neighbour slices form the CNN's input channels.
+
+    Attributes:
+        windows: Window names (``ich.dicom.windowing.WINDOWS``) or ``"C,W"`` strings.
+        offsets: Slice offsets along the series (0 = the slice itself); clamped at series ends.
+    """
+
+    windows: tuple[str, ...] = DEFAULT_WINDOWS
+    offsets: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if not self.windows or not self.offsets:
+            raise ConfigError("ChannelSpec needs at least one window and one offset")
+        try:
+            resolve_windows(self.windows)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def n_channels(self) -> int:
+        """C = len(windows) x len(offsets)."""
+        return len(self.windows) * len(self.offsets)
+
+    def resolved(self) -> tuple[Window, ...]:
+        """The windows as :class:`Window` objects (centre/width in HU)."""
+        return resolve_windows(self.windows)
+
+    def channel_names(self) -> list[str]:
+        """Human names in channel order, e.g. ``["brain@-1", "brain@+0", "brain@+1"]``."""
+        return [f"{w}@{o:+d}" for o in self.offsets for w in self.windows]
+
+    def window_triples(self) -> list[list[Any]]:
+        """``[[name, center, width], ...]`` as stored in checkpoints."""
+        return [[w.name, w.center, w.width] for w in self.resolved()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists for YAML / JSON."""
+        return {"windows": list(self.windows), "offsets": [int(o) for o in self.offsets]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChannelSpec:
+        """Inverse of :meth:`to_dict` (also accepts ``[name, c, w]`` window triples)."""
+        unknown = sorted(set(data) - {"windows", "offsets"})
+        if unknown:
+            raise ConfigError(f"unknown channel keys {unknown}; known: windows, offsets")
+        windows = data.get("windows", DEFAULT_WINDOWS)
+        names = tuple(
+            w if isinstance(w, str) else f"{float(w[1]):g},{float(w[2]):g}" for w in windows
+        )
+        return cls(names, tuple(int(o) for o in data.get("offsets", (0,))))
+
+
+def neighbour_table(cache: CacheLike, indices: np.ndarray, offsets: Sequence[int]) -> np.ndarray:
+    """Cache indices (n, len(offsets)) of each slice's neighbours, clamped at series ends.
+
+    Computed once, vectorised per series, so ``__getitem__`` does no Python work per offset.
+    """
+    n_cache = len(cache.catalog)
+    table = np.empty((n_cache, len(offsets)), dtype=np.int64)
+    offs = np.asarray(offsets, dtype=np.int64)
+    for members in cache.series_index().values():
+        pos = np.arange(len(members))[:, None] + offs[None, :]  # (T, n_off)
+        table[members] = members[np.clip(pos, 0, len(members) - 1)]
+    return table[np.asarray(indices, dtype=np.int64)]
+
+
+def window_batch(hu: torch.Tensor, center: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Window HU with per-sample windows: (B, n_off, S, S) x (B, n_win) -> (B, n_off*n_win, S, S).
+
+    Channels are offset-major, matching :meth:`ChannelSpec.channel_names`.
+    """
+    b, _, s1, s2 = hu.shape
+    low = (center - width / 2).view(b, 1, -1, 1, 1)
+    out = (hu.unsqueeze(2) - low) / width.view(b, 1, -1, 1, 1)  # (B, n_off, n_win, S, S)
+    return out.clamp_(0.0, 1.0).view(b, -1, s1, s2)
+
+
+class SliceItem(NamedTuple):
+    """One training sample: x (C, S, S) float32 in [0, 1], y (6,) float32 (NaN unlabelled),
+    and the cache index of the slice."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    cache_index: int
+
+
+class _StackedItems(list[SliceItem]):
+    """A list of SliceItems that also carries the batch already stacked (saves a copy)."""
+
+    stacked: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class SliceDataset(Dataset[SliceItem]):
+    """Windowed slices (with neighbours) from the cache, optionally augmented.
+
+    Args:
+        cache: A :class:`ich.data.cache.SliceCache` (or anything with its interface).
+        indices: Cache indices of the samples (e.g. one fold's slices).
+        channels: Windows x offsets.
+        input_size: Side S of the output; the HU are resized (bilinear, antialiased) only when
+            the cache was built at another size.
+        augment: Train-time augmentation or None (evaluation). Window jitter is always done
+            here (it needs HU); geometric/photometric ops too when ``augment.mode == "sample"``,
+            else by :class:`ich.data.augment.BatchAugment` in the training loop.
+    """
+
+    def __init__(
+        self,
+        cache: CacheLike,
+        indices: np.ndarray | Sequence[int],
+        channels: ChannelSpec,
+        input_size: int,
+        augment: AugmentConfig | None = None,
+    ) -> None:
+        self.cache = cache
+        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        self.channels = channels
+        self.input_size = int(input_size)
+        self.augment = augment if augment is not None and augment.enabled else None
+        self._nbr = neighbour_table(cache, self.indices, channels.offsets)  # (n, n_off)
+        wins = channels.resolved()
+        self._center = torch.tensor([w.center for w in wins], dtype=torch.float32)  # (n_win,)
+        self._width = torch.tensor([w.width for w in wins], dtype=torch.float32)
+        self._transform = (
+            build_sample_transform(self.augment, self.input_size)
+            if self.augment is not None and self.augment.mode == "sample"
+            else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _windows(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample window centres and widths (n, n_win), jittered when augmenting."""
+        center = self._center.expand(n, -1)
+        width = self._width.expand(n, -1)
+        aug = self.augment
+        if aug is None:
+            return center, width
+        c_j = (2 * torch.rand(center.shape) - 1) * aug.window_center_hu
+        w_j = 1 + (2 * torch.rand(width.shape) - 1) * aug.window_width_frac
+        return center + c_j, width * w_j
+
+    def _load(self, ks: np.ndarray) -> torch.Tensor:
+        """Windowed, resized, per-sample-augmented batch (n, C, S, S) for dataset positions."""
+        nbr = self._nbr[ks]  # (n, n_off)
+        uniq, inverse = np.unique(nbr, return_inverse=True)  # read each slice once
+        hu = torch.from_numpy(self.cache.images(uniq))[torch.from_numpy(inverse.reshape(-1))]
+        hu = hu.view(len(ks), nbr.shape[1], hu.shape[-2], hu.shape[-1]).float()  # (n, n_off, H, W)
+        if hu.shape[-1] != self.input_size or hu.shape[-2] != self.input_size:
+            hu = F.interpolate(
+                hu, size=(self.input_size, self.input_size), mode="bilinear",
+                antialias=True, align_corners=False,
+            )
+        x = window_batch(hu, *self._windows(len(ks)))  # (n, C, S, S)
+        if self._transform is not None:
+            x = torch.stack([self._transform(xi) for xi in x])
+        return x
+
+    def __getitem__(self, k: int) -> SliceItem:
+        x = self._load(np.array([k]))[0]
+        i = int(self.indices[k])
+        return SliceItem(x, torch.from_numpy(self.cache.labels[i].astype(np.float32)), i)
+
+    def __getitems__(self, ks: list[int]) -> list[SliceItem]:
+        """Batched fetch (used by DataLoader): one read and one windowing op for the batch."""
+        pos = np.asarray(ks, dtype=np.int64)
+        x = self._load(pos)  # (n, C, S, S)
+        idx = self.indices[pos]
+        y = torch.from_numpy(self.cache.labels[idx].astype(np.float32))  # (n, 6)
+        items = _StackedItems(SliceItem(x[j], y[j], int(idx[j])) for j in range(len(pos)))
+        items.stacked = (x, y, torch.from_numpy(idx))
+        return items
+
+    def labels(self) -> np.ndarray:
+        """float32 (n, 6) labels of the samples, in dataset order (for samplers)."""
+        return np.asarray(self.cache.labels[self.indices], dtype=np.float32)
+
+
+def collate_slices(batch: list[SliceItem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x (B, C, S, S), y (B, 6), index (B,)) - reuses the stack made by ``__getitems__``."""
+    stacked = getattr(batch, "stacked", None)
+    if stacked is not None:
+        return stacked
+    x, y, idx = default_collate(batch)
+    return x, y, idx
+
+
+def oversample_weights(
+    labels: np.ndarray, positive: float = 1.0, rare: float = 1.0, rare_threshold: float = 0.02
+) -> np.ndarray:
+    """Per-sample weights (n,) for ``WeightedRandomSampler`` against class imbalance.
+
+    A slice with any bleed gets ``positive`` x; one with a subtype rarer than ``rare_threshold``
+    (epidural at 0.4% in RSNA) gets ``rare`` x on top. 1.0 / 1.0 means uniform sampling.
+    Unlabelled (NaN) rows count as negatives.
+    """
+    y = np.nan_to_num(np.asarray(labels, dtype=np.float32), nan=0.0)  # (n, 6)
+    w = np.ones(len(y), dtype=np.float64)
+    if len(y) == 0:
+        return w
+    w[y[:, 0] > 0.5] *= positive
+    rare_cols = np.flatnonzero(y[:, 1:].mean(axis=0) < rare_threshold) + 1
+    if len(rare_cols):
+        w[(y[:, rare_cols] > 0.5).any(axis=1)] *= rare
+    return w
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one thread per worker, numpy/random seeded from torch."""
+    torch.set_num_threads(1)
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def slice_loader(
+    dataset: Dataset[Any],
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    seed: int,
+    sampler: Sampler[int] | None = None,
+    drop_last: bool = False,
+    collate_fn: Any = collate_slices,
+) -> DataLoader[Any]:
+    """A reproducible DataLoader: seeded generator, seeded workers, persistent workers.
+
+    Args:
+        dataset: A :class:`SliceDataset` (or :class:`SequenceDataset` with
+            ``collate_fn=collate_sequences``).
+        batch_size: Samples per batch.
+        shuffle: Shuffle every epoch (ignored when ``sampler`` is given).
+        workers: Loader processes (0 = in this process).
+        seed: Seeds the shuffling and every worker's RNG.
+        sampler: e.g. a ``WeightedRandomSampler`` from :func:`oversample_weights`.
+        drop_last: Drop a last incomplete batch (BatchNorm dislikes a batch of 1).
+        collate_fn: Batch assembly.
+    """
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, collate_fn=collate_fn, drop_last=drop_last, generator=gen,
+        worker_init_fn=seed_worker, persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+# --- study model (stage 2) --------------------------------------------------------------------
+
+
+def reverse_spacing(z_spacing: np.ndarray) -> np.ndarray:
+    """Per-slice spacing of a reversed series: (T,) -> (T,).
+
+    ``z_spacing[t]`` is the distance to the *previous* slice (the first slice repeats the
+    next's). Reversed, slice t's previous is its old successor:
+    ``[z[-1], z[-1], z[-2], ..., z[1]]``.
+    """
+    z = np.asarray(z_spacing)
+    if len(z) < 2:
+        return z.copy()
+    return np.concatenate([z[-1:], z[:0:-1]])
+
+
+class SequenceItem(NamedTuple):
+    """One series: features (T, D), z_spacing (T,), labels (T, 6) (NaN unlabelled), positions
+    (T,) of the slices in the stored series order (after crop / reversal), series uid."""
+
+    features: torch.Tensor
+    z_spacing: torch.Tensor
+    labels: torch.Tensor
+    positions: torch.Tensor
+    series: str
+
+
+class SequenceBatch(NamedTuple):
+    """Padded batch: features (B, T, D), z_spacing (B, T), labels (B, T, 6) (0 at padding),
+    mask (B, T) True for real slices (prefix mask), positions (B, T) (-1 at padding), series."""
+
+    features: torch.Tensor
+    z_spacing: torch.Tensor
+    labels: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    series: list[str]
+
+
+class SequenceDataset(Dataset[SequenceItem]):
+    """Per-series sequences of slice features for the study model.
+
+    Args:
+        features: series uid -> (T, D) per-slice features in slice order (e.g. out-of-fold CNN
+            embeddings, optionally with logits concatenated).
+        z_spacing: series uid -> (T,) spacing to the previous slice (mm).
+        labels: series uid -> (T, 6) labels, or None (prediction).
+        series: The series of this dataset (e.g. one fold's).
+        train: Augment: random contiguous window of ``max_len`` slices when a series is longer,
+            and reversal with probability ``reverse_p`` (a head read upwards or downwards is the
+            same head). Evaluation always sees whole series in stored order.
+        max_len: Longest training window (bounds memory for the rare 100+ slice series).
+        reverse_p: Reversal probability when training.
+    """
+
+    def __init__(
+        self,
+        features: dict[str, np.ndarray],
+        z_spacing: dict[str, np.ndarray],
+        labels: dict[str, np.ndarray] | None,
+        series: Sequence[str],
+        train: bool,
+        max_len: int = 64,
+        reverse_p: float = 0.5,
+    ) -> None:
+        missing = [s for s in series if s not in features or s not in z_spacing]
+        if missing:
+            raise ConfigError(
+                f"no features or z_spacing for {len(missing)} series, e.g. {missing[0]}"
+            )
+        self.features, self.z_spacing, self.labels = features, z_spacing, labels
+        self.series = list(series)
+        self.train, self.max_len, self.reverse_p = train, int(max_len), float(reverse_p)
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, k: int) -> SequenceItem:
+        uid = self.series[k]
+        feats = np.asarray(self.features[uid], dtype=np.float32)  # (T, D)
+        z = np.asarray(self.z_spacing[uid], dtype=np.float32)  # (T,)
+        n = len(feats)
+        y = (
+            np.asarray(self.labels[uid], dtype=np.float32)
+            if self.labels is not None and uid in self.labels
+            else np.full((n, len(LABELS)), np.nan, np.float32)
+        )
+        pos = np.arange(n)
+        if self.train and n > self.max_len:
+            start = int(torch.randint(0, n - self.max_len + 1, (1,)))
+            keep = slice(start, start + self.max_len)
+            feats, z, y, pos = feats[keep], z[keep].copy(), y[keep], pos[keep]
+            if start > 0:
+                z[0] = z[1] if len(z) > 1 else z[0]  # the window's first slice has no previous
+        if self.train and float(torch.rand(())) < self.reverse_p:
+            feats, z, y, pos = feats[::-1], reverse_spacing(z), y[::-1], pos[::-1]
+        return SequenceItem(
+            torch.from_numpy(np.ascontiguousarray(feats)),
+            torch.from_numpy(np.ascontiguousarray(z)),
+            torch.from_numpy(np.ascontiguousarray(y)),
+            torch.from_numpy(np.ascontiguousarray(pos)),
+            uid,
+        )
+
+
+def collate_sequences(items: list[SequenceItem]) -> SequenceBatch:
+    """Pad series to the longest in the batch; the mask marks real slices."""
+    b = len(items)
+    t = max(len(it.features) for it in items)
+    d = items[0].features.shape[1]
+    feats = torch.zeros(b, t, d)
+    z = torch.zeros(b, t)
+    y = torch.zeros(b, t, len(LABELS))
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    pos = torch.full((b, t), -1, dtype=torch.int64)
+    for j, it in enumerate(items):
+        n = len(it.features)
+        feats[j, :n], z[j, :n], y[j, :n] = it.features, it.z_spacing, it.labels
+        mask[j, :n] = True
+        pos[j, :n] = it.positions
+    return SequenceBatch(feats, z, y, mask, pos, [it.series for it in items])
