@@ -18,14 +18,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from ich.dicom.io import read_slice  # noqa: E402
-from ich.dicom.windowing import apply_window  # noqa: E402
-from ich.labels import SUBTYPES, read_labels  # noqa: E402
-from ich.phantom import generate_cohort  # noqa: E402
+from ich.dicom.io import read_slice
+from ich.dicom.windowing import apply_window
+from ich.labels import SUBTYPES, read_labels
+from ich.phantom import generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 WANTED = ("subdural", "intraparenchymal", "intraventricular", "subarachnoid")

@@ -39,7 +39,8 @@ def test_every_storage_decodes_to_the_intended_hu(tmp_path: Path, storage: str) 
     stored, intercept = encode_hu(hu, storage)  # type: ignore[arg-type]
     if storage == "uint12_wrap":  # the fault: naive stored + intercept shows bright air
         assert intercept > -100 and stored[0, 0] + intercept > 3000
-    again, _ = to_hu(stored, 1.0, intercept, 16 if storage == "int16" else 12, int(storage == "int16"))
+    signed = storage == "int16"
+    again, _ = to_hu(stored, 1.0, intercept, 16 if signed else 12, int(signed))
     assert np.array_equal(again, got.hu)
 
 
