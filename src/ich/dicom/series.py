@@ -145,8 +145,8 @@ def _check_orientation(metas: Sequence[SliceMeta]) -> tuple[np.ndarray | None, l
     normals = np.array([slice_normal(row) for row in iop])
     mean = normals.mean(axis=0)
     norm = float(np.linalg.norm(mean))
-    if norm == 0:
-        return None, ["ImageOrientationPatient has no valid slice normal"]
+    if norm == 0 or not np.all(np.linalg.norm(normals, axis=1) > 0):
+        return None, ["ImageOrientationPatient gives no valid slice normal"]
     issues = []
     spread = float(np.max(iop.max(axis=0) - iop.min(axis=0)))
     if spread > ORIENTATION_TOL:
@@ -244,15 +244,17 @@ def order_series(metas: Sequence[SliceMeta]) -> list[OrderedSeries]:
     return [_order_one(groups[key]) for key in sorted(groups)]
 
 
-def _catalog_normals(df: pd.DataFrame, group: np.ndarray) -> np.ndarray:
-    """(N, 3) per-row series normal: the normalised mean of the series' slice normals."""
+def _catalog_normals(df: pd.DataFrame, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) per-row series normal (normalised mean of the series' slice normals, as
+    :func:`order_series` uses) and (N,) whether the row's own orientation is valid."""
     iop = df[list(IOP_COLUMNS)].to_numpy(dtype=np.float64)
     normals = np.cross(iop[:, :3], iop[:, 3:])
     norm = np.linalg.norm(normals, axis=1, keepdims=True)
+    valid = np.isfinite(norm[:, 0]) & (norm[:, 0] > 0)
     normals = np.divide(normals, norm, out=np.full_like(normals, np.nan), where=norm > 0)
     mean = pd.DataFrame(normals).groupby(group).transform("mean").to_numpy()
     mnorm = np.linalg.norm(mean, axis=1, keepdims=True)
-    return np.divide(mean, mnorm, out=np.full_like(mean, np.nan), where=mnorm > 0)
+    return np.divide(mean, mnorm, out=np.full_like(mean, np.nan), where=mnorm > 0), valid
 
 
 def order_catalog(df: pd.DataFrame) -> pd.DataFrame:
@@ -278,9 +280,10 @@ def order_catalog(df: pd.DataFrame) -> pd.DataFrame:
     uid_cols = ["study_instance_uid", "series_instance_uid"]
     group = out[uid_cols].astype(str).groupby(uid_cols, sort=False).ngroup().to_numpy()
     ipp = out[list(IPP_COLUMNS)].to_numpy(dtype=np.float64)
-    normals = _catalog_normals(out, group)
+    normals, valid = _catalog_normals(out, group)
     z_pos = np.einsum("ij,ij->i", ipp, normals)
-    has_pos = pd.Series(np.isfinite(z_pos)).groupby(group).transform("all").to_numpy(dtype=bool)
+    row_ok = valid & np.isfinite(z_pos)
+    has_pos = pd.Series(row_ok).groupby(group).transform("all").to_numpy(dtype=bool)
     inst = pd.to_numeric(out["instance_number"], errors="coerce").to_numpy(dtype=np.float64)
     inst = np.where(np.isfinite(inst), inst, np.inf)
     key = np.where(has_pos, z_pos, inst)
