@@ -1,0 +1,105 @@
+"""Cross-validation folds: grouped by patient, stratified over the six labels.
+
+Patients recur across studies in RSNA (and in the phantom): a patient in two folds leaks their
+anatomy into validation and makes the out-of-fold embeddings of the study model optimistic. Rare
+subtypes (epidural: 0.4% of slices) must still appear in every fold, or a fold's validation loss
+says nothing about them. Iterative stratification (Sechidis et al. 2011, package
+``iterative-stratification``) balances all six labels at once on patient-level label vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ich.labels import LABELS
+
+
+def _patient_labels(catalog: pd.DataFrame, patients: pd.Index) -> np.ndarray | None:
+    """(P, 6) int: 1 where any slice of the patient is positive; None when nothing is labelled."""
+    cols = [c for c in LABELS if c in catalog.columns]
+    if len(cols) != len(LABELS):
+        return None
+    values = catalog[cols].astype("float64")
+    if values.isna().all().all():
+        return None
+    per_patient = values.fillna(0.0).groupby(catalog["patient_id"].to_numpy()).max()
+    return (per_patient.reindex(patients).to_numpy() > 0.5).astype(np.int64)
+
+
+def _group_only(n_patients: int, k: int, seed: int) -> np.ndarray:
+    """Fold per patient without labels: a seeded shuffle dealt round-robin (sizes differ <= 1)."""
+    order = np.random.default_rng(seed).permutation(n_patients)
+    folds = np.empty(n_patients, dtype=np.int64)
+    folds[order] = np.arange(n_patients) % k
+    return folds
+
+
+def _stratified(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold per patient by multilabel iterative stratification on (P, 6) patient labels."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    folds = np.full(len(y), -1, dtype=np.int64)
+    splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for fold, (_, val) in enumerate(splitter.split(np.zeros((len(y), 1)), y)):
+        folds[val] = fold
+    return folds
+
+
+def _fill_empty_folds(folds: np.ndarray, k: int) -> np.ndarray:
+    """Move one patient from the largest fold into each empty fold (tiny, skewed cohorts)."""
+    folds = folds.copy()
+    for fold in range(k):
+        counts = np.bincount(folds, minlength=k)
+        if counts[fold] == 0:
+            donor = int(np.argmax(counts))
+            folds[np.flatnonzero(folds == donor)[0]] = fold
+    return folds
+
+
+def make_folds(catalog: pd.DataFrame, k: int, seed: int) -> pd.Series:
+    """Assign every catalog row to one of ``k`` folds, keeping each patient in one fold.
+
+    Args:
+        catalog: One row per slice with ``patient_id`` and (optionally) the label columns of
+            :data:`ich.labels.LABELS`; a catalog without labels (or all NaN) gets folds grouped by
+            patient only.
+        k: Number of folds (>= 2, <= number of patients).
+        seed: The same seed and catalog give the same folds.
+
+    Returns:
+        int64 Series named ``"fold"`` aligned with ``catalog.index``, values 0..k-1.
+
+    Raises:
+        ValueError: No ``patient_id`` column, missing patient ids, ``k < 2``, or more folds than
+            patients.
+    """
+    if "patient_id" not in catalog.columns:
+        raise ValueError("make_folds needs a 'patient_id' column to keep patients in one fold")
+    if catalog["patient_id"].isna().any():
+        raise ValueError("make_folds: some rows have no patient_id; fix the catalog first")
+    if k < 2:
+        raise ValueError(f"make_folds: k must be >= 2, got {k}")
+    patients = pd.Index(sorted(catalog["patient_id"].astype(str).unique()))
+    if k > len(patients):
+        raise ValueError(
+            f"make_folds: {k} folds need at least {k} patients, the catalog has {len(patients)}; "
+            "lower k or add data"
+        )
+    # Sorting the patient ids makes folds independent of the catalog's row order.
+    y = _patient_labels(catalog.assign(patient_id=catalog["patient_id"].astype(str)), patients)
+    per_patient = _group_only(len(patients), k, seed) if y is None else _stratified(y, k, seed)
+    per_patient = _fill_empty_folds(per_patient, k)
+    fold_of = pd.Series(per_patient, index=patients)
+    values = fold_of.reindex(catalog["patient_id"].astype(str)).to_numpy(dtype=np.int64)
+    return pd.Series(values, index=catalog.index, name="fold", dtype="int64")
+
+
+def fold_summary(catalog: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
+    """Per fold: patients, slices and positive rate per label (to check the balance by eye)."""
+    frame = catalog.assign(fold=folds.to_numpy())
+    out = frame.groupby("fold").agg(patients=("patient_id", "nunique"), slices=("fold", "size"))
+    for label in LABELS:
+        if label in frame.columns:
+            out[label] = frame.groupby("fold")[label].mean()
+    return out

@@ -1,0 +1,76 @@
+"""make_folds: patients never split, folds non-empty and balanced, deterministic for a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ich.data.folds import fold_summary, make_folds
+from ich.labels import LABELS
+
+
+def _catalog(n_patients: int = 60, seed: int = 0, labelled: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        n = int(rng.integers(5, 15))
+        bleed = rng.random(len(LABELS) - 1) < [0.1, 0.3, 0.2, 0.3, 0.35]
+        for s in range(n):
+            sub = bleed & (rng.random(len(bleed)) < 0.5)
+            rows.append({"patient_id": f"P{p:03d}", "slice_index": s,
+                         **dict(zip(LABELS, [float(sub.any()), *sub.astype(float)], strict=True))})
+    cat = pd.DataFrame(rows)
+    if not labelled:
+        cat[list(LABELS)] = np.nan
+    return cat.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # rows shuffled
+
+
+def test_patients_never_split_and_folds_nonempty() -> None:
+    cat = _catalog()
+    folds = make_folds(cat, k=5, seed=1)
+    assert folds.index.equals(cat.index) and folds.name == "fold"
+    assert (cat.assign(f=folds).groupby("patient_id")["f"].nunique() == 1).all()
+    assert sorted(folds.unique()) == [0, 1, 2, 3, 4]
+
+
+def test_labels_roughly_balanced_at_patient_level() -> None:
+    cat = _catalog(n_patients=100)
+    folds = make_folds(cat, k=5, seed=1)
+    per_patient = cat.assign(f=folds).groupby("patient_id").agg(
+        {"f": "first", **{lab: "max" for lab in LABELS}})
+    counts = per_patient.groupby("f")[list(LABELS)].sum()  # positive patients per fold
+    total = counts.sum()
+    assert ((counts - total / 5).abs() <= np.maximum(3.5, 0.25 * total / 5)).all().all()
+    assert (counts.loc[:, total >= 5] >= 1).all().all()  # every label reaches every fold
+    summary = fold_summary(cat, folds)
+    assert summary["patients"].sum() == 100
+
+
+def test_same_seed_same_folds_other_seed_other_folds() -> None:
+    cat = _catalog()
+    a, b = make_folds(cat, 4, seed=3), make_folds(cat, 4, seed=3)
+    assert a.equals(b)
+    assert not a.equals(make_folds(cat, 4, seed=4))
+    # independent of row order
+    shuffled = cat.sample(frac=1.0, random_state=9)
+    assert make_folds(shuffled, 4, seed=3).sort_index().equals(a.sort_index())
+
+
+def test_unlabelled_catalog_gets_group_folds() -> None:
+    cat = _catalog(n_patients=10, labelled=False)
+    folds = make_folds(cat, k=3, seed=0)
+    per_patient = cat.assign(f=folds).groupby("patient_id")["f"].agg(["nunique", "first"])
+    assert (per_patient["nunique"] == 1).all()
+    assert sorted(np.bincount(per_patient["first"], minlength=3)) == [3, 3, 4]
+
+
+def test_too_many_folds_and_bad_input() -> None:
+    cat = _catalog(n_patients=3)
+    with pytest.raises(ValueError, match="at least 4 patients"):
+        make_folds(cat, k=4, seed=0)
+    with pytest.raises(ValueError, match="patient_id"):
+        make_folds(cat.drop(columns="patient_id"), k=2, seed=0)
+    with pytest.raises(ValueError, match="k must be"):
+        make_folds(cat, k=1, seed=0)
+    assert sorted(make_folds(cat, k=3, seed=0).unique()) == [0, 1, 2]
