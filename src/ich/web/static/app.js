@@ -42,6 +42,7 @@ async function upload(files) {
     $("upload-message").textContent = `Received ${r.files} file(s) → ${r.ids.length} study(ies); ` +
       (r.errors.length ? `${r.errors.length} file(s) could not be used:` : "all files readable.");
     $("upload-errors").innerHTML = r.errors.map((e) => `<li><b>${esc(e.file)}</b>: ${esc(e.reason)}</li>`).join("");
+    if (!r.errors.length) setTimeout(() => { $("upload-status").hidden = true; }, 6000);
     route();
   } catch (e) { $("upload-message").textContent = "Upload failed: " + e.message; }
 }
@@ -128,6 +129,7 @@ function showSlice(i, prefetch = true) {
   $("overlay-tl").textContent = `Im ${S.index + 1}/${S.slices.length}\nz ${sl.z.toFixed(1)} mm`;
   $("overlay-tr").textContent = `${S.study.patient_id || ""}\nW ${windowLabel()}`;
   probTable($("slice-probs"), sl.probabilities);
+  for (const b of $("top-slices").querySelectorAll("button")) b.classList.toggle("cur", +b.dataset.index === S.index);
   updateHeat(); drawCursor(); loadMeta();
   if (prefetch) for (const d of [1, -1, 2, 3]) { const j = S.index + d; if (j >= 0 && j < S.slices.length) new Image().src = sliceUrl(j); }
 }
@@ -152,7 +154,7 @@ function loadMeta() {
     const keys = ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id", "modality",
       "instance_number", "rows", "columns", "pixel_spacing", "slice_thickness", "image_position_patient",
       "rescale_slope", "rescale_intercept", "bits_stored", "photometric_interpretation", "transfer_syntax_uid"];
-    $("meta").innerHTML = keys.filter((k) => k in m).map((k) =>
+    $("meta").innerHTML = keys.filter((k) => m[k] != null && m[k] !== "").map((k) =>
       `<dt>${k.replace(/_/g, " ")}</dt><dd>${esc(Array.isArray(m[k]) ? m[k].map((v) => +(+v).toFixed(2)).join(", ") : m[k])}</dd>`).join("");
   }, 120);
 }
@@ -161,7 +163,7 @@ function drawChart() {
   const svg = $("chart"), n = S.slices.length, W = 1000, H = 150;
   if (!n) { svg.innerHTML = ""; return; }
   const x = (i) => (n === 1 ? W / 2 : (i / (n - 1)) * (W - 20) + 10), y = (p) => H - 8 - p * (H - 16);
-  let out = `<line x1="0" x2="${W}" y1="${y(0.5)}" y2="${y(0.5)}" stroke="#333b45" stroke-dasharray="6 6"/>`;
+  let out = `<line x1="0" x2="${W}" y1="${y(0.5)}" y2="${y(0.5)}" stroke="#333b45" stroke-dasharray="6 6" vector-effect="non-scaling-stroke"/>`;
   for (const l of [...LABELS].reverse()) {
     if (!S.slices[0].probabilities) break;
     const pts = S.slices.map((s, i) => `${x(i).toFixed(1)},${y(s.probabilities[l]).toFixed(1)}`).join(" ");
@@ -173,7 +175,8 @@ function drawChart() {
     const r = svg.getBoundingClientRect(), fx = ((e.clientX - r.left) / r.width) * W;
     showSlice(Math.round(((fx - 10) / (W - 20)) * (n - 1)));
   };
-  $("chart-legend").innerHTML = LABELS.map((l) => `<span><i style="background:${colour(l)}"></i>${l}</span>`).join("");
+  $("chart-legend").innerHTML = LABELS.map((l) => `<span><i style="background:${colour(l)}"></i>${l}</span>`).join("") +
+    '<span>dashed line: 50%</span>';
 }
 
 function drawCursor() {
@@ -198,9 +201,19 @@ async function loadStudy(id) {
   $("slider").max = Math.max(0, S.slices.length - 1);
   $("dl-csv").href = `/api/studies/${d.id}/results.csv`; $("dl-json").href = `/api/studies/${d.id}/results.json`;
   $("study-errors").innerHTML = d.errors.map((e) => `<li>${esc(e.file)}: ${esc(e.reason)}</li>`).join("");
-  drawChart();
+  drawChart(); drawTops();
   showSlice(first ? bestSlice() : S.index, first);
   if (d.status === "queued" || d.status === "processing") S.poll = setTimeout(() => loadStudy(id), 1000);
+}
+
+function drawTops() {
+  // The five most suspicious slices by p(any), most suspicious first: where to look first.
+  const ranked = S.slices.map((s, i) => [s.probabilities?.any ?? -1, i]).filter(([p]) => p >= 0)
+    .sort((a, b) => b[0] - a[0]).slice(0, 5);
+  $("top-slices").innerHTML = ranked.map(([p, i]) =>
+    `<button type="button" data-index="${i}">#${i + 1} <b class="${p >= 0.5 ? "hi" : ""}">${pct(p)}</b></button>`).join("") ||
+    '<span class="muted">results pending</span>';
+  for (const b of $("top-slices").querySelectorAll("button")) b.onclick = () => showSlice(+b.dataset.index);
 }
 
 function bestSlice() {

@@ -1,0 +1,167 @@
+"""The viewer in real headless Chromium (Playwright driving Debian's /usr/bin/chromium).
+
+Set ICH_UPDATE_SCREENSHOTS=1 to refresh docs/images/viewer.png from this run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FakePredictor, relabelled, sample_series
+
+pytestmark = [pytest.mark.browser, pytest.mark.real]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """uvicorn serving the app on a free loopback port, in a thread."""
+    import uvicorn
+
+    from ich.web.app import create_app
+    from ich.web.settings import WebSettings
+
+    port = _free_port()
+    app = create_app(WebSettings(data_dir=tmp_path / "data", port=port), FakePredictor())
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    end = time.time() + 20
+    while not srv.started and time.time() < end:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        pg = browser.new_page(viewport={"width": 1440, "height": 900})
+        yield pg
+        browser.close()
+
+
+def _write(files: list[tuple[str, bytes]], folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files:
+        (folder / name).write_bytes(data)
+    return [str(folder / n) for n, _ in files]
+
+
+def test_upload_worklist_and_viewer(server: str, page: Any, tmp_path: Path, rsna_sample) -> None:
+    series = sample_series(rsna_sample)
+    page.goto(server + "/")
+    assert "not for diagnosis" in page.inner_text("#notice")
+    page.wait_for_function("document.querySelector('#provenance').textContent.includes('test double')")
+    # Two uploads through the file input: a real hemorrhage series, and a normal one.
+    page.set_input_files("#upload-input", _write(
+        [(p.name, p.read_bytes()) for p in series["ID_cd5a85fd"]], tmp_path / "a"))
+    page.wait_for_function("document.querySelector('#upload-message').textContent.includes('Received')")
+    normal = relabelled(series["ID_eeaf99e7"][:8], "n", hu_shift=-60)
+    broken = [("broken.dcm", b"this is not DICOM")]
+    page.set_input_files("#upload-input", _write(normal + broken, tmp_path / "b"))
+    page.wait_for_selector("#upload-errors li")
+    assert "broken.dcm" in page.inner_text("#upload-errors")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#worklist-body tr')].length === 2 && "
+        "[...document.querySelectorAll('#worklist-body .badge')].every(b => b.textContent === 'done')",
+        timeout=30000)
+    anys = [float(x) for x in page.eval_on_selector_all(
+        "#worklist-body tr", "rows => rows.map(r => r.dataset.any)")]
+    assert anys == sorted(anys, reverse=True) and anys[0] > anys[1]
+    page.screenshot(path=str(tmp_path / "worklist.png"))
+    assert "ID_cd5a85fd" in page.inner_text("#worklist-body tr:first-child")
+
+    page.click("#worklist-body tr:first-child")
+    page.wait_for_selector("#chart polyline")
+    assert page.locator("#chart polyline").count() == 6
+    start = int(page.get_attribute("#slice-index", "data-index"))
+    src0 = page.get_attribute("#slice-img", "src")
+    page.focus("#image-wrap")
+    page.keyboard.press("ArrowUp" if start > 0 else "ArrowDown")
+    after_key = int(page.get_attribute("#slice-index", "data-index"))
+    assert abs(after_key - start) == 1 and page.get_attribute("#slice-img", "src") != src0
+    page.hover("#image-wrap")
+    page.mouse.wheel(0, 300)
+    page.wait_for_function(f"+document.querySelector('#slice-index').dataset.index === {after_key + 1}"
+                           f" || +document.querySelector('#slice-index').dataset.index === {after_key}")
+    page.click("#window-buttons button[data-window='subdural']")
+    assert "window=subdural" in page.get_attribute("#slice-img", "src")
+    page.fill("#win-center", "50")
+    page.fill("#win-width", "150")
+    page.click("#win-apply")
+    assert "window=50%2C150" in page.get_attribute("#slice-img", "src")
+    page.click("#window-buttons button[data-window='brain']")
+    # Chart click jumps: the far left of the chart is the first slice.
+    box = page.locator("#chart").bounding_box()
+    page.mouse.click(box["x"] + 3, box["y"] + box["height"] / 2)
+    assert page.get_attribute("#slice-index", "data-index") == "0"
+    page.mouse.click(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)
+    idx = int(page.get_attribute("#slice-index", "data-index"))
+    assert 0 < idx < 33
+    assert page.locator("#heat-img").is_hidden()
+    page.check("#heat-toggle")
+    page.select_option("#heat-label", "subdural")
+    page.wait_for_function("document.querySelector('#heat-img').complete && "
+                           "document.querySelector('#heat-img').naturalWidth === 512")
+    assert "label=subdural" in page.get_attribute("#heat-img", "src")
+    page.fill("#heat-opacity", "40")
+    page.dispatch_event("#heat-opacity", "input")
+    assert page.eval_on_selector("#heat-img", "e => e.style.opacity") == "0.4"
+    page.wait_for_selector("#meta dt")
+    assert "sop instance uid" in page.inner_text("#meta")
+    assert page.get_attribute("#dl-csv", "href").endswith("/results.csv")
+    assert "not for diagnosis" in page.inner_text("#notice")
+    page.click("#top-slices button:first-child")
+    top = int(page.get_attribute("#top-slices button:first-child", "data-index"))
+    assert page.get_attribute("#slice-index", "data-index") == str(top)
+    page.click("#upload-dismiss")
+    page.wait_for_function("document.querySelector('#slice-img').complete && "
+                           "document.querySelector('#heat-img').complete")
+    page.screenshot(path=str(tmp_path / "viewer.png"))
+    if os.environ.get("ICH_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(tmp_path / "viewer.png", REPO / "docs" / "images" / "viewer.png")
+
+
+def test_search_filter_and_delete(server: str, page: Any, tmp_path: Path, rsna_sample) -> None:
+    series = sample_series(rsna_sample)
+    page.goto(server + "/")
+    for tag in ("x1", "x2"):
+        page.set_input_files("#upload-input", _write(
+            relabelled(series["ID_ee4d05e4"][:3], tag), tmp_path / tag))
+        page.wait_for_function(f"document.querySelector('#worklist-body').textContent.includes('PAT_{tag}')")
+    page.fill("#search", "PAT_x2")
+    page.wait_for_function("document.querySelectorAll('#worklist-body tr').length === 1")
+    assert "PAT_x2" in page.inner_text("#worklist-body")
+    page.click("#worklist-body tr:first-child")
+    page.wait_for_selector("#study-probs tr")
+    page.on("dialog", lambda d: d.accept())
+    page.click("#delete-study")
+    page.wait_for_url(server + "/")
+    page.fill("#search", "")
+    page.wait_for_function("document.querySelectorAll('#worklist-body tr').length === 1")
+    assert "PAT_x1" in page.inner_text("#worklist-body")
