@@ -1,0 +1,158 @@
+"""evaluate_run, the report and ``ich evaluate`` on a synthetic predictions table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ich.cli import main
+from ich.eval.evaluate import evaluate_run
+from ich.eval.html import PHANTOM_BANNER, RESEARCH_BANNER
+from ich.eval.metrics import compute_metrics, study_level
+from ich.eval.plots import plot_training_curves
+from ich.labels import LABELS
+
+
+def _predictions(seed: int = 0, studies: int = 12, sequence: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(studies):
+        bleed = rng.random(6) < 0.5
+        for i in range(10):
+            y = (bleed & (rng.random(6) < 0.5)).astype(int)
+            y[0] = int(y[1:].any())
+            rows.append(
+                {
+                    "image_id": f"ID_{s:03d}{i:02d}",
+                    "patient_id": f"P{s}",
+                    "study_instance_uid": f"S{s}",
+                    "series_instance_uid": f"SE{s}",
+                    "slice_index": i,
+                    "fold": s % 3,
+                    **{lab: int(v) for lab, v in zip(LABELS, y, strict=True)},
+                }
+            )
+    df = pd.DataFrame(rows)
+    y = df[list(LABELS)].to_numpy(float)
+    p = np.clip(0.5 * y + 0.4 * rng.random(y.shape) + 0.05, 0, 1)
+    for j, lab in enumerate(LABELS):
+        df[f"p_{lab}"] = p[:, j]
+        if sequence:
+            df[f"q_{lab}"] = np.clip(0.8 * y[:, j] + 0.15 * rng.random(len(df)) + 0.02, 0, 1)
+    return df
+
+
+def _write_log(path: Path) -> None:
+    with path.open("w") as f:
+        for stage in ("slice", "sequence"):
+            for step in range(1, 31):
+                f.write(
+                    json.dumps(
+                        {
+                            "stage": stage,
+                            "epoch": step // 10,
+                            "step": step,
+                            "split": "train",
+                            "loss": 1 / step,
+                        }
+                    )
+                    + "\n"
+                )
+            for epoch in range(3):
+                f.write(
+                    json.dumps(
+                        {
+                            "stage": stage,
+                            "epoch": epoch,
+                            "step": 10 * epoch,
+                            "split": "val",
+                            "loss": 0.2,
+                            "wll": 0.3 - 0.05 * epoch,
+                        }
+                    )
+                    + "\n"
+                )
+        f.write("{not json\n")
+
+
+def test_evaluate_run_writes_consistent_metrics_and_report(tmp_path: Path) -> None:
+    df = _predictions()
+    df.to_parquet(tmp_path / "oof_predictions.parquet")
+    (tmp_path / "config.yaml").write_text("data:\n  source: synthetic phantom cohort\n")
+    _write_log(tmp_path / "metrics.jsonl")
+    result = evaluate_run(tmp_path)
+
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"headline", "levels", "baseline_source", "models", "n_slices", "n_studies"} <= set(
+        saved
+    )
+    assert saved["models"] == ["slice_model", "sequence_model"]
+    assert saved["n_slices"] == len(df) and saved["n_studies"] == 12
+    y = df[list(LABELS)].to_numpy(float)
+    p = df[[f"p_{lab}" for lab in LABELS]].to_numpy(float)
+    ref = compute_metrics(y, p)
+    got = saved["levels"]["slice"]["slice_model"]
+    assert got["weighted_log_loss"] == pytest.approx(ref["weighted_log_loss"])
+    assert got["labels"]["any"]["auc"] == pytest.approx(ref["labels"]["any"]["auc"])
+    big_y, big_p, _ = study_level(y, p, df["study_instance_uid"].to_numpy())
+    study = saved["levels"]["study"]["slice_model"]
+    assert study["weighted_log_loss"] == pytest.approx(
+        compute_metrics(big_y, big_p)["weighted_log_loss"]
+    )
+    base = saved["levels"]["slice"]["base_rate"]
+    np.testing.assert_allclose(base["prevalence_used"], y.mean(0))
+    assert "evaluated rows" in saved["baseline_source"]["slice"]
+    head = saved["headline"]["slice"]
+    assert head["base_rate"]["ratio_to_base_rate"] == pytest.approx(1.0)
+    assert head["sequence_model"]["ratio_to_base_rate"] < 1.0
+
+    html = (tmp_path / "report.html").read_text()
+    assert RESEARCH_BANNER in html and PHANTOM_BANNER in html
+    assert "Base rate (constant)" in html and "Sequence model" in html
+    assert "<script" not in html and "http" not in html  # self-contained
+    for rel in result["figures"].values():
+        assert (tmp_path / rel).is_file() and rel in html
+    assert "training_curves" in result["figures"]
+
+
+def test_evaluate_run_slice_only_and_train_prevalence(tmp_path: Path) -> None:
+    df = _predictions(seed=1, sequence=False)
+    prev = {lab: 0.1 for lab in LABELS}
+    (tmp_path / "train_prevalence.json").write_text(json.dumps({"slice": prev}))
+    result = evaluate_run(tmp_path, predictions=df, threshold=0.3)
+    assert result["models"] == ["slice_model"]
+    assert result["threshold"] == 0.3
+    assert result["levels"]["slice"]["base_rate"]["prevalence_used"] == [0.1] * 6
+    assert "train_prevalence.json" in result["baseline_source"]["slice"]
+    assert "evaluated rows" in result["baseline_source"]["study"]
+    html = (tmp_path / "report.html").read_text()
+    assert PHANTOM_BANNER not in html  # no config or provenance: no phantom claim
+    assert "No training log" in html
+
+
+def test_single_class_label_does_not_crash(tmp_path: Path) -> None:
+    df = _predictions(seed=2)
+    df["epidural"] = 0
+    result = evaluate_run(tmp_path, predictions=df)
+    assert result["levels"]["slice"]["slice_model"]["labels"]["epidural"]["auc"] is None
+    json.loads((tmp_path / "metrics.json").read_text())  # strict JSON (None, not NaN)
+
+
+def test_training_curves_absent_or_present(tmp_path: Path) -> None:
+    assert plot_training_curves(tmp_path / "missing.jsonl", tmp_path / "c.png") is None
+    _write_log(tmp_path / "metrics.jsonl")
+    out = plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "c.png")
+    assert out is not None and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _predictions(seed=3).to_parquet(tmp_path / "oof_predictions.parquet")
+    assert main(["evaluate", str(tmp_path), "--threshold", "0.4"]) == 0
+    out = capsys.readouterr().out
+    assert "sequence_model" in out and str(tmp_path / "report.html") in out
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 1
+    assert "oof_predictions.parquet" in capsys.readouterr().err
