@@ -37,9 +37,9 @@ class FakePrediction:
 class FakePredictor:
     """Probability per label from the share of head pixels in the acute-blood HU range."""
 
-    provenance: dict[str, Any] = {"training_data": "none (test double)", "note": "tests only"}
-
     def __init__(self, delay: float = 0.0) -> None:
+        self.provenance: dict[str, Any] = {"training_data": "none (test double)",
+                                           "note": "tests only"}
         self.delay = delay
         self.calls = 0
 

@@ -172,7 +172,8 @@ def test_openapi_docs(make_client) -> None:
     client = make_client()
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    for p in ("/api/studies", "/api/studies/{study_id}", "/api/studies/{study_id}/slices/{index}.png",
+    for p in ("/api/studies", "/api/studies/{study_id}",
+              "/api/studies/{study_id}/slices/{index}.png",
               "/api/studies/{study_id}/slices/{index}/heatmap.png",
               "/api/studies/{study_id}/results.csv"):
         assert p in paths

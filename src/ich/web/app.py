@@ -199,7 +199,17 @@ def serve(settings: WebSettings, predictor: PredictorLike | None = None) -> None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quiet_patient_data_logs()
     app = create_app(settings, predictor)
     print(f"ich: serving on http://{settings.host}:{settings.port}/  (data in {settings.data_dir}; "
           "research use only — not for diagnosis)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # No access log: URLs carry search text and ?token=, which must not reach log files.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+def quiet_patient_data_logs() -> None:
+    """Silence pydicom's header warnings, which quote UIDs (identifiers must not be logged)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module="pydicom")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)

@@ -22,6 +22,7 @@ from ich.labels import LABELS
 from ich.web import views
 from ich.web.app import AppState, hash_id
 from ich.web.ingest import UploadTooLargeError, ingest
+from ich.web.predictor import neighbour_offsets
 from ich.web.render import BadRequestError, heatmap_png, parse_window, slice_png
 
 router = APIRouter(prefix="/api", tags=["studies"])
@@ -187,8 +188,9 @@ def heatmap_image(request: Request, study_id: str, index: int, label: str = "any
 
     def make() -> bytes:
         hu = views.load_hu(state.store, series_id)
-        neighbours = [np.asarray(hu[max(pos - 1, 0)], np.float32),
-                      np.asarray(hu[min(pos + 1, n - 1)], np.float32)]
+        offsets = neighbour_offsets(predictor)
+        neighbours = None if offsets is None else [
+            np.asarray(hu[min(max(pos + o, 0), n - 1)], np.float32) for o in offsets]
         with state.model_lock:
             heat = predictor.heatmap(np.asarray(hu[pos], np.float32), label, neighbours)
         return heatmap_png(heat)

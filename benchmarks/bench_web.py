@@ -1,0 +1,154 @@
+"""Benchmark of the web application against a real uvicorn server on 127.0.0.1.
+
+Measures (1) from the end of the upload of one N-slice study to its results, (2) slice PNG and
+(3) heatmap PNG latency, uncached (first request per slice) and cached, with a bounded number of
+requests. With ``--model RUN`` the real ``ich.inference.Predictor`` is used; without it, the
+deterministic test double from ``tests/web/conftest.py`` (no model cost: it measures the server).
+
+    python benchmarks/bench_web.py [--model RUN] [--slices 40] [--requests 40] [--dicom DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "data" / "rsna-sample" / "stage_2_train"
+
+
+def study_files(n: int, dicom_dir: Path | None) -> list[tuple[str, bytes]]:
+    """``n`` slices of one series: from ``dicom_dir`` as they are, or the real sample's largest
+    series cycled under new UIDs and positions (5 mm apart) when no folder is given."""
+    if dicom_dir is not None:
+        return [(p.name, p.read_bytes()) for p in sorted(dicom_dir.rglob("*.dcm"))[:n]]
+    groups: dict[str, list[Path]] = {}
+    for p in sorted(SAMPLE.glob("*.dcm")):
+        groups.setdefault(str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID),
+                          []).append(p)
+    src = max(groups.values(), key=len)
+    out = []
+    for i in range(n):
+        ds = pydicom.dcmread(src[i % len(src)])
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "ID_benchstudy", "ID_benchseries"
+        ds.SOPInstanceUID = f"ID_bench{i:04d}"
+        ds.ImagePositionPatient = [-125.0, -125.0, 5.0 * i]
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        out.append((f"bench_{i}.dcm", buf.getvalue()))
+    return out
+
+
+def test_double() -> Any:
+    """The deterministic stand-in predictor of the web tests."""
+    spec = importlib.util.spec_from_file_location("web_conftest", REPO / "tests/web/conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FakePredictor()
+
+
+def start_server(data: Path, model: list[Path] | None) -> tuple[Any, str]:
+    """uvicorn on a free loopback port in a thread; returns (server, base URL)."""
+    import uvicorn
+
+    from ich.web.app import create_app
+    from ich.web.settings import WebSettings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = WebSettings(data_dir=data, port=port, model_dir=model)
+    app = create_app(settings, None if model else test_double())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def timed(client: httpx.Client, url: str) -> float:
+    """Seconds for one GET (asserting it succeeded)."""
+    t = time.perf_counter()
+    r = client.get(url)
+    r.raise_for_status()
+    return time.perf_counter() - t
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, p95 and max in milliseconds."""
+    ms = sorted(v * 1000 for v in values)
+    return {"n": len(ms), "median_ms": round(statistics.median(ms), 1),
+            "p95_ms": round(ms[max(0, int(0.95 * len(ms)) - 1)], 1), "max_ms": round(ms[-1], 1)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    files = study_files(args.slices, args.dicom)
+    with tempfile.TemporaryDirectory() as tmp:
+        server, base = start_server(Path(tmp), args.model)
+        client = httpx.Client(base_url=base, timeout=120)
+        while args.model and not client.get("/api/info").json()["model_ready"]:
+            time.sleep(0.2)  # the model loads once at startup; not part of the upload timing
+        t0 = time.perf_counter()
+        r = client.post("/api/studies", files=[("files", (n, b, "application/dicom"))
+                                               for n, b in files])
+        r.raise_for_status()
+        t_upload = time.perf_counter()
+        sid = r.json()["id"]
+        while (d := client.get(f"/api/studies/{sid}").json())["status"] in ("queued", "processing"):
+            time.sleep(0.02)
+        t_done = time.perf_counter()
+        n = min(args.requests, d["n_slices"])
+        url = f"/api/studies/{sid}/slices/{{}}.png?window={{}}"
+        first = [timed(client, url.format(i, "brain")) for i in range(n)]
+        cached = [timed(client, url.format(i, "brain")) for i in range(n)]
+        other = [timed(client, url.format(i, "40,120")) for i in range(n)]
+        heat = [timed(client, f"/api/studies/{sid}/slices/{i}/heatmap.png?label=any")
+                for i in range(n)]
+        heat_cached = [timed(client, f"/api/studies/{sid}/slices/{i}/heatmap.png?label=any")
+                       for i in range(n)]
+        server.should_exit = True
+    return {
+        "predictor": "model " + ",".join(map(str, args.model)) if args.model else "test double",
+        "slices": d["n_slices"], "status": d["status"],
+        "upload_request_s": round(t_upload - t0, 3),
+        "upload_end_to_results_s": round(t_done - t_upload, 3),
+        "slice_png_first": summary(first), "slice_png_cached": summary(cached),
+        "slice_png_new_window": summary(other),
+        "heatmap_png_first": summary(heat), "heatmap_png_cached": summary(heat_cached),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, action="append", help="trained run folder(s)")
+    p.add_argument("--slices", type=int, default=40)
+    p.add_argument("--requests", type=int, default=40, help="images per measurement (bounded)")
+    p.add_argument("--dicom", type=Path, default=None, help="folder of one series to upload")
+    from ich.web.app import quiet_patient_data_logs
+
+    quiet_patient_data_logs()
+    report = run(p.parse_args())
+    print(json.dumps(report, indent=1))
+    ok = report["upload_end_to_results_s"] <= 5.0 and all(
+        report[k]["median_ms"] <= 100 for k in report if k.endswith(("first", "cached")))
+    print("targets (≤ 5 s to results, ≤ 100 ms per image):", "met" if ok else "NOT met",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

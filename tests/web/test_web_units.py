@@ -1,0 +1,97 @@
+"""Small pure pieces of the web app: windows, PNG cache, names, settings, the serve command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ich.errors import ConfigError
+from ich.web.ingest import display_name, slice_z
+from ich.web.predictor import PredictorLike
+from ich.web.render import BadRequestError, PngCache, heatmap_rgba, parse_window, slice_png
+from ich.web.settings import WebSettings, default_data_dir
+
+
+def test_parse_window() -> None:
+    assert parse_window("brain") == (40.0, 80.0)
+    assert parse_window("Bone") == (600.0, 2800.0)
+    assert parse_window("35,90") == (35.0, 90.0)
+    for bad in ("lung", "40", "40,0", "a,b", "40,nan"):
+        with pytest.raises(BadRequestError):
+            parse_window(bad)
+
+
+def test_slice_png_and_heatmap_alpha() -> None:
+    import cv2
+
+    hu = np.array([[-1000, 0], [40, 2000]], np.float32)
+    img = cv2.imdecode(np.frombuffer(slice_png(hu, 40, 80), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img.tolist() == [[0, 0], [128, 255]]
+    rgba = heatmap_rgba(np.array([[0.0, 1.0]]))
+    assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] > 200
+
+
+def test_png_cache_lru() -> None:
+    cache = PngCache(2)
+    made: list[int] = []
+    for k in (1, 2, 1, 3, 2):
+        cache.get_or_make(("s", k), lambda k=k: made.append(k) or b"x")  # type: ignore[func-returns-value]
+    assert made == [1, 2, 3, 2]  # 1 was reused; 2 was evicted by 3
+    cache.drop("s")
+    assert cache.get_or_make(("s", 3), lambda: b"y") == b"y"
+
+
+def test_display_name_and_z() -> None:
+    assert display_name("a\\b/c\x00.dcm") == "a/b/c.dcm"
+    assert display_name(None) == "unnamed"
+    from conftest import FakePredictor
+
+    assert isinstance(FakePredictor(), PredictorLike)
+    from dataclasses import replace
+
+    from ich.dicom.io import SliceMeta
+
+    meta = SliceMeta(**{f: None for f in SliceMeta.__dataclass_fields__})  # type: ignore[arg-type]
+    tilted = replace(meta, image_orientation_patient=(1, 0, 0, 0, 0, -1),
+                     image_position_patient=(0, 7, 3))
+    assert slice_z(tilted, 0) == pytest.approx(7.0)  # normal = row × col = (0, 1, 0)
+    assert slice_z(replace(meta, instance_number=4), 0) == 4.0
+
+
+def test_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "ich"
+    with pytest.raises(ConfigError, match="port"):
+        WebSettings(data_dir=tmp_path, port=0).validate()
+    assert WebSettings(data_dir=tmp_path, token="").token is None
+
+
+def test_serve_command_builds_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ich.commands import serve as serve_cmd
+
+    seen: list[WebSettings] = []
+    monkeypatch.setattr("ich.web.app.serve", lambda s: seen.append(s))
+    monkeypatch.setenv("ICH_TOKEN", "envtok")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    serve_cmd.add_parser(sub, "serve", "serve")
+    args = parser.parse_args(["serve", "--data", str(tmp_path), "--host", "0.0.0.0",
+                              "--port", "9000", "--model", "runA"])
+    assert args.func(args) == 0
+    s = seen[0]
+    assert (s.data_dir, s.host, s.port, s.token, s.model_dir) == (
+        tmp_path, "0.0.0.0", 9000, "envtok", Path("runA"))
+
+
+def test_neighbour_offsets_found_on_predictor_or_its_runs() -> None:
+    from types import SimpleNamespace
+
+    from ich.web.predictor import neighbour_offsets
+
+    assert neighbour_offsets(SimpleNamespace(offsets=[-1, 0, 1])) == (-1, 0, 1)
+    run = SimpleNamespace(channels=SimpleNamespace(offsets=(0,)))
+    assert neighbour_offsets(SimpleNamespace(runs=[run])) == (0,)
+    assert neighbour_offsets(object()) is None
