@@ -22,18 +22,32 @@ from ich.train.checkpoint import (
 
 
 def _describe() -> dict[str, Any]:
-    return {"config": {"train": {"epochs": 1}}, "labels": list(LABELS),
-            "windows": [["brain", 40.0, 80.0]], "offsets": [0], "input_size": 32,
-            "preprocess": {"size": 64}}
+    return {
+        "config": {"train": {"epochs": 1}},
+        "labels": list(LABELS),
+        "windows": [["brain", 40.0, 80.0]],
+        "offsets": [0],
+        "input_size": 32,
+        "preprocess": {"size": 64},
+    }
 
 
 def test_round_trip_slice_model(tmp_path: Path) -> None:
     from ich.models.slice_cnn import SliceModel
 
     model = SliceModel("resnet10t", in_chans=1).eval()
-    path = save_checkpoint(tmp_path / "c" / "slice_best.pt", {
-        "kind": "slice", "model": model.state_dict(), "model_args": model.model_args(),
-        **_describe(), "epoch": 1, "step": 3, "best_metric": 0.5})
+    path = save_checkpoint(
+        tmp_path / "c" / "slice_best.pt",
+        {
+            "kind": "slice",
+            "model": model.state_dict(),
+            "model_args": model.model_args(),
+            **_describe(),
+            "epoch": 1,
+            "step": 3,
+            "best_metric": 0.5,
+        },
+    )
     ckpt = load_checkpoint(path)
     assert ckpt["format"] == FORMAT and ckpt["labels"] == list(LABELS)
     again = load_slice_model(ckpt)
@@ -49,10 +63,21 @@ def test_round_trip_sequence_model(tmp_path: Path) -> None:
     from ich.models.sequence import SequenceModel
 
     model = SequenceModel(in_dim=5, hidden=8, layers=1).eval()
-    path = save_checkpoint(tmp_path / "s.pt", {"kind": "sequence", "model": model.state_dict(),
-                                               "model_args": model.model_args(), **_describe()})
+    path = save_checkpoint(
+        tmp_path / "s.pt",
+        {
+            "kind": "sequence",
+            "model": model.state_dict(),
+            "model_args": model.model_args(),
+            **_describe(),
+        },
+    )
     again = load_sequence_model(path)
-    feats, z, mask = torch.rand(1, 4, 5), torch.full((1, 4), 5.0), torch.ones(1, 4, dtype=torch.bool)
+    feats, z, mask = (
+        torch.rand(1, 4, 5),
+        torch.full((1, 4), 5.0),
+        torch.ones(1, 4, dtype=torch.bool),
+    )
     with torch.no_grad():
         torch.testing.assert_close(again(feats, z, mask)[0], model(feats, z, mask)[0])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ich.train.schedule import lr_at, lr_factor
@@ -9,11 +11,13 @@ from ich.train.schedule import lr_at, lr_factor
 
 def test_cosine_warmup_peak_and_end() -> None:
     total = 100
-    values = [lr_factor(s, total, "cosine", warmup_frac=0.1, min_lr_frac=0.01) for s in range(total)]
+    values = [
+        lr_factor(s, total, "cosine", warmup_frac=0.1, min_lr_frac=0.01) for s in range(total)
+    ]
     assert values[0] == pytest.approx(1 / 11)
-    assert all(a < b for a, b in zip(values[:10], values[1:11]))  # rising during warmup
+    assert all(a < b for a, b in itertools.pairwise(values))  # rising during warmup
     assert values[10] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(values[10:], values[11:]))  # then non-increasing
+    assert all(a >= b for a, b in itertools.pairwise(values))  # then non-increasing
     assert values[-1] == pytest.approx(0.01)
     assert lr_at(10, total, 3e-4, "cosine", 0.1) == pytest.approx(3e-4)
 
@@ -25,7 +29,9 @@ def test_cosine_midpoint() -> None:
 
 def test_onecycle_shape() -> None:
     total = 50
-    values = [lr_factor(s, total, "onecycle", warmup_frac=0.3, min_lr_frac=0.04) for s in range(total)]
+    values = [
+        lr_factor(s, total, "onecycle", warmup_frac=0.3, min_lr_frac=0.04) for s in range(total)
+    ]
     assert values[0] == pytest.approx(1 / 25)
     peak = max(range(total), key=values.__getitem__)
     assert peak == 15 and values[peak] == pytest.approx(1.0)

@@ -19,7 +19,9 @@ from ich.labels import LABEL_WEIGHTS
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` -> this rank's CUDA device when there is one, else the CPU."""
     if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        return (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        )
     if name == "cuda" and torch.cuda.is_available():
         return torch.device(f"cuda:{local_rank}")
     return torch.device(name)

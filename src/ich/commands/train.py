@@ -1,0 +1,172 @@
+"""``ich train CACHE --out RUN``: train the slice CNN and the study sequence model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ich.errors import ConfigError
+
+EXAMPLE = "ich train cache/ --out runs/r1 --config demo model.backbone=resnet18 train.epochs=3"
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets ``key=value`` overrides follow options (``ich train C --out R train.epochs=3``).
+
+    Plain argparse assigns all positionals from the first run of them (before ``--out``) and
+    rejects later ones; intermixed parsing collects positionals from anywhere.
+    """
+
+    _inner = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    """Register ``ich train``."""
+    saved = sub._parser_class
+    sub._parser_class = _IntermixedParser
+    try:
+        p = _make(sub, name, help_text)
+    finally:
+        sub._parser_class = saved
+    _options(p)
+    p.set_defaults(func=run)
+
+
+def _make(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=(
+            "Train the slice CNN (stage 1) and the study sequence model (stage 2) on a cache "
+            "built by `ich prepare`. Settings come from the defaults, then --config, then "
+            "key=value overrides; the resolved config is saved to RUN/config.yaml. "
+            f"Example: {EXAMPLE}. Multi-GPU: torchrun --nproc_per_node=N -m ich.cli train ..."
+        ),
+    )
+    return p
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cache", type=Path, nargs="?", help="cache folder (from `ich prepare`)")
+    p.add_argument("--out", type=Path, help="run folder to create (or continue)")
+    p.add_argument("--config", help="YAML config file, or a packaged one: default, demo")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue RUN from its last checkpoint with its saved config",
+    )
+    p.add_argument(
+        "--stage",
+        choices=("all", "slice", "sequence"),
+        default="all",
+        help="run both stages (default) or one; `sequence` needs a slice checkpoint",
+    )
+    p.add_argument(
+        "--ddp",
+        action="store_true",
+        help="expect to be launched by torchrun (fails if WORLD_SIZE is not set)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. train.epochs=3 optim.lr=3e-4",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config and call :func:`ich.train.runner.run_training`."""
+    from ich.config import load_config
+    from ich.train.distributed import env_world_size
+
+    cache, out, overrides = args.cache, args.out, list(args.overrides)
+    if cache is not None and "=" in str(cache):  # `ich train --resume RUN k=v`: no CACHE
+        overrides.insert(0, str(cache))
+        cache = None
+    if args.resume is not None:
+        run_dir = args.resume
+        cfg = load_config(args.config or run_dir / "config.yaml", overrides)
+        if out is not None and out.resolve() != run_dir.resolve():
+            raise ConfigError("--resume continues RUN in place; drop --out or make it RUN")
+    else:
+        if out is None:
+            raise ConfigError("--out RUN is required (the run folder to create)")
+        run_dir = out
+        cfg = load_config(args.config, overrides)
+    cache = cache or (Path(cfg.data.cache) if cfg.data.cache else None)
+    if cache is None:
+        raise ConfigError("no cache given: pass CACHE or set data.cache")
+    cfg.data.cache = str(cache)
+    if args.ddp and env_world_size() <= 1:
+        raise ConfigError("--ddp: WORLD_SIZE is not set; launch with torchrun --nproc_per_node=N")
+    stages = tuple(cfg.train.stages) if args.stage == "all" else (args.stage,)
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        _announce(cfg, run_dir, stages, args.resume is not None)
+    from ich.train.runner import run_training
+
+    summary = run_training(
+        cfg,
+        Path(cache),
+        run_dir,
+        stages=stages,
+        resume=args.resume is not None and "slice" in stages,
+    )
+    if main:
+        _report(summary)
+    return 0
+
+
+def _announce(cfg: object, run_dir: Path, stages: tuple[str, ...], resume: bool) -> None:
+    from ich.config import RunConfig
+
+    assert isinstance(cfg, RunConfig)
+    init = (
+        "local weights " + cfg.model.weights
+        if cfg.model.weights
+        else "timm pretrained weights"
+        if cfg.model.pretrained
+        else "from scratch"
+    )
+    print(f"ich train: {'resuming' if resume else 'training'} {' + '.join(stages)} into {run_dir}")
+    print(
+        f"  slice model: {cfg.model.backbone} ({init}), {cfg.data.input_size} px, windows "
+        f"{','.join(cfg.data.windows)} x offsets {list(cfg.data.offsets)}, "
+        f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}"
+    )
+    print(
+        f"  sequence model: {cfg.sequence.kind}, hidden {cfg.sequence.hidden}, "
+        f"{cfg.sequence.epochs} epochs; validation fold {cfg.data.fold} of {cfg.data.folds}"
+    )
+    sys.stdout.flush()
+
+
+def _report(summary: dict[str, object]) -> None:
+    print(
+        f"  device {summary['device']}; slices train {summary['train_slices']}, "
+        f"val {summary['val_slices']}"
+    )
+    for key in ("slice_wll", "slice_wll_tta", "sequence_wll"):
+        value = summary.get(key)
+        if isinstance(value, float):
+            print(
+                f"  validation weighted log loss, {key.replace('_wll', '').replace('_', ' ')}: "
+                f"{value:.4f}"
+            )
+    print(
+        f"run folder: {summary['run_dir']} (config.yaml, metrics.jsonl, checkpoints/, "
+        "oof_predictions.parquet)"
+    )

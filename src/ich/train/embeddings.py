@@ -1,0 +1,107 @@
+"""Slice embeddings (and slice-model logits) for every slice, the study model's input.
+
+Stage 2 learns from per-slice embeddings of the stage-1 CNN. Ideally they are *out of fold*:
+each slice embedded by a CNN that never trained on it, which needs k slice models (one per
+fold). ich's default trains one slice model (validation fold ``data.fold``) and embeds every
+slice with it: validation-fold embeddings are truly out of fold, training-fold embeddings are
+in-fold (more confident than at test time). This is the cheap recipe used for the demo; the
+sequence model's validation score is still honest because it is measured on the held-out fold.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ich.data.cache import SliceCache
+from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices
+from ich.models.slice_cnn import SliceModel
+
+#: How the sequence model's per-slice input is made from the slice model's outputs.
+FEATURES = "embedding+logits"
+
+
+def sequence_features(embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Per-slice input of the sequence model: (T, D) embeddings and (T, 6) logits -> (T, D + 6).
+
+    The logits give the sequence model the CNN's own opinion directly, so it only has to learn
+    a correction from the neighbours. Inference must build features with this same function.
+    """
+    return np.concatenate([embeddings, logits], axis=1).astype(np.float32)
+
+
+@torch.no_grad()
+def embed_batch(
+    model: SliceModel, x: torch.Tensor, tta_flip: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings (B, D) and logits (B, 6) of a batch (B, C, H, W), averaged over a left-right
+    flip when ``tta_flip`` (heads are nearly symmetric; the average is steadier)."""
+    emb = model.embed(x)
+    logits = model.head(emb)
+    if tta_flip:
+        emb_f = model.embed(torch.flip(x, dims=[-1]))
+        emb = (emb + emb_f) / 2
+        logits = (logits + model.head(emb_f)) / 2
+    return emb, logits
+
+
+def extract_embeddings(
+    model: SliceModel,
+    cache: SliceCache,
+    channels: ChannelSpec,
+    input_size: int,
+    device: torch.device,
+    batch_size: int = 64,
+    workers: int = 0,
+    tta_flip: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed every slice of ``cache``: returns embeddings (N, D) float32 and logits (N, 6).
+
+    Rows follow the cache index (0..N-1).
+    """
+    model = model.to(device).eval()
+    ds = SliceDataset(cache, np.arange(len(cache.catalog)), channels, input_size, None)
+    loader = DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_slices
+    )
+    embs, logits = [], []
+    for x, _, _ in tqdm(loader, desc="embeddings", leave=False, disable=None):
+        e, lg = embed_batch(model, x.to(device), tta_flip)
+        embs.append(e.float().cpu().numpy())
+        logits.append(lg.float().cpu().numpy())
+    return np.concatenate(embs).astype(np.float32), np.concatenate(logits).astype(np.float32)
+
+
+def save_embeddings(
+    path: Path, image_ids: np.ndarray, folds: np.ndarray, embeddings: np.ndarray, logits: np.ndarray
+) -> Path:
+    """Write ``image_id``, ``fold``, ``embeddings`` (N, D) and ``logits`` (N, 6) to an .npz
+    atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(
+            tmp,
+            image_id=np.asarray(image_ids, dtype=str),
+            fold=np.asarray(folds),
+            embeddings=embeddings,
+            logits=logits,
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_embeddings(path: Path) -> dict[str, np.ndarray]:
+    """Read what :func:`save_embeddings` wrote."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}

@@ -1,0 +1,146 @@
+"""A whole training run: run folder, folds, stage 1 (slice CNN), stage 2 (sequence model).
+
+Run folder layout::
+
+    RUN/config.yaml              resolved configuration (the single source of the run)
+    RUN/folds.csv                image_id, patient_id, study/series uid, fold per cache row
+    RUN/metrics.jsonl            one JSON per logged step / epoch, both stages
+    RUN/tensorboard/             TensorBoard scalars (when tensorboard is installed)
+    RUN/checkpoints/slice_last.pt, slice_best.pt, sequence_best.pt
+    RUN/oof/slice_embeddings.npz image_id, fold, embeddings (N, D), logits (N, 6) (flip TTA)
+    RUN/oof_predictions.parquet  validation-fold slices: ids, fold, true labels, p_* (slice
+                                 model) and q_* (sequence model) probabilities
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ich.config import RunConfig, save_config
+from ich.data.cache import SliceCache
+from ich.data.folds import make_folds
+from ich.errors import CheckpointError, ConfigError
+from ich.train.common import resolve_device, seed_everything
+from ich.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+
+FOLD_COLUMNS = (
+    "image_id",
+    "patient_id",
+    "study_instance_uid",
+    "series_instance_uid",
+    "slice_index",
+)
+
+
+def _write_frame(df: pd.DataFrame, path: Path) -> Path:
+    """CSV or Parquet (by suffix), atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_or_make_folds(cfg: RunConfig, cache: SliceCache, run_dir: Path, write: bool) -> np.ndarray:
+    """Fold per cache row: read ``RUN/folds.csv`` when present (resume, stage 2), else make
+    them (grouped by patient, stratified) and save them with the run."""
+    path = run_dir / "folds.csv"
+    cat = cache.catalog
+    if path.is_file():
+        saved = pd.read_csv(path)
+        mapped = cat["image_id"].map(dict(zip(saved["image_id"], saved["fold"], strict=True)))
+        if mapped.isna().any():
+            raise CheckpointError(f"{path}: does not cover every slice of the cache")
+        return mapped.to_numpy(dtype=np.int64)
+    folds_s = make_folds(cat, k=cfg.data.folds, seed=cfg.data.fold_seed)
+    folds = np.asarray(folds_s, dtype=np.int64)
+    if write:
+        frame = cat[list(FOLD_COLUMNS)].copy()
+        frame["fold"] = folds
+        _write_frame(frame, path)
+    return folds
+
+
+def split_indices(
+    cfg: RunConfig, cache: SliceCache, folds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train / validation cache indices; only labelled slices take part."""
+    labelled = ~np.isnan(cache.labels).any(axis=1)
+    if not labelled.any():
+        raise ConfigError(
+            f"{cache.root if hasattr(cache, 'root') else 'cache'}: no labelled slices; "
+            "build the cache with --labels to train"
+        )
+    if cfg.data.fold >= cfg.data.folds:
+        raise ConfigError(f"data.fold={cfg.data.fold} but data.folds={cfg.data.folds}")
+    val = (folds == cfg.data.fold) & labelled
+    train = (folds != cfg.data.fold) & labelled
+    return np.flatnonzero(train), np.flatnonzero(val)
+
+
+def prepare_run(
+    cfg: RunConfig, cache_dir: Path, run_dir: Path, info: DistInfo
+) -> tuple[SliceCache, np.ndarray]:
+    """Open the cache, create the run folder, save the config and folds (rank 0)."""
+    cache = SliceCache(Path(cache_dir))
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        save_config(cfg, run_dir)
+        load_or_make_folds(cfg, cache, run_dir, write=True)
+    barrier(info)
+    return cache, load_or_make_folds(cfg, cache, run_dir, write=False)
+
+
+def run_training(
+    cfg: RunConfig,
+    cache_dir: Path,
+    run_dir: Path,
+    stages: tuple[str, ...] | None = None,
+    resume: bool = False,
+) -> dict[str, object]:
+    """Train the configured stages and return a summary (paths and validation scores).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) stage 1 runs data-parallel; stage 2 (a small model
+    on precomputed embeddings) runs on rank 0 only.
+    """
+    from ich.train.loop import train_slice_model
+
+    stages = stages or tuple(cfg.train.stages)
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = init_distributed(device)
+    try:
+        seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
+        cache, folds = prepare_run(cfg, cache_dir, run_dir, info)
+        train_idx, val_idx = split_indices(cfg, cache, folds)
+        summary: dict[str, object] = {
+            "run_dir": str(run_dir),
+            "device": str(device),
+            "train_slices": len(train_idx),
+            "val_slices": len(val_idx),
+        }
+        if "slice" in stages:
+            res = train_slice_model(cfg, cache, train_idx, val_idx, run_dir, device, info, resume)
+            summary.update(slice_best=str(res.best_path), slice_wll=res.best_wll)
+        barrier(info)
+        if "sequence" in stages and info.is_main:
+            from ich.train.sequence_stage import run_stage2
+
+            summary.update(run_stage2(cfg, cache, folds, run_dir, device))
+        barrier(info)
+        return summary
+    finally:
+        cleanup_distributed(info)

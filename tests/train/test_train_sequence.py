@@ -1,0 +1,56 @@
+"""Stage 2 end to end: embeddings, sequence model, out-of-fold table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ich.cli import main
+from ich.labels import LABELS
+from ich.train.checkpoint import load_checkpoint, load_sequence_model
+from ich.train.embeddings import load_embeddings
+
+
+@pytest.mark.slow
+def test_both_stages(
+    tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_overrides: list[str]
+) -> None:
+    run = tmp_path / "run"
+    assert (
+        main(["train", str(tiny_cache), "--out", str(run), *tiny_overrides, "train.epochs=1"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "resnet10t (from scratch)" in out and str(run) in out
+    ckpt = load_checkpoint(run / "checkpoints" / "sequence_best.pt")
+    assert ckpt["kind"] == "sequence" and ckpt["labels"] == list(LABELS)
+    assert ckpt["input_size"] == 32 and ckpt["features"] == "embedding+logits"
+    load_sequence_model(ckpt)
+    emb = load_embeddings(run / "oof" / "slice_embeddings.npz")
+    n = len(emb["image_id"])
+    assert emb["embeddings"].shape[0] == n and emb["logits"].shape == (n, 6)
+    frame = pd.read_parquet(run / "oof_predictions.parquet")
+    expected = [
+        "image_id",
+        "patient_id",
+        "study_instance_uid",
+        "series_instance_uid",
+        "slice_index",
+        "fold",
+        *LABELS,
+        *(f"p_{k}" for k in LABELS),
+        *(f"q_{k}" for k in LABELS),
+    ]
+    assert list(frame.columns) == expected
+    assert (frame["fold"] == 0).all() and len(frame) > 0
+    q = frame[[f"q_{k}" for k in LABELS]].to_numpy()
+    assert np.all((q > 0) & (q < 1))
+    folds = pd.read_csv(run / "folds.csv")
+    assert set(frame["image_id"]) == set(folds.loc[folds["fold"] == 0, "image_id"])
+    # stage 2 alone reuses the run's slice checkpoint
+    assert (
+        main(["train", str(tiny_cache), "--out", str(run), "--stage", "sequence", *tiny_overrides])
+        == 0
+    )
