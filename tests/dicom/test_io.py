@@ -20,6 +20,7 @@ from pydicom.uid import (
 )
 
 from ich.dicom.io import read_meta, read_slice, transfer_syntax_name
+from ich.dicom.native import parse_header
 from ich.dicom.series import order_series
 from ich.errors import (
     DicomReadError,
@@ -178,6 +179,49 @@ def test_no_validation_warnings_for_rsna_uids(dcm, head_values, tmp_path):
         warnings.simplefilter("always")
         assert read_slice(path).meta.sop_instance_uid == "ID_000039fa0"
     assert not caught
+
+
+# --- the pydicom-free header path gives exactly what the pydicom path gives ----------------
+
+def _both_paths(path: Path) -> tuple:
+    from ich.dicom import io as dio
+
+    data = path.read_bytes()
+    fast, slow = dio._slice(path, data, fast=True), dio._slice(path, data, fast=False)
+    assert fast.meta == slow.meta
+    np.testing.assert_array_equal(fast.hu, slow.hu)
+    return fast, parse_header(data, dio._WANTED)
+
+
+@pytest.mark.parametrize("syntax,fast", [(ImplicitVRLittleEndian, True),
+                                         (ExplicitVRLittleEndian, True),
+                                         (ExplicitVRBigEndian, False)])
+def test_fast_header_path_agrees(write_ct, head_values, syntax, fast):
+    path = write_ct("f.dcm", head_values, syntax=syntax, WindowCenter=["00036", "00036"],
+                    bits_stored=12, pixel_representation=0, intercept=1.0)  # wrap fault too
+    _, header = _both_paths(path)
+    assert (header is not None) == fast
+    assert read_meta(path) == read_slice(path).meta
+
+
+@pytest.mark.parametrize("undefined", [False, True])
+def test_sequences_in_header(dcm, head_values, tmp_path, undefined):
+    item = pydicom.Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3"
+    ds = dcm.dataset(head_values)
+    ds.ReferencedImageSequence = [item]
+    ds["ReferencedImageSequence"].is_undefined_length = undefined
+    s, header = _both_paths(dcm.write(ds, tmp_path / "sq.dcm"))
+    assert (header is None) == undefined  # undefined length: pydicom walks it
+    np.testing.assert_array_equal(s.hu, _hu(head_values))
+
+
+def test_non_ascii_and_huge_header(dcm, head_values, tmp_path):
+    ds = dcm.dataset(head_values, SpecificCharacterSet="ISO_IR 100", PatientID="Müller")
+    ds.add_new(0x00091010, "OB", bytes(100_000))  # private blob: header > read_meta's chunk
+    path = dcm.write(ds, tmp_path / "latin1.dcm")
+    s, _ = _both_paths(path)
+    assert s.meta.patient_id == "Müller" and read_meta(path) == s.meta
 
 
 # --- named errors -------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The only module that calls pydicom to read files: DICOM in, HU + typed metadata out.
 
 ``read_slice`` is the hot path of ``ich prepare`` (750k files), so uncompressed little- and
-big-endian pixel data are decoded here with ``np.frombuffer`` straight from the file bytes
-(pydicom only parses the header); compressed transfer syntaxes (RLE, JPEG Lossless, JPEG-LS,
-JPEG 2000, ...) go through pydicom's pixel plugins. Either way the stored values are the same
-ones ``Dataset.pixel_array`` gives: unsigned values are masked to (0028,0101) Bits Stored and
-signed ones sign-extended.
+big-endian pixel data are decoded with ``np.frombuffer`` straight from the file bytes, and the
+header of a plain Part 10 little-endian file is walked by :mod:`ich.dicom.native` without
+pydicom at all (pydicom parses everything else); compressed transfer syntaxes (RLE, JPEG
+Lossless, JPEG-LS, JPEG 2000, ...) go through pydicom's pixel plugins. Either way the stored
+values are the ones ``Dataset.pixel_array`` gives: unsigned values are masked to (0028,0101)
+Bits Stored and signed ones sign-extended.
 
 Anything that cannot become a trustworthy single-frame CT slice raises a named
 :class:`~ich.errors.DicomReadError` subclass saying file, reason and tag; low-level exceptions
@@ -16,9 +17,6 @@ switched off once, at import.
 from __future__ import annotations
 
 import io
-import math
-import struct
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,33 +30,37 @@ from pydicom.pixels import get_decoder
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from ich.dicom.windowing import needs_wrap_fix, to_hu
-from ich.errors import (
-    DicomReadError,
-    NoPixelDataError,
-    NotDicomError,
-    TruncatedPixelDataError,
-    UnsupportedImageError,
+from ich.dicom.meta import (
+    MAX_SIZE,
+    MIN_SIZE,
+    Slice,
+    SliceMeta,
+    build_meta,
+    check_image,
 )
-
-# RSNA's UIDs look like "ID_000039fa0": tolerated on input, never warned about per file.
-pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-DEFLATED_VR_LE = "1.2.840.10008.1.2.1.99"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-#: Transfer syntaxes whose pixel data are plain arrays (no codec needed).
-NATIVE_SYNTAXES = frozenset({IMPLICIT_VR_LE, EXPLICIT_VR_LE, DEFLATED_VR_LE, EXPLICIT_VR_BE})
-#: Plausible image sizes for a CT slice (rows and columns).
-MIN_SIZE, MAX_SIZE = 32, 4096
-
-PIXEL_TAG = "(7FE0,0010) Pixel Data"
-_TS_TAG = "(0002,0010) Transfer Syntax UID"
-# Elements at least one of which any real image data set has (used to tell DICOM from junk).
-_KEY_KEYWORDS = (
-    "SOPInstanceUID", "SOPClassUID", "Rows", "PixelData", "Modality", "StudyInstanceUID",
+from ich.dicom.native import (
+    DEFLATED_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    NATIVE_SYNTAXES,
+    PIXEL_DATA,
+    PIXEL_TAG,
+    RawHeader,
+    UndecodableError,
+    decode_native,
+    decode_value,
+    element_header,
+    parse_header,
 )
+from ich.dicom.windowing import to_hu
+from ich.errors import DicomReadError, NoPixelDataError, NotDicomError, UnsupportedImageError
+
+__all__ = [
+    "MAX_SIZE", "MIN_SIZE", "Slice", "SliceMeta", "read_meta", "read_slice", "transfer_syntax_name",
+]
+
+
 # Header elements read for SliceMeta, by keyword -> tag; the US ones are binary.
 _KEYWORDS = (
     "SOPInstanceUID", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
@@ -71,57 +73,18 @@ _TAGS: dict[str, int] = {kw: int(tag_for_keyword(kw) or 0) for kw in _KEYWORDS}
 _US_KEYWORDS = frozenset(
     {"Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel"}
 )
-# VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length.
-_LONG_VRS = frozenset({b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"})
+# RSNA's UIDs look like "ID_000039fa0": tolerated on input, never warned about per file.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
-
-@dataclass(frozen=True)
-class SliceMeta:
-    """Header fields ich uses, with DICOM's own names (snake_case).
-
-    ``rescale_intercept`` is the one HU are computed with: where the RSNA 12-bit wrap fault
-    applies (``wrap_fixed``) it is -1000 and ``header_rescale_intercept`` keeps the value the
-    file holds, so ``read_meta`` and ``read_slice`` describe a file identically.
-    """
-
-    path: str
-    sop_instance_uid: str
-    patient_id: str
-    study_instance_uid: str
-    series_instance_uid: str
-    modality: str
-    instance_number: int | None
-    image_position_patient: tuple[float, float, float] | None
-    image_orientation_patient: tuple[float, float, float, float, float, float] | None
-    pixel_spacing: tuple[float, float] | None
-    slice_thickness: float | None
-    rows: int
-    columns: int
-    bits_allocated: int
-    bits_stored: int
-    pixel_representation: int
-    photometric_interpretation: str
-    rescale_slope: float
-    rescale_intercept: float
-    window_center: float | None
-    window_width: float | None
-    transfer_syntax_uid: str
-    wrap_fixed: bool = False
-    header_rescale_intercept: float | None = None
-    samples_per_pixel: int = 1
-    number_of_frames: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """A flat dict (tuples kept) for tables and JSON."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Slice:
-    """One CT slice: float32 HU (rows × columns) and its metadata."""
-
-    hu: np.ndarray
-    meta: SliceMeta
+_TS_TAG = "(0002,0010) Transfer Syntax UID"
+# Elements at least one of which any real image data set has (used to tell DICOM from junk).
+_KEY_KEYWORDS = (
+    "SOPInstanceUID", "SOPClassUID", "Rows", "PixelData", "Modality", "StudyInstanceUID",
+)
+#: Bytes read_meta reads first, hoping the whole header is in them (it then needs no pydicom).
+_META_CHUNK = 1 << 16
+#: Tag -> binary? for :func:`ich.dicom.native.parse_header`.
+_WANTED: dict[int, bool] = {tag: kw in _US_KEYWORDS for kw, tag in _TAGS.items()}
 
 
 def transfer_syntax_name(uid: str) -> str:
@@ -130,67 +93,26 @@ def transfer_syntax_name(uid: str) -> str:
     return name or uid or "unknown"
 
 
-def _first(value: Any) -> Any:
-    """First item of a multi-valued element (RSNA's ``['00036', '00036']``), else the value."""
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-        return value[0] if len(value) else None
-    return value
-
-
-def _float(value: Any) -> float | None:
-    value = _first(value)
-    if value is None or value == "":
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _int(value: Any, default: int) -> int:
-    out = _float(value)
-    return int(out) if out is not None else default
-
-
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
-    if value is None or isinstance(value, (str, bytes)):
-        return None
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
-
-
 def _get(ds: Dataset, keyword: str) -> Any:
     """An element's value, or None when absent or malformed.
 
-    Speed: pydicom converts each element through several layers (~10 µs each), which is half
-    the cost of a slice; the plain-ASCII strings and US numbers ich needs are decoded here
-    straight from the raw bytes, and everything else falls back to ``ds.get``.
+    Speed: pydicom converts each element through several layers (~10 µs each); the plain-ASCII
+    strings and US numbers ich needs are decoded straight from the raw bytes by the same
+    :func:`~ich.dicom.native.decode_value` the pydicom-free path uses, so both agree.
     """
-    tag = _TAGS[keyword]
-    elem = ds._dict.get(BaseTag(tag))  # raw (unconverted) element: the point is speed
+    elem = ds._dict.get(BaseTag(_TAGS[keyword]))  # raw (unconverted) element: the point is speed
     if elem is None:
         return None
     if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
-        value = elem.value
-        if keyword in _US_KEYWORDS:
-            if elem.VR in (None, "US") and len(value) == 2:
-                return struct.unpack("<H" if elem.is_little_endian else ">H", value)[0]
-        elif elem.VR in (None, "UI", "CS", "DS", "IS", "LO", "SH") and value.isascii():
-            parts = value.decode("ascii").strip("\x00 ").split("\\")
-            return parts[0].strip() if len(parts) == 1 else [p.strip() for p in parts]
+        try:
+            return decode_value(elem.VR, elem.value, elem.is_little_endian,
+                                keyword in _US_KEYWORDS)
+        except UndecodableError:
+            pass
     try:
         return ds.get(keyword)
     except Exception:
         return None
-
-
-def _str(ds: Dataset, keyword: str) -> str:
-    value = _first(_get(ds, keyword))
-    return "" if value is None else str(value).strip()
 
 
 def _transfer_syntax(ds: Dataset) -> str:
@@ -202,46 +124,6 @@ def _transfer_syntax(ds: Dataset) -> str:
     if not little:
         return EXPLICIT_VR_BE
     return IMPLICIT_VR_LE if implicit else EXPLICIT_VR_LE
-
-
-def _meta_from_dataset(path: Path, ds: Dataset) -> SliceMeta:
-    bits_allocated = _int(_get(ds, "BitsAllocated"), 16)
-    slope = _float(_get(ds, "RescaleSlope"))
-    instance = _float(_get(ds, "InstanceNumber"))
-    meta = SliceMeta(
-        path=str(path),
-        sop_instance_uid=_str(ds, "SOPInstanceUID"),
-        patient_id=_str(ds, "PatientID"),
-        study_instance_uid=_str(ds, "StudyInstanceUID"),
-        series_instance_uid=_str(ds, "SeriesInstanceUID"),
-        modality=_str(ds, "Modality"),
-        instance_number=None if instance is None else int(instance),
-        image_position_patient=_floats(_get(ds, "ImagePositionPatient"), 3),  # type: ignore[arg-type]
-        image_orientation_patient=_floats(_get(ds, "ImageOrientationPatient"), 6),  # type: ignore[arg-type]
-        pixel_spacing=_floats(_get(ds, "PixelSpacing"), 2),  # type: ignore[arg-type]
-        slice_thickness=_float(_get(ds, "SliceThickness")),
-        rows=_int(_get(ds, "Rows"), 0),
-        columns=_int(_get(ds, "Columns"), 0),
-        bits_allocated=bits_allocated,
-        bits_stored=_int(_get(ds, "BitsStored"), bits_allocated),
-        pixel_representation=_int(_get(ds, "PixelRepresentation"), 0),
-        photometric_interpretation=_str(ds, "PhotometricInterpretation"),
-        rescale_slope=1.0 if slope is None else slope,
-        rescale_intercept=_float(_get(ds, "RescaleIntercept")) or 0.0,
-        window_center=_float(_get(ds, "WindowCenter")),
-        window_width=_float(_get(ds, "WindowWidth")),
-        transfer_syntax_uid=_transfer_syntax(ds),
-        samples_per_pixel=_int(_get(ds, "SamplesPerPixel"), 1),
-        number_of_frames=_int(_get(ds, "NumberOfFrames"), 1),
-    )
-    header_intercept = meta.rescale_intercept
-    fixed = needs_wrap_fix(meta.bits_stored, meta.pixel_representation, header_intercept)
-    return replace(
-        meta,
-        wrap_fixed=fixed,
-        rescale_intercept=-1000.0 if fixed else header_intercept,
-        header_rescale_intercept=header_intercept,
-    )
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -284,9 +166,12 @@ def _parse(path: Path, data: bytes, stop_before_pixels: bool) -> tuple[Dataset, 
     return ds, buffer.tell()
 
 
-def _parse_meta(path: Path, ds: Dataset) -> SliceMeta:
+def _parse_meta(path: Path, ds: Dataset | RawHeader) -> SliceMeta:
     try:
-        return _meta_from_dataset(path, ds)
+        if isinstance(ds, RawHeader):
+            values = ds.values
+            return build_meta(path, lambda kw: values.get(_TAGS[kw]), ds.transfer_syntax_uid)
+        return build_meta(path, lambda kw: _get(ds, kw), _transfer_syntax(ds))
     except Exception as exc:  # a malformed header must still give a named error
         raise NotDicomError(path, f"unreadable header ({type(exc).__name__}: {exc})") from exc
 
@@ -300,7 +185,10 @@ def read_meta(path: str | Path) -> SliceMeta:
     path = Path(path)
     try:
         with path.open("rb") as fp:
-            head = fp.read(132)
+            head = fp.read(_META_CHUNK)
+            header = parse_header(head, _WANTED)
+            if header is not None:  # plain Part 10 header within the first chunk
+                return _parse_meta(path, header)
             if head[:4] == b"DICM" or not head:
                 data = _read_bytes(path)
                 ds, _ = _parse(path, data, stop_before_pixels=True)
@@ -320,77 +208,10 @@ def read_meta(path: str | Path) -> SliceMeta:
     return _parse_meta(path, ds)
 
 
-def _check_image(path: Path, meta: SliceMeta) -> None:
-    """Refuse what is valid DICOM but not a single-frame CT slice ich can trust."""
-    def refuse(reason: str, tag: str) -> UnsupportedImageError:
-        return UnsupportedImageError(path, reason, tag)
-
-    if meta.modality and meta.modality != "CT":
-        raise refuse(f"modality is {meta.modality!r}, not CT", "(0008,0060) Modality")
-    if meta.samples_per_pixel != 1:
-        raise refuse(f"{meta.samples_per_pixel} samples per pixel (colour), CT needs 1",
-                     "(0028,0002) Samples per Pixel")
-    if meta.number_of_frames != 1:
-        raise refuse(f"multi-frame image ({meta.number_of_frames} frames), expected one slice",
-                     "(0028,0008) Number of Frames")
-    for name, value, tag in (("rows", meta.rows, "(0028,0010) Rows"),
-                             ("columns", meta.columns, "(0028,0011) Columns")):
-        if not MIN_SIZE <= value <= MAX_SIZE:
-            raise refuse(f"implausible image size: {value} {name} "
-                         f"(expected {MIN_SIZE}..{MAX_SIZE})", tag)
-    if meta.bits_allocated not in (8, 16):
-        raise refuse(f"BitsAllocated is {meta.bits_allocated}, expected 8 or 16",
-                     "(0028,0100) Bits Allocated")
-    if not 1 <= meta.bits_stored <= meta.bits_allocated:
-        raise refuse(f"BitsStored {meta.bits_stored} does not fit BitsAllocated "
-                     f"{meta.bits_allocated}", "(0028,0101) Bits Stored")
-    if meta.pixel_representation not in (0, 1):
-        raise refuse(f"PixelRepresentation is {meta.pixel_representation}, expected 0 or 1",
-                     "(0028,0103) Pixel Representation")
-    if meta.photometric_interpretation not in ("", "MONOCHROME1", "MONOCHROME2"):
-        raise refuse(f"photometric interpretation {meta.photometric_interpretation!r} is not "
-                     "greyscale", "(0028,0004) Photometric Interpretation")
-    if meta.rescale_slope == 0:
-        raise refuse("rescale slope is 0", "(0028,1053) Rescale Slope")
-
-
-def _pixel_element(data: bytes, pos: int, ts: str) -> tuple[int, int] | None:
-    """(value offset, length) of the (7FE0,0010) element starting at ``pos``, if it is there.
-
-    Length 0xFFFFFFFF means encapsulated (compressed) data.
-    """
-    order = ">" if ts == EXPLICIT_VR_BE else "<"
-    header = data[pos : pos + 12]
-    if len(header) < 8 or struct.unpack(order + "HH", header[:4]) != (0x7FE0, 0x0010):
-        return None
-    if ts == IMPLICIT_VR_LE:
-        return pos + 8, struct.unpack(order + "I", header[4:8])[0]
-    if header[4:6] in _LONG_VRS and len(header) == 12:
-        return pos + 12, struct.unpack(order + "I", header[8:12])[0]
-    return pos + 8, struct.unpack(order + "H", header[6:8])[0]
-
-
-def _decode_native(path: Path, raw: bytes | memoryview, meta: SliceMeta) -> np.ndarray:
-    """Stored values from uncompressed pixel bytes, as ``pixel_array`` gives them."""
-    itemsize = meta.bits_allocated // 8
-    count = meta.rows * meta.columns
-    if len(raw) < count * itemsize:
-        raise TruncatedPixelDataError(
-            path,
-            f"truncated pixel data: {len(raw)} bytes, but {meta.rows}×{meta.columns} pixels of "
-            f"{meta.bits_allocated} bits need {count * itemsize}",
-            PIXEL_TAG,
-        )
-    kind = "i" if meta.pixel_representation else "u"
-    order = ">" if meta.transfer_syntax_uid == EXPLICIT_VR_BE else "<"
-    stored = np.frombuffer(raw, dtype=f"{order}{kind}{itemsize}", count=count)
-    stored = stored.reshape(meta.rows, meta.columns)
-    spare = meta.bits_allocated - meta.bits_stored
-    if spare and meta.pixel_representation:  # sign-extend from bit BitsStored-1
-        stored = (stored.astype(stored.dtype.newbyteorder("="), copy=True) << spare) >> spare
-    elif spare:  # bits above BitsStored are not part of the value (PS3.5 8.1.1)
-        stored = stored & np.array((1 << meta.bits_stored) - 1, dtype=stored.dtype)
-    return stored
+def _native_pixels(path: Path, raw: bytes | memoryview, meta: SliceMeta) -> np.ndarray:
+    return decode_native(path, raw, meta.rows, meta.columns, meta.bits_allocated,
+                         meta.bits_stored, meta.pixel_representation,
+                         big_endian=meta.transfer_syntax_uid == EXPLICIT_VR_BE)
 
 
 def _decode_compressed(path: Path, ds: Dataset, meta: SliceMeta) -> np.ndarray:
@@ -423,10 +244,13 @@ def _stored_values(path: Path, data: bytes, ds: Dataset, pos: int, meta: SliceMe
     """Find and decode the pixel data: straight from ``data`` when possible, else via pydicom."""
     ts = meta.transfer_syntax_uid
     if ts in NATIVE_SYNTAXES and ts != DEFLATED_VR_LE:
-        element = _pixel_element(data, pos, ts)
-        if element is not None and element[1] != 0xFFFFFFFF:
-            offset, length = element
-            return _decode_native(path, memoryview(data)[offset : offset + length], meta)
+        try:
+            element = element_header(data, pos, ts != IMPLICIT_VR_LE, ts != EXPLICIT_VR_BE)
+        except UndecodableError:
+            element = None
+        if element is not None and element[0] == PIXEL_DATA and element[3] != 0xFFFFFFFF:
+            _, _, offset, length = element
+            return _native_pixels(path, memoryview(data)[offset : offset + length], meta)
     full, _ = _parse(path, data, stop_before_pixels=False)  # deflated, encapsulated, odd files
     if "PixelData" not in full:
         other = next((kw for kw in ("FloatPixelData", "DoubleFloatPixelData") if kw in full), None)
@@ -435,7 +259,7 @@ def _stored_values(path: Path, data: bytes, ds: Dataset, pos: int, meta: SliceMe
                                         PIXEL_TAG)
         raise NoPixelDataError(path, "no pixel data", PIXEL_TAG)
     if ts in NATIVE_SYNTAXES and not getattr(full["PixelData"], "is_undefined_length", False):
-        return _decode_native(path, full.PixelData, meta)
+        return _native_pixels(path, full.PixelData, meta)
     return _decode_compressed(path, full, meta)
 
 
@@ -453,6 +277,21 @@ def _hu(stored: np.ndarray, meta: SliceMeta) -> np.ndarray:
     return hu
 
 
+def _slice(path: Path, data: bytes, fast: bool) -> Slice:
+    """Decode a file's bytes; ``fast=False`` forces the pydicom header path (tests compare)."""
+    header = parse_header(data, _WANTED) if fast else None
+    if header is not None:
+        meta = _parse_meta(path, header)
+        check_image(path, meta)
+        end = header.pixel_offset + header.pixel_length
+        stored = _native_pixels(path, memoryview(data)[header.pixel_offset : end], meta)
+        return Slice(hu=_hu(stored, meta), meta=meta)
+    ds, pos = _parse(path, data, stop_before_pixels=True)
+    meta = _parse_meta(path, ds)
+    check_image(path, meta)
+    return Slice(hu=_hu(_stored_values(path, data, ds, pos, meta), meta), meta=meta)
+
+
 def read_slice(path: str | Path) -> Slice:
     """Read a CT slice as float32 Hounsfield units plus metadata.
 
@@ -465,15 +304,10 @@ def read_slice(path: str | Path) -> Slice:
     """
     path = Path(path)
     data = _read_bytes(path)
-    ds, pos = _parse(path, data, stop_before_pixels=True)
-    meta = _parse_meta(path, ds)
-    _check_image(path, meta)
     try:
-        stored = _stored_values(path, data, ds, pos, meta)
-        hu = _hu(stored, meta)
+        return _slice(path, data, fast=True)
     except DicomReadError:
         raise
     except Exception as exc:  # anything pydicom or numpy throws on a malformed file
         raise DicomReadError(path, f"cannot read pixel data ({type(exc).__name__}: {exc})",
                              PIXEL_TAG) from exc
-    return Slice(hu=hu, meta=meta)
