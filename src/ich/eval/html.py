@@ -38,7 +38,7 @@ p.sub { color:var(--muted); margin:0 0 16px; }
 table { border-collapse:collapse; margin:8px 0 16px; font-size:14px; }
 th, td { border:1px solid var(--line); padding:5px 10px; text-align:right; }
 th { background:var(--bg); font-weight:600; }
-td:first-child, th:first-child { text-align:left; }
+td:first-child, th:first-child, td.t, th.t { text-align:left; }
 tr:nth-child(even) td { background:#fbfcfd; }
 td.best { font-weight:700; color:var(--accent); }
 caption { caption-side:bottom; text-align:left; font-size:13px; padding-top:4px; }
@@ -112,12 +112,30 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _is_text(cell: Any) -> bool:
+    return isinstance(cell, str) and not isinstance(cell, Raw)
+
+
 def table(headers: Sequence[Any], rows: Iterable[Sequence[Any]], caption: str | None = None) -> Raw:
-    """An HTML table; cells are escaped unless they are :class:`Raw`, numbers go through fmt."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    """An HTML table; cells are escaped unless they are :class:`Raw`, numbers go through fmt.
+
+    Text cells (and their column headers, judged on the first row) are left-aligned and
+    numbers right-aligned, so columns of figures line up on their digits.
+    """
+    rows = [list(r) for r in rows]
+    first = rows[0] if rows else []
+    head = "".join(
+        f"<th class='t'>{esc(h)}</th>"
+        if (i < len(first) and _is_text(first[i])) or not first
+        else f"<th>{esc(h)}</th>"
+        for i, h in enumerate(headers)
+    )
     body = []
     for row in rows:
-        cells = "".join(f"<td>{esc(c) if isinstance(c, str) else esc(fmt(c))}</td>" for c in row)
+        cells = "".join(
+            f"<td class='t'>{esc(c)}</td>" if _is_text(c) else f"<td>{esc(fmt(c))}</td>"
+            for c in row
+        )
         body.append(f"<tr>{cells}</tr>")
     cap = f"<caption class='muted'>{esc(caption)}</caption>" if caption else ""
     return Raw(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")

@@ -136,13 +136,17 @@ def plot_reliability(y: np.ndarray, p: np.ndarray, path: Path, title: str = "Rel
 def plot_confusion(
     y: np.ndarray, p: np.ndarray, path: Path, threshold: float = 0.5, title: str = "Confusion"
 ) -> Path:
-    """Per-label 2×2 confusion matrices at ``threshold``, as small multiples (counts and %)."""
-    fig, axes = plt.subplots(2, 3, figsize=(10.5, 6.6))
+    """Per-label 2×2 confusion matrices at ``threshold``, as small multiples.
+
+    Cells show counts and the share of their true class (row %): the diagonal then reads as
+    specificity and sensitivity, which rare labels would otherwise hide behind the negatives.
+    """
+    fig, axes = plt.subplots(2, 3, figsize=(7.6, 5.9))
     for j, (name, ax) in enumerate(zip(LABELS, axes.ravel(), strict=True)):
         t = y[:, j].astype(int)
         pred = (p[:, j] >= threshold).astype(int)
         cm = np.array([[np.sum((t == a) & (pred == b)) for b in (0, 1)] for a in (0, 1)])
-        share = cm / max(cm.sum(), 1)
+        share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         for a in (0, 1):
             for b in (0, 1):
@@ -153,13 +157,13 @@ def plot_confusion(
                     f"{cm[a, b]:,}\n{100 * share[a, b]:.1f}%",
                     ha="center",
                     va="center",
-                    fontsize=10,
+                    fontsize=9,
                     color=color,
                 )
         ax.set_xticks([0, 1], ["pred 0", "pred 1"])
         ax.set_yticks([0, 1], ["true 0", "true 1"])
-        ax.set_title(name, fontsize=11, color=LABEL_COLORS[name])
-    fig.suptitle(f"{title} (threshold {threshold:g})")
+        ax.set_title(name, fontsize=10.5, color=LABEL_COLORS[name])
+    fig.suptitle(f"{title}\n(threshold {threshold:g}; % of the true class)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)
 

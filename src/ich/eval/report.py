@@ -143,13 +143,33 @@ def _label_table(m: dict[str, Any]) -> Raw:
             "Avg. precision",
             f"Sens @ {thr}",
             f"Spec @ {thr}",
-            "Thr. for 95% sens",
-            "Sens",
-            "Spec",
+            "Thr. @ 95% sens",
+            "Sens @ that thr.",
+            "Spec @ that thr.",
             "ECE",
         ],
         rows,
     )
+
+
+def _figures(metrics: dict[str, Any], level: str, name: str) -> list[str]:
+    """ROC and PR side by side, then reliability and confusion side by side."""
+    figs = metrics["figures"]
+    what = f"{_TITLES[name]}, {level} level"
+    caps = {
+        "roc": f"ROC curves — {what}",
+        "pr": f"Precision-recall curves — {what}",
+        "reliability": f"Reliability diagram (10 bins; marker area ~ rows) — {what}",
+        "confusion": f"Confusion matrices at threshold {metrics['threshold']:g} — {what}",
+    }
+    shown = [
+        figure(figs[f"{k}/{level}/{name}"], cap)
+        for k, cap in caps.items()
+        if f"{k}/{level}/{name}" in figs
+    ]
+    return [
+        f"<div class='grid2'>{''.join(shown[i : i + 2])}</div>" for i in range(0, len(shown), 2)
+    ]
 
 
 def _level_section(metrics: dict[str, Any], level: str) -> list[str]:
@@ -167,22 +187,7 @@ def _level_section(metrics: dict[str, Any], level: str) -> list[str]:
         ]
         if notes:
             out.append(f"<p class='muted'>{esc('; '.join(notes))}.</p>")
-        figs = metrics["figures"]
-        pair = [
-            figure(figs[f"{k}/{level}/{name}"], f"{cap} — {_TITLES[name]}, {level} level")
-            for k, cap in (
-                ("roc", "ROC curves"),
-                ("pr", "Precision-recall curves"),
-                ("reliability", "Reliability diagram"),
-            )
-            if f"{k}/{level}/{name}" in figs
-        ]
-        out.append("<div class='grid3'>" + "".join(pair) + "</div>")
-        key = f"confusion/{level}/{name}"
-        if key in figs:
-            out.append(
-                figure(figs[key], f"Confusion matrices at threshold {metrics['threshold']:g}")
-            )
+        out += _figures(metrics, level, name)
     return out
 
 

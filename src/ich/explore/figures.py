@@ -27,7 +27,7 @@ _WINDOW_COLORS = {
 
 def fig_slices_per_series(counts: np.ndarray, path: Path) -> Path:
     """Histogram of the number of slices in each series (integer bins)."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.0, 2.8))
     counts = np.asarray(counts, dtype=int)
     lo, hi = int(counts.min()), int(counts.max())
     step = max(1, (hi - lo + 1) // 40)

@@ -140,12 +140,20 @@ def _series_section(ok: pd.DataFrame, out: Path) -> list[str]:
         ["series per study", per_study.min(), per_study.median(), per_study.max()],
         ["studies per patient", per_patient.min(), per_patient.median(), per_patient.max()],
     ]
-    rows = [[r[0], *[float(v) for v in r[1:]]] for r in rows]
-    return [
-        "<h2>Patients, studies, series</h2>",
-        table(["", "min", "median", "max"], [[r[0], *[f"{v:g}" for v in r[1:]]] for r in rows]),
-        figure(fig.name, "Number of slices in each series", cls="wide"),
-    ]
+    shown = [[r[0], *[Raw(f"{float(v):g}") for v in r[1:]]] for r in rows]
+    res = ["<h2>Patients, studies, series</h2>", table(["", "min", "median", "max"], shown)]
+    sop = ok["sop_instance_uid"].astype(str)
+    dup = int(sop[sop != ""].duplicated(keep=False).sum())
+    if dup:
+        res.append(
+            banner(
+                f"{dup:,} files share their SOP Instance UID with another file "
+                "(duplicates: counted twice in series sizes).",
+                "info",
+            )
+        )
+    res.append(figure(fig.name, "Number of slices in each series", cls="wide"))
+    return res
 
 
 def _label_section(data: ExploreData, ok: pd.DataFrame, out: Path) -> list[str]:
