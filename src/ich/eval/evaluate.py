@@ -174,7 +174,32 @@ def _make_plots(
             path = report_dir / f"confusion_{level}_{name}.png"
             plot_confusion(y[level], p, path, threshold, title=f"Confusion: {what}")
             figs[f"confusion/{level}/{name}"] = f"report/{path.name}"
+    curves = plot_training_curves(
+        report_dir.parent / "metrics.jsonl", report_dir / "training_curves.png"
+    )
+    if curves is not None:
+        figs["training_curves"] = f"report/{curves.name}"
     return figs
+
+
+def _baselines(
+    run_dir: Path, y_slice: np.ndarray, y_study: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Base-rate prevalences per level and where they come from.
+
+    Training prevalences are the honest baseline (they are what a model without images would
+    know); without them the evaluated rows' own prevalence is used, and the report says so.
+    """
+    train_prev = _read_train_prevalence(run_dir) or {}
+    own = {"slice": y_slice.mean(0), "study": y_study.mean(0)}
+    base = {level: train_prev.get(level, own[level]) for level in own}
+    source = {
+        level: "training rows (train_prevalence.json)"
+        if level in train_prev
+        else "evaluated rows (no train_prevalence.json)"
+        for level in own
+    }
+    return base, source
 
 
 def evaluate_run(
@@ -207,33 +232,17 @@ def evaluate_run(
     y_study, _, study_ids = study_level(y_slice, y_slice, groups)
     p_study = {m: study_level(y_slice, p, groups)[1] for m, p in p_slice.items()}
 
-    train_prev = _read_train_prevalence(run_dir)
-    base = {
-        "slice": train_prev["slice"] if train_prev and "slice" in train_prev else y_slice.mean(0),
-        "study": train_prev["study"] if train_prev and "study" in train_prev else y_study.mean(0),
-    }
-    base_source = {
-        level: (
-            "training rows (train_prevalence.json)"
-            if train_prev and level in train_prev
-            else "evaluated rows (no train_prevalence.json)"
-        )
-        for level in ("slice", "study")
-    }
+    base, base_source = _baselines(run_dir, y_slice, y_study)
     levels = {
         "slice": _score_level(y_slice, p_slice, base["slice"], threshold),
         "study": _score_level(y_study, p_study, base["study"], threshold),
     }
-    report_dir = run_dir / "report"
     figures = _make_plots(
-        report_dir,
+        run_dir / "report",
         {"slice": y_slice, "study": y_study},
         {"slice": p_slice, "study": p_study},
         threshold,
     )
-    curves = plot_training_curves(run_dir / "metrics.jsonl", report_dir / "training_curves.png")
-    if curves is not None:
-        figures["training_curves"] = f"report/{curves.name}"
     result: dict[str, Any] = {
         "format": "ich-metrics/1",
         "source": source,

@@ -199,17 +199,9 @@ def _reproduce(run_dir: Path, metrics: dict[str, Any]) -> Raw:
     return Raw("<pre><code>" + esc("\n".join(cmds)) + "</code></pre>")
 
 
-def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
-    """Write ``RUN/report.html`` from the dict :func:`ich.eval.evaluate.evaluate_run` builds.
-
-    Returns:
-        The path of the HTML file (its PNGs live in ``RUN/report/``).
-    """
-    run_dir = Path(run_dir)
-    ctx = read_run_context(run_dir)
-    body: list[str] = [banner(RESEARCH_BANNER, "warn")]
-    if ctx["phantom"]:
-        body.append(banner(PHANTOM_BANNER, "info"))
+def _headline_section(metrics: dict[str, Any]) -> list[str]:
+    """Cards with the final model's numbers, the model-vs-baseline table and its provenance."""
+    body: list[str] = []
     best = metrics["models"][-1] if metrics["models"] else "base_rate"
     hs, ht = metrics["headline"]["slice"][best], metrics["headline"]["study"][best]
     body.append(
@@ -235,10 +227,12 @@ def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
         )
         + ".</p>"
     )
-    if not metrics["models"]:
-        body.append(banner("No model predictions found: only the baseline is shown.", "info"))
-    for level in ("slice", "study"):
-        body += _level_section(metrics, level)
+    return body
+
+
+def _training_section(metrics: dict[str, Any], ctx: dict[str, Any]) -> list[str]:
+    """Training curves, training-data provenance and the resolved configuration."""
+    body: list[str] = []
     body.append("<h2>Training</h2>")
     if "training_curves" in metrics["figures"]:
         body.append(
@@ -252,6 +246,26 @@ def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
     body.append(
         Raw("<pre><code>" + esc(ctx["config_text"] or "(no config.yaml)") + "</code></pre>")
     )
+    return body
+
+
+def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``RUN/report.html`` from the dict :func:`ich.eval.evaluate.evaluate_run` builds.
+
+    Returns:
+        The path of the HTML file (its PNGs live in ``RUN/report/``).
+    """
+    run_dir = Path(run_dir)
+    ctx = read_run_context(run_dir)
+    body: list[str] = [banner(RESEARCH_BANNER, "warn")]
+    if ctx["phantom"]:
+        body.append(banner(PHANTOM_BANNER, "info"))
+    body += _headline_section(metrics)
+    if not metrics["models"]:
+        body.append(banner("No model predictions found: only the baseline is shown.", "info"))
+    for level in ("slice", "study"):
+        body += _level_section(metrics, level)
+    body += _training_section(metrics, ctx)
     body += ["<h2>Reproduce</h2>", _reproduce(run_dir, metrics)]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_text = page(
