@@ -241,6 +241,16 @@ def test_truncated_pixel_element(dcm, head_values, tmp_path):
     assert err.tag and "7FE0,0010" in err.tag
 
 
+def test_pixel_data_longer_than_header_says(dcm, head_values, tmp_path):
+    ds = dcm.dataset(head_values)
+    ds.Rows = 60  # 4 rows of data left over: the header does not describe the data
+    _raises(dcm.write(ds, tmp_path / "long.dcm"), UnsupportedImageError, "does not describe")
+    ds = dcm.dataset(head_values)
+    ds.PixelData += b"\x00\x00"  # a little trailing padding is tolerated
+    np.testing.assert_array_equal(read_slice(dcm.write(ds, tmp_path / "pad.dcm")).hu,
+                                  _hu(head_values))
+
+
 def test_truncated_file(write_ct, head_values, tmp_path):
     data = write_ct("full.dcm", head_values).read_bytes()
     path = tmp_path / "cut.dcm"
@@ -326,6 +336,29 @@ def test_errors_are_ich_errors_not_low_level(tmp_path):
         path.write_bytes(blob)
         with pytest.raises(IchError):
             read_slice(path)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless])
+def test_damaged_files_raise_only_named_errors(dcm, head_values, tmp_path, syntax):
+    ds = dcm.dataset(head_values)
+    if syntax != ExplicitVRLittleEndian:
+        ds.compress(syntax)
+    original = dcm.write(ds, tmp_path / "orig.dcm").read_bytes()
+    rng = np.random.default_rng(11)
+    path = tmp_path / "damaged.dcm"
+    for _ in range(150):
+        data = bytearray(original)
+        where = int(rng.integers(0, min(len(data), 1500)))
+        if rng.random() < 0.3:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            data[where : where + 4] = rng.integers(0, 256, 4, dtype=np.uint8).tobytes()
+        path.write_bytes(bytes(data))
+        for read in (read_slice, read_meta):
+            try:
+                read(path)
+            except DicomReadError as exc:
+                assert "damaged.dcm" in str(exc)
 
 
 # --- the real RSNA sample ------------------------------------------------------------------

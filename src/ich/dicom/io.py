@@ -17,6 +17,9 @@ switched off once, at import.
 from __future__ import annotations
 
 import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,19 @@ _US_KEYWORDS = frozenset(
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 _TS_TAG = "(0002,0010) Transfer Syntax UID"
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence pydicom's per-file warnings (damaged files become named errors instead).
+
+    Why: a batch over 750k files must not print a warning per odd file; what matters is
+    reported through the exceptions. (``catch_warnings`` is process-global; readers in
+    threads may briefly see warnings filtered.)
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 # Elements at least one of which any real image data set has (used to tell DICOM from junk).
 _KEY_KEYWORDS = (
     "SOPInstanceUID", "SOPClassUID", "Rows", "PixelData", "Modality", "StudyInstanceUID",
@@ -110,7 +126,8 @@ def _get(ds: Dataset, keyword: str) -> Any:
         except UndecodableError:
             pass
     try:
-        return ds.get(keyword)
+        with _quiet():
+            return ds.get(keyword)
     except Exception:
         return None
 
@@ -158,7 +175,8 @@ def _parse(path: Path, data: bytes, stop_before_pixels: bool) -> tuple[Dataset, 
     """Parse the data set; returns it and the offset where parsing stopped."""
     buffer = io.BytesIO(data)
     try:
-        ds = pydicom.dcmread(buffer, force=True, stop_before_pixels=stop_before_pixels)
+        with _quiet():
+            ds = pydicom.dcmread(buffer, force=True, stop_before_pixels=stop_before_pixels)
     except Exception as exc:
         reason = f"not a readable DICOM file ({type(exc).__name__}: {exc})"
         raise NotDicomError(path, reason) from exc
@@ -195,7 +213,8 @@ def read_meta(path: str | Path) -> SliceMeta:
                 return _parse_meta(path, ds)
             fp.seek(0)
             try:
-                ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
+                with _quiet():
+                    ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
             except Exception as exc:
                 raise NotDicomError(
                     path, f"not a readable DICOM file ({type(exc).__name__}: {exc})"
@@ -228,8 +247,11 @@ def _decode_compressed(path: Path, ds: Dataset, meta: SliceMeta) -> np.ndarray:
             path, f"no decoder installed for transfer syntax {name} ({ts})", _TS_TAG
         )
     try:
-        stored = ds.pixel_array
-    except Exception as exc:
+        with _quiet():
+            stored = ds.pixel_array
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # Rust codecs panic with a BaseException (pyo3 PanicException)
         raise DicomReadError(
             path, f"cannot decode {name} pixel data ({type(exc).__name__}: {exc})", PIXEL_TAG
         ) from exc
@@ -308,6 +330,8 @@ def read_slice(path: str | Path) -> Slice:
         return _slice(path, data, fast=True)
     except DicomReadError:
         raise
-    except Exception as exc:  # anything pydicom or numpy throws on a malformed file
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # anything pydicom, a codec or numpy throws on a bad file
         raise DicomReadError(path, f"cannot read pixel data ({type(exc).__name__}: {exc})",
                              PIXEL_TAG) from exc

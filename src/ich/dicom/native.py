@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ich.errors import TruncatedPixelDataError
+from ich.errors import TruncatedPixelDataError, UnsupportedImageError
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -166,6 +166,8 @@ def decode_native(
     Raises:
         TruncatedPixelDataError: when ``raw`` is shorter than rows × columns × BitsAllocated/8
             (e.g. RSNA's ID_6431af929): never a silently wrong image.
+        UnsupportedImageError: when a row or more is left over (Rows / Columns / Bits
+            Allocated do not match the data, or undeclared frames).
     """
     itemsize = bits_allocated // 8
     count = rows * columns
@@ -174,6 +176,14 @@ def decode_native(
             path,
             f"truncated pixel data: {len(raw)} bytes, but {rows}×{columns} pixels of "
             f"{bits_allocated} bits need {count * itemsize}",
+            PIXEL_TAG,
+        )
+    if len(raw) >= (count + columns) * itemsize:  # a row or more left over: not padding
+        raise UnsupportedImageError(
+            path,
+            f"pixel data has {len(raw)} bytes, more than {rows}×{columns} pixels of "
+            f"{bits_allocated} bits need ({count * itemsize}): the header does not describe "
+            "the data",
             PIXEL_TAG,
         )
     kind = "i" if pixel_representation else "u"
