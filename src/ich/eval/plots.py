@@ -208,6 +208,8 @@ def _curve_panels(records: list[dict[str, Any]], stage: str, axes: Sequence[Any]
     if not train and not val:
         return False
     ax_loss, ax_val = axes
+    # Per-step records carry the learning rate; per-epoch means (same split) would double up.
+    train = [r for r in train if "lr" in r] or train
     if train:
         x = np.array([r.get("step", i) for i, r in enumerate(train)], dtype=float)
         loss = np.array([r["loss"] for r in train], dtype=float)

@@ -58,6 +58,19 @@ def _mentions_phantom(obj: Any) -> bool:
     return isinstance(obj, str) and any(w in obj.lower() for w in _PHANTOM_WORDS)
 
 
+def _cache_mentions_phantom(cfg: Any) -> bool:
+    """Whether the training cache named in the config (``data.cache``) came from a phantom."""
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    cache = data.get("cache") if isinstance(data, dict) else None
+    if not cache:
+        return False
+    path = Path(str(cache)) / "cache.json"
+    try:
+        return _mentions_phantom(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
+
+
 def read_run_context(run_dir: Path) -> dict[str, Any]:
     """Config text, provenance text and the phantom flag of a run; absent files are tolerated."""
     ctx: dict[str, Any] = {"config_text": None, "provenance": None, "phantom": False}
@@ -66,9 +79,10 @@ def read_run_context(run_dir: Path) -> dict[str, Any]:
         text = cfg_path.read_text(encoding="utf-8", errors="replace")
         ctx["config_text"] = text
         try:
-            ctx["phantom"] = _mentions_phantom(yaml.safe_load(text))
+            cfg = yaml.safe_load(text)
         except yaml.YAMLError:
-            ctx["phantom"] = _mentions_phantom(text)
+            cfg = text
+        ctx["phantom"] = _mentions_phantom(cfg) or _cache_mentions_phantom(cfg)
     prov_path = run_dir / "provenance.json"
     if prov_path.is_file():
         try:
