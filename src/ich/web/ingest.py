@@ -36,7 +36,7 @@ class UploadTooLargeError(IchError):
 
 @dataclass
 class IngestResult:
-    """What an upload became: the new study ids (first = most slices) and per-file errors."""
+    """What an upload became: the new study ids (in upload order) and per-file errors."""
 
     study_ids: list[str] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)

@@ -7,6 +7,7 @@ went wrong: 404 unknown study or slice, 400 bad window or label, 409 results not
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from ich.web.predictor import neighbour_offsets
 from ich.web.render import BadRequestError, heatmap_png, parse_window, slice_png
 
 router = APIRouter(prefix="/api", tags=["studies"])
+log = logging.getLogger("ich.web")
 
 UPLOAD_DOC = {
     "requestBody": {"content": {"multipart/form-data": {"schema": {
@@ -191,8 +193,13 @@ def heatmap_image(request: Request, study_id: str, index: int, label: str = "any
         offsets = neighbour_offsets(predictor)
         neighbours = None if offsets is None else [
             np.asarray(hu[min(max(pos + o, 0), n - 1)], np.float32) for o in offsets]
-        with state.model_lock:
-            heat = predictor.heatmap(np.asarray(hu[pos], np.float32), label, neighbours)
+        try:
+            with state.model_lock:
+                heat = predictor.heatmap(np.asarray(hu[pos], np.float32), label, neighbours)
+        except Exception as exc:  # a model fault must read as one, not as a bare 500
+            log.exception("heatmap failed for study %s slice %d", study_id, index)
+            raise HTTPException(500, f"the model could not compute the heatmap "
+                                f"({type(exc).__name__}: {exc})") from exc
         return heatmap_png(heat)
 
     png = state.cache.get_or_make((study_id, "heat", index, label), make)

@@ -143,7 +143,11 @@ function updateHeat() {
   const on = $("heat-toggle").checked, img = $("heat-img");
   img.hidden = !on;
   img.style.opacity = $("heat-opacity").value / 100;
-  if (on) img.src = `/api/studies/${S.study.id}/slices/${S.index}/heatmap.png?label=${$("heat-label").value}`;
+  if (!on) return;
+  const url = (i) => `/api/studies/${S.study.id}/slices/${i}/heatmap.png?label=${$("heat-label").value}`;
+  img.src = url(S.index);
+  // Warm the server's heatmap cache for the neighbours, so scrolling on stays instant.
+  for (const d of [1, -1]) { const j = S.index + d; if (j >= 0 && j < S.slices.length) new Image().src = url(j); }
 }
 
 let metaTimer = null;
