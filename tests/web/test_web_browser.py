@@ -167,3 +167,59 @@ def test_search_filter_and_delete(server: str, page: Any, tmp_path: Path, rsna_s
     page.fill("#search", "")
     page.wait_for_function("document.querySelectorAll('#worklist-body tr').length === 1")
     assert "PAT_x1" in page.inner_text("#worklist-body")
+
+
+def test_drop_and_folder_upload(server: str, page: Any, tmp_path: Path, rsna_sample) -> None:
+    import base64
+
+    series = sample_series(rsna_sample)
+    page.goto(server + "/")
+    dropped = relabelled(series["ID_ee4d05e4"][:3], "drop")
+    payload = [(n, base64.b64encode(b).decode()) for n, b in dropped]
+    # A real drop event carrying File objects, as the browser makes for dragged files.
+    page.evaluate("""files => {
+        const dt = new DataTransfer();
+        for (const [name, b64] of files) {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            dt.items.add(new File([bytes], name, {type: "application/dicom"}));
+        }
+        window.dispatchEvent(new DragEvent("dragenter", {dataTransfer: dt}));
+        window.dispatchEvent(new DragEvent("drop", {dataTransfer: dt}));
+    }""", payload)
+    page.wait_for_function(
+        "document.querySelector('#worklist-body').textContent.includes('PAT_drop')")
+    folder = tmp_path / "folder"
+    _write(relabelled(series["ID_eeaf99e7"][:4], "dir"), folder / "sub")
+    (folder / "DICOMDIR.txt").write_text("not an image")
+    page.set_input_files("#folder-input", str(folder))
+    page.wait_for_function(
+        "document.querySelector('#worklist-body').textContent.includes('PAT_dir')")
+    assert "DICOMDIR.txt" in page.inner_text("#upload-errors")
+    row = page.locator("#worklist-body tr", has_text="PAT_dir")
+    assert row.locator("td").nth(3).inner_text() == "4"
+
+
+def test_token_page(tmp_path: Path, page: Any) -> None:
+    import uvicorn
+
+    from ich.web.app import create_app
+    from ich.web.settings import WebSettings
+
+    port = _free_port()
+    settings = WebSettings(data_dir=tmp_path, host="127.0.0.1", port=port, token="tok")
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    try:
+        r = page.goto(f"http://127.0.0.1:{port}/")
+        assert r.status == 401 and "token" in page.inner_text("body")
+        page.goto(f"http://127.0.0.1:{port}/?token=tok")
+        page.wait_for_function(
+            "document.querySelector('#provenance').textContent.includes('test double')")
+        assert page.inner_text("#worklist-empty").startswith("No studies yet")
+    finally:
+        srv.should_exit = True
+        thread.join(10)
