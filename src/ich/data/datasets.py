@@ -23,13 +23,14 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from ich.data.augment import AugmentConfig, build_sample_transform
 from ich.dicom.windowing import DEFAULT_WINDOWS, Window, resolve_windows
@@ -119,15 +120,53 @@ def neighbour_table(cache: CacheLike, indices: np.ndarray, offsets: Sequence[int
     return table[np.asarray(indices, dtype=np.int64)]
 
 
-def window_batch(hu: torch.Tensor, center: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """Window HU with per-sample windows: (B, n_off, S, S) x (B, n_win) -> (B, n_off*n_win, S, S).
+OutDtype = Literal["float32", "uint8"]
 
-    Channels are offset-major, matching :meth:`ChannelSpec.channel_names`.
+
+def window_into(
+    images: np.ndarray, rows: np.ndarray, center: np.ndarray, width: np.ndarray, out: np.ndarray
+) -> None:
+    """Window HU into a preallocated batch, per sample and window, offset-major channels.
+
+    ``out[j, o * n_win + w] = clip((images[rows[j, o]] - (c - w/2)) / w, 0, 1)`` (x 255 and
+    rounded for a uint8 ``out``). OpenCV's saturating ``addWeighted`` does the affine map, the
+    clip and the cast in one pass over int16 input - 3-4x faster than numpy/torch elementwise
+    ops on one core, which is the loader's bottleneck.
+
+    Args:
+        images: HU (u, S, S), int16 or float32.
+        rows: (n, n_off) row of ``images`` for each sample's offsets.
+        center: Window centres (n, n_win) in HU.
+        width: Window widths (n, n_win) in HU.
+        out: (n, n_off * n_win, S, S) float32 or uint8, written in place.
     """
-    b, _, s1, s2 = hu.shape
-    low = (center - width / 2).view(b, 1, -1, 1, 1)
-    out = (hu.unsqueeze(2) - low) / width.view(b, 1, -1, 1, 1)  # (B, n_off, n_win, S, S)
-    return out.clamp_(0.0, 1.0).view(b, -1, s1, s2)
+    n_win = center.shape[1]
+    uint8 = out.dtype == np.uint8
+    depth, scale = (cv2.CV_8U, 255.0) if uint8 else (cv2.CV_32F, 1.0)
+    for j in range(rows.shape[0]):
+        for o in range(rows.shape[1]):
+            src = images[rows[j, o]]  # (S, S)
+            for w in range(n_win):
+                dst = out[j, o * n_win + w]
+                alpha = scale / float(width[j, w])
+                beta = -(float(center[j, w]) - float(width[j, w]) / 2.0) * alpha
+                cv2.addWeighted(src, alpha, src, 0.0, beta, dst=dst, dtype=depth)
+                if not uint8:  # uint8 saturates by itself; float needs the [0, 1] clip
+                    cv2.threshold(dst, 1.0, 1.0, cv2.THRESH_TRUNC, dst=dst)
+                    cv2.threshold(dst, 0.0, 0.0, cv2.THRESH_TOZERO, dst=dst)
+
+
+def _new_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor, in shared memory inside a loader worker.
+
+    Writing the batch straight into shared memory saves the copy that sending it to the main
+    process would otherwise make (what ``default_collate`` does for its stacks).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
 
 
 class SliceItem(NamedTuple):
@@ -157,6 +196,11 @@ class SliceDataset(Dataset[SliceItem]):
         augment: Train-time augmentation or None (evaluation). Window jitter is always done
             here (it needs HU); geometric/photometric ops too when ``augment.mode == "sample"``,
             else by :class:`ich.data.augment.BatchAugment` in the training loop.
+        dtype: ``"float32"`` in [0, 1], or ``"uint8"`` (window x 255, rounded): 4x fewer bytes
+            through the loader's shared memory and the host-to-device copy, the fast path on
+            few cores; :func:`ich.data.augment.prepare_batch` turns it back into float32 on the
+            device. The quantisation step (width / 255: 0.3 HU in the brain window) is far
+            below CT noise.
     """
 
     def __init__(
@@ -166,7 +210,11 @@ class SliceDataset(Dataset[SliceItem]):
         channels: ChannelSpec,
         input_size: int,
         augment: AugmentConfig | None = None,
+        dtype: OutDtype = "float32",
     ) -> None:
+        if dtype not in ("float32", "uint8"):
+            raise ConfigError(f"SliceDataset dtype must be 'float32' or 'uint8', got {dtype!r}")
+        self.dtype = dtype
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.channels = channels
@@ -194,22 +242,27 @@ class SliceDataset(Dataset[SliceItem]):
             return center, width
         c_j = (2 * torch.rand(center.shape) - 1) * aug.window_center_hu
         w_j = 1 + (2 * torch.rand(width.shape) - 1) * aug.window_width_frac
-        return center + c_j, width * w_j
+        return center + c_j, (width * w_j).clamp(min=1.0)
 
     def _load(self, ks: np.ndarray) -> torch.Tensor:
         """Windowed, resized, per-sample-augmented batch (n, C, S, S) for dataset positions."""
-        nbr = self._nbr[ks]  # (n, n_off)
-        uniq, inverse = np.unique(nbr, return_inverse=True)  # read each slice once
-        hu = torch.from_numpy(self.cache.images(uniq))[torch.from_numpy(inverse.reshape(-1))]
-        hu = hu.view(len(ks), nbr.shape[1], hu.shape[-2], hu.shape[-1]).float()  # (n, n_off, H, W)
-        if hu.shape[-1] != self.input_size or hu.shape[-2] != self.input_size:
-            hu = F.interpolate(
-                hu, size=(self.input_size, self.input_size), mode="bilinear",
-                antialias=True, align_corners=False,
-            )
-        x = window_batch(hu, *self._windows(len(ks)))  # (n, C, S, S)
+        n, size = len(ks), self.input_size
+        uniq, inverse = np.unique(self._nbr[ks], return_inverse=True)  # read each slice once
+        images = self.cache.images(uniq)  # (u, H, W) int16
+        if images.shape[-2:] != (size, size):
+            hu = torch.from_numpy(images).float().unsqueeze(1)  # (u, 1, H, W)
+            hu = F.interpolate(hu, size=(size, size), mode="bilinear", antialias=True,
+                               align_corners=False)
+            images = hu.squeeze(1).numpy()  # (u, S, S) float32
+        center, width = self._windows(n)  # (n, n_win)
+        dtype = torch.uint8 if self.dtype == "uint8" else torch.float32
+        x = _new_batch((n, self.channels.n_channels, size, size), dtype)
+        rows = inverse.reshape(n, len(self.channels.offsets))
+        window_into(images, rows, center.numpy(), width.numpy(), x.numpy())
         if self._transform is not None:
-            x = torch.stack([self._transform(xi) for xi in x])
+            for j in range(n):  # v2 per sample, on [0, 1] floats
+                xj = self._transform(x[j].float() / 255.0 if dtype == torch.uint8 else x[j])
+                x[j] = xj.mul(255.0).round_() if dtype == torch.uint8 else xj
         return x
 
     def __getitem__(self, k: int) -> SliceItem:
@@ -264,6 +317,7 @@ def oversample_weights(
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one thread per worker, numpy/random seeded from torch."""
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # two workers on two cores: no thread pools fighting each other
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
