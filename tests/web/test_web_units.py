@@ -95,3 +95,19 @@ def test_neighbour_offsets_found_on_predictor_or_its_runs() -> None:
     run = SimpleNamespace(channels=SimpleNamespace(offsets=(0,)))
     assert neighbour_offsets(SimpleNamespace(runs=[run])) == (0,)
     assert neighbour_offsets(object()) is None
+
+
+def test_logs_carry_no_identifiers(make_client, rsna_sample, caplog) -> None:
+    import logging
+
+    from conftest import relabelled, sample_series, wait_done
+
+    client = make_client()
+    paths = sample_series(rsna_sample)["ID_eeaf99e7"][:2]
+    with caplog.at_level(logging.DEBUG, logger="ich"):
+        sid = client.post("/api/studies", files=[("files", (n, b)) for n, b in
+                                                 relabelled(paths, "log")]).json()["id"]
+        wait_done(client, sid)
+    text = caplog.text
+    assert "upload: 2 files" in text
+    assert "PAT_log" not in text and "ID_" not in text and ".log" not in text

@@ -6,7 +6,6 @@ data folder; nothing lives in module globals.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import threading
@@ -32,11 +31,6 @@ from ich.web.store import Store
 
 log = logging.getLogger("ich.web")
 STATIC = Path(__file__).parent / "static"
-
-
-def hash_id(value: str) -> str:
-    """A short one-way digest of an identifier, for logs (no patient data in logs)."""
-    return hashlib.sha256(value.encode()).hexdigest()[:10]
 
 
 @dataclass

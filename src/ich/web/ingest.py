@@ -43,6 +43,11 @@ class IngestResult:
     n_files: int = 0
 
 
+def hash_id(value: str) -> str:
+    """A short one-way digest of an identifier, for logs (no patient data in logs)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
 def display_name(name: str | None) -> str:
     """The sent file name cleaned for display only (it is never used as a path)."""
     text = (name or "unnamed").replace("\\", "/")
@@ -160,8 +165,9 @@ def ingest(
         result.study_ids.append(store.add_study(study, rows, result.errors))
     if not result.study_ids and result.errors:
         result.study_ids.append(store.add_errors_only(result.errors))
-    log.info("upload: %d files, %d studies, %d errors", result.n_files,
-             len(result.study_ids), len(result.errors))
+    # StudyInstanceUIDs only as one-way digests: logs must not carry identifiers.
+    log.info("upload: %d files, %d errors, studies %s", result.n_files, len(result.errors),
+             ",".join(hash_id(uid) for uid, _ in built) or "none")
     return result
 
 

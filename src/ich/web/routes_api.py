@@ -21,7 +21,7 @@ from starlette.formparsers import MultiPartException
 from ich import __version__
 from ich.labels import LABELS
 from ich.web import views
-from ich.web.app import AppState, hash_id
+from ich.web.app import AppState
 from ich.web.ingest import UploadTooLargeError, ingest
 from ich.web.predictor import neighbour_offsets
 from ich.web.render import BadRequestError, heatmap_png, parse_window, slice_png
@@ -212,5 +212,3 @@ def slice_header(request: Request, study_id: str, index: int) -> dict[str, Any]:
     series_id, pos, _ = _slice(state, study_id, index)
     return views.slice_meta(state.store, series_id, pos)
 
-
-__all__ = ["hash_id", "router"]
