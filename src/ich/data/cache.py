@@ -259,6 +259,14 @@ def _build_chunk(task: tuple[int, list[Path], Path, PreprocessSpec, bool]) -> tu
     return k, len(files)
 
 
+def _pool_context() -> Any:
+    """Worker start method: never plain fork, which deadlocks when the parent already runs
+    OpenCV/OpenMP/torch thread pools (their locks are copied held). forkserver starts workers
+    from a clean process quickly; spawn where it is unavailable."""
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def _remove_tmp(root: Path) -> None:
     for tmp in (root / "chunks").glob("*.tmp"):
         tmp.unlink(missing_ok=True)
@@ -323,7 +331,7 @@ def build_cache(
             for task in tasks:
                 bar.update(_build_chunk(task)[1])
         else:
-            with mp.Pool(workers, initializer=_init_worker) as pool:
+            with _pool_context().Pool(workers, initializer=_init_worker) as pool:
                 for _, n in pool.imap_unordered(_build_chunk, tasks):
                     bar.update(n)
     finally:
