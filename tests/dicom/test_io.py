@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -317,6 +318,22 @@ def test_unsupported_transfer_syntax(dcm, head_values, tmp_path):
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder
     err = _raises(dcm.write(ds, tmp_path / "mpeg.dcm"), UnsupportedImageError, "MPEG2")
     assert "transfer syntax" in str(err)
+
+
+def test_private_transfer_syntax_is_named(dcm, head_values, tmp_path):
+    ds = dcm.dataset(head_values)
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5"
+    path = tmp_path / "private.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(path, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    err = _raises(path, UnsupportedImageError, "unsupported transfer syntax 1.2.3.4.5")
+    assert err.tag == "(0002,0010) Transfer Syntax UID"
+
+
+def test_deflated_explicit_le(write_ct, head_values):
+    path = write_ct("defl.dcm", head_values, syntax=DeflatedExplicitVRLittleEndian)
+    np.testing.assert_array_equal(read_slice(path).hu, _hu(head_values))
 
 
 def test_corrupt_compressed_stream(dcm, head_values, tmp_path):

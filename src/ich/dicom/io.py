@@ -64,6 +64,9 @@ __all__ = [
 ]
 
 
+# RSNA's UIDs look like "ID_000039fa0": tolerated on input, never warned about per file.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 # Header elements read for SliceMeta, by keyword -> tag; the US ones are binary.
 _KEYWORDS = (
     "SOPInstanceUID", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
@@ -76,9 +79,14 @@ _TAGS: dict[str, int] = {kw: int(tag_for_keyword(kw) or 0) for kw in _KEYWORDS}
 _US_KEYWORDS = frozenset(
     {"Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel"}
 )
-# RSNA's UIDs look like "ID_000039fa0": tolerated on input, never warned about per file.
-pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-
+#: Tag -> binary? for :func:`ich.dicom.native.parse_header`.
+_WANTED: dict[int, bool] = {tag: kw in _US_KEYWORDS for kw, tag in _TAGS.items()}
+# Elements at least one of which any real image data set has (used to tell DICOM from junk).
+_KEY_KEYWORDS = (
+    "SOPInstanceUID", "SOPClassUID", "Rows", "PixelData", "Modality", "StudyInstanceUID",
+)
+#: Bytes read_meta reads first, hoping the whole header is in them (it then needs no pydicom).
+_META_CHUNK = 1 << 16
 _TS_TAG = "(0002,0010) Transfer Syntax UID"
 
 
@@ -93,14 +101,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-# Elements at least one of which any real image data set has (used to tell DICOM from junk).
-_KEY_KEYWORDS = (
-    "SOPInstanceUID", "SOPClassUID", "Rows", "PixelData", "Modality", "StudyInstanceUID",
-)
-#: Bytes read_meta reads first, hoping the whole header is in them (it then needs no pydicom).
-_META_CHUNK = 1 << 16
-#: Tag -> binary? for :func:`ich.dicom.native.parse_header`.
-_WANTED: dict[int, bool] = {tag: kw in _US_KEYWORDS for kw, tag in _TAGS.items()}
 
 
 def transfer_syntax_name(uid: str) -> str:
@@ -237,14 +237,14 @@ def _decode_compressed(path: Path, ds: Dataset, meta: SliceMeta) -> np.ndarray:
     """Stored values from encapsulated pixel data through pydicom's pixel plugins."""
     ts = meta.transfer_syntax_uid
     name = transfer_syntax_name(ts)
+    label = f"{name} ({ts})" if name != ts else ts
     try:
         decoder = get_decoder(UID(ts))
     except Exception as exc:
-        reason = f"unsupported transfer syntax {name} ({ts})"
-        raise UnsupportedImageError(path, reason, _TS_TAG) from exc
+        raise UnsupportedImageError(path, f"unsupported transfer syntax {label}", _TS_TAG) from exc
     if not decoder.is_available:
         raise UnsupportedImageError(
-            path, f"no decoder installed for transfer syntax {name} ({ts})", _TS_TAG
+            path, f"no decoder installed for transfer syntax {label}", _TS_TAG
         )
     try:
         with _quiet():
