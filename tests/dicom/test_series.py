@@ -140,6 +140,31 @@ def test_order_catalog_matches_order_series(meta_factory):
     assert set(out.loc[out.series_instance_uid == "A", "ordered_by"]) == {"position"}
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_order_catalog_matches_order_series_random(meta_factory, seed):
+    rng = np.random.default_rng(seed)
+    metas = []
+    for k in range(6):
+        n = int(rng.integers(1, 12))
+        zs = rng.choice(np.arange(0.0, 60.0, 2.5), size=n, replace=bool(rng.random() < 0.3))
+        series = _series(meta_factory, list(zs), series=f"S{k}", iop=TILTED if k % 2 else
+                         (1, 0, 0, 0, 1, 0), slice_thickness=float(rng.choice([0.0, 2.5, 5.0])))
+        for i, m in enumerate(series):
+            fields = m.to_dict()
+            if rng.random() < 0.15:
+                fields["instance_number"] = None if rng.random() < 0.5 else 0
+            if k == 5 and i == 0:
+                fields["image_position_patient"] = None
+            series[i] = meta_factory(**fields)
+        metas += series
+    out = order_catalog(pd.DataFrame([flatten_meta(m) for m in metas]))
+    for s in order_series(metas):
+        sub = out[out.series_instance_uid == s.series_instance_uid].sort_values("slice_index")
+        assert list(sub.path) == [m.path for m in s.metas]
+        np.testing.assert_allclose(sub.z, s.z, atol=1e-9)
+        np.testing.assert_allclose(sub.z_spacing, s.z_spacing, atol=1e-9)
+
+
 def test_order_catalog_empty():
     cols = ["study_instance_uid", "series_instance_uid", *IPP_COLUMNS, *IOP_COLUMNS,
             "instance_number"]

@@ -177,9 +177,10 @@ def slice_positions(metas: Sequence[SliceMeta], normal: np.ndarray | None = None
     return np.asarray(ipp @ normal, dtype=np.float64)
 
 
-def _instance_order(metas: Sequence[SliceMeta]) -> list[int]:
-    big = np.iinfo(np.int64).max
-    return sorted(range(len(metas)), key=lambda i: (metas[i].instance_number or big, metas[i].path))
+def _instance_numbers(metas: Sequence[SliceMeta]) -> np.ndarray:
+    """float64 InstanceNumbers, missing ones last (inf), as :func:`order_catalog` has them."""
+    return np.array([np.inf if m.instance_number is None else m.instance_number for m in metas],
+                    dtype=np.float64)
 
 
 def _thickness(metas: Sequence[SliceMeta]) -> float | None:
@@ -193,13 +194,12 @@ def _order_one(metas: list[SliceMeta]) -> OrderedSeries:
     thickness = _thickness(metas)
     if normal is not None and all(m.image_position_patient is not None for m in metas):
         z_all = slice_positions(metas, normal)
-        inst = np.array([m.instance_number if m.instance_number is not None else 0 for m in metas])
-        order = np.lexsort((inst, z_all))  # by z, ties by InstanceNumber
+        order = np.lexsort((_instance_numbers(metas), z_all))  # by z, ties by InstanceNumber
         z = z_all[order]
     else:
         issues.append("ImagePositionPatient/ImageOrientationPatient missing: ordered by "
                       "InstanceNumber, z estimated from SliceThickness")
-        order = np.asarray(_instance_order(metas), dtype=np.int64)
+        order = np.argsort(_instance_numbers(metas), kind="stable")
         z = np.arange(len(metas), dtype=np.float64) * (thickness or 1.0)
     ordered = [metas[i] for i in order]
     spacing = _spacing(z, thickness)
@@ -297,6 +297,7 @@ def order_catalog(df: pd.DataFrame) -> pd.DataFrame:
     counts = np.bincount(group)
     thick = (pd.to_numeric(out["slice_thickness"], errors="coerce").to_numpy(dtype=np.float64)
              if "slice_thickness" in out else np.full(n, np.nan))
+    thick = np.where(thick > 0, thick, np.nan)  # 0 or negative thickness means unknown
     thick_g = pd.Series(thick).groupby(group).transform("median").to_numpy()
     z = np.where(has_pos, z_pos, rank * np.where(thick_g > 0, thick_g, 1.0))
     # Spacing in sorted order: diff to previous; series starts take the next slice's diff.
