@@ -1,0 +1,78 @@
+"""PreprocessSpec and preprocess_hu: the per-slice transform shared by the cache and inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ich.data.preprocess import PreprocessSpec, full_box, preprocess_hu, preprocess_files
+
+
+def test_spec_round_trip_and_key() -> None:
+    spec = PreprocessSpec(size=128, crop=False, margin=0.1)
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    assert spec.key() == PreprocessSpec(size=128, crop=False, margin=0.1).key()
+    assert spec.key() != PreprocessSpec().key()
+    assert len(spec.key()) == 12
+
+
+def test_spec_rejects_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        PreprocessSpec.from_dict({"size": 64, "colour": True})
+    with pytest.raises(ValueError):
+        PreprocessSpec(size=2)
+    with pytest.raises(ValueError):
+        PreprocessSpec(margin=-0.1)
+
+
+def test_full_box_pads_short_side() -> None:
+    assert full_box((60, 100)) == (-20, 80, 0, 100)
+    assert full_box((8, 8)) == (0, 8, 0, 8)
+
+
+def test_preprocess_no_crop_is_area_resize_rounded() -> None:
+    hu = np.zeros((4, 4), dtype=np.float32)
+    hu[:2, :2] = 10.6  # blocks of a 16x16 image shrunk 2x: means stay 10.6 -> rounds to 11
+    spec = PreprocessSpec(size=8, crop=False)
+    out = preprocess_hu(np.kron(hu, np.ones((4, 4), np.float32)), spec)  # 16x16 -> 8x8
+    assert out.dtype == np.int16 and out.shape == (8, 8)
+    expected = np.kron(np.round(hu).astype(np.int16), np.ones((2, 2), np.int16))
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_preprocess_clips_to_int16() -> None:
+    hu = np.full((16, 16), 1e6, dtype=np.float32)
+    hu[0, 0] = -1e6
+    out = preprocess_hu(hu, PreprocessSpec(size=16, crop=False))
+    assert out.max() == 32767 and out.min() == -32768
+
+
+def test_preprocess_crops_to_head() -> None:
+    size = 256
+    hu = np.full((size, size), -1000.0, dtype=np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    hu[(yy - 100) ** 2 + (xx - 128) ** 2 < 50**2] = 40.0
+    hu[220:224, 20:236] = 100.0  # headrest
+    out = preprocess_hu(hu, PreprocessSpec(size=64))
+    assert out.shape == (64, 64) and out.dtype == np.int16
+    assert (out == 100).sum() == 0  # headrest cropped away
+    # The head fills the crop: ~ disc area / box area = pi/4 / 1.1^2 of the pixels.
+    frac = (out > 0).mean()
+    assert abs(frac - np.pi / 4 / 1.21) < 0.05
+    assert out[0, 0] == -1000 and out[32, 32] == 40
+
+
+def test_preprocess_rejects_3d() -> None:
+    with pytest.raises(ValueError):
+        preprocess_hu(np.zeros((2, 4, 4)))
+
+
+def test_preprocess_files_records_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "ID_bad.dcm"
+    bad.write_text("not dicom")
+    block, rows = preprocess_files([bad], PreprocessSpec(size=16), chunk=3)
+    assert block.shape == (0, 16, 16)
+    assert rows[0]["status"] == "error" and rows[0]["image_id"] == "ID_bad"
+    assert rows[0]["error_kind"] == "NotDicomError" and rows[0]["error"]
