@@ -94,3 +94,10 @@ def test_explore_cli_rejects_missing_folder(
 ) -> None:
     assert main(["explore", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_explore_empty_folder_says_so(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    s = explore_folder(tmp_path / "in", tmp_path / "out", progress=False)
+    assert s.n_files == 0
+    assert "No DICOM files" in (tmp_path / "out" / "index.html").read_text()

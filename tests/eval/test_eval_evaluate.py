@@ -123,7 +123,7 @@ def test_evaluate_run_slice_only_and_train_prevalence(tmp_path: Path) -> None:
     df = _predictions(seed=1, sequence=False)
     prev = {lab: 0.1 for lab in LABELS}
     (tmp_path / "train_prevalence.json").write_text(json.dumps({"slice": prev}))
-    result = evaluate_run(tmp_path, predictions=df, threshold=0.3)
+    result = evaluate_run(tmp_path, predictions=df, threshold=0.3, plots=False)
     assert result["models"] == ["slice_model"]
     assert result["threshold"] == 0.3
     assert result["levels"]["slice"]["base_rate"]["prevalence_used"] == [0.1] * 6
@@ -137,7 +137,7 @@ def test_evaluate_run_slice_only_and_train_prevalence(tmp_path: Path) -> None:
 def test_single_class_label_does_not_crash(tmp_path: Path) -> None:
     df = _predictions(seed=2)
     df["epidural"] = 0
-    result = evaluate_run(tmp_path, predictions=df)
+    result = evaluate_run(tmp_path, predictions=df, plots=False)
     assert result["levels"]["slice"]["slice_model"]["labels"]["epidural"]["auc"] is None
     json.loads((tmp_path / "metrics.json").read_text())  # strict JSON (None, not NaN)
 

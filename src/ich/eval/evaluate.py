@@ -203,7 +203,11 @@ def _baselines(
 
 
 def evaluate_run(
-    run_dir: Path, predictions: pd.DataFrame | None = None, threshold: float = 0.5
+    run_dir: Path,
+    predictions: pd.DataFrame | None = None,
+    threshold: float = 0.5,
+    *,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Score a run and write ``RUN/metrics.json``, ``RUN/report/*.png`` and ``RUN/report.html``.
 
@@ -212,6 +216,7 @@ def evaluate_run(
         predictions: A predictions table with the columns of ``oof_predictions.parquet``; when
             None, that file is read.
         threshold: Decision threshold for sensitivity/specificity/precision/accuracy.
+        plots: Draw the PNGs (the slow part); without them the report has tables only.
 
     Returns:
         The metrics dict written to ``metrics.json`` (``levels``/``headline``/provenance keys).
@@ -237,11 +242,15 @@ def evaluate_run(
         "slice": _score_level(y_slice, p_slice, base["slice"], threshold),
         "study": _score_level(y_study, p_study, base["study"], threshold),
     }
-    figures = _make_plots(
-        run_dir / "report",
-        {"slice": y_slice, "study": y_study},
-        {"slice": p_slice, "study": p_study},
-        threshold,
+    figures = (
+        _make_plots(
+            run_dir / "report",
+            {"slice": y_slice, "study": y_study},
+            {"slice": p_slice, "study": p_study},
+            threshold,
+        )
+        if plots
+        else {}
     )
     result: dict[str, Any] = {
         "format": "ich-metrics/1",

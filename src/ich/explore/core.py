@@ -149,7 +149,11 @@ def collect(
         cat: [(ids[p], thumbs[p]) for p in paths if p in thumbs] for cat, paths in picks.items()
     }
     notes = []
-    if labels is not None and not labelled:
+    if not files:
+        notes.append(
+            f"No DICOM files (*.dcm, *.dicom or files without a suffix) under {dicom_dir}."
+        )
+    elif labels is not None and not labelled:
         notes.append("No file in the folder has a row in the label CSV (image ids differ).")
     return ExploreData(
         dicom_dir=dicom_dir,
