@@ -29,6 +29,8 @@ from ich.phantom import generate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 WANTED = ("subdural", "intraparenchymal", "intraventricular", "subarachnoid")
+SHORT = {"epidural": "EDH", "intraparenchymal": "IPH", "intraventricular": "IVH",
+         "subarachnoid": "SAH", "subdural": "SDH"}
 
 
 def _pick(wide: pd.DataFrame, available: set[str], taken: set[str], subtype: str) -> str | None:
@@ -41,8 +43,8 @@ def _pick(wide: pd.DataFrame, available: set[str], taken: set[str], subtype: str
 
 
 def _title(wide: pd.DataFrame, image_id: str) -> str:
-    present = [s for s in SUBTYPES if wide.loc[image_id, s] == 1]
-    return ", ".join(present) if present else "no hemorrhage"
+    present = [SHORT[s] for s in SUBTYPES if wide.loc[image_id, s] == 1]
+    return " + ".join(present) if present else "no hemorrhage"
 
 
 def _panels(folder: Path, wide: pd.DataFrame, seed_ids: set[str]) -> list[tuple[np.ndarray, str]]:
@@ -79,9 +81,11 @@ def main() -> None:
             if col < len(panels):
                 image, title = panels[col]
                 ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-                ax.set_title(f"{name}: {title}", fontsize=8)
-    fig.suptitle("Real RSNA slices (top) vs synthetic phantom (bottom), brain window 40/80")
-    fig.tight_layout()
+                ax.set_title(f"{name}: {title}", fontsize=9)
+    fig.suptitle("Real RSNA slices (top) vs synthetic phantom (bottom), brain window 40/80\n"
+                 "EDH epidural, IPH intraparenchymal, IVH intraventricular, SAH subarachnoid, "
+                 "SDH subdural", fontsize=10)
+    fig.tight_layout(h_pad=1.5)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
     print(f"wrote {args.out}")

@@ -17,13 +17,13 @@ from ich.phantom.anatomy import SliceAnatomy, StudyGrid
 
 #: Per-study probability of a bleed and, given one, of each subtype; extents are in units of the
 #: head height. Calibrated so per-slice rates land near RSNA stage 2 (DESIGN.md).
-BLEED_PROBABILITY = 0.36
+BLEED_PROBABILITY = 0.40
 SUBTYPE_PROBABILITY: dict[str, float] = {
-    "epidural": 0.07,
-    "intraparenchymal": 0.55,
-    "intraventricular": 0.38,
-    "subarachnoid": 0.5,
-    "subdural": 0.5,
+    "epidural": 0.032,
+    "intraparenchymal": 0.57,
+    "intraventricular": 0.42,
+    "subarachnoid": 0.43,
+    "subdural": 0.34,
 }
 #: Fraction of the RSNA "any" rate (14.4 %) that the numbers above produce.
 RSNA_ANY_RATE = 0.144
@@ -129,7 +129,7 @@ def _sample_one(rng: np.random.Generator, subtype: str, height: float, focus: fl
                       float(rng.uniform(0.6, 1.3)), float(rng.uniform(4, 11)), hu)
     if subtype == "intraparenchymal":
         z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.3, 0.8))
-        radius = float(rng.uniform(6, 18))
+        radius = float(rng.uniform(6, 22))
         reach = float(rng.uniform(0.15, 0.45)) * 55.0
         extra = (reach * np.cos(theta), reach * np.sin(theta), float(rng.uniform(0.7, 1.4)),
                  float(rng.uniform(0, 6.3)), float(rng.uniform(0, 6.3)))
