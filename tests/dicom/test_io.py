@@ -205,6 +205,21 @@ def test_fast_header_path_agrees(write_ct, head_values, syntax, fast):
     assert read_meta(path) == read_slice(path).meta
 
 
+def test_without_memory_mapping(write_ct, head_values, tmp_path, monkeypatch):
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError("mmap not supported here")
+
+    path = write_ct("nomap.dcm", head_values)
+    mapped = read_slice(path)
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    np.testing.assert_array_equal(read_slice(path).hu, mapped.hu)
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    _raises(empty, NotDicomError, "empty")
+
+
 @pytest.mark.parametrize("undefined", [False, True])
 def test_sequences_in_header(dcm, head_values, tmp_path, undefined):
     item = pydicom.Dataset()

@@ -17,9 +17,11 @@ switched off once, at import.
 from __future__ import annotations
 
 import io
+import mmap
+import os
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +145,11 @@ def _transfer_syntax(ds: Dataset) -> str:
     return IMPLICIT_VR_LE if implicit else EXPLICIT_VR_LE
 
 
+def _with_preamble(data: bytes) -> bytes:
+    """Put back the 128-byte preamble of a file that starts with its 'DICM' marker."""
+    return bytes(128) + data if data[:4] == b"DICM" else data
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
@@ -152,9 +159,40 @@ def _read_bytes(path: Path) -> bytes:
         raise NotDicomError(path, f"cannot read file ({exc.strerror or exc})") from exc
     if not data:
         raise NotDicomError(path, "empty file (0 bytes)")
-    if data[:4] == b"DICM":  # 'DICM' marker without the 128-byte preamble before it
-        data = bytes(128) + data
-    return data
+    return _with_preamble(data)
+
+
+@contextmanager
+def _file_contents(path: Path) -> Iterator[bytes | mmap.mmap]:
+    """The file's contents, memory-mapped where possible.
+
+    Why: mapping avoids copying the 0.5 MB of a slice into a bytes object, which halves the
+    time of :func:`read_slice`. (A file truncated by another process *while* it is mapped
+    would crash the reader with SIGBUS; input folders are not written during a read.)
+    """
+    try:
+        fp = path.open("rb")
+    except FileNotFoundError:
+        raise NotDicomError(path, "file not found") from None
+    except OSError as exc:
+        raise NotDicomError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    with fp:
+        try:
+            size = os.fstat(fp.fileno()).st_size
+            mapped = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        except (OSError, ValueError):  # not mappable (a pipe, a special file system)
+            mapped = None
+        if mapped is None:
+            data = fp.read()
+            if not data:
+                raise NotDicomError(path, "empty file (0 bytes)")
+            yield _with_preamble(data)
+            return
+    try:
+        yield mapped
+    finally:
+        with suppress(BufferError):  # an array still views it (e.g. in a traceback): GC closes it
+            mapped.close()
 
 
 def _check_is_dicom(path: Path, data: bytes, ds: Dataset) -> None:
@@ -298,15 +336,20 @@ def _hu(stored: np.ndarray, meta: SliceMeta) -> np.ndarray:
     return hu
 
 
-def _slice(path: Path, data: bytes, fast: bool) -> Slice:
-    """Decode a file's bytes; ``fast=False`` forces the pydicom header path (tests compare)."""
-    header = parse_header(data, _WANTED) if fast else None
+def _slice(path: Path, contents: bytes | mmap.mmap, fast: bool) -> Slice:
+    """Decode a file's contents; ``fast=False`` forces the pydicom header path (tests compare).
+
+    The returned HU never view ``contents`` (``_hu`` always makes a new array), so a mapping
+    can be closed afterwards.
+    """
+    header = parse_header(contents, _WANTED) if fast else None
     if header is not None:
         meta = _parse_meta(path, header)
         check_image(path, meta)
         end = header.pixel_offset + header.pixel_length
-        stored = _native_pixels(path, memoryview(data)[header.pixel_offset : end], meta)
+        stored = _native_pixels(path, memoryview(contents)[header.pixel_offset : end], meta)
         return Slice(hu=_hu(stored, meta), meta=meta)
+    data = _with_preamble(bytes(contents))
     ds, pos = _parse(path, data, stop_before_pixels=True)
     meta = _parse_meta(path, ds)
     check_image(path, meta)
@@ -324,9 +367,9 @@ def read_slice(path: str | Path) -> Slice:
             cannot be turned into a trustworthy single-frame CT slice.
     """
     path = Path(path)
-    data = _read_bytes(path)
     try:
-        return _slice(path, data, fast=True)
+        with _file_contents(path) as contents:
+            return _slice(path, contents, fast=True)
     except DicomReadError:
         raise
     except (KeyboardInterrupt, SystemExit):

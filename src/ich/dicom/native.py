@@ -11,6 +11,7 @@ the shortcut never changes a result, only its speed.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ class RawHeader:
 
 
 def element_header(
-    data: bytes, pos: int, explicit: bool, little_endian: bool = True
+    data: bytes | mmap.mmap, pos: int, explicit: bool, little_endian: bool = True
 ) -> tuple[int, str | None, int, int] | None:
     """(tag, VR, value offset, length) of the element starting at ``pos``, or None past the end."""
     if pos + 8 > len(data):
@@ -106,7 +107,7 @@ def element_header(
 
 
 def _walk(
-    data: bytes, pos: int, explicit: bool, wanted: dict[int, bool], out: dict[int, Any],
+    data: bytes | mmap.mmap, pos: int, explicit: bool, wanted: dict[int, bool], out: dict[int, Any],
     stop_after_group: int | None,
 ) -> tuple[int, tuple[int, int] | None]:
     """Walk defined-length elements from ``pos``; returns (end position, pixel (offset, len))."""
@@ -130,11 +131,11 @@ def _walk(
         pos = vpos + length
 
 
-def parse_header(data: bytes, wanted: dict[int, bool]) -> RawHeader | None:
+def parse_header(data: bytes | mmap.mmap, wanted: dict[int, bool]) -> RawHeader | None:
     """Read the wanted elements of a simple Part 10 file, or None when pydicom is needed.
 
     Args:
-        data: The whole file.
+        data: The whole file (bytes or a read-only memory map).
         wanted: Tag -> whether the value is binary (US) rather than text.
     """
     if len(data) < 132 or data[128:132] != b"DICM":
