@@ -146,10 +146,10 @@ def render_study(plan: StudyPlan, out: Path) -> list[SliceRecord]:
     anat = sample_anatomy(np.random.default_rng([plan.seed, 1, plan.patient_index]))
     rng = np.random.default_rng([plan.seed, 2, plan.index])
     spacing = 250.0 / plan.size * float(rng.uniform(0.92, 1.0))
-    length = anat.semi_v * (1.0 + anat.egg)  # posterior half-length, the larger one
-    spacing = max(spacing, (2.0 * length + 16.0) / plan.size)  # the scanner's FOV fits the head
-    half = plan.size * spacing / 2.0
-    center_y = float(np.clip(rng.normal(-10.0, 4.0), -half + length + 4, half - length - 4))
+    length = anat.semi_v * (1.03 + anat.egg)  # posterior half-length, the larger one
+    spacing = max(spacing, (2.0 * length + 24.0) / plan.size)  # the scanner's FOV fits the head
+    half = plan.size * spacing / 2.0  # room below the head for the headrest:
+    center_y = float(np.clip(rng.normal(-10.0, 4.0), -half + length + 4, half - length - 16))
     center = (float(rng.normal(0.0, 4.0)), center_y)
     angle = float(np.clip(rng.normal(0, 0.1), -0.25, 0.25))
     grid = make_grid(plan.size, spacing, anat, center, angle, float(rng.uniform(6.0, 20.0)))
