@@ -29,3 +29,48 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_cohort")
     generate_cohort(out, studies=6, seed=7, size=128)
     return out
+
+
+#: Config overrides that make a training run take seconds (tiny backbone, 32 px, few steps).
+TINY_TRAIN = [
+    "model.backbone=resnet10t",
+    "data.input_size=32",
+    "data.folds=3",
+    "data.fold=0",
+    "train.batch_size=16",
+    "train.workers=0",
+    "train.device=cpu",
+    "train.max_steps_per_epoch=4",
+    "train.epochs=1",
+    "augment.enabled=false",
+    "sequence.hidden=16",
+    "sequence.layers=1",
+    "sequence.epochs=2",
+    "sequence.batch_size=4",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_cohort`` prepared into a 64 px cache with labels."""
+    from ich.data.cache import build_cache
+    from ich.data.preprocess import PreprocessSpec
+
+    out = tmp_path_factory.mktemp("tiny_cache") / "cache"
+    build_cache(
+        tiny_cohort / "images", out, labels_csv=tiny_cohort / "labels.csv",
+        spec=PreprocessSpec(size=64), workers=1, progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained run folder (slice CNN + sequence model) on ``tiny_cache``, in seconds."""
+    from ich.config import load_config
+    from ich.train.runner import run_training
+
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    cfg = load_config(None, [f"data.cache={tiny_cache}", *TINY_TRAIN])
+    run_training(cfg, tiny_cache, run)
+    return run

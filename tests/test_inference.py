@@ -1,0 +1,140 @@
+"""Predictor, heatmaps, batch prediction and ``ich predict`` on a tiny trained phantom run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ich.cli import main
+from ich.data.cache import SliceCache
+from ich.dicom.io import read_slice
+from ich.errors import CacheError, CheckpointError
+from ich.inference import PHANTOM_NOTE, Predictor
+from ich.labels import LABELS
+from ich.predict import check_compatible, predict_cache
+
+
+def _series_files(cohort: Path) -> dict[str, list[Path]]:
+    patients = pd.read_csv(cohort / "patients.csv")
+    out: dict[str, list[Path]] = {}
+    for row in patients.itertuples():
+        out.setdefault(row.series_instance_uid, []).append(cohort / "images" / f"{row.image_id}.dcm")
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run: Path) -> Predictor:
+    return Predictor.from_run(tiny_run)
+
+
+def test_predict_slices_orders_by_position_whatever_the_input_order(
+    predictor: Predictor, tiny_cohort: Path
+) -> None:
+    files = next(iter(_series_files(tiny_cohort).values()))
+    slices = [read_slice(f) for f in files]
+    rng = np.random.default_rng(0)
+    results = []
+    for _ in range(2):
+        perm = rng.permutation(len(slices))
+        shuffled = [slices[i] for i in perm]
+        pred = predictor.predict_slices([s.hu for s in shuffled], [s.meta for s in shuffled])
+        assert np.all(np.diff(pred.z) > 0)
+        assert pred.slice_probs.shape == (len(slices), len(LABELS))
+        assert pred.study_probs.shape == (len(LABELS),)
+        assert np.all((pred.slice_probs > 0) & (pred.slice_probs < 1))
+        uids = [shuffled[i].meta.sop_instance_uid for i in pred.order]
+        results.append((uids, pred.slice_probs))
+    (first, a), (second, b) = results
+    assert first == second  # the same anatomical order from two different input orders
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_dicom_path_and_cache_path_give_the_same_predictions(
+    predictor: Predictor, tiny_cohort: Path, tiny_cache: Path
+) -> None:
+    table = predict_cache(predictor, tiny_cache, progress=False)
+    uid, files = next(iter(_series_files(tiny_cohort).items()))
+    slices = [read_slice(f) for f in files]
+    pred = predictor.predict_slices([s.hu for s in slices], [s.meta for s in slices])
+    rows = table[table["series_instance_uid"] == uid].sort_values("slice_index")
+    np.testing.assert_allclose(
+        rows[[f"q_{n}" for n in LABELS]].to_numpy(), pred.slice_probs, atol=1e-4
+    )
+    np.testing.assert_allclose(rows[[f"p_{n}" for n in LABELS]].to_numpy(), pred.cnn_probs, atol=1e-4)
+    assert set(table.columns) >= {"image_id", "fold", *LABELS}
+
+
+def test_ensemble_of_one_run_twice_equals_the_run(
+    predictor: Predictor, tiny_run: Path, tiny_cache: Path
+) -> None:
+    cache = SliceCache(tiny_cache)
+    idx = next(iter(cache.series_index().values()))
+    images, spacing = cache.images(idx), cache.catalog["z_spacing"].to_numpy()[idx]
+    single = predictor.predict_preprocessed(images, spacing)
+    double = Predictor.from_run([tiny_run, tiny_run]).predict_preprocessed(images, spacing)
+    for s, d in zip(single, double, strict=True):
+        np.testing.assert_allclose(s, d, atol=1e-6)
+    tta = Predictor.from_run(tiny_run, tta=2).predict_preprocessed(images, spacing)
+    assert tta[1].shape == single[1].shape and np.all((tta[1] > 0) & (tta[1] < 1))
+
+
+def test_heatmap_matches_the_slice_and_rejects_unknown_labels(
+    predictor: Predictor, tiny_cohort: Path
+) -> None:
+    files = next(iter(_series_files(tiny_cohort).values()))
+    hu = read_slice(files[len(files) // 2]).hu
+    heat = predictor.heatmap(hu, "subdural")
+    assert heat.shape == hu.shape and heat.dtype == np.float32
+    assert 0.0 <= float(heat.min()) and float(heat.max()) <= 1.0
+    assert float(heat[hu < -900].mean()) <= float(heat.max())
+    with pytest.raises(ValueError, match="unknown label"):
+        predictor.heatmap(hu, "bleed")
+
+
+def test_provenance_says_synthetic(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "provenance.json").write_text(json.dumps({"training_data": "synthetic phantom cohort"}))
+    prov = Predictor.from_run(run).provenance
+    assert PHANTOM_NOTE in prov["training_data"]
+    assert "not for diagnosis" in prov["note"]
+
+
+def test_missing_run_and_incompatible_cache_are_named_errors(
+    predictor: Predictor, tmp_path: Path, tiny_cache: Path
+) -> None:
+    with pytest.raises(CheckpointError, match="slice_best"):
+        Predictor.from_run(tmp_path)
+    cache = SliceCache(tiny_cache)
+    info = json.loads((tiny_cache / "cache.json").read_text())
+    other = tmp_path / "cache"
+    shutil.copytree(tiny_cache, other)
+    info["spec"]["crop"] = not info["spec"]["crop"]
+    (other / "cache.json").write_text(json.dumps(info))
+    check_compatible(predictor, cache)
+    with pytest.raises(CacheError, match="crop"):
+        check_compatible(predictor, SliceCache(other))
+
+
+def test_ich_predict_writes_a_complete_submission_and_lists_failures(
+    tiny_run: Path, tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "test"
+    shutil.copytree(tiny_cohort / "images", images)
+    (images / "ID_broken.dcm").write_bytes(b"not a dicom file")
+    out = tmp_path / "sub.csv"
+    assert main(["predict", str(tiny_run), str(images), "--out", str(out), "--workers", "1"]) == 0
+    sub = pd.read_csv(out)
+    n_files = len(list(images.glob("*.dcm")))
+    assert len(sub) == n_files * len(LABELS)
+    assert sub["ID"].str.rsplit("_", n=1).str[1].tolist()[:6] == list(LABELS)
+    assert sub["Label"].between(1e-6, 1 - 1e-6).all()
+    failed = pd.read_csv(out.with_suffix(".failed.csv"))
+    assert failed["image_id"].tolist() == ["ID_broken"]
+    assert "ID_broken" in set(sub["ID"].str.rsplit("_", n=1).str[0])
+    assert "could not be read" in capsys.readouterr().out
