@@ -156,3 +156,24 @@ def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "sequence_model" in out and str(tmp_path / "report.html") in out
     assert main(["evaluate", str(tmp_path / "nothing")]) == 1
     assert "oof_predictions.parquet" in capsys.readouterr().err
+
+
+def test_cli_evaluate_with_data_predicts_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ich.predict
+
+    calls = []
+
+    def fake_predict_cache(run_dirs: list[Path], cache: Path, tta: int = 1) -> pd.DataFrame:
+        calls.append((run_dirs, cache, tta))
+        return _predictions(seed=4, studies=4)
+
+    monkeypatch.setattr(ich.predict, "predict_cache", fake_predict_cache)
+    monkeypatch.setattr("ich.eval.evaluate._make_plots", lambda *a, **k: {})
+    rc = main(["evaluate", str(tmp_path), "--data", str(tmp_path / "cache"), "--tta", "2"])
+    assert rc == 0
+    assert calls == [([tmp_path], tmp_path / "cache", 2)]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["n_studies"] == 4 and "predicted by this run" in saved["source"]
+    assert "report.html" in capsys.readouterr().out

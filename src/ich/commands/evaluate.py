@@ -71,10 +71,13 @@ def run(args: argparse.Namespace) -> int:
     run_dir: Path = args.run
     predictions = None
     if args.data is not None:
-        from ich.inference import predict_cache  # type: ignore[attr-defined,unused-ignore]
+        from ich.predict import predict_cache
 
         predictions = predict_cache([run_dir], Path(args.data), tta=int(args.tta))
-    result = evaluate_run(run_dir, predictions=predictions, threshold=float(args.threshold))
+    source = None if args.data is None else f"{args.data} predicted by this run (tta {args.tta})"
+    result = evaluate_run(
+        run_dir, predictions=predictions, threshold=float(args.threshold), source=source
+    )
     _print_headline(result)
     print(f"metrics: {run_dir / 'metrics.json'}")
     print(f"report:  {result['report']}")

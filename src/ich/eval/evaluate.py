@@ -182,6 +182,20 @@ def _make_plots(
     return figs
 
 
+def _level_arrays(
+    df: pd.DataFrame, models: list[str], group_col: str
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """Labels and per-model probabilities at slice and study level (max over a study's slices)."""
+    groups = df[group_col].astype(str).to_numpy()
+    y_slice = df[list(LABELS)].to_numpy(dtype=np.float64)
+    p_slice = {
+        m: df[[f"{MODEL_PREFIXES[m]}{lab}" for lab in LABELS]].to_numpy(np.float64) for m in models
+    }
+    y_study, _, study_ids = study_level(y_slice, y_slice, groups)
+    p_study = {m: study_level(y_slice, p, groups)[1] for m, p in p_slice.items()}
+    return {"slice": y_slice, "study": y_study}, {"slice": p_slice, "study": p_study}, study_ids
+
+
 def _baselines(
     run_dir: Path, y_slice: np.ndarray, y_study: np.ndarray
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -208,6 +222,7 @@ def evaluate_run(
     threshold: float = 0.5,
     *,
     plots: bool = True,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Score a run and write ``RUN/metrics.json``, ``RUN/report/*.png`` and ``RUN/report.html``.
 
@@ -217,6 +232,7 @@ def evaluate_run(
             None, that file is read.
         threshold: Decision threshold for sensitivity/specificity/precision/accuracy.
         plots: Draw the PNGs (the slow part); without them the report has tables only.
+        source: Where ``predictions`` come from, in words, for the report (e.g. the cache).
 
     Returns:
         The metrics dict written to ``metrics.json`` (``levels``/``headline``/provenance keys).
@@ -224,34 +240,21 @@ def evaluate_run(
     from ich.eval.report import write_report
 
     run_dir = Path(run_dir)
-    source = "oof_predictions.parquet" if predictions is None else "predictions given by caller"
+    if source is None:
+        source = "oof_predictions.parquet" if predictions is None else "predictions given by caller"
     df = load_predictions(run_dir) if predictions is None else predictions
     df, n_unlabelled = _labelled_rows(df)
     models = available_models(df)
     group_col = _group_column(df)
-    groups = df[group_col].astype(str).to_numpy()
-    y_slice = df[list(LABELS)].to_numpy(dtype=np.float64)
-    p_slice = {
-        m: df[[f"{MODEL_PREFIXES[m]}{lab}" for lab in LABELS]].to_numpy(np.float64) for m in models
-    }
-    y_study, _, study_ids = study_level(y_slice, y_slice, groups)
-    p_study = {m: study_level(y_slice, p, groups)[1] for m, p in p_slice.items()}
-
+    y, probs, study_ids = _level_arrays(df, models, group_col)
+    y_slice, y_study = y["slice"], y["study"]
+    p_slice, p_study = probs["slice"], probs["study"]
     base, base_source = _baselines(run_dir, y_slice, y_study)
     levels = {
         "slice": _score_level(y_slice, p_slice, base["slice"], threshold),
         "study": _score_level(y_study, p_study, base["study"], threshold),
     }
-    figures = (
-        _make_plots(
-            run_dir / "report",
-            {"slice": y_slice, "study": y_study},
-            {"slice": p_slice, "study": p_study},
-            threshold,
-        )
-        if plots
-        else {}
-    )
+    figures = _make_plots(run_dir / "report", y, probs, threshold) if plots else {}
     result: dict[str, Any] = {
         "format": "ich-metrics/1",
         "source": source,

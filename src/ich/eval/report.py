@@ -90,7 +90,8 @@ def read_run_context(run_dir: Path) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError):
             prov = None
         if isinstance(prov, dict):
-            ctx["provenance"] = str(prov.get("provenance", "")) or json.dumps(prov)
+            parts = [str(prov[k]) for k in ("provenance", "training_data", "note") if prov.get(k)]
+            ctx["provenance"] = "; ".join(parts) or json.dumps(prov)
             ctx["phantom"] = ctx["phantom"] or _mentions_phantom(prov)
     return ctx
 
