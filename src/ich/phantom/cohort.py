@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ich.errors import ConfigError
 from ich.labels import LABELS
 from ich.phantom.files import atomic_write_bytes
-from ich.phantom.lesions import RSNA_ANY_RATE
+from ich.phantom.lesions import RSNA_ANY_RATE, bleeding_studies
 from ich.phantom.study import SliceRecord, StudyPlan, render_study
 
 #: Fraction of patients with two studies (patients recur across studies, as in RSNA).
@@ -86,6 +86,7 @@ def plan_cohort(studies: int, seed: int, size: int, scale: float) -> list[StudyP
     owners = rng.permutation(np.concatenate([np.arange(n_patients), repeats]))
     taken: set[str] = set()
     patient_ids = _hex_ids(rng, n_patients, 8, taken)
+    bleeds = bleeding_studies(rng, studies, scale)
     plans = []
     for index, owner in enumerate(owners):
         study_uid, series_uid = _hex_ids(rng, 2, 10, taken)
@@ -94,6 +95,7 @@ def plan_cohort(studies: int, seed: int, size: int, scale: float) -> list[StudyP
             index=index, seed=seed, patient_index=int(owner), patient_id=patient_ids[owner],
             study_instance_uid=study_uid, series_instance_uid=series_uid,
             image_ids=tuple(_hex_ids(rng, n_slices, 9, taken)), size=size, scale=scale,
+            bleed=bool(bleeds[index]),
         ))
     return plans
 

@@ -25,8 +25,21 @@ SUBTYPE_PROBABILITY: dict[str, float] = {
     "subarachnoid": 0.43,
     "subdural": 0.34,
 }
-#: Fraction of the RSNA "any" rate (14.4 %) that the numbers above produce.
+#: The RSNA per-slice rate of "any" (14.4 %) that the numbers above reproduce.
 RSNA_ANY_RATE = 0.144
+
+
+def bleeding_studies(rng: np.random.Generator, studies: int, scale: float) -> np.ndarray:
+    """Which studies bleed: as close to the expected count as possible, in random order.
+
+    Drawing each study independently makes the rate of a 20-study cohort swing widely; fixing the
+    count (rounded at random to keep the expectation) keeps small cohorts near the target.
+    """
+    expected = min(BLEED_PROBABILITY * scale, 1.0) * studies
+    count = int(expected) + int(rng.random() < expected - int(expected))
+    flags = np.zeros(studies, dtype=bool)
+    flags[rng.permutation(studies)[:count]] = True
+    return flags
 
 
 def _wrap(angle: np.ndarray | float) -> np.ndarray:
@@ -145,7 +158,8 @@ def _sample_one(rng: np.random.Generator, subtype: str, height: float, focus: fl
                   float(rng.uniform(0.5, 1.4)), 0.0, hu - 4)
 
 
-def sample_lesions(rng: np.random.Generator, height: float, scale: float = 1.0) -> list[Lesion]:
+def sample_lesions(rng: np.random.Generator, height: float, scale: float = 1.0,
+                   bleed: bool | None = None) -> list[Lesion]:
     """Draw the hemorrhages of one study (often none, sometimes several subtypes together).
 
     Args:
@@ -153,9 +167,13 @@ def sample_lesions(rng: np.random.Generator, height: float, scale: float = 1.0) 
         height: Head height (mm), skull base to vertex.
         scale: Multiplies the bleed probability (``prevalence / 0.144``); above what a single
             probability can give, lesions are made to span more slices instead.
+        bleed: Whether the study bleeds, when the cohort plan decided it (so that small cohorts
+            get the expected share of positive studies); None draws it here.
     """
     p_bleed = BLEED_PROBABILITY * scale
-    if rng.random() >= min(p_bleed, 1.0):
+    if bleed is None:
+        bleed = bool(rng.random() < min(p_bleed, 1.0))
+    if not bleed:
         return []
     stretch = max(1.0, p_bleed)
     focus = float(rng.uniform(0.35, 0.7))

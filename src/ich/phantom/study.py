@@ -44,6 +44,7 @@ class StudyPlan:
     image_ids: tuple[str, ...]
     size: int
     scale: float
+    bleed: bool
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def render_study(plan: StudyPlan, out: Path) -> list[SliceRecord]:
     angle = float(np.clip(rng.normal(0, 0.1), -0.25, 0.25))
     grid = make_grid(plan.size, spacing, anat, center, angle, float(rng.uniform(6.0, 20.0)))
     scan = _sample_scan(rng)
-    lesions = sample_lesions(rng, anat.height, plan.scale)
+    lesions = sample_lesions(rng, anat.height, plan.scale, plan.bleed)
     n = len(plan.image_ids)
     t0, t1 = scan.t_range
     step = anat.height * (t1 - t0) / n
