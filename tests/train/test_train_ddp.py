@@ -51,10 +51,21 @@ def test_two_gloo_ranks_agree(tiny_cache: Path, tmp_path: Path, tiny_overrides: 
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script),
-           str(tiny_cache), str(run), *tiny_overrides, "train.epochs=2",
-           "train.max_steps_per_epoch=2", "train.batch_size=8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        str(script),
+        str(tiny_cache),
+        str(run),
+        *tiny_overrides,
+        "train.epochs=2",
+        "train.max_steps_per_epoch=2",
+        "train.batch_size=8",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

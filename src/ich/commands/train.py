@@ -155,10 +155,6 @@ def _announce(cfg: object, run_dir: Path, stages: tuple[str, ...], resume: bool)
 
 
 def _report(summary: dict[str, object]) -> None:
-    print(
-        f"  device {summary['device']}; slices train {summary['train_slices']}, "
-        f"val {summary['val_slices']}"
-    )
     for key in ("slice_wll", "slice_wll_tta", "sequence_wll"):
         value = summary.get(key)
         if isinstance(value, float):

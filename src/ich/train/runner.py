@@ -126,6 +126,12 @@ def run_training(
         seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
         cache, folds = prepare_run(cfg, cache_dir, run_dir, info)
         train_idx, val_idx = split_indices(cfg, cache, folds)
+        if info.is_main:
+            print(
+                f"  device {device} x {info.world_size} process(es); slices train "
+                f"{len(train_idx)}, validation {len(val_idx)} (fold {cfg.data.fold})",
+                flush=True,
+            )
         summary: dict[str, object] = {
             "run_dir": str(run_dir),
             "device": str(device),
