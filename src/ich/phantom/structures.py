@@ -65,7 +65,7 @@ def cisterns(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale:
         out |= near_mid & ((v < -0.45 * brain_r) | (v > 0.55 * brain_r))
     if 0.2 <= t <= 0.34:  # ambient cistern around the midbrain + suprasellar star
         ring = np.hypot(u, v - 8.0)
-        out |= (ring > 12.0) & (ring < 12.0 + 2.0 * scale) & (v > 0.0)
+        out |= (ring > 12.0) & (ring < 12.0 + 1.5 * scale) & (v > 4.0)
         out |= _ellipse(u, v, 0.0, -10.0, 8.0, 4.5)
     if 0.28 <= t <= 0.48:  # Sylvian fissures running antero-laterally, then wavy
         line = v - (-6.0 - 0.45 * (au - 18.0) + 2.0 * np.sin(au / 4.0))
@@ -85,8 +85,8 @@ def skull_base(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, spac
     au = np.abs(u)
     front = -0.95 * float(np.median(brain_r))
     # Orbital roofs: two domes of bone rising from the front, a crest between them.
-    roof = 12.0 + 45.0 * f
-    bone = _ellipse(u, v, -24.0, front, 26.0, roof) | _ellipse(u, v, 24.0, front, 26.0, roof)
+    roof = 8.0 + 32.0 * f
+    bone = _ellipse(u, v, -22.0, front, 22.0, roof) | _ellipse(u, v, 22.0, front, 22.0, roof)
     bone |= (au < 2.0 + 2.0 * f) & (v < front + 0.6 * roof)
     air = np.zeros(u.shape, dtype=bool)
     if t < 0.24:
