@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ich.eval.html import atomic_write_bytes
 from ich.eval.metrics import reliability_bins
@@ -222,6 +223,7 @@ def _curve_panels(records: list[dict[str, Any]], stage: str, axes: Sequence[Any]
         ax_val.plot(x, [r["wll"] for r in val], "o-", color="#d62728", lw=2, label="validation")
         ax_val.legend(fontsize=8)
     ax_val.set(title=f"{stage}: validation weighted log loss", xlabel="epoch", ylabel="wll")
+    ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
         ax.grid(alpha=0.3)
     return True

@@ -206,11 +206,17 @@ def _level_section(metrics: dict[str, Any], level: str) -> list[str]:
     return out
 
 
-def _reproduce(run_dir: Path, metrics: dict[str, Any]) -> Raw:
+def _reproduce(run_dir: Path, metrics: dict[str, Any], config_text: str | None) -> Raw:
+    """Commands that retrain with the saved config and re-run this evaluation."""
     run = str(run_dir)
     cmds = [f"ich evaluate {run} --threshold {metrics['threshold']:g}"]
-    if (run_dir / "config.yaml").is_file():
-        cmds.insert(0, f"ich train CACHE --out NEW_RUN --config {run}/config.yaml")
+    if config_text is not None:
+        try:
+            cfg = yaml.safe_load(config_text)
+            cache = cfg["data"]["cache"] if isinstance(cfg, dict) else None
+        except (yaml.YAMLError, KeyError, TypeError):
+            cache = None
+        cmds.insert(0, f"ich train {cache or 'CACHE'} --out NEW_RUN --config {run}/config.yaml")
     return Raw("<pre><code>" + esc("\n".join(cmds)) + "</code></pre>")
 
 
@@ -281,7 +287,7 @@ def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
     for level in ("slice", "study"):
         body += _level_section(metrics, level)
     body += _training_section(metrics, ctx)
-    body += ["<h2>Reproduce</h2>", _reproduce(run_dir, metrics)]
+    body += ["<h2>Reproduce</h2>", _reproduce(run_dir, metrics, ctx["config_text"])]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_text = page(
         "ich — evaluation report",

@@ -136,17 +136,21 @@ def fig_image_grid(
         columns: Thumbnails per row.
     """
     cats = list(examples)
+    # Rows without examples become a thin strip with a note, not a row of blank squares.
+    ratios = [1.0 if examples[c] else 0.18 for c in cats]
     fig, axes = plt.subplots(
-        len(cats), columns, figsize=(1.9 * columns, 2.05 * len(cats)), squeeze=False
+        len(cats),
+        columns,
+        figsize=(1.9 * columns, 2.05 * sum(ratios) + 0.6),
+        squeeze=False,
+        gridspec_kw={"height_ratios": ratios},
     )
     for r, cat in enumerate(cats):
         items = list(examples[cat])[:columns]
+        color = LABEL_COLORS.get(cat, "#1d2733")
         for c in range(columns):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            ax.set_axis_off()
             if c < len(items):
                 image_id, thumb = items[c]
                 ax.imshow(
@@ -156,21 +160,26 @@ def fig_image_grid(
                     vmax=1,
                     interpolation="lanczos",
                 )
+                ax.set_axis_on()
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
                 ax.set_xlabel(image_id, fontsize=7, color="#5b6b7c")
-            elif c == 0:
-                ax.text(
-                    0.5,
-                    0.5,
-                    "no examples",
-                    ha="center",
-                    va="center",
-                    fontsize=9,
-                    color="#5b6b7c",
-                    transform=ax.transAxes,
-                )
-        axes[r][0].set_ylabel(
-            cat, fontsize=11, color=LABEL_COLORS.get(cat, "#1d2733"), rotation=90, labelpad=8
-        )
+        if items:
+            axes[r][0].set_ylabel(cat, fontsize=11, color=color, labelpad=8)
+        else:
+            note = axes[r][0].text(
+                0.0,
+                0.5,
+                f"{cat}: no examples in this folder",
+                fontsize=10,
+                color=color,
+                va="center",
+                ha="left",
+                transform=axes[r][0].transAxes,
+            )
+            note.set_in_layout(False)  # wider than its cell: must not shrink the whole grid
     fig.suptitle(
         f"{window.name.replace('_', ' ')} window ({window.center:g}/{window.width:g})", fontsize=13
     )
