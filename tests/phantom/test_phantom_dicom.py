@@ -116,3 +116,35 @@ def test_instance_numbers_and_encodings_vary(slices: pd.DataFrame) -> None:
     assert len({m.transfer_syntax_uid for m in metas}) == 2
     assert all(m.instance_number is not None for m in metas)
     assert set(SUBTYPES)  # labels module importable alongside
+
+
+def _grow(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary dilation by ``steps`` pixels (4-neighbourhood), numpy only."""
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
+def test_written_masks_sit_where_their_subtype_belongs(tiny_cohort: Path,
+                                                       slices: pd.DataFrame) -> None:
+    by_id = dict(zip(slices["image_id"], slices["slice"], strict=True))
+    seen: set[str] = set()
+    for path in sorted((tiny_cohort / "masks").glob("*.npz")):
+        hu = by_id[path.stem].hu
+        bone = hu > 500
+        with np.load(path) as npz:
+            for name in npz.files:
+                mask = npz[name].astype(bool)
+                seen.add(name)
+                assert not (mask & bone).any()
+                if name in ("epidural", "subdural"):  # against the inner table
+                    assert (_grow(mask, 2) & bone).any(), path.name
+                if name == "intraparenchymal":  # inside the brain, away from the skull
+                    assert not (_grow(mask, 1) & bone).any(), path.name
+    assert {"subdural", "intraparenchymal"} <= seen

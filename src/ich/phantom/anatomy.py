@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.structures import cisterns, skull_base, ventricles
+from ich.phantom.structures import cisterns, grow, skull_base, ventricles
 
 #: Mean Hounsfield units of the tissues (DESIGN.md "The phantom").
 AIR_HU = -1000.0
@@ -172,6 +172,7 @@ class SliceAnatomy:
         ventricles: ventricular CSF.
         sulcal_csf: CSF in sulci, fissures and basal cisterns (where subarachnoid blood goes).
         brain_radius: mm, inner-table radius at the pixel's angle on this slice.
+        deep: brain at least 3 mm from any bone (where a parenchymal bleed may sit).
     """
 
     hu: np.ndarray
@@ -180,6 +181,7 @@ class SliceAnatomy:
     ventricles: np.ndarray
     sulcal_csf: np.ndarray
     brain_radius: np.ndarray
+    deep: np.ndarray
 
 
 def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
@@ -247,7 +249,10 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float) -> SliceAnatomy:
         brain &= ~(bone | air)
         sulci &= brain
         vents &= brain
-    return SliceAnatomy(hu, depth_in, brain, vents, sulci, brain_r)
+        margin = grow(bone | air, int(np.ceil(3.0 / grid.spacing)))
+        return SliceAnatomy(hu, depth_in, brain, vents, sulci, brain_r,
+                            brain & (depth_in > 3.0) & ~margin)
+    return SliceAnatomy(hu, depth_in, brain, vents, sulci, brain_r, brain & (depth_in > 3.0))
 
 
 def paint_headrest(hu: np.ndarray, grid: StudyGrid) -> None:

@@ -100,7 +100,7 @@ class Lesion:
         angle = np.arctan2(dv, du)
         bumpy = scale * (1.0 + 0.15 * np.cos(2 * angle + p1) + 0.1 * np.cos(3 * angle + p2))
         inside = np.hypot(du, dv) < np.maximum(bumpy, 0.6 * grid.spacing)
-        return inside & anat.brain & (anat.depth_in > 2.0) & ~anat.ventricles
+        return inside & anat.deep & ~anat.ventricles
 
     def rim(self, grid: StudyGrid, anat: SliceAnatomy, z: float) -> np.ndarray | None:
         """Edema around an intraparenchymal bleed (darker than white matter), or None."""

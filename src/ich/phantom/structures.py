@@ -104,3 +104,16 @@ def skull_base(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, spac
         mastoid = _ellipse(au, v, 42.0, 22.0, 6.0, 6.0) & ridge
         air |= mastoid & ((np.round(u / 2.5) + np.round(v / 2.5)) % 2 == 0)
     return bone, air
+
+
+def grow(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary dilation by ``steps`` pixels (4-neighbourhood) with array slicing only."""
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
