@@ -111,7 +111,8 @@ def scan_header(path: Path) -> dict[str, Any]:
     row["wrap_fault"] = bool(d.get("wrap_fixed")) or needs_wrap_fix(
         meta.bits_stored, meta.pixel_representation, row["rescale_intercept"]
     )
-    row["window_multivalued"] = _window_multivalued(path)
+    vm = getattr(meta, "window_center_vm", None)  # when ich.dicom exposes it, no second read
+    row["window_multivalued"] = (vm > 1) if isinstance(vm, int) else _window_multivalued(path)
     row.update(status="ok", error="")
     return row
 
