@@ -123,14 +123,16 @@ def _render_slice(
     z = t * anat.height
     min_px = max(2, round(MIN_BLOOD_AREA_MM2 / grid.spacing**2))
     masks: dict[str, np.ndarray] = {}
+    blood = np.zeros(hu.shape, dtype=bool)  # edema never covers blood drawn before it
     for lesion in lesions:
         mask = lesion.mask(grid, sa, z)
         if mask is None or int(mask.sum()) < min_px:
             continue
         rim = lesion.rim(grid, sa, z)
         if rim is not None:
-            hu[rim & ~mask & ~sa.sulcal_csf] = anat.white_hu - 10.0
+            hu[rim & ~mask & ~blood & ~sa.sulcal_csf] = anat.white_hu - 10.0
         hu[mask] = lesion.hu
+        blood |= mask
         masks[lesion.subtype] = masks[lesion.subtype] | mask if lesion.subtype in masks else mask
     paint_headrest(hu, grid)
     # Shifted copies of a few noise fields per study: as random-looking, far cheaper to draw.
