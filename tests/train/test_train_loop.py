@@ -69,6 +69,7 @@ def test_run_folder_and_loss(slice_run: Path) -> None:
     assert {"optimizer", "scaler", "rng", "scheduler", "config"} <= ckpt.keys()
 
 
+@pytest.mark.slow
 def test_exact_resume(
     slice_run: Path, tiny_cache: Path, tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
@@ -93,6 +94,7 @@ def test_exact_resume(
     )
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(
     slice_run: Path, tiny_cache: Path, tmp_path: Path, tiny_overrides: list[str]
 ) -> None:

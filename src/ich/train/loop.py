@@ -277,6 +277,45 @@ def _resume(
     )
 
 
+def _end_epoch(
+    model: torch.nn.Module,
+    state: dict[str, Any],
+    ctx: dict[str, Any],
+    loss: float,
+    val: dict[str, Any] | None,
+    seconds: float,
+    paths: tuple[Path, Path],
+) -> bool:
+    """Book-keeping after an epoch: best/patience, log, checkpoints, one line; True = stop."""
+    cfg, info = ctx["cfg"], ctx["info"]
+    improved = val is None or state["best"] is None or val["wll"] < state["best"]
+    if val is not None and improved:
+        state["best"], state["bad_epochs"] = val["wll"], 0
+    elif val is not None:
+        state["bad_epochs"] += 1
+    if info.is_main:
+        rec = {"stage": "slice", "epoch": state["epoch"], "step": state["step"]}
+        ctx["log"].write({**rec, "split": "train", "loss": loss})
+        if val is not None:
+            ctx["log"].write({**rec, "split": "val", "loss": val["wll"], **val})
+        if improved:
+            save_checkpoint(paths[0], _payload(model, state, ctx, with_training_state=False))
+        save_checkpoint(paths[1], _payload(model, state, ctx, with_training_state=True))
+        vtxt = f"  val wll {val['wll']:.4f}" if val else ""
+        mark = "  *best" if improved and val else ""
+        print(
+            f"slice epoch {state['epoch']}/{cfg.train.epochs}  train loss {loss:.4f}{vtxt}"
+            f"  ({seconds:.0f} s){mark}",
+            flush=True,
+        )
+    patience = cfg.train.early_stopping_patience
+    stop = bool(patience is not None and val is not None and state["bad_epochs"] >= patience)
+    stop = bool(broadcast_object(stop, info))
+    if stop and info.is_main:
+        print(f"early stopping: no improvement for {patience} epochs", flush=True)
+    return stop
+
+
 def train_slice_model(
     cfg: RunConfig,
     cache: SliceCache,
@@ -350,46 +389,7 @@ def train_slice_model(
         )
         val = validate(model, val_ds, cfg, device, info) if len(val_ds) else None
         state["epoch"] += 1
-        improved = val is None or state["best"] is None or val["wll"] < state["best"]
-        if val is not None and improved:
-            state["best"], state["bad_epochs"] = val["wll"], 0
-        elif val is not None:
-            state["bad_epochs"] += 1
-        if info.is_main:
-            ctx["log"].write(
-                {
-                    "stage": "slice",
-                    "epoch": state["epoch"],
-                    "step": state["step"],
-                    "split": "train",
-                    "loss": loss,
-                }
-            )
-            if val is not None:
-                ctx["log"].write(
-                    {
-                        "stage": "slice",
-                        "epoch": state["epoch"],
-                        "step": state["step"],
-                        "split": "val",
-                        "loss": val["wll"],
-                        **val,
-                    }
-                )
-            if improved:
-                save_checkpoint(best, _payload(model, state, ctx, with_training_state=False))
-            save_checkpoint(last, _payload(model, state, ctx, with_training_state=True))
-            vtxt = f"  val wll {val['wll']:.4f}" if val else ""
-            print(
-                f"slice epoch {state['epoch']}/{cfg.train.epochs}  train loss {loss:.4f}{vtxt}"
-                f"  ({time.time() - t0:.0f} s){'  *best' if improved and val else ''}",
-                flush=True,
-            )
-        patience = cfg.train.early_stopping_patience
-        stop = bool(patience is not None and val is not None and state["bad_epochs"] >= patience)
-        if broadcast_object(stop, info):
-            if info.is_main:
-                print(f"early stopping: no improvement for {patience} epochs", flush=True)
+        if _end_epoch(model, state, ctx, loss, val, time.time() - t0, (best, last)):
             break
     ctx["log"].close()
     core = _core(model)

@@ -26,6 +26,7 @@ from ich.labels import LABELS
 from ich.models.sequence import SequenceModel
 from ich.train.checkpoint import save_checkpoint
 from ich.train.common import MetricsLog, weighted_bce
+from ich.train.embeddings import FEATURES
 from ich.train.schedule import lr_at
 
 
@@ -132,6 +133,32 @@ def _score(probs: dict[str, np.ndarray], data: SeriesData) -> float:
     return weighted_log_loss(y, p)
 
 
+def _sequence_epoch(
+    model: SequenceModel,
+    opt: torch.optim.Optimizer,
+    loader: DataLoader,
+    cfg: RunConfig,
+    step: int,
+    total: int,
+) -> tuple[float, int]:
+    """One training pass; returns (mean loss, optimizer steps taken so far)."""
+    model.train()
+    loss_sum, n = 0.0, 0
+    for batch in loader:
+        feats, z, y, mask = _batch(batch)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total, cfg.sequence.lr, "cosine", 0.05, 0.01)
+        slice_logits, study_logits = model(feats, z, mask)  # (B, T, 6), (B, 6)
+        loss = sequence_loss(slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        loss_sum, n = loss_sum + float(loss.item()), n + 1
+    return loss_sum / max(n, 1), step
+
+
 def train_sequence_model(
     cfg: RunConfig,
     data: SeriesData,
@@ -145,71 +172,46 @@ def train_sequence_model(
     Runs on the CPU in one process: the model is small and the inputs are precomputed.
     """
     torch.manual_seed(cfg.train.seed)
-    in_dim = next(iter(data.features.values())).shape[1]
-    margs = sequence_model_args(cfg, in_dim)
+    margs = sequence_model_args(cfg, next(iter(data.features.values())).shape[1])
     model = SequenceModel(**margs)
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.sequence.lr, weight_decay=cfg.sequence.weight_decay
     )
-    steps_per_epoch = -(-len(train_series) // cfg.sequence.batch_size)
-    total = steps_per_epoch * cfg.sequence.epochs
+    total = -(-len(train_series) // cfg.sequence.batch_size) * cfg.sequence.epochs
     log = MetricsLog(run_dir)
     best_path = Path(run_dir) / "checkpoints" / "sequence_best.pt"
     best, bad, step = None, 0, 0
     val_probs: dict[str, np.ndarray] = {}
     for epoch in range(cfg.sequence.epochs):
-        t0, model_loss, n = time.time(), 0.0, 0
-        model.train()
-        for batch in _loader(data, train_series, cfg, train=True, epoch=epoch):
-            feats, z, y, mask = _batch(batch)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg.sequence.lr, "cosine", 0.05, 0.01)
-            slice_logits, study_logits = model(feats, z, mask)
-            loss = sequence_loss(
-                slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            model_loss, n = model_loss + float(loss.item()), n + 1
-        record = {
-            "stage": "sequence",
-            "epoch": epoch + 1,
-            "step": step,
-            "split": "train",
-            "loss": model_loss / max(n, 1),
-        }
-        log.write(record)
-        wll = None
-        if val_series:
-            probs = predict_series(model, data, val_series, cfg)
-            wll = _score(probs, data)
+        t0 = time.time()
+        loader = _loader(data, train_series, cfg, train=True, epoch=epoch)
+        loss, step = _sequence_epoch(model, opt, loader, cfg, step, total)
+        record = {"stage": "sequence", "epoch": epoch + 1, "step": step, "split": "train"}
+        log.write({**record, "loss": loss})
+        probs = predict_series(model, data, val_series, cfg) if val_series else {}
+        wll = _score(probs, data) if probs else None
+        if wll is not None:
             log.write({**record, "split": "val", "loss": wll, "wll": wll})
         improved = wll is None or best is None or wll < best
+        bad = 0 if improved else bad + 1
         if improved:
-            best, bad = wll, 0
-            val_probs = probs if val_series else {}
-            save_checkpoint(
-                best_path,
-                {
-                    "kind": "sequence",
-                    "model": model.state_dict(),
-                    "model_args": margs,
-                    **describe,
-                    "features": "embedding+logits",
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "best_metric": wll,
-                },
-            )
-        else:
-            bad += 1
+            best, val_probs = wll, probs
+            payload = {
+                "kind": "sequence",
+                "model": model.state_dict(),
+                "model_args": margs,
+                **describe,
+                "features": FEATURES,
+                "epoch": epoch + 1,
+                "step": step,
+                "best_metric": wll,
+            }
+            save_checkpoint(best_path, payload)
         vtxt = f"  val wll {wll:.4f}" if wll is not None else ""
+        mark = "  *best" if improved and wll is not None else ""
         print(
-            f"sequence epoch {epoch + 1}/{cfg.sequence.epochs}  train loss {record['loss']:.4f}"
-            f"{vtxt}  ({time.time() - t0:.1f} s){'  *best' if improved and wll is not None else ''}",
+            f"sequence epoch {epoch + 1}/{cfg.sequence.epochs}  train loss {loss:.4f}"
+            f"{vtxt}  ({time.time() - t0:.1f} s){mark}",
             flush=True,
         )
         if cfg.sequence.patience is not None and bad >= cfg.sequence.patience:
