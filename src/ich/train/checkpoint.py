@@ -9,6 +9,7 @@ exactly what it saw in training.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -104,7 +105,14 @@ def load_slice_model(ckpt: dict[str, Any] | Path | str) -> SliceModel:
 
     data = _as_ckpt(ckpt, "slice")
     args = {**data["model_args"], "pretrained": False, "weights": None}
-    model = SliceModel(**args)
+    # Rebuilding "from scratch" is right here (the state dict follows): silence that warning.
+    log = logging.getLogger(SliceModel.__module__)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        model = SliceModel(**args)
+    finally:
+        log.setLevel(level)
     model.load_state_dict(data["model"])
     return model.eval()
 
