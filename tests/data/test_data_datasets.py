@@ -226,3 +226,19 @@ def test_on_real_cache(tiny_cohort: Path, tmp_path: Path) -> None:
         nb = cache.neighbours(k, (-1, 0, 1))
         want = np.stack([apply_window(cache.image(j), 40.0, 80.0) for j in nb])
         assert np.allclose(plain[k].x.numpy(), want, atol=1e-6)
+
+
+def test_uint8_batches_match_float_within_one_level() -> None:
+    from ich.data.augment import prepare_batch
+
+    cache = FakeCache()
+    cache._img = np.random.default_rng(1).integers(-100, 300, (5, 8, 8)).astype(np.int16)
+    spec = ChannelSpec(offsets=(-1, 0))
+    f32 = SliceDataset(cache, range(5), spec, 8)
+    u8 = SliceDataset(cache, range(5), spec, 8, dtype="uint8")
+    xf = collate_slices(f32.__getitems__([0, 3, 4]))[0]
+    xu = next(iter(slice_loader(u8, 3, False, 1, seed=0)))[0]  # built in a worker (shared mem)
+    assert xu.dtype == torch.uint8
+    assert torch.allclose(prepare_batch(xu, "cpu")[:1], xf[:1], atol=0.5 / 255 + 1e-6)
+    with pytest.raises(ConfigError):
+        SliceDataset(cache, [0], spec, 8, dtype="float16")  # type: ignore[arg-type]

@@ -131,7 +131,8 @@ def window_into(
     ``out[j, o * n_win + w] = clip((images[rows[j, o]] - (c - w/2)) / w, 0, 1)`` (x 255 and
     rounded for a uint8 ``out``). OpenCV's saturating ``addWeighted`` does the affine map, the
     clip and the cast in one pass over int16 input - 3-4x faster than numpy/torch elementwise
-    ops on one core, which is the loader's bottleneck.
+    ops on one core, which is the loader's bottleneck. It is not multi-threaded in OpenCV, so
+    it is safe in forked loader workers (cv2 functions that use OpenCV's thread pool are not).
 
     Args:
         images: HU (u, S, S), int16 or float32.
@@ -152,8 +153,7 @@ def window_into(
                 beta = -(float(center[j, w]) - float(width[j, w]) / 2.0) * alpha
                 cv2.addWeighted(src, alpha, src, 0.0, beta, dst=dst, dtype=depth)
                 if not uint8:  # uint8 saturates by itself; float needs the [0, 1] clip
-                    cv2.threshold(dst, 1.0, 1.0, cv2.THRESH_TRUNC, dst=dst)
-                    cv2.threshold(dst, 0.0, 0.0, cv2.THRESH_TOZERO, dst=dst)
+                    np.clip(dst, 0.0, 1.0, out=dst)
 
 
 def _new_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -316,8 +316,9 @@ def oversample_weights(
 
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one thread per worker, numpy/random seeded from torch."""
+    # Never call cv2.setNumThreads here: resizing OpenCV's pool in a forked child deadlocks
+    # when the parent had started it. The workers only use cv2.addWeighted (not threaded).
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)  # two workers on two cores: no thread pools fighting each other
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
