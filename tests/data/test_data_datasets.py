@@ -242,3 +242,15 @@ def test_uint8_batches_match_float_within_one_level() -> None:
     assert torch.allclose(prepare_batch(xu, "cpu")[:1], xf[:1], atol=0.5 / 255 + 1e-6)
     with pytest.raises(ConfigError):
         SliceDataset(cache, [0], spec, 8, dtype="float16")  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(60)
+def test_workers_do_not_deadlock_after_parent_used_opencv_threads() -> None:
+    # Regression: resizing OpenCV's thread pool in a forked worker hung forever.
+    import cv2
+
+    big = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+    cv2.resize(big, (512, 512), interpolation=cv2.INTER_AREA)  # starts the pool in the parent
+    ds = SliceDataset(FakeCache(), range(5), ChannelSpec(), 8, augment=AugmentConfig())
+    batches = list(slice_loader(ds, 2, True, 2, seed=0))
+    assert sum(len(b[0]) for b in batches) == 5
