@@ -14,7 +14,7 @@ from ich.cli import main
 from ich.data.cache import SliceCache
 from ich.dicom.io import read_slice
 from ich.errors import CacheError, CheckpointError
-from ich.inference import PHANTOM_NOTE, Predictor
+from ich.inference import PHANTOM_NOTE, Predictor, describe_training_data
 from ich.labels import LABELS
 from ich.predict import check_compatible, predict_cache
 
@@ -96,13 +96,12 @@ def test_heatmap_matches_the_slice_and_rejects_unknown_labels(
         predictor.heatmap(hu, "bleed")
 
 
-def test_provenance_says_synthetic(tiny_run: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    (run / "provenance.json").write_text(json.dumps({"training_data": "synthetic phantom cohort"}))
-    prov = Predictor.from_run(run).provenance
-    assert PHANTOM_NOTE in prov["training_data"]
+def test_provenance_comes_from_the_run_config(predictor: Predictor, tiny_cache: Path) -> None:
+    prov = predictor.provenance
+    assert prov["training_data"] == f"preprocessing cache {tiny_cache.resolve()}"
     assert "not for diagnosis" in prov["note"]
+    assert PHANTOM_NOTE not in prov["training_data"]
+    assert PHANTOM_NOTE in describe_training_data({"provenance": "synthetic phantom cohort"})
 
 
 def test_missing_run_and_incompatible_cache_are_named_errors(

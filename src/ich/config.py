@@ -122,8 +122,13 @@ class SequenceConfig:
 
 @dataclass
 class RunConfig:
-    """Everything a run needs, one section per concern."""
+    """Everything a run needs, one section per concern.
 
+    ``provenance`` says in words what the training data are (e.g. "synthetic phantom cohort");
+    reports and the web app show it next to every result.
+    """
+
+    provenance: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -9,7 +9,6 @@ Everything it trains is trained on synthetic data: for demonstration and testing
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -65,17 +64,6 @@ def _step(name: str, seconds: dict[str, float], fn: Callable[[], T]) -> T:
     return value
 
 
-def _write_provenance(run_dir: Path, opts: DemoOptions) -> None:
-    text = {
-        "training_data": (
-            f"synthetic phantom cohort (ich synth: {opts.studies} studies, seed {opts.seed}, "
-            f"{opts.phantom_size} px)"
-        ),
-        "note": "demonstration and testing only; research use only, not for diagnosis",
-    }
-    (run_dir / "provenance.json").write_text(json.dumps(text, indent=2), encoding="utf-8")
-
-
 def run_demo(opts: DemoOptions) -> DemoResult:
     """Run every stage; each stage reuses what an earlier demo in ``opts.out`` already made."""
     from ich.config import load_config, packaged_config
@@ -97,9 +85,13 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     _step("2/5 build the preprocessing cache", seconds, lambda: build_cache(
         cohort / "images", cache, labels_csv=cohort / "labels.csv",
         spec=PreprocessSpec(size=opts.cache_size), workers=opts.workers))
-    cfg = load_config(packaged_config("demo"), [f"data.cache={cache}", *opts.overrides])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_provenance(run_dir, opts)
+    provenance = (
+        f"synthetic phantom cohort (ich synth: {opts.studies} studies, seed {opts.seed}, "
+        f"{opts.phantom_size} px)"
+    )
+    cfg = load_config(
+        packaged_config("demo"), [f"data.cache={cache}", f"provenance={provenance}", *opts.overrides]
+    )
     _step("3/5 train the slice CNN and the sequence model", seconds,
           lambda: run_training(cfg, cache, run_dir))
     metrics = _step("4/5 evaluate on held-out phantom patients", seconds,

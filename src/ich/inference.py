@@ -12,7 +12,6 @@ embeddings) and the sequence model also reads the series in reverse; the views a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,18 +121,10 @@ def load_run(run_dir: str | Path, device: torch.device) -> RunModels:
     )
 
 
-def describe_training_data(run_dir: Path, config: dict[str, Any]) -> str:
-    """Where a run's training data came from, in words: ``RUN/provenance.json`` (written by
-    ``ich demo``) when present, else the cache named in the run's resolved config."""
-    path = run_dir / "provenance.json"
-    text = ""
-    if path.is_file():
-        try:
-            text = str(json.loads(path.read_text(encoding="utf-8")).get("training_data", ""))
-        except (OSError, ValueError, AttributeError):
-            text = ""
-    cache = str(config.get("data", {}).get("cache", "") or "")
-    text = text or (f"preprocessing cache {cache}" if cache else "unknown data")
+def describe_training_data(config: dict[str, Any]) -> str:
+    """What a run was trained on, in words: the run's ``provenance`` (``ich demo`` says
+    "synthetic phantom cohort ..."), with the phantom caveat added where it applies."""
+    text = str(config.get("provenance", "") or "") or "unknown data"
     if "phantom" in text.lower() or "synthetic" in text.lower():
         text += f" — {PHANTOM_NOTE}"
     return text
@@ -173,10 +164,15 @@ class Predictor:
         return self.runs[0].preprocess
 
     @property
+    def offsets(self) -> tuple[int, ...]:
+        """Neighbour offsets of the first run's slice CNN (the order :meth:`heatmap` wants)."""
+        return tuple(self.runs[0].channels.offsets)
+
+    @property
     def provenance(self) -> dict[str, Any]:
         """What the models are and what they were trained on, for people reading results."""
         first = self.runs[0]
-        data = [describe_training_data(r.run_dir, r.config) for r in self.runs]
+        data = [describe_training_data(r.config) for r in self.runs]
         return {
             "runs": [str(r.run_dir) for r in self.runs],
             "backbone": first.config.get("model", {}).get("backbone", "unknown"),

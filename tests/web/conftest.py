@@ -42,6 +42,7 @@ class FakePredictor:
                                            "note": "tests only"}
         self.delay = delay
         self.calls = 0
+        self.offsets: tuple[int, ...] = (0,)
 
     def _score(self, hu: np.ndarray) -> np.ndarray:
         head = hu > -300

@@ -86,15 +86,30 @@ def test_serve_command_builds_settings(monkeypatch: pytest.MonkeyPatch, tmp_path
         tmp_path, "0.0.0.0", 9000, "envtok", Path("runA"))
 
 
-def test_neighbour_offsets_found_on_predictor_or_its_runs() -> None:
-    from types import SimpleNamespace
+def test_heatmap_gets_the_neighbours_the_model_stacks(
+    make_client, fake_predictor, rsna_sample
+) -> None:
+    """The route hands ``heatmap`` one image per model offset, clamped at the series ends."""
+    from conftest import sample_series, wait_done
 
-    from ich.web.predictor import neighbour_offsets
+    seen: list[list[np.ndarray]] = []
+    original = fake_predictor.heatmap
 
-    assert neighbour_offsets(SimpleNamespace(offsets=[-1, 0, 1])) == (-1, 0, 1)
-    run = SimpleNamespace(channels=SimpleNamespace(offsets=(0,)))
-    assert neighbour_offsets(SimpleNamespace(runs=[run])) == (0,)
-    assert neighbour_offsets(object()) is None
+    def recording(hu, label, neighbours=None):
+        seen.append(list(neighbours))
+        return original(hu, label, neighbours)
+
+    fake_predictor.offsets = (-1, 0, 1)
+    fake_predictor.heatmap = recording
+    client = make_client()
+    paths = sample_series(rsna_sample)["ID_ee4d05e4"][:4]
+    sid = client.post("/api/studies", files=[("files", (p.name, p.read_bytes())) for p in paths])
+    wait_done(client, sid.json()["id"])
+    r = client.get(f"/api/studies/{sid.json()['id']}/slices/0/heatmap.png?label=any")
+    assert r.status_code == 200
+    (prev, own, nxt), = seen
+    assert np.array_equal(prev, own)  # slice 0 has no previous slice: clamped to itself
+    assert not np.array_equal(own, nxt)
 
 
 def test_logs_carry_no_identifiers(make_client, rsna_sample, caplog) -> None:

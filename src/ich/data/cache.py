@@ -263,8 +263,12 @@ def _pool_context() -> Any:
     """Worker start method: never plain fork, which deadlocks when the parent already runs
     OpenCV/OpenMP/torch thread pools (their locks are copied held). forkserver starts workers
     from a clean process quickly; spawn where it is unavailable."""
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    # Imported once in the server, then shared by every forked worker (saves ~1 s per worker).
+    ctx.set_forkserver_preload(["ich.data.preprocess", "ich.data.catalog", "ich.data.cache"])
+    return ctx
 
 
 def _remove_tmp(root: Path) -> None:

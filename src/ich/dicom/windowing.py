@@ -135,11 +135,12 @@ def _largest_component(binary: np.ndarray) -> np.ndarray:
 
 
 def _small_head_mask(hu: np.ndarray, factor: int) -> np.ndarray:
-    """Head mask (uint8 {0,1}) on the image downsampled by ``factor`` (area averaging)."""
-    img: np.ndarray = np.asarray(hu, dtype=np.float32)
-    if factor > 1:
-        h, w = img.shape[0] // factor, img.shape[1] // factor
-        img = cv2.resize(img[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
+    """Head mask (uint8 {0,1}) on every ``factor``-th pixel of the image.
+
+    Plain subsampling (not averaging) is enough: the mask only separates tissue from air at
+    -300 HU, far from both, and it costs nothing compared with a resize.
+    """
+    img = np.asarray(hu)[::factor, ::factor]
     binary = (img > HEAD_THRESHOLD_HU).astype(np.uint8)
     # An opening a few percent of the image wide cuts the thin headrest/table (and cables)
     # from the head, so that the largest component is the head alone.
@@ -155,8 +156,8 @@ def _small_head_mask(hu: np.ndarray, factor: int) -> np.ndarray:
 def head_mask(hu: np.ndarray) -> np.ndarray:
     """The head: largest connected tissue component, without headrest, table and border.
 
-    Computed on a ~128-pixel version of the image (the mask only drives a crop, so full
-    resolution buys nothing but time) and scaled back to the input size.
+    Computed on a ~128-pixel subsampled image (the mask only drives a crop, so full resolution
+    buys nothing but time) and scaled back to the input size.
 
     Args:
         hu: HU image (H, W).
@@ -167,12 +168,9 @@ def head_mask(hu: np.ndarray) -> np.ndarray:
     hu = np.asarray(hu)
     factor = _mask_factor(hu.shape)
     small = _small_head_mask(hu, factor)
-    if factor == 1:
-        return small.astype(bool)
-    full = np.zeros(hu.shape[:2], dtype=np.uint8)
-    h, w = small.shape[0] * factor, small.shape[1] * factor
-    full[:h, :w] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-    return full.astype(bool)
+    if factor > 1:  # each sampled pixel stands for a factor x factor block
+        small = np.repeat(np.repeat(small, factor, axis=0), factor, axis=1)
+    return small[: hu.shape[0], : hu.shape[1]].astype(bool)
 
 
 def _square_box(
@@ -210,8 +208,8 @@ def head_bbox(hu: np.ndarray, margin_frac: float = 0.05) -> tuple[int, int, int,
 def crop_resize(hu: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
     """Crop ``box`` (parts outside the image read as air, -1000 HU) and resize to size × size.
 
-    Shrinking uses area averaging (no aliasing of thin bright structures such as blood along
-    the falx); enlarging uses bilinear interpolation.
+    Shrinking averages (no aliasing of thin bright structures such as blood along the falx);
+    enlarging uses bilinear interpolation (see :func:`_interpolation` for the exact rule).
 
     Returns:
         float32 (size, size).
@@ -232,6 +230,21 @@ def crop_resize(hu: np.ndarray, box: tuple[int, int, int, int], size: int) -> np
         crop = inner
     if crop.shape == (size, size):
         return np.array(crop, dtype=np.float32)
-    shrink = crop.shape[0] > size or crop.shape[1] > size
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)
+    return cv2.resize(crop, (size, size), interpolation=_interpolation(crop.shape[0], size))
+
+
+def _interpolation(side: int, size: int) -> int:
+    """OpenCV interpolation for resizing a square of ``side`` pixels to ``size``.
+
+    Enlarging: bilinear. Shrinking: area averaging, except for factors between 1 and 2 that are
+    not whole numbers, where bilinear is used: it still reads every input pixel at such factors,
+    differs from area averaging by ~1 HU on brain tissue (real RSNA slice, 430 -> 256 px), and is
+    ~8x faster (OpenCV's area resize is slow for fractional factors). This is the common case of a
+    head crop (~400-480 px) resized to 256, so it sets the speed of ``ich prepare``.
+    """
+    if side <= size:
+        return cv2.INTER_LINEAR
+    factor = side / size
+    if factor < 2.0 and not factor.is_integer():
+        return cv2.INTER_LINEAR
+    return cv2.INTER_AREA

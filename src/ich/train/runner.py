@@ -3,6 +3,7 @@
 Run folder layout::
 
     RUN/config.yaml              resolved configuration (the single source of the run)
+    RUN/train_prevalence.json    label prevalence of the training rows (the base-rate baseline)
     RUN/folds.csv                image_id, patient_id, study/series uid, fold per cache row
     RUN/metrics.jsonl            one JSON per logged step / epoch, both stages
     RUN/tensorboard/             TensorBoard scalars (when tensorboard is installed)
@@ -14,6 +15,7 @@ Run folder layout::
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +27,7 @@ from ich.config import RunConfig, save_config
 from ich.data.cache import SliceCache
 from ich.data.folds import make_folds
 from ich.errors import CheckpointError, ConfigError
+from ich.labels import LABELS
 from ich.train.common import resolve_device, seed_everything
 from ich.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 
@@ -95,6 +98,8 @@ def prepare_run(
 ) -> tuple[SliceCache, np.ndarray]:
     """Open the cache, create the run folder, save the config and folds (rank 0)."""
     cache = SliceCache(Path(cache_dir))
+    if not cfg.provenance:
+        cfg.provenance = f"preprocessing cache {Path(cache_dir).resolve()}"
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
@@ -102,6 +107,26 @@ def prepare_run(
         load_or_make_folds(cfg, cache, run_dir, write=True)
     barrier(info)
     return cache, load_or_make_folds(cfg, cache, run_dir, write=False)
+
+
+def write_train_prevalence(cache: SliceCache, train_idx: np.ndarray, run_dir: Path) -> Path:
+    """Save the training rows' label prevalence (slice and study level) with the run.
+
+    The constant base-rate predictor that evaluation compares against must be fitted on the
+    training rows, not on the rows it is scored on.
+    """
+    from ich.eval.metrics import study_level
+
+    y = cache.labels[train_idx]
+    studies = cache.catalog["study_instance_uid"].to_numpy()[train_idx]
+    y_study = study_level(y, y, studies)[0]
+    data = {
+        level: {name: float(v) for name, v in zip(LABELS, arr.mean(axis=0), strict=True)}
+        for level, arr in (("slice", y), ("study", y_study))
+    }
+    path = run_dir / "train_prevalence.json"
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return path
 
 
 def run_training(
@@ -126,6 +151,8 @@ def run_training(
         seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
         cache, folds = prepare_run(cfg, cache_dir, run_dir, info)
         train_idx, val_idx = split_indices(cfg, cache, folds)
+        if info.is_main:
+            write_train_prevalence(cache, train_idx, run_dir)
         if info.is_main:
             print(
                 f"  device {device} x {info.world_size} process(es); slices train "

@@ -41,6 +41,12 @@ class PredictorLike(Protocol):
         """What the model is and what data it was trained on (shown on every page)."""
         ...
 
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Slice offsets stacked as channels (e.g. (-1, 0, 1)); ``heatmap`` wants the
+        neighbours in this order, the slice itself included."""
+        ...
+
     def predict_slices(
         self, hus: list[np.ndarray], metas: list[SliceMeta]
     ) -> SeriesPredictionLike:
@@ -52,20 +58,6 @@ class PredictorLike(Protocol):
     ) -> np.ndarray:
         """Float32 (H, W) map in [0, 1] of where the model looked for ``label``."""
         ...
-
-
-def neighbour_offsets(predictor: object) -> tuple[int, ...] | None:
-    """The slice offsets the model stacks as channels (e.g. (-1, 0, 1)), when it says so.
-
-    ``heatmap`` wants the neighbours in the order of these offsets, the slice itself included;
-    a predictor that does not expose them gets ``None`` (it then repeats the slice).
-    """
-    offsets = getattr(predictor, "offsets", None)
-    if offsets is None:
-        runs = getattr(predictor, "runs", None)
-        channels = getattr(runs[0], "channels", None) if runs else None
-        offsets = getattr(channels, "offsets", None)
-    return tuple(int(o) for o in offsets) if offsets is not None else None
 
 
 def load_predictor(model_dir: Any, device: str = "cpu") -> PredictorLike:

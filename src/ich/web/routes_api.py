@@ -23,7 +23,6 @@ from ich.labels import LABELS
 from ich.web import views
 from ich.web.app import AppState
 from ich.web.ingest import UploadTooLargeError, ingest
-from ich.web.predictor import neighbour_offsets
 from ich.web.render import BadRequestError, heatmap_png, parse_window, slice_png
 
 router = APIRouter(prefix="/api", tags=["studies"])
@@ -190,9 +189,8 @@ def heatmap_image(request: Request, study_id: str, index: int, label: str = "any
 
     def make() -> bytes:
         hu = views.load_hu(state.store, series_id)
-        offsets = neighbour_offsets(predictor)
-        neighbours = None if offsets is None else [
-            np.asarray(hu[min(max(pos + o, 0), n - 1)], np.float32) for o in offsets]
+        neighbours = [
+            np.asarray(hu[min(max(pos + o, 0), n - 1)], np.float32) for o in predictor.offsets]
         try:
             with state.model_lock:
                 heat = predictor.heatmap(np.asarray(hu[pos], np.float32), label, neighbours)
