@@ -10,7 +10,9 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-RSNA_SAMPLE = Path(os.environ.get("ICH_RSNA_SAMPLE", REPO.parent / "shared" / "data" / "rsna-sample"))
+RSNA_SAMPLE = Path(
+    os.environ.get("ICH_RSNA_SAMPLE", REPO.parent / "shared" / "data" / "rsna-sample")
+)
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +60,12 @@ def tiny_cache(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
     out = tmp_path_factory.mktemp("tiny_cache") / "cache"
     build_cache(
-        tiny_cohort / "images", out, labels_csv=tiny_cohort / "labels.csv",
-        spec=PreprocessSpec(size=64), workers=1, progress=False,
+        tiny_cohort / "images",
+        out,
+        labels_csv=tiny_cohort / "labels.csv",
+        spec=PreprocessSpec(size=64),
+        workers=1,
+        progress=False,
     )
     return out
 

@@ -23,7 +23,9 @@ def _series_files(cohort: Path) -> dict[str, list[Path]]:
     patients = pd.read_csv(cohort / "patients.csv")
     out: dict[str, list[Path]] = {}
     for row in patients.itertuples():
-        out.setdefault(row.series_instance_uid, []).append(cohort / "images" / f"{row.image_id}.dcm")
+        out.setdefault(row.series_instance_uid, []).append(
+            cohort / "images" / f"{row.image_id}.dcm"
+        )
     return out
 
 
@@ -65,7 +67,9 @@ def test_dicom_path_and_cache_path_give_the_same_predictions(
     np.testing.assert_allclose(
         rows[[f"q_{n}" for n in LABELS]].to_numpy(), pred.slice_probs, atol=1e-4
     )
-    np.testing.assert_allclose(rows[[f"p_{n}" for n in LABELS]].to_numpy(), pred.cnn_probs, atol=1e-4)
+    np.testing.assert_allclose(
+        rows[[f"p_{n}" for n in LABELS]].to_numpy(), pred.cnn_probs, atol=1e-4
+    )
     assert set(table.columns) >= {"image_id", "fold", *LABELS}
 
 
@@ -90,7 +94,7 @@ def test_heatmap_matches_the_slice_and_rejects_unknown_labels(
     hu = read_slice(files[len(files) // 2]).hu
     heat = predictor.heatmap(hu, "subdural")
     assert heat.shape == hu.shape and heat.dtype == np.float32
-    assert 0.0 <= float(heat.min()) and float(heat.max()) <= 1.0
+    assert float(heat.min()) >= 0.0 and float(heat.max()) <= 1.0
     assert float(heat[hu < -900].mean()) <= float(heat.max())
     with pytest.raises(ValueError, match="unknown label"):
         predictor.heatmap(hu, "bleed")

@@ -17,7 +17,12 @@ from ich.labels import LABELS, long_to_wide, read_labels, wide_to_long, write_su
 
 def test_label_order_is_the_competition_order() -> None:
     assert ich.LABELS == (
-        "any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"
+        "any",
+        "epidural",
+        "intraparenchymal",
+        "intraventricular",
+        "subarachnoid",
+        "subdural",
     )
 
 
@@ -45,7 +50,7 @@ def test_conflicting_duplicates_and_missing_labels_are_errors() -> None:
     with pytest.raises(LabelsError, match="conflicting"):
         long_to_wide(_long([*rows, ("ID_a_any", 1)]))
     with pytest.raises(LabelsError, match="lack some labels"):
-        long_to_wide(_long(rows[:-1] + [("ID_b_any", 0)]))
+        long_to_wide(_long([*rows[:-1], ("ID_b_any", 0)]))
     with pytest.raises(LabelsError, match="ID_<image>_<label>"):
         long_to_wide(_long([("ID_a_bleed", 1)]))
 
@@ -70,5 +75,7 @@ def test_weighted_log_loss_matches_sklearn() -> None:
     per = per_label_log_loss(y, p)
     expected = [log_loss(y[:, k], p[:, k], labels=[0, 1]) for k in range(6)]
     np.testing.assert_allclose(per, expected, rtol=1e-10)
-    assert weighted_log_loss(y, p) == pytest.approx(np.average(expected, weights=[2, 1, 1, 1, 1, 1]))
+    assert weighted_log_loss(y, p) == pytest.approx(
+        np.average(expected, weights=[2, 1, 1, 1, 1, 1])
+    )
     assert ich.weighted_log_loss(y, y) < 1e-5

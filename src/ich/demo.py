@@ -79,32 +79,68 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     run_dir = out / "run"
     seconds: dict[str, float] = {}
     if not (cohort / "labels.csv").is_file():
-        _step("1/5 synthesize the phantom cohort", seconds, lambda: generate_cohort(
-            cohort, studies=opts.studies, seed=opts.seed, size=opts.phantom_size,
-            workers=opts.workers, progress=True))
-    _step("2/5 build the preprocessing cache", seconds, lambda: build_cache(
-        cohort / "images", cache, labels_csv=cohort / "labels.csv",
-        spec=PreprocessSpec(size=opts.cache_size), workers=opts.workers))
+        _step(
+            "1/5 synthesize the phantom cohort",
+            seconds,
+            lambda: generate_cohort(
+                cohort,
+                studies=opts.studies,
+                seed=opts.seed,
+                size=opts.phantom_size,
+                workers=opts.workers,
+                progress=True,
+            ),
+        )
+    _step(
+        "2/5 build the preprocessing cache",
+        seconds,
+        lambda: build_cache(
+            cohort / "images",
+            cache,
+            labels_csv=cohort / "labels.csv",
+            spec=PreprocessSpec(size=opts.cache_size),
+            workers=opts.workers,
+        ),
+    )
     provenance = (
         f"synthetic phantom cohort (ich synth: {opts.studies} studies, seed {opts.seed}, "
         f"{opts.phantom_size} px)"
     )
     cfg = load_config(
-        packaged_config("demo"), [f"data.cache={cache}", f"provenance={provenance}", *opts.overrides]
+        packaged_config("demo"),
+        [f"data.cache={cache}", f"provenance={provenance}", *opts.overrides],
     )
-    _step("3/5 train the slice CNN and the sequence model", seconds,
-          lambda: run_training(cfg, cache, run_dir))
-    metrics = _step("4/5 evaluate on held-out phantom patients", seconds,
-                    lambda: evaluate_run(run_dir))
+    _step(
+        "3/5 train the slice CNN and the sequence model",
+        seconds,
+        lambda: run_training(cfg, cache, run_dir),
+    )
+    metrics = _step(
+        "4/5 evaluate on held-out phantom patients", seconds, lambda: evaluate_run(run_dir)
+    )
     if not (test / "labels.csv").is_file():
-        generate_cohort(test, studies=opts.test_studies, seed=opts.seed + 1000,
-                        size=opts.phantom_size, workers=opts.workers)
+        generate_cohort(
+            test,
+            studies=opts.test_studies,
+            seed=opts.seed + 1000,
+            size=opts.phantom_size,
+            workers=opts.workers,
+        )
     submission = out / "submission.csv"
-    _step("5/5 predict a separate phantom test cohort", seconds, lambda: predict_to_submission(
-        [run_dir], test / "images", submission, workers=opts.workers,
-        cache_dir=out / "test-cache"))
-    return DemoResult(out, run_dir, run_dir / "report.html", submission, test / "images",
-                      metrics, seconds)
+    _step(
+        "5/5 predict a separate phantom test cohort",
+        seconds,
+        lambda: predict_to_submission(
+            [run_dir],
+            test / "images",
+            submission,
+            workers=opts.workers,
+            cache_dir=out / "test-cache",
+        ),
+    )
+    return DemoResult(
+        out, run_dir, run_dir / "report.html", submission, test / "images", metrics, seconds
+    )
 
 
 def format_result(result: DemoResult) -> str:
@@ -126,8 +162,10 @@ def format_result(result: DemoResult) -> str:
         for lab in LABELS:
             row = per.get(lab, {})
             auc = "n/a" if row.get("auc") is None else f"{row['auc']:.3f}"
-            lines.append(f"{lab:<18}{row.get('log_loss', float('nan')):>10.4f}{auc:>10}"
-                         f"{row.get('n_positive', 0):>11.0f}")
+            lines.append(
+                f"{lab:<18}{row.get('log_loss', float('nan')):>10.4f}{auc:>10}"
+                f"{row.get('n_positive', 0):>11.0f}"
+            )
     total = sum(result.seconds.values())
     lines += [
         "",
@@ -136,7 +174,8 @@ def format_result(result: DemoResult) -> str:
         f"run:         {result.run_dir}  (checkpoints, config.yaml, metrics.jsonl)",
         f"submission:  {result.submission}",
         f"time:        {total:.0f} s ("
-        + ", ".join(f"{k.split(' ', 1)[0]} {v:.0f} s" for k, v in result.seconds.items()) + ")",
+        + ", ".join(f"{k.split(' ', 1)[0]} {v:.0f} s" for k, v in result.seconds.items())
+        + ")",
         "",
         DISCLAIMER,
     ]

@@ -37,7 +37,9 @@ def last_conv(model: nn.Module) -> nn.Module:
     return convs[-1]
 
 
-def paste_back(cam: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+def paste_back(
+    cam: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]
+) -> np.ndarray:
     """Resize a map of the cropped square back to the box and place it on a (H, W) canvas."""
     y0, y1, x0, x1 = box
     big = cv2.resize(cam.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
@@ -58,6 +60,7 @@ def model_input(
     The neighbours are laid out as a short series (position = offset - min offset) so that
     :class:`SliceDataset` picks exactly them for the run's offsets.
     """
+    from ich.data.augment import to_unit_float
     from ich.data.datasets import SliceDataset, collate_slices
     from ich.data.preprocess import preprocess_hu
     from ich.inference import SeriesArrays
@@ -73,8 +76,11 @@ def model_input(
     series = [crops[offsets.index(0)] if 0 in offsets else crops[0]] * (max(offsets) - low + 1)
     for img, off in zip(crops, offsets, strict=True):
         series[off - low] = img
-    ds = SliceDataset(SeriesArrays(np.stack(series)), [-low], run.channels, run.input_size)
-    return collate_slices(ds.__getitems__([0]))[0], crop_box(hu, run.preprocess)
+    ds = SliceDataset(
+        SeriesArrays(np.stack(series)), [-low], run.channels, run.input_size, None, "uint8"
+    )
+    x = to_unit_float(collate_slices(ds.__getitems__([0]))[0])  # (1, C, S, S), as in training
+    return x, crop_box(hu, run.preprocess)
 
 
 def grad_cam_heatmap(

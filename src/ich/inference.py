@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ich.data.augment import prepare_batch
 from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices, reverse_spacing
 from ich.data.preprocess import PreprocessSpec, preprocess_hu
 from ich.dicom.io import SliceMeta
@@ -102,7 +103,9 @@ def load_run(run_dir: str | Path, device: torch.device) -> RunModels:
     run_dir = Path(run_dir)
     slice_path = _checkpoint(run_dir, ("slice_best.pt", "slice_last.pt"))
     if slice_path is None:
-        raise CheckpointError(f"{run_dir}: no checkpoints/slice_best.pt; is this an `ich train` run?")
+        raise CheckpointError(
+            f"{run_dir}: no checkpoints/slice_best.pt; is this an `ich train` run?"
+        )
     ckpt = load_checkpoint(slice_path)
     if list(ckpt["labels"]) != list(LABELS):
         raise CheckpointError(f"{slice_path}: label order {ckpt['labels']} differs from {LABELS}")
@@ -195,18 +198,26 @@ class Predictor:
             cnn_probs (T, 6), slice_probs (T, 6), study_probs (6,), averaged over runs.
         """
         outs = [self._predict_run(run, images, z_spacing) for run in self.runs]
-        return tuple(np.mean([o[k] for o in outs], axis=0) for k in range(3))  # type: ignore[return-value]
+        cnn, final, study = (np.mean([o[k] for o in outs], axis=0) for k in range(3))
+        return cnn, final, study
 
     def _predict_run(
         self, run: RunModels, images: np.ndarray, z_spacing: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ds = SliceDataset(SeriesArrays(images), np.arange(len(images)), run.channels, run.input_size)
+        ds = SliceDataset(
+            SeriesArrays(images),
+            np.arange(len(images)),
+            run.channels,
+            run.input_size,
+            None,
+            "uint8",
+        )
         flip = run.flip_features or (self.tta > 1 and run.sequence_model is None)
         embs, logits = [], []
         for start in range(0, len(ds), self.batch_size):
             ks = list(range(start, min(start + self.batch_size, len(ds))))
-            x = collate_slices(ds.__getitems__(ks))[0]  # (B, C, S, S)
-            e, lg = embed_batch(run.slice_model, x.to(self.device), flip)
+            x = prepare_batch(collate_slices(ds.__getitems__(ks))[0], self.device)  # (B, C, S, S)
+            e, lg = embed_batch(run.slice_model, x, flip)
             embs.append(e.float().cpu().numpy())
             logits.append(lg.float().cpu().numpy())
         emb, logit = np.concatenate(embs), np.concatenate(logits)
@@ -224,12 +235,16 @@ class Predictor:
         self, model: SequenceModel, feats: np.ndarray, z_spacing: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         f = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None].to(self.device)
-        z = torch.from_numpy(np.ascontiguousarray(z_spacing, dtype=np.float32))[None].to(self.device)
+        z = torch.from_numpy(np.ascontiguousarray(z_spacing, dtype=np.float32))[None].to(
+            self.device
+        )
         mask = torch.ones(f.shape[:2], dtype=torch.bool, device=self.device)
         slice_logits, study_logits = model(f, z, mask)  # (1, T, 6), (1, 6)
         return slice_logits[0].float().cpu().numpy(), study_logits[0].float().cpu().numpy()
 
-    def predict_slices(self, hus: Sequence[np.ndarray], metas: Sequence[SliceMeta]) -> SeriesPrediction:
+    def predict_slices(
+        self, hus: Sequence[np.ndarray], metas: Sequence[SliceMeta]
+    ) -> SeriesPrediction:
         """Order one series' slices along the normal, preprocess and predict them.
 
         Args:

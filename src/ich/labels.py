@@ -73,9 +73,8 @@ def long_to_wide(long: pd.DataFrame, source: str = "labels") -> pd.DataFrame:
     wide = frame.pivot(index="image_id", columns="label", values="value")
     missing = wide.isna().any(axis=1)
     if missing.any():
-        raise LabelsError(
-            f"{source}: {int(missing.sum())} image(s) lack some labels, e.g. {wide.index[missing][0]}"
-        )
+        n, example = int(missing.sum()), wide.index[missing][0]
+        raise LabelsError(f"{source}: {n} image(s) lack some labels, e.g. {example}")
     wide = wide[list(LABELS)].astype(np.int8)
     wide.columns.name = None
     return wide.sort_index()
@@ -115,7 +114,9 @@ def write_submission(
     """
     probs = np.asarray(probabilities, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(LABELS) or probs.shape[0] != len(image_ids):
-        raise ValueError(f"probabilities must be ({len(image_ids)}, {len(LABELS)}), got {probs.shape}")
+        raise ValueError(
+            f"probabilities must be ({len(image_ids)}, {len(LABELS)}), got {probs.shape}"
+        )
     if not np.isfinite(probs).all():
         raise ValueError("probabilities contain NaN or infinity")
     wide = pd.DataFrame(np.clip(probs, eps, 1 - eps), index=list(image_ids), columns=list(LABELS))

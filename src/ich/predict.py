@@ -127,4 +127,6 @@ def _write(predictor: Predictor, cache: SliceCache, out: Path, tta: int) -> Subm
         failed_csv = out.with_suffix(".failed.csv")
         failed.to_csv(failed_csv, index=False)
     write_submission(ids, probs, out)
-    return SubmissionResult(out, frame, failed if failed is not None else pd.DataFrame(), failed_csv)
+    return SubmissionResult(
+        out, frame, failed if failed is not None else pd.DataFrame(), failed_csv
+    )

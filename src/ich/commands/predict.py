@@ -1,4 +1,4 @@
-"""``ich predict RUN [RUN ...] INPUT --out submission.csv``: a Kaggle submission from trained runs."""
+"""``ich predict RUN [RUN ...] INPUT --out submission.csv``: a Kaggle submission from runs."""
 
 from __future__ import annotations
 
@@ -20,16 +20,34 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
             "be read are listed in <out>.failed.csv with the reason."
         ),
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="RUN [RUN ...] INPUT",
-                   help="run folders from `ich train`, then the DICOM folder or cache to predict")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="RUN [RUN ...] INPUT",
+        help="run folders from `ich train`, then the DICOM folder or cache to predict",
+    )
     p.add_argument("--out", type=Path, required=True, help="submission CSV to write")
-    p.add_argument("--tta", type=int, default=1, choices=(1, 2),
-                   help="test-time augmentation views: 1 none, 2 flip + reversed series")
+    p.add_argument(
+        "--tta",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="test-time augmentation views: 1 none, 2 flip + reversed series",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes for reading DICOM")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="keep the preprocessing cache of a DICOM INPUT here (default: temporary)")
-    p.add_argument("--predictions", type=Path, default=None,
-                   help="also write the per-slice table (Parquet) with both models' probabilities")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep the preprocessing cache of a DICOM INPUT here (default: temporary)",
+    )
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        help="also write the per-slice table (Parquet) with both models' probabilities",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=run)
 
@@ -42,8 +60,13 @@ def run(args: argparse.Namespace) -> int:
         raise IchError("give at least one RUN folder and the INPUT to predict")
     *runs, source = args.paths
     result = predict_to_submission(
-        runs, source, args.out, tta=args.tta, workers=args.workers,
-        cache_dir=args.cache_dir, device=args.device,
+        runs,
+        source,
+        args.out,
+        tta=args.tta,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        device=args.device,
     )
     if args.predictions is not None:
         result.predictions.to_parquet(args.predictions, index=False)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ich.data.augment import prepare_batch
 from ich.data.cache import SliceCache
 from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices
 from ich.models.slice_cnn import SliceModel
@@ -66,13 +67,13 @@ def extract_embeddings(
     Rows follow the cache index (0..N-1).
     """
     model = model.to(device).eval()
-    ds = SliceDataset(cache, np.arange(len(cache.catalog)), channels, input_size, None)
+    ds = SliceDataset(cache, np.arange(len(cache.catalog)), channels, input_size, None, "uint8")
     loader = DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_slices
     )
     embs, logits = [], []
     for x, _, _ in tqdm(loader, desc="embeddings", leave=False, disable=None):
-        e, lg = embed_batch(model, x.to(device), tta_flip)
+        e, lg = embed_batch(model, prepare_batch(x, device), tta_flip)
         embs.append(e.float().cpu().numpy())
         logits.append(lg.float().cpu().numpy())
     return np.concatenate(embs).astype(np.float32), np.concatenate(logits).astype(np.float32)
