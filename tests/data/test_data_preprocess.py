@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ich.data.preprocess import PreprocessSpec, full_box, preprocess_hu, preprocess_files
+from ich.data.preprocess import PreprocessSpec, full_box, preprocess_files, preprocess_hu
 
 
 def test_spec_round_trip_and_key() -> None:

@@ -97,7 +97,7 @@ def test_crop_resize_down_uses_area_mean_and_up_is_linear() -> None:
     down = crop_resize(hu, (0, 4, 0, 4), 2)
     np.testing.assert_allclose(down, [[100.0, 0.0], [0.0, 0.0]])  # exact 2x2 means
     up = crop_resize(np.array([[0.0, 100.0], [0.0, 100.0]], np.float32), (0, 2, 0, 2), 4)
-    assert up.shape == (4, 4) and 0.0 <= up.min() and up.max() <= 100.0
+    assert up.shape == (4, 4) and up.min() >= 0.0 and up.max() <= 100.0
     assert np.all(np.diff(up[0]) >= 0)  # monotonic ramp, no ringing
 
 
