@@ -33,23 +33,35 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-#: Config overrides that make a training run take seconds (tiny backbone, 32 px, few steps).
+#: Config overrides that make a training run take seconds: tiny backbone, 32 px, few steps.
 TINY_TRAIN = [
     "model.backbone=resnet10t",
+    "model.drop_rate=0.0",
     "data.input_size=32",
     "data.folds=3",
     "data.fold=0",
     "train.batch_size=16",
     "train.workers=0",
     "train.device=cpu",
+    "train.amp=false",
     "train.max_steps_per_epoch=4",
-    "train.epochs=1",
+    "train.log_every=1",
+    "train.seed=3",
+    "optim.lr=0.003",
+    "optim.warmup_frac=0.0",
     "augment.enabled=false",
     "sequence.hidden=16",
     "sequence.layers=1",
     "sequence.epochs=2",
     "sequence.batch_size=4",
+    "sequence.embed_batch_size=32",
 ]
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> list[str]:
+    """Config overrides for second-long runs (tiny backbone, 32 px, 4 steps per epoch)."""
+    return list(TINY_TRAIN)
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +89,6 @@ def tiny_run(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from ich.train.runner import run_training
 
     run = tmp_path_factory.mktemp("tiny_run") / "run"
-    cfg = load_config(None, [f"data.cache={tiny_cache}", *TINY_TRAIN])
+    cfg = load_config(None, [f"data.cache={tiny_cache}", "train.epochs=1", *TINY_TRAIN])
     run_training(cfg, tiny_cache, run)
     return run

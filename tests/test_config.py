@@ -88,3 +88,10 @@ def test_packaged_configs_load(name: str) -> None:
     cfg = load_config(name)
     assert cfg.train.epochs >= 1
     assert cfg.model.backbone
+
+
+def test_override_text_with_a_colon_stays_text() -> None:
+    cfg = load_config(None, ["provenance=phantom cohort (ich synth: 60 studies)"])
+    assert cfg.provenance == "phantom cohort (ich synth: 60 studies)"
+    with pytest.raises(ConfigError, match="provenance"):
+        load_config(None, ["provenance={a: 1}"])

@@ -241,6 +241,10 @@ def _set_dotted(tree: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {override!r}: value is not valid YAML ({exc})") from exc
+    if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+        # "provenance=data: v2" is text with a colon, not a YAML block mapping: an override
+        # sets one key, and a mapping value must be written in flow style ({a: 1}).
+        value = raw
     parts = key.split(".")
     node = tree
     for part in parts[:-1]:
