@@ -79,6 +79,13 @@ def _options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="expect to be launched by torchrun (fails if WORLD_SIZE is not set)",
     )
+    p.add_argument("--backbone", help="timm backbone name (= model.backbone=NAME)")
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from timm's pretrained weights (needs the machine to reach them)",
+    )
+    p.add_argument("--weights", type=Path, help="start from a local weights file (.pth/.safetensors)")
     p.add_argument(
         "overrides",
         nargs="*",
@@ -93,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     from ich.train.distributed import env_world_size
 
     cache, out, overrides = args.cache, args.out, list(args.overrides)
+    # The model shortcuts are overrides like any other (and come first, so k=v still wins).
+    shortcuts = [
+        f"model.backbone={args.backbone}" if args.backbone else None,
+        "model.pretrained=true" if args.pretrained else None,
+        f"model.weights={args.weights}" if args.weights else None,
+    ]
+    overrides = [s for s in shortcuts if s] + overrides
     if cache is not None and "=" in str(cache):  # `ich train --resume RUN k=v`: no CACHE
         overrides.insert(0, str(cache))
         cache = None
