@@ -9,14 +9,19 @@ Everything it trains is trained on synthetic data: for demonstration and testing
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ich.errors import ConfigError
 from ich.labels import LABELS
+
+if TYPE_CHECKING:
+    from ich.config import RunConfig
 
 T = TypeVar("T")
 
@@ -64,8 +69,30 @@ def _step(name: str, seconds: dict[str, float], fn: Callable[[], T]) -> T:
     return value
 
 
+def _claim_folder(out: Path, opts: DemoOptions) -> None:
+    """Record the demo's settings in ``out/demo.json``; refuse a folder made with others (its
+    cohort, cache and run would not match what was asked for)."""
+    keys = ("studies", "test_studies", "seed", "phantom_size", "cache_size")
+    settings = {k: getattr(opts, k) for k in keys}
+    path = out / "demo.json"
+    if path.is_file() and json.loads(path.read_text(encoding="utf-8")) != settings:
+        raise ConfigError(f"{out} holds a demo made with other settings; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+
+
+def _run_is_complete(run_dir: Path, cfg: RunConfig) -> bool:
+    """Whether ``run_dir`` already holds a finished run of exactly this configuration."""
+    from ich.config import config_to_dict, load_config
+
+    if not (run_dir / "oof_predictions.parquet").is_file():
+        return False
+    return config_to_dict(load_config(run_dir / "config.yaml")) == config_to_dict(cfg)
+
+
 def run_demo(opts: DemoOptions) -> DemoResult:
-    """Run every stage; each stage reuses what an earlier demo in ``opts.out`` already made."""
+    """Run every stage; a rerun in the same ``opts.out`` reuses the cohort, the cache and a
+    finished run of the same configuration."""
     from ich.config import load_config, packaged_config
     from ich.data.cache import build_cache
     from ich.data.preprocess import PreprocessSpec
@@ -78,6 +105,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     cohort, test, cache = out / "cohort", out / "test-cohort", out / "cache"
     run_dir = out / "run"
     seconds: dict[str, float] = {}
+    _claim_folder(out, opts)
     if not (cohort / "labels.csv").is_file():
         _step(
             "1/5 synthesize the phantom cohort",
@@ -110,11 +138,14 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         packaged_config("demo"),
         [f"data.cache={cache}", f"provenance={provenance}", *opts.overrides],
     )
-    _step(
-        "3/5 train the slice CNN and the sequence model",
-        seconds,
-        lambda: run_training(cfg, cache, run_dir),
-    )
+    if _run_is_complete(run_dir, cfg):
+        print(f"\nreusing the finished run in {run_dir}")
+    else:
+        _step(
+            "3/5 train the slice CNN and the sequence model",
+            seconds,
+            lambda: run_training(cfg, cache, run_dir),
+        )
     metrics = _step(
         "4/5 evaluate on held-out phantom patients", seconds, lambda: evaluate_run(run_dir)
     )
