@@ -141,3 +141,21 @@ def test_ich_predict_writes_a_complete_submission_and_lists_failures(
     assert failed["image_id"].tolist() == ["ID_broken"]
     assert "ID_broken" in set(sub["ID"].str.rsplit("_", n=1).str[0])
     assert "could not be read" in capsys.readouterr().out
+
+
+def test_onnx_runtime_engine_gives_the_torch_predictions(tiny_run: Path, tiny_cache: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    cache = SliceCache(tiny_cache)
+    idx = next(iter(cache.series_index().values()))
+    images, spacing = cache.images(idx), cache.catalog["z_spacing"].to_numpy()[idx]
+    torch_p = Predictor.from_run(tiny_run, engine="torch")
+    onnx_p = Predictor.from_run(tiny_run, engine="onnx")
+    assert torch_p.runs[0].onnx is None and onnx_p.runs[0].onnx is not None
+    # exporting must leave the PyTorch model (still used for heatmaps) in eval mode
+    assert not any(m.training for m in onnx_p.runs[0].slice_model.modules())
+    for a, b in zip(
+        torch_p.predict_preprocessed(images, spacing),
+        onnx_p.predict_preprocessed(images, spacing),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-4)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,8 +30,12 @@ from ich.errors import CheckpointError
 from ich.labels import LABELS
 from ich.models.sequence import SequenceModel
 from ich.models.slice_cnn import SliceModel
+from ich.onnx_engine import OnnxSliceModel, onnx_available
 from ich.train.checkpoint import load_checkpoint, load_sequence_model, load_slice_model
 from ich.train.embeddings import embed_batch, sequence_features
+
+#: How the slice CNN runs: PyTorch, ONNX Runtime, or ONNX Runtime when on the CPU and installed.
+Engine = Literal["auto", "torch", "onnx"]
 
 #: What a model trained by ``ich demo`` (or on any phantom cohort) may be used for.
 PHANTOM_NOTE = "trained on a synthetic phantom cohort: for demonstration and testing only"
@@ -88,6 +92,7 @@ class RunModels:
     preprocess: PreprocessSpec
     flip_features: bool
     config: dict[str, Any]
+    onnx: OnnxSliceModel | None = None
 
 
 def _checkpoint(run_dir: Path, names: Sequence[str]) -> Path | None:
@@ -98,8 +103,12 @@ def _checkpoint(run_dir: Path, names: Sequence[str]) -> Path | None:
     return None
 
 
-def load_run(run_dir: str | Path, device: torch.device) -> RunModels:
-    """Load a run folder's best slice model and (when present) its sequence model."""
+def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto") -> RunModels:
+    """Load a run folder's best slice model and (when present) its sequence model.
+
+    ``engine`` runs the slice CNN with PyTorch (``"torch"``) or ONNX Runtime (``"onnx"``);
+    ``"auto"`` takes ONNX Runtime on the CPU when it is installed.
+    """
     run_dir = Path(run_dir)
     slice_path = _checkpoint(run_dir, ("slice_best.pt", "slice_last.pt"))
     if slice_path is None:
@@ -112,15 +121,23 @@ def load_run(run_dir: str | Path, device: torch.device) -> RunModels:
     channels = ChannelSpec.from_dict({"windows": ckpt["windows"], "offsets": ckpt["offsets"]})
     seq_path = _checkpoint(run_dir, ("sequence_best.pt",))
     seq_ckpt = load_checkpoint(seq_path) if seq_path is not None else None
+    slice_model = load_slice_model(ckpt).to(device)
+    use_onnx = engine == "onnx" or (engine == "auto" and device.type == "cpu" and onnx_available())
+    onnx = (
+        OnnxSliceModel(slice_model, channels.n_channels, int(ckpt["input_size"]))
+        if use_onnx
+        else None
+    )
     return RunModels(
         run_dir=run_dir,
-        slice_model=load_slice_model(ckpt).to(device),
+        slice_model=slice_model,
         sequence_model=load_sequence_model(seq_ckpt).to(device) if seq_ckpt else None,
         channels=channels,
         input_size=int(ckpt["input_size"]),
         preprocess=PreprocessSpec.from_dict(ckpt["preprocess"]),
         flip_features=bool(seq_ckpt.get("tta_flip", True)) if seq_ckpt else False,
         config=dict(ckpt.get("config", {})),
+        onnx=onnx,
     )
 
 
@@ -154,12 +171,16 @@ class Predictor:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path | Sequence[str | Path], device: str = "cpu", tta: int = 1
+        cls,
+        run_dir: str | Path | Sequence[str | Path],
+        device: str = "cpu",
+        tta: int = 1,
+        engine: Engine = "auto",
     ) -> Predictor:
-        """Load one run folder, or several (averaged as an ensemble)."""
+        """Load one run folder, or several (averaged as an ensemble); see :func:`load_run`."""
         dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
         dev = torch.device(device)
-        return cls([load_run(d, dev) for d in dirs], dev, tta)
+        return cls([load_run(d, dev, engine) for d in dirs], dev, tta)
 
     @property
     def preprocess(self) -> PreprocessSpec:
@@ -217,9 +238,13 @@ class Predictor:
         for start in range(0, len(ds), self.batch_size):
             ks = list(range(start, min(start + self.batch_size, len(ds))))
             x = prepare_batch(collate_slices(ds.__getitems__(ks))[0], self.device)  # (B, C, S, S)
-            e, lg = embed_batch(run.slice_model, x, flip)
-            embs.append(e.float().cpu().numpy())
-            logits.append(lg.float().cpu().numpy())
+            if run.onnx is not None:
+                e, lg = run.onnx.embed_batch(x.numpy(), flip)
+            else:
+                e_t, lg_t = embed_batch(run.slice_model, x, flip)
+                e, lg = e_t.float().cpu().numpy(), lg_t.float().cpu().numpy()
+            embs.append(e)
+            logits.append(lg)
         emb, logit = np.concatenate(embs), np.concatenate(logits)
         cnn = _sigmoid(logit)
         if run.sequence_model is None:
