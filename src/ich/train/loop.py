@@ -70,7 +70,7 @@ def model_args(cfg: RunConfig) -> dict[str, Any]:
 
 
 def describe(cfg: RunConfig, cache: SliceCache) -> dict[str, Any]:
-    """The self-describing part of every checkpoint of this run (CONTRACT "Checkpoint")."""
+    """The self-describing part of every checkpoint of this run (see ich.train.checkpoint)."""
     from ich import __version__
 
     windows = resolve_windows(tuple(cfg.data.windows))

@@ -34,7 +34,7 @@ class SeriesPredictionLike(Protocol):
 
 @runtime_checkable
 class PredictorLike(Protocol):
-    """The model interface the server is written against (see CONTRACT "Inference")."""
+    """The model interface the server is written against (:class:`ich.inference.Predictor`)."""
 
     @property
     def provenance(self) -> dict[str, Any]:
