@@ -85,7 +85,9 @@ def _options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start from timm's pretrained weights (needs the machine to reach them)",
     )
-    p.add_argument("--weights", type=Path, help="start from a local weights file (.pth/.safetensors)")
+    p.add_argument(
+        "--weights", type=Path, help="start from a local weights file (.pth or .safetensors)"
+    )
     p.add_argument(
         "overrides",
         nargs="*",
