@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ich.data.preprocess import PreprocessSpec, full_box, preprocess_files, preprocess_hu
+from ich.data.preprocess import (
+    PreprocessSpec,
+    full_box,
+    preprocess_files,
+    preprocess_hu,
+    preprocess_stored,
+)
 
 
 def test_spec_round_trip_and_key() -> None:
@@ -76,3 +82,53 @@ def test_preprocess_files_records_bad_file(tmp_path: Path) -> None:
     assert block.shape == (0, 16, 16)
     assert rows[0]["status"] == "error" and rows[0]["image_id"] == "ID_bad"
     assert rows[0]["error_kind"] == "NotDicomError" and rows[0]["error"]
+
+
+def _hu_of(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    from ich.dicom.windowing import to_hu
+
+    return to_hu(stored, slope, intercept, 16, 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "intercept", "crop"),
+    [
+        (np.uint16, 1.0, -1024.0, True),   # 12/16-bit unsigned, the usual CT header
+        (np.int16, 1.0, 0.0, True),        # signed 16-bit
+        (np.int16, 1.0, -1024.0, False),   # no crop: padded with air
+        (np.uint16, 0.5, -1024.0, True),   # slope below 1
+        (np.uint16, 2.0, -2048.0, True),   # slope above 1: float resize of the crop
+        (np.int16, -1.0, 0.0, True),       # negative slope: mask threshold flips
+        (np.uint16, 1.0, -1024.5, True),   # non-integral intercept
+    ],
+)
+def test_preprocess_stored_matches_hu_path(dtype, slope, intercept, crop) -> None:
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:300, :280]
+    hu = np.full((300, 280), -1000.0)
+    hu[(yy - 140) ** 2 + (xx - 150) ** 2 < 110**2] = 40.0
+    hu[(yy - 140) ** 2 + (xx - 150) ** 2 < 30**2] = 900.0
+    hu[280:285, 10:270] = 100.0  # headrest
+    hu += rng.normal(0, 8, hu.shape)
+    stored = np.rint((hu - intercept) / slope).astype(dtype)
+    spec = PreprocessSpec(size=128, crop=crop)
+    expected = preprocess_hu(_hu_of(stored, slope, intercept), spec)
+    out = preprocess_stored(stored, slope, intercept, spec)
+    assert out.dtype == np.int16 and out.shape == (128, 128)
+    assert np.abs(out.astype(int) - expected).max() <= 1
+
+
+def test_preprocess_stored_matches_on_files(tiny_cohort: Path, rsna_sample: Path) -> None:
+    from ich.dicom.io import read_slice, read_stored
+
+    files = sorted((tiny_cohort / "images").glob("*.dcm"))[:40]
+    files += sorted(rsna_sample.rglob("*.dcm"))[:40]
+    wrapped = 0
+    for path in files:
+        stored, meta = read_stored(path)
+        wrapped += meta.wrap_fixed
+        spec = PreprocessSpec(size=64)
+        expected = preprocess_hu(read_slice(path).hu, spec)
+        out = preprocess_stored(stored, meta.rescale_slope, meta.rescale_intercept, spec)
+        assert np.abs(out.astype(int) - expected).max() <= 1, path
+    assert wrapped  # the wrap-fault path was exercised

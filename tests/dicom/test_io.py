@@ -414,3 +414,51 @@ def test_real_sample_reads(rsna_sample):
         brain = float(np.median(middle[220:292, 220:292]))
         assert 0 < brain < 80, (series.series_instance_uid, brain)  # centre of the head: brain
     assert all(read_meta(f) == s.meta for f, s in zip(files, slices, strict=True))
+
+
+def _stored_hu(path):
+    from ich.dicom.io import read_stored
+    from ich.dicom.windowing import to_hu
+
+    stored, meta = read_stored(path)
+    assert stored.dtype.isnative
+    hu, fixed = to_hu(stored, meta.rescale_slope, meta.rescale_intercept, meta.bits_stored,
+                      meta.pixel_representation)
+    assert not fixed  # the wrap fault is undone once, in read_stored
+    return hu, meta
+
+
+@pytest.mark.parametrize("case", [
+    {}, {"syntax": ExplicitVRBigEndian}, {"syntax": ImplicitVRLittleEndian},
+    {"slope": 2.0, "intercept": -1024.0}, {"slope": 0.5, "intercept": -1000.0},
+    {"PhotometricInterpretation": "MONOCHROME1"},
+    {"bits_stored": 12, "pixel_representation": 0},
+])
+def test_read_stored_gives_the_same_hu(write_ct, head_values, case):
+    values = head_values.astype(np.uint16) if case.get("pixel_representation") == 0 else head_values
+    path = write_ct("st.dcm", values, **case)
+    hu, meta = _stored_hu(path)
+    s = read_slice(path)
+    np.testing.assert_array_equal(hu, s.hu)
+    assert meta == s.meta
+
+
+def test_read_stored_fixes_the_wrap_fault(write_ct):
+    true_hu = np.repeat(np.array([[-1000, 40, 80, 1500]] * 64), 8, axis=1)
+    stored = np.mod(true_hu, 4096).astype(np.uint16)
+    path = write_ct("wrap.dcm", stored, bits_stored=12, pixel_representation=0, intercept=1.0)
+    hu, meta = _stored_hu(path)
+    np.testing.assert_array_equal(hu, true_hu.astype(np.float32))
+    assert meta.wrap_fixed and meta.rescale_intercept == -1000.0
+
+
+def test_read_stored_errors_match_read_slice(write_ct, head_values, tmp_path):
+    from ich.dicom.io import read_stored
+
+    data = write_ct("full.dcm", head_values).read_bytes()
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data[:-777])
+    with pytest.raises(TruncatedPixelDataError, match="truncated"):
+        read_stored(path)
+    with pytest.raises(NotDicomError, match="not found"):
+        read_stored(tmp_path / "nope.dcm")

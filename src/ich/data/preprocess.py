@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ich.data.catalog import error_row, ok_row
-from ich.dicom.io import read_meta, read_slice
-from ich.dicom.windowing import crop_resize, head_bbox
+from ich.dicom.io import open_stored, read_meta
+from ich.dicom.windowing import AIR_HU, crop_resize, crop_resize_any, head_bbox
 from ich.errors import CacheError, DicomReadError
 
 _INT16 = np.iinfo(np.int16)
@@ -80,6 +80,21 @@ def full_box(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     return top, top + side, left, left + side
 
 
+def _to_int16(out: np.ndarray) -> np.ndarray:
+    """Round float HU to the nearest integer and clip to int16 (in place where possible)."""
+    np.rint(out, out=out)
+    np.clip(out, _INT16.min, _INT16.max, out=out)
+    return out.astype(np.int16)
+
+
+def _box(img: np.ndarray, spec: PreprocessSpec, rescale: tuple[float, float] | None = None
+         ) -> tuple[int, int, int, int]:
+    """The crop box of a slice (head box, or the whole image padded to a square)."""
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {img.shape}")
+    return head_bbox(img, spec.margin, rescale) if spec.crop else full_box(img.shape)
+
+
 def preprocess_hu(hu: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
     """Crop to the head, resize and round to int16 HU.
 
@@ -91,13 +106,45 @@ def preprocess_hu(hu: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np
         int16 (spec.size, spec.size): HU rounded to the nearest integer, clipped to int16.
     """
     hu = np.asarray(hu)
-    if hu.ndim != 2:
-        raise ValueError(f"expected a 2-D HU image, got shape {hu.shape}")
-    box = head_bbox(hu, spec.margin) if spec.crop else full_box(hu.shape)
-    out = crop_resize(hu, box, spec.size)
-    np.rint(out, out=out)
-    np.clip(out, _INT16.min, _INT16.max, out=out)
-    return out.astype(np.int16)
+    return _to_int16(crop_resize(hu, _box(hu, spec), spec.size))
+
+
+def preprocess_stored(
+    stored: np.ndarray, slope: float, intercept: float, spec: PreprocessSpec = PreprocessSpec()
+) -> np.ndarray:
+    """:func:`preprocess_hu` of ``stored × slope + intercept``, without the full HU image.
+
+    Why: HU are linear in the stored values, so the crop and resize can run on the stored
+    integers and only the small result is rescaled; this skips a float32 copy of every
+    512 × 512 slice (the largest cost of ``ich prepare`` after decoding). The head box is the
+    one of the HU image (same float32 threshold test), and the result equals
+    ``preprocess_hu(to_hu(stored, slope, intercept)[0], spec)`` within ±1 HU (rounding:
+    integer resizes round in stored units). With slope 1 and an integral intercept (CT almost
+    always) the resize runs on the integers; otherwise the crop is resized in float32.
+
+    Args:
+        stored: Stored values (H, W) with any wrap fault already undone
+            (:func:`ich.dicom.io.read_stored`), any integer or float dtype.
+        slope: (0028,1053) Rescale Slope.
+        intercept: Rescale Intercept to use (``SliceMeta.rescale_intercept``).
+        spec: The preprocessing settings.
+
+    Returns:
+        int16 (spec.size, spec.size) HU, as :func:`preprocess_hu`.
+    """
+    stored = np.asarray(stored)
+    box = _box(stored, spec, (slope, intercept))
+    fill = (AIR_HU - intercept) / slope  # air, in stored units, for crops beyond the image
+    kind = stored.dtype
+    if (slope == 1.0 and float(intercept).is_integer() and kind.kind in "iu"
+            and kind.itemsize <= 2 and np.iinfo(kind).min <= fill <= np.iinfo(kind).max):
+        out = crop_resize_any(stored, box, spec.size, fill).astype(np.int32)
+        out += int(intercept)
+        return np.clip(out, _INT16.min, _INT16.max).astype(np.int16)
+    small = crop_resize_any(stored, box, spec.size, fill).astype(np.float32)
+    small *= np.float32(slope)
+    small += np.float32(intercept)
+    return _to_int16(small)
 
 
 def preprocess_files(
@@ -141,19 +188,20 @@ def _one_file(
 ) -> int:
     """Preprocess one file into ``block[n_ok]`` and append its row; 1 if it was ok, else 0."""
     try:
-        sl = read_slice(path)
-        block[n_ok] = preprocess_hu(sl.hu, spec)
+        with open_stored(path) as (stored, meta):  # may view the file: used inside only
+            block[n_ok] = preprocess_stored(stored, meta.rescale_slope, meta.rescale_intercept,
+                                            spec)
     except Exception as exc:  # recorded per file: one bad file must not stop a 750k-file run
         reason = _reason(exc)
         if strict:
             raise CacheError(f"{path}: {reason}") from None
         try:
-            meta = read_meta(path)
+            header = read_meta(path)
         except Exception:
-            meta = None
-        rows.append(error_row(path, reason, type(exc).__name__, meta))
+            header = None
+        rows.append(error_row(path, reason, type(exc).__name__, header))
         return 0
-    rows.append(ok_row(path, sl.meta, chunk, n_ok))
+    rows.append(ok_row(path, meta, chunk, n_ok))
     return 1
 
 

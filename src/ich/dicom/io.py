@@ -56,13 +56,15 @@ from ich.dicom.native import (
     decode_native,
     decode_value,
     element_header,
+    fix_wrap_fault,
+    native_byte_order,
     parse_header,
 )
-from ich.dicom.windowing import to_hu
 from ich.errors import DicomReadError, NoPixelDataError, NotDicomError, UnsupportedImageError
 
 __all__ = [
-    "MAX_SIZE", "MIN_SIZE", "Slice", "SliceMeta", "read_meta", "read_slice", "transfer_syntax_name",
+    "MAX_SIZE", "MIN_SIZE", "Slice", "SliceMeta", "open_stored", "read_meta", "read_slice",
+    "read_stored", "transfer_syntax_name",
 ]
 
 
@@ -324,11 +326,7 @@ def _stored_values(path: Path, data: bytes, ds: Dataset, pos: int, meta: SliceMe
 
 
 def _hu(stored: np.ndarray, meta: SliceMeta) -> np.ndarray:
-    """float32 HU in as few passes as possible; identical to ``to_hu`` (same float32 ops)."""
-    if meta.wrap_fixed:
-        hu, _ = to_hu(stored, meta.rescale_slope, meta.header_rescale_intercept or 0.0,
-                      meta.bits_stored, meta.pixel_representation)
-        return hu
+    """float32 HU of wrap-fixed stored values; identical to ``to_hu`` (same float32 ops)."""
     hu = stored.astype(np.float32)  # astype + in-place ops: ~10x faster than ufunc casting
     if meta.rescale_slope != 1.0:
         hu *= np.float32(meta.rescale_slope)
@@ -336,11 +334,11 @@ def _hu(stored: np.ndarray, meta: SliceMeta) -> np.ndarray:
     return hu
 
 
-def _slice(path: Path, contents: bytes | mmap.mmap, fast: bool) -> Slice:
-    """Decode a file's contents; ``fast=False`` forces the pydicom header path (tests compare).
+def _stored(path: Path, contents: bytes | mmap.mmap, fast: bool) -> tuple[np.ndarray, SliceMeta]:
+    """Decode a file's stored values (wrap fault fixed, native byte order) and metadata.
 
-    The returned HU never view ``contents`` (``_hu`` always makes a new array), so a mapping
-    can be closed afterwards.
+    ``fast=False`` forces the pydicom header path (tests compare). The array may view
+    ``contents``: callers must copy it (or be done with it) before a mapping is closed.
     """
     header = parse_header(contents, _WANTED) if fast else None
     if header is not None:
@@ -348,12 +346,73 @@ def _slice(path: Path, contents: bytes | mmap.mmap, fast: bool) -> Slice:
         check_image(path, meta)
         end = header.pixel_offset + header.pixel_length
         stored = _native_pixels(path, memoryview(contents)[header.pixel_offset : end], meta)
-        return Slice(hu=_hu(stored, meta), meta=meta)
-    data = _with_preamble(bytes(contents))
-    ds, pos = _parse(path, data, stop_before_pixels=True)
-    meta = _parse_meta(path, ds)
-    check_image(path, meta)
-    return Slice(hu=_hu(_stored_values(path, data, ds, pos, meta), meta), meta=meta)
+    else:
+        data = _with_preamble(bytes(contents))
+        ds, pos = _parse(path, data, stop_before_pixels=True)
+        meta = _parse_meta(path, ds)
+        check_image(path, meta)
+        stored = _stored_values(path, data, ds, pos, meta)
+    return native_byte_order(fix_wrap_fault(stored) if meta.wrap_fixed else stored), meta
+
+
+def _slice(path: Path, contents: bytes | mmap.mmap, fast: bool) -> Slice:
+    """Decode a file's contents into HU; they never view ``contents`` (``_hu`` copies)."""
+    stored, meta = _stored(path, contents, fast)
+    return Slice(hu=_hu(stored, meta), meta=meta)
+
+
+@contextmanager
+def _named_errors(path: Path) -> Iterator[None]:
+    """Turn anything but a DicomReadError raised while decoding into one naming the file."""
+    try:
+        yield
+    except DicomReadError:
+        raise
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # anything pydicom, a codec or numpy throws on a bad file
+        raise DicomReadError(path, f"cannot read pixel data ({type(exc).__name__}: {exc})",
+                             PIXEL_TAG) from exc
+
+
+@contextmanager
+def open_stored(path: str | Path) -> Iterator[tuple[np.ndarray, SliceMeta]]:
+    """Stored values and metadata of a slice, valid inside the ``with`` block only.
+
+    Why: the preprocessing cache resizes the stored integers straight from the memory-mapped
+    file; copying them out first (as :func:`read_stored` must) would cost a pass over 0.5 MB
+    per slice. The array may view the mapping, so it must not be kept after the block.
+
+    Raises:
+        DicomReadError: as :func:`read_slice` (errors raised *inside* the block pass through).
+    """
+    path = Path(path)
+    with _file_contents(path) as contents:
+        with _named_errors(path):
+            stored, meta = _stored(path, contents, fast=True)
+        yield stored, meta
+
+
+def read_stored(path: str | Path) -> tuple[np.ndarray, SliceMeta]:
+    """Read a CT slice's stored values (RSNA wrap fault fixed) plus metadata.
+
+    HU = values × ``meta.rescale_slope`` + ``meta.rescale_intercept`` (PS3.3 C.11.1); where
+    the 12-bit wrap fault applied, the values are already ``(s + 1000) mod 4096`` and
+    ``meta.rescale_intercept`` is -1000, so ``read_slice(p).hu`` equals
+    ``to_hu(*read_stored(p))`` computed that way. Why: HU are linear in the stored values, so
+    crop and resize can run on the small integers and rescale only the small result.
+
+    Returns:
+        An array of the stored dtype (uint8/int8/uint16/int16/..., native byte order), not
+        viewing the file, and the :class:`SliceMeta`.
+
+    Raises:
+        DicomReadError: (or a subclass) exactly as :func:`read_slice`.
+    """
+    with open_stored(path) as (stored, meta):
+        if not stored.flags.owndata or stored.base is not None:
+            stored = np.array(stored)  # may view the mapping, which closes on return
+        return stored, meta
 
 
 def read_slice(path: str | Path) -> Slice:
@@ -367,13 +426,5 @@ def read_slice(path: str | Path) -> Slice:
             cannot be turned into a trustworthy single-frame CT slice.
     """
     path = Path(path)
-    try:
-        with _file_contents(path) as contents:
-            return _slice(path, contents, fast=True)
-    except DicomReadError:
-        raise
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # anything pydicom, a codec or numpy throws on a bad file
-        raise DicomReadError(path, f"cannot read pixel data ({type(exc).__name__}: {exc})",
-                             PIXEL_TAG) from exc
+    with _file_contents(path) as contents, _named_errors(path):
+        return _slice(path, contents, fast=True)

@@ -196,3 +196,19 @@ def decode_native(
     elif spare:
         stored = stored & np.array((1 << bits_stored) - 1, dtype=dtype)
     return stored
+
+
+def fix_wrap_fault(stored: np.ndarray) -> np.ndarray:
+    """Undo the RSNA 12-bit wrap fault on stored values: ``(s + 1000) mod 4096`` (uint16).
+
+    Done on the integers: exact, and the values ``ich.dicom.windowing.to_hu`` computes in
+    float32; the slice's HU then use intercept -1000 (see ``SliceMeta.wrap_fixed``).
+    """
+    fixed = stored.astype(np.uint16) + np.uint16(1000)  # 12-bit values: no uint16 overflow
+    fixed &= np.uint16(4095)
+    return fixed
+
+
+def native_byte_order(stored: np.ndarray) -> np.ndarray:
+    """The array in the machine's byte order (OpenCV cannot read big-endian arrays)."""
+    return stored if stored.dtype.isnative else stored.astype(stored.dtype.newbyteorder("="))

@@ -134,13 +134,19 @@ def _largest_component(binary: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _small_head_mask(hu: np.ndarray, factor: int) -> np.ndarray:
+def _small_head_mask(
+    hu: np.ndarray, factor: int, rescale: tuple[float, float] | None = None
+) -> np.ndarray:
     """Head mask (uint8 {0,1}) on every ``factor``-th pixel of the image.
 
     Plain subsampling (not averaging) is enough: the mask only separates tissue from air at
-    -300 HU, far from both, and it costs nothing compared with a resize.
+    -300 HU, far from both, and it costs nothing compared with a resize. With ``rescale``
+    (slope, intercept) the image holds stored values: only the sampled pixels are turned into
+    HU, with the float32 operations of :func:`to_hu`, so the mask is the one of the HU image.
     """
     img = np.asarray(hu)[::factor, ::factor]
+    if rescale is not None:
+        img = img.astype(np.float32) * np.float32(rescale[0]) + np.float32(rescale[1])
     binary = (img > HEAD_THRESHOLD_HU).astype(np.uint8)
     # An opening a few percent of the image wide cuts the thin headrest/table (and cables)
     # from the head, so that the largest component is the head alone.
@@ -185,7 +191,9 @@ def _square_box(
     return top, top + side_i, left, left + side_i
 
 
-def head_bbox(hu: np.ndarray, margin_frac: float = 0.05) -> tuple[int, int, int, int]:
+def head_bbox(
+    hu: np.ndarray, margin_frac: float = 0.05, rescale: tuple[float, float] | None = None
+) -> tuple[int, int, int, int]:
     """Square crop box around the head: ``(y0, y1, x0, x1)``, ends exclusive.
 
     The box is square so that resizing keeps the aspect ratio, and may extend beyond the image
@@ -194,11 +202,12 @@ def head_bbox(hu: np.ndarray, margin_frac: float = 0.05) -> tuple[int, int, int,
     Args:
         hu: HU image (H, W).
         margin_frac: Padding on each side, as a fraction of the head's larger extent.
+        rescale: (slope, intercept) when ``hu`` holds stored values rather than HU.
     """
     hu = np.asarray(hu)
     height, width = hu.shape[:2]
     factor = _mask_factor(hu.shape)
-    small = _small_head_mask(hu, factor)
+    small = _small_head_mask(hu, factor, rescale)
     if not small.any():
         return _square_box(0, height, 0, width, 0.0)
     x, y, w, h = cv2.boundingRect(small)
@@ -214,22 +223,43 @@ def crop_resize(hu: np.ndarray, box: tuple[int, int, int, int], size: int) -> np
     Returns:
         float32 (size, size).
     """
-    img = np.asarray(hu, dtype=np.float32)
+    return crop_resize_any(np.asarray(hu, dtype=np.float32), box, size, AIR_HU)
+
+
+#: dtypes OpenCV resizes as they are; anything else is resized as float32.
+_CV_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32))
+
+
+def crop_resize_any(
+    img: np.ndarray, box: tuple[int, int, int, int], size: int, fill: float
+) -> np.ndarray:
+    """:func:`crop_resize` for any image: pads with ``fill`` and keeps an OpenCV dtype.
+
+    Why: the cache resizes stored integers (uint16/int16) without making a float copy of the
+    whole slice; integer results are rounded to the nearest value by OpenCV. Only the crop is
+    converted to float32 when the dtype is not one OpenCV resizes (e.g. int8, int32).
+
+    Returns:
+        (size, size) of ``img``'s dtype (float32 for other dtypes).
+    """
+    img = np.asarray(img)
     height, width = img.shape[:2]
     y0, y1, x0, x1 = (int(v) for v in box)
     if y1 <= y0 or x1 <= x0:
         raise ValueError(f"empty crop box {box}")
     inner = img[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
+    if inner.dtype not in _CV_DTYPES:
+        inner = inner.astype(np.float32)
     pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
     crop: np.ndarray
     if inner.size == 0:
-        crop = np.full((y1 - y0, x1 - x0), AIR_HU, dtype=np.float32)
+        crop = np.full((y1 - y0, x1 - x0), fill, dtype=inner.dtype)
     elif any(pads):
-        crop = cv2.copyMakeBorder(inner, *pads, cv2.BORDER_CONSTANT, value=AIR_HU)
+        crop = cv2.copyMakeBorder(inner, *pads, cv2.BORDER_CONSTANT, value=fill)
     else:
         crop = inner
     if crop.shape == (size, size):
-        return np.array(crop, dtype=np.float32)
+        return np.array(crop)
     return cv2.resize(crop, (size, size), interpolation=_interpolation(crop.shape[0], size))
 
 
