@@ -259,10 +259,23 @@ def _build_chunk(task: tuple[int, list[Path], Path, PreprocessSpec, bool]) -> tu
     return k, len(files)
 
 
+def _single_threaded() -> bool:
+    """Whether this process has exactly one OS thread (Linux ``/proc``; False if unknown)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def _pool_context() -> Any:
-    """Worker start method: never plain fork, which deadlocks when the parent already runs
-    OpenCV/OpenMP/torch thread pools (their locks are copied held). forkserver starts workers
-    from a clean process quickly; spawn where it is unavailable."""
+    """Worker start method: plain fork only when it is safe, else forkserver (or spawn).
+
+    Why: fork starts workers at once (modules already imported) where forkserver costs ~1 s per
+    build, but fork deadlocks when the parent runs OpenCV/OpenMP/torch thread pools (their locks
+    are copied held). A process with a single OS thread holds no such locks, so it may fork.
+    """
+    if "fork" in mp.get_all_start_methods() and _single_threaded():
+        return mp.get_context("fork")
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
@@ -328,14 +341,16 @@ def build_cache(
     todo = [k for k in mine if not _chunk_done(out, k, parts[k])]
     tasks = [(k, parts[k], out, spec, strict) for k in todo]
     n_todo = sum(len(t[1]) for t in tasks)
-    bar = tqdm(total=n_todo, unit="slice", disable=not progress, file=sys.stderr, desc="prepare")
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    # The pool starts before the progress bar, whose monitor thread would rule out fork.
+    pool = _pool_context().Pool(workers, initializer=_init_worker) if workers > 1 else None
+    bar = tqdm(total=n_todo, unit="slice", disable=not progress, file=sys.stderr, desc="prepare")
     try:
-        if workers == 1:
+        if pool is None:
             for task in tasks:
                 bar.update(_build_chunk(task)[1])
         else:
-            with _pool_context().Pool(workers, initializer=_init_worker) as pool:
+            with pool:
                 for _, n in pool.imap_unordered(_build_chunk, tasks):
                     bar.update(n)
     finally:
