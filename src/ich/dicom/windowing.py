@@ -120,12 +120,21 @@ def _mask_factor(shape: tuple[int, ...]) -> int:
     return max(1, min(shape[0], shape[1]) // _MASK_SIDE)
 
 
-def _largest_component(binary: np.ndarray) -> np.ndarray:
-    """Largest 8-connected component of a uint8 {0,1} image, holes filled, as uint8 {0,1}."""
+def _largest_label(binary: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """(labels, label, stats row) of the largest 8-connected component, None when empty."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
-        return np.zeros_like(binary)
+        return None
     best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels, best, stats[best]
+
+
+def _largest_component(binary: np.ndarray) -> np.ndarray:
+    """Largest 8-connected component of a uint8 {0,1} image, holes filled, as uint8 {0,1}."""
+    found = _largest_label(binary)
+    if found is None:
+        return np.zeros_like(binary)
+    labels, best, _ = found
     component = (labels == best).astype(np.uint8)
     # Filling the outer contour fills every hole (ventricles, sinuses) in one call.
     contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -134,10 +143,10 @@ def _largest_component(binary: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _small_head_mask(
+def _tissue(
     hu: np.ndarray, factor: int, rescale: tuple[float, float] | None = None
-) -> np.ndarray:
-    """Head mask (uint8 {0,1}) on every ``factor``-th pixel of the image.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue (uint8 {0,1}) on every ``factor``-th pixel, and the same after an opening.
 
     Plain subsampling (not averaging) is enough: the mask only separates tissue from air at
     -300 HU, far from both, and it costs nothing compared with a resize. With ``rescale``
@@ -152,7 +161,12 @@ def _small_head_mask(
     # from the head, so that the largest component is the head alone.
     k = max(3, round(0.04 * min(binary.shape)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    return binary, cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+
+
+def _small_head_mask(hu: np.ndarray, factor: int) -> np.ndarray:
+    """Head mask (uint8 {0,1}) on every ``factor``-th pixel of the image (see :func:`_tissue`)."""
+    binary, opened = _tissue(hu, factor)
     mask = _largest_component(opened)
     if not mask.any():  # the object is thinner than the opening: keep it rather than lose it
         mask = _largest_component(binary)
@@ -207,10 +221,13 @@ def head_bbox(
     hu = np.asarray(hu)
     height, width = hu.shape[:2]
     factor = _mask_factor(hu.shape)
-    small = _small_head_mask(hu, factor, rescale)
-    if not small.any():
+    binary, opened = _tissue(hu, factor, rescale)
+    # The bounding box of the filled head is the one of its component (holes are inside it),
+    # read from the component statistics: no filling needed here.
+    found = _largest_label(opened) or _largest_label(binary)  # thinner than the opening
+    if found is None:
         return _square_box(0, height, 0, width, 0.0)
-    x, y, w, h = cv2.boundingRect(small)
+    x, y, w, h = (int(v) for v in found[2][:4])  # CC_STAT_LEFT, TOP, WIDTH, HEIGHT
     return _square_box(y * factor, (y + h) * factor, x * factor, (x + w) * factor, margin_frac)
 
 
