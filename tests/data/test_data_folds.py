@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from ich.data.folds import fold_summary, make_folds
+from ich.errors import ConfigError
 from ich.labels import LABELS
 
 
@@ -67,10 +68,10 @@ def test_unlabelled_catalog_gets_group_folds() -> None:
 
 def test_too_many_folds_and_bad_input() -> None:
     cat = _catalog(n_patients=3)
-    with pytest.raises(ValueError, match="at least 4 patients"):
+    with pytest.raises(ConfigError, match="at least 4 patients"):
         make_folds(cat, k=4, seed=0)
-    with pytest.raises(ValueError, match="patient_id"):
+    with pytest.raises(ConfigError, match="patient_id"):
         make_folds(cat.drop(columns="patient_id"), k=2, seed=0)
-    with pytest.raises(ValueError, match="k must be"):
+    with pytest.raises(ConfigError, match="k must be"):
         make_folds(cat, k=1, seed=0)
     assert sorted(make_folds(cat, k=3, seed=0).unique()) == [0, 1, 2]

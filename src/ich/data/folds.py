@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ich.errors import ConfigError
 from ich.labels import LABELS
 
 
@@ -71,18 +72,18 @@ def make_folds(catalog: pd.DataFrame, k: int, seed: int) -> pd.Series:
         int64 Series named ``"fold"`` aligned with ``catalog.index``, values 0..k-1.
 
     Raises:
-        ValueError: No ``patient_id`` column, missing patient ids, ``k < 2``, or more folds than
+        ConfigError: No ``patient_id`` column, missing patient ids, ``k < 2``, or more folds than
             patients.
     """
     if "patient_id" not in catalog.columns:
-        raise ValueError("make_folds needs a 'patient_id' column to keep patients in one fold")
+        raise ConfigError("make_folds needs a 'patient_id' column to keep patients in one fold")
     if catalog["patient_id"].isna().any():
-        raise ValueError("make_folds: some rows have no patient_id; fix the catalog first")
+        raise ConfigError("make_folds: some rows have no patient_id; fix the catalog first")
     if k < 2:
-        raise ValueError(f"make_folds: k must be >= 2, got {k}")
+        raise ConfigError(f"make_folds: k must be >= 2, got {k}")
     patients = pd.Index(sorted(catalog["patient_id"].astype(str).unique()))
     if k > len(patients):
-        raise ValueError(
+        raise ConfigError(
             f"make_folds: {k} folds need at least {k} patients, the catalog has {len(patients)}; "
             "lower k or add data"
         )
