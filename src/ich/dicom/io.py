@@ -377,14 +377,11 @@ def _named_errors(path: Path) -> Iterator[None]:
 
 @contextmanager
 def open_stored(path: str | Path) -> Iterator[tuple[np.ndarray, SliceMeta]]:
-    """Stored values and metadata of a slice, valid inside the ``with`` block only.
+    """:func:`read_stored` whose array may view the file mapping: valid inside the block only.
 
-    Why: the preprocessing cache resizes the stored integers straight from the memory-mapped
-    file; copying them out first (as :func:`read_stored` must) would cost a pass over 0.5 MB
-    per slice. The array may view the mapping, so it must not be kept after the block.
-
-    Raises:
-        DicomReadError: as :func:`read_slice` (errors raised *inside* the block pass through).
+    Why: the cache resizes the stored integers straight from the mapped file; a copy would
+    cost a pass over 0.5 MB per slice. Raises as :func:`read_slice` (errors raised inside the
+    block pass through unchanged).
     """
     path = Path(path)
     with _file_contents(path) as contents:
@@ -394,23 +391,15 @@ def open_stored(path: str | Path) -> Iterator[tuple[np.ndarray, SliceMeta]]:
 
 
 def read_stored(path: str | Path) -> tuple[np.ndarray, SliceMeta]:
-    """Read a CT slice's stored values (RSNA wrap fault fixed) plus metadata.
+    """Stored values (the stored dtype, native byte order, wrap fault undone) plus metadata.
 
-    HU = values × ``meta.rescale_slope`` + ``meta.rescale_intercept`` (PS3.3 C.11.1); where
-    the 12-bit wrap fault applied, the values are already ``(s + 1000) mod 4096`` and
-    ``meta.rescale_intercept`` is -1000, so ``read_slice(p).hu`` equals
-    ``to_hu(*read_stored(p))`` computed that way. Why: HU are linear in the stored values, so
-    crop and resize can run on the small integers and rescale only the small result.
-
-    Returns:
-        An array of the stored dtype (uint8/int8/uint16/int16/..., native byte order), not
-        viewing the file, and the :class:`SliceMeta`.
-
-    Raises:
-        DicomReadError: (or a subclass) exactly as :func:`read_slice`.
+    ``values × meta.rescale_slope + meta.rescale_intercept`` are exactly ``read_slice``'s HU
+    (for wrap-fault files the values are ``(s + 1000) mod 4096`` and the intercept -1000).
+    Why: HU are linear in the stored values, so crop and resize can run on the integers and
+    only the small result be rescaled. Raises what :func:`read_slice` raises.
     """
     with open_stored(path) as (stored, meta):
-        if not stored.flags.owndata or stored.base is not None:
+        if not stored.flags.owndata:
             stored = np.array(stored)  # may view the mapping, which closes on return
         return stored, meta
 
