@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=256)
-    parser.add_argument("--memory-counts", default="500,2000", help="two file counts for memory")
+    parser.add_argument("--memory-counts", default="1000,2000", help="two file counts for memory")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench_prepare_"))

@@ -23,7 +23,9 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,7 +246,11 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
 
 
-def _build_chunk(task: tuple[int, list[Path], Path, PreprocessSpec, bool]) -> tuple[int, int]:
+#: One chunk's work: (chunk number, its files, cache folder, settings, strict).
+_Task = tuple[int, list[Path], Path, PreprocessSpec, bool]
+
+
+def _build_chunk(task: _Task) -> tuple[int, int]:
     """Worker: preprocess one chunk and move its two files into place. Returns (k, n_files)."""
     k, files, root, spec, strict = task
     block, rows = preprocess_files(files, spec, chunk=k, strict=strict)
@@ -259,29 +265,55 @@ def _build_chunk(task: tuple[int, list[Path], Path, PreprocessSpec, bool]) -> tu
     return k, len(files)
 
 
-def _single_threaded() -> bool:
-    """Whether this process has exactly one OS thread (Linux ``/proc``; False if unknown)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
-
-
 def _pool_context() -> Any:
-    """Worker start method: plain fork only when it is safe, else forkserver (or spawn).
-
-    Why: fork starts workers at once (modules already imported) where forkserver costs ~1 s per
-    build, but fork deadlocks when the parent runs OpenCV/OpenMP/torch thread pools (their locks
-    are copied held). A process with a single OS thread holds no such locks, so it may fork.
-    """
-    if "fork" in mp.get_all_start_methods() and _single_threaded():
-        return mp.get_context("fork")
+    """Worker start method: never plain fork, which deadlocks when the parent already runs
+    OpenCV/OpenMP/torch thread pools (their locks are copied held; numpy and cv2 start such
+    threads at import). forkserver starts workers from a clean process; spawn where it is
+    unavailable."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     # Imported once in the server, then shared by every forked worker (saves ~1 s per worker).
     ctx.set_forkserver_preload(["ich.data.preprocess", "ich.data.catalog", "ich.data.cache"])
     return ctx
+
+
+def _run_tasks(tasks: list[_Task], workers: int, bar: tqdm) -> None:
+    """Build the chunks, in this process or in a pool of ``workers`` processes.
+
+    Why the thread: starting the pool (forkserver + imports) takes ~1 s, so this process builds
+    chunks itself until the workers are up, then hands the rest to them; the start-up is
+    hidden behind useful work instead of added to every build.
+    """
+    if workers == 1:
+        for task in tasks:
+            bar.update(_build_chunk(task)[1])
+        return
+    started: dict[str, Any] = {}
+
+    def start() -> None:
+        try:
+            started["pool"] = _pool_context().Pool(workers, initializer=_init_worker)
+        except BaseException as exc:  # re-raised below, in this thread
+            started["error"] = exc
+
+    thread = threading.Thread(target=start, name="ich-pool-start", daemon=True)
+    thread.start()
+    queue = deque(tasks)
+    try:
+        while queue and thread.is_alive():
+            bar.update(_build_chunk(queue.popleft())[1])
+    except BaseException:
+        thread.join()
+        if "pool" in started:
+            started["pool"].terminate()
+        raise
+    thread.join()
+    if "error" in started:
+        raise started["error"]
+    with started["pool"] as pool:
+        for _, n in pool.imap_unordered(_build_chunk, list(queue)):
+            bar.update(n)
 
 
 def _remove_tmp(root: Path) -> None:
@@ -342,17 +374,9 @@ def build_cache(
     tasks = [(k, parts[k], out, spec, strict) for k in todo]
     n_todo = sum(len(t[1]) for t in tasks)
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    # The pool starts before the progress bar, whose monitor thread would rule out fork.
-    pool = _pool_context().Pool(workers, initializer=_init_worker) if workers > 1 else None
     bar = tqdm(total=n_todo, unit="slice", disable=not progress, file=sys.stderr, desc="prepare")
     try:
-        if pool is None:
-            for task in tasks:
-                bar.update(_build_chunk(task)[1])
-        else:
-            with pool:
-                for _, n in pool.imap_unordered(_build_chunk, tasks):
-                    bar.update(n)
+        _run_tasks(tasks, workers, bar)
     finally:
         bar.close()
     finalized = all(chunk_paths(out, k)[1].is_file() for k in range(n_chunks))
