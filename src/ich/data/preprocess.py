@@ -138,9 +138,16 @@ def preprocess_stored(
     kind = stored.dtype
     if (slope == 1.0 and float(intercept).is_integer() and kind.kind in "iu"
             and kind.itemsize <= 2 and np.iinfo(kind).min <= fill <= np.iinfo(kind).max):
-        out = crop_resize_any(stored, box, spec.size, fill).astype(np.int32)
-        out += int(intercept)
-        return np.clip(out, _INT16.min, _INT16.max).astype(np.int16)
+        small = crop_resize_any(stored, box, spec.size, fill)
+        # Clip in stored units so that value + intercept fits int16; the int16 addition may
+        # wrap in between but its result is exact (modular arithmetic), in two fast passes.
+        info = np.iinfo(kind)
+        lo = max(info.min, _INT16.min - int(intercept))
+        hi = min(info.max, _INT16.max - int(intercept))
+        np.clip(small, lo, hi, out=small)
+        out = small.astype(np.int16)
+        out += np.int16(int(intercept) - (int(intercept) + 2**15) // 2**16 * 2**16)
+        return out
     small = crop_resize_any(stored, box, spec.size, fill).astype(np.float32)
     small *= np.float32(slope)
     small += np.float32(intercept)
