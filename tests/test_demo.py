@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY_TRAIN
 
 from ich.cli import main
 from ich.labels import LABELS
@@ -15,11 +14,11 @@ from ich.labels import LABELS
 
 @pytest.mark.slow
 def test_demo_writes_report_submission_and_reuses_its_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--studies", "6", "--test-studies", "2", "--no-serve",
-            "--workers", "1", *TINY_TRAIN]
+            "--workers", "1", *tiny_overrides]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "SYNTHETIC phantom cohort" in printed and "3/5 train" in printed

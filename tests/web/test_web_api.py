@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import relabelled, sample_series, wait_done, zip_bytes
+from web_helpers import relabelled, sample_series, wait_done, zip_bytes
 
 from ich.labels import LABELS
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakePredictor, relabelled, sample_series
+from web_helpers import FakePredictor, relabelled, sample_series
 
 pytestmark = [pytest.mark.browser, pytest.mark.real]
 

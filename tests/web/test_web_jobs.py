@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import FakePredictor, relabelled, sample_series, wait_done
+from web_helpers import FakePredictor, relabelled, sample_series, wait_done
 
 from ich.errors import ConfigError
 from ich.web.app import create_app, preload

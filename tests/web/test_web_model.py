@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wait_done
+from web_helpers import wait_done
 
 from ich.labels import LABELS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from conftest import wait_done, zip_bytes
+from web_helpers import wait_done, zip_bytes
 
 
 def test_cohort_zip_is_split_into_its_studies(make_client, tiny_cohort: Path) -> None:

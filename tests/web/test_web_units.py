@@ -47,7 +47,7 @@ def test_png_cache_lru() -> None:
 def test_display_name_and_z() -> None:
     assert display_name("a\\b/c\x00.dcm") == "a/b/c.dcm"
     assert display_name(None) == "unnamed"
-    from conftest import FakePredictor
+    from web_helpers import FakePredictor
 
     assert isinstance(FakePredictor(), PredictorLike)
     from dataclasses import replace
@@ -90,7 +90,7 @@ def test_heatmap_gets_the_neighbours_the_model_stacks(
     make_client, fake_predictor, rsna_sample
 ) -> None:
     """The route hands ``heatmap`` one image per model offset, clamped at the series ends."""
-    from conftest import sample_series, wait_done
+    from web_helpers import sample_series, wait_done
 
     seen: list[list[np.ndarray]] = []
     original = fake_predictor.heatmap
@@ -115,7 +115,7 @@ def test_heatmap_gets_the_neighbours_the_model_stacks(
 def test_logs_carry_no_identifiers(make_client, rsna_sample, caplog) -> None:
     import logging
 
-    from conftest import relabelled, sample_series, wait_done
+    from web_helpers import relabelled, sample_series, wait_done
 
     client = make_client()
     paths = sample_series(rsna_sample)["ID_eeaf99e7"][:2]

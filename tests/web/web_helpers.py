@@ -1,0 +1,116 @@
+"""Helpers of the web tests: a deterministic stand-in predictor and study builders.
+
+(A module of its own, not conftest.py: test files import these names, and several conftest.py
+files in one test tree would shadow each other as the module "conftest".)
+
+The stand-in computes real numbers from the pixels (fraction of the head in the acute-blood HU
+range), so worklist order and per-slice curves are checkable; it is a test double, not a model.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+
+from ich.dicom.io import SliceMeta
+from ich.labels import LABELS
+from ich.web.ingest import slice_z
+
+BLOOD_HU = (50.0, 90.0)
+
+
+@dataclass
+class FakePrediction:
+    order: np.ndarray
+    z: np.ndarray
+    slice_probs: np.ndarray
+    cnn_probs: np.ndarray
+    study_probs: np.ndarray
+
+
+class FakePredictor:
+    """Probability per label from the share of head pixels in the acute-blood HU range."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.provenance: dict[str, Any] = {"training_data": "none (test double)",
+                                           "note": "tests only"}
+        self.delay = delay
+        self.calls = 0
+        self.offsets: tuple[int, ...] = (0,)
+
+    def _score(self, hu: np.ndarray) -> np.ndarray:
+        head = hu > -300
+        blood = (hu >= BLOOD_HU[0]) & (hu <= BLOOD_HU[1]) & head
+        frac = blood.sum() / max(1, head.sum())
+        base = float(np.clip(frac * 1.5, 0.0, 1.0))
+        # Subtypes differ by a fixed factor so the six curves are distinguishable.
+        return np.array([base * f for f in (1.0, 0.2, 0.9, 0.6, 0.7, 0.8)], np.float32)
+
+    def predict_slices(self, hus: list[np.ndarray], metas: list[SliceMeta]) -> FakePrediction:
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        z = np.array([slice_z(m, i) for i, m in enumerate(metas)])
+        order = np.argsort(z, kind="stable")
+        probs = np.stack([self._score(hus[i]) for i in order])
+        return FakePrediction(order, z[order], probs, probs * 0.9, probs.max(axis=0))
+
+    def heatmap(self, hu: np.ndarray, label: str,
+                neighbours: list[np.ndarray] | None = None) -> np.ndarray:
+        assert label in LABELS
+        blood = ((hu >= BLOOD_HU[0]) & (hu <= BLOOD_HU[1])).astype(np.float32)
+        return blood
+
+
+def sample_series(rsna_sample: Path) -> dict[str, list[Path]]:
+    """The real sample files grouped by PatientID (one series each)."""
+    groups: dict[str, list[Path]] = {}
+    for p in sorted(rsna_sample.rglob("*.dcm")):
+        pid = str(pydicom.dcmread(p, stop_before_pixels=True).PatientID)
+        groups.setdefault(pid, []).append(p)
+    return groups
+
+
+def relabelled(paths: list[Path], tag: str, hu_shift: int = 0) -> list[tuple[str, bytes]]:
+    """Copies of a series under new UIDs (a distinct study), optionally with brighter pixels."""
+    out = []
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            setattr(ds, key, f"{getattr(ds, key)}.{tag}")
+        ds.PatientID = f"PAT_{tag}"
+        if hu_shift:
+            arr = ds.pixel_array.astype(np.int32) + hu_shift
+            info = np.iinfo(ds.pixel_array.dtype)
+            ds.PixelData = np.clip(arr, info.min, info.max).astype(ds.pixel_array.dtype).tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        out.append((f"{tag}_{p.name}", buf.getvalue()))
+    return out
+
+
+def zip_bytes(files: list[tuple[str, bytes]]) -> bytes:
+    """A .zip archive of (name, bytes) pairs, in folders like a user would zip them."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            zf.writestr(f"study/{name}", data)
+    return buf.getvalue()
+
+
+def wait_done(client: Any, study_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll a study until it is no longer queued/processing."""
+    end = time.time() + timeout
+    while time.time() < end:
+        d = client.get(f"/api/studies/{study_id}").json()
+        if d["status"] not in ("queued", "processing"):
+            return d
+        time.sleep(0.05)
+    raise AssertionError(f"study {study_id} not finished after {timeout} s")
