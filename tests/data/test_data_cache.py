@@ -187,3 +187,21 @@ def test_real_sample_with_labels(rsna_sample: Path, tmp_path: Path) -> None:
     i = int(cache.catalog.index[cache.catalog["bits_stored"] == 12][0])
     expected_img = preprocess_hu(read_slice(cache.catalog.loc[i, "path"]).hu, SPEC)
     np.testing.assert_array_equal(cache.image(i), expected_img)
+
+
+def test_pool_build_equals_one_process(tiny_cohort: Path, tmp_path: Path) -> None:
+    """Chunks built by this process while the pool starts and by the workers agree."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _build(tiny_cohort / "images", one, chunk_size=8)
+    summary = _build(tiny_cohort / "images", two, chunk_size=8, workers=2)
+    assert summary.chunks_built == summary.chunks_total  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(pd.read_parquet(one / "catalog.parquet"),
+                                  pd.read_parquet(two / "catalog.parquet"))
+    a, b = SliceCache(one), SliceCache(two)
+    np.testing.assert_array_equal(a.images(np.arange(len(a))), b.images(np.arange(len(b))))
+
+
+def test_pool_build_strict_stops(images_copy: Path, tmp_path: Path) -> None:
+    (images_copy / "ID_zzbroken.dcm").write_bytes(b"junk")
+    with pytest.raises(CacheError, match="ID_zzbroken"):
+        _build(images_copy, tmp_path / "c", chunk_size=8, workers=2, strict=True)
