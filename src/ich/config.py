@@ -10,8 +10,6 @@ key and the file, because a silently ignored typo (``optim.lr_max=...``) wastes 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Sequence
@@ -22,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ich.atomic import atomic_write_text
 from ich.data.augment import AugmentConfig
 from ich.dicom.windowing import DEFAULT_WINDOWS
 from ich.errors import ConfigError
@@ -305,16 +304,5 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = ()) -
 
 def save_config(cfg: RunConfig, run_dir: Path) -> Path:
     """Write the resolved configuration to ``run_dir/config.yaml`` atomically."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / "config.yaml"
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(Path(run_dir) / "config.yaml", text)

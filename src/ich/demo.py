@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ich.atomic import atomic_write_text
 from ich.errors import ConfigError
 from ich.labels import LABELS
 
@@ -77,8 +78,7 @@ def _claim_folder(out: Path, opts: DemoOptions) -> None:
     path = out / "demo.json"
     if path.is_file() and json.loads(path.read_text(encoding="utf-8")) != settings:
         raise ConfigError(f"{out} holds a demo made with other settings; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    atomic_write_text(path, json.dumps(settings, indent=2))
 
 
 def _run_is_complete(run_dir: Path, cfg: RunConfig) -> bool:

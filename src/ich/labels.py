@@ -7,14 +7,13 @@ one column per label in :data:`LABELS` order.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ich.atomic import atomic_path
 from ich.errors import LabelsError
 
 #: The six outputs, in the order used by every array, tensor, CSV and checkpoint of ich.
@@ -121,13 +120,6 @@ def write_submission(
         raise ValueError("probabilities contain NaN or infinity")
     wide = pd.DataFrame(np.clip(probs, eps, 1 - eps), index=list(image_ids), columns=list(LABELS))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            wide_to_long(wide).to_csv(handle, index=False, float_format="%.6f")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        wide_to_long(wide).to_csv(tmp, index=False, float_format="%.6f")
     return path

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ich.atomic import atomic_path
 from ich.data.cache import SliceCache, build_cache
 from ich.errors import CacheError
 from ich.inference import Predictor
@@ -125,7 +126,8 @@ def _write(predictor: Predictor, cache: SliceCache, out: Path, tta: int) -> Subm
         ids += list(failed["image_id"])
         probs = np.vstack([probs, np.tile(fill, (len(failed), 1))])
         failed_csv = out.with_suffix(".failed.csv")
-        failed.to_csv(failed_csv, index=False)
+        with atomic_path(failed_csv) as tmp:
+            failed.to_csv(tmp, index=False)
     write_submission(ids, probs, out)
     return SubmissionResult(
         out, frame, failed if failed is not None else pd.DataFrame(), failed_csv

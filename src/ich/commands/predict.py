@@ -69,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     if args.predictions is not None:
-        result.predictions.to_parquet(args.predictions, index=False)
+        from ich.atomic import atomic_path
+
+        with atomic_path(args.predictions, suffix=".parquet") as tmp:
+            result.predictions.to_parquet(tmp, index=False)
     n = len(result.predictions)
     print(f"submission: {result.submission} ({n:,} slices from {len(runs)} run(s), tta {args.tta})")
     if result.failed_csv is not None:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ich.atomic import atomic_write_text
 from ich.errors import CheckpointError, LabelsError
-from ich.eval.html import atomic_write_text
 from ich.eval.metrics import base_rate_predictions, compute_metrics, study_level
 from ich.eval.plots import (
     plot_confusion,

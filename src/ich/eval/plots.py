@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ich.eval.html import atomic_write_bytes
+from ich.atomic import atomic_write_bytes
 from ich.eval.metrics import reliability_bins
 from ich.labels import LABELS
 

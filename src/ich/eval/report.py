@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 
 from ich import __version__
+from ich.atomic import atomic_write_text
 from ich.eval.html import (
     PHANTOM_BANNER,
     RESEARCH_BANNER,
     Raw,
-    atomic_write_text,
     banner,
     cards,
     esc,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ich.eval.html import atomic_write_text
+from ich.atomic import atomic_write_text
 from ich.explore.scan import (
     HU_EDGES,
     list_dicom_files,

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from ich import __version__
+from ich.atomic import atomic_write_text
 from ich.dicom.io import transfer_syntax_name
 from ich.dicom.windowing import WINDOWS
 from ich.eval.html import (
     RESEARCH_BANNER,
     Raw,
-    atomic_write_text,
     banner,
     cards,
     esc,

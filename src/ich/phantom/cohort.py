@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ich.atomic import atomic_write_bytes
 from ich.errors import ConfigError
 from ich.labels import LABELS
-from ich.phantom.files import atomic_write_bytes
 from ich.phantom.lesions import RSNA_ANY_RATE, bleeding_studies
 from ich.phantom.study import SliceRecord, StudyPlan, render_study
 

@@ -18,7 +18,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from ich.phantom.files import atomic_write_bytes
+from ich.atomic import atomic_write_bytes
 
 #: How pixel values are stored: 16-bit signed, 12-bit unsigned, or 12-bit with the wrap fault.
 Storage = Literal["int16", "uint12", "uint12_wrap"]

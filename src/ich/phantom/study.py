@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ich.atomic import atomic_write_bytes
 from ich.labels import SUBTYPES
 from ich.phantom.anatomy import (
     Anatomy,
@@ -21,7 +22,7 @@ from ich.phantom.anatomy import (
     sample_anatomy,
 )
 from ich.phantom.dicom_writer import SliceHeader, Storage, write_slice
-from ich.phantom.files import atomic_write_bytes, masks_npz_bytes
+from ich.phantom.files import masks_npz_bytes
 from ich.phantom.lesions import Lesion, sample_lesions
 
 #: Smallest blood area (mm²) that makes a slice positive; smaller cuts are not drawn at all,

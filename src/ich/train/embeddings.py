@@ -10,8 +10,6 @@ sequence model's validation score is still honest because it is measured on the 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ich.atomic import atomic_path
 from ich.data.augment import prepare_batch
 from ich.data.cache import SliceCache
 from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices
@@ -84,10 +83,7 @@ def save_embeddings(
 ) -> Path:
     """Write ``image_id``, ``fold``, ``embeddings`` (N, D) and ``logits`` (N, 6) to an .npz
     atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(
             tmp,
             image_id=np.asarray(image_ids, dtype=str),
@@ -95,10 +91,6 @@ def save_embeddings(
             embeddings=embeddings,
             logits=logits,
         )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ich.atomic import atomic_path, atomic_write_text
 from ich.config import RunConfig, save_config
 from ich.data.cache import SliceCache
 from ich.data.folds import make_folds
@@ -42,17 +42,11 @@ FOLD_COLUMNS = (
 
 def _write_frame(df: pd.DataFrame, path: Path) -> Path:
     """CSV or Parquet (by suffix), atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         if path.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -125,8 +119,7 @@ def write_train_prevalence(cache: SliceCache, train_idx: np.ndarray, run_dir: Pa
         for level, arr in (("slice", y), ("study", y_study))
     }
     path = run_dir / "train_prevalence.json"
-    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def run_training(

@@ -9,9 +9,7 @@ rendering a slice is a memory-mapped read, not a DICOM decode.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ich.atomic import atomic_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -49,19 +49,6 @@ JOB_STATES = ("queued", "running", "done", "failed")
 def new_id() -> str:
     """A short random identifier (not derived from patient data, so safe in URLs and logs)."""
     return uuid.uuid4().hex[:16]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Store:
@@ -119,11 +106,8 @@ class Store:
     def save_array(self, series_id: str, hu: np.ndarray) -> None:
         """Store a series' HU as int16 (values are whole HU; the clip guards odd headers)."""
         arr = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
-        path = self.array_path(series_id)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr)
-        os.replace(tmp, path)
+        with atomic_path(self.array_path(series_id), suffix=".npy") as tmp:
+            np.save(tmp, arr)
 
     # -- writes --------------------------------------------------------------------------
     def add_study(
