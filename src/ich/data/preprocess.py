@@ -144,7 +144,11 @@ def preprocess_stored(
         info = np.iinfo(kind)
         lo = max(info.min, _INT16.min - int(intercept))
         hi = min(info.max, _INT16.max - int(intercept))
-        np.clip(small, lo, hi, out=small)
+        # Integer max/min in place: np.clip's Python wrapper cost more than the clip itself.
+        if lo > info.min:
+            np.maximum(small, lo, out=small)
+        if hi < info.max:
+            np.minimum(small, hi, out=small)
         out = small.astype(np.int16)
         out += np.int16(int(intercept) - (int(intercept) + 2**15) // 2**16 * 2**16)
         return out

@@ -106,25 +106,49 @@ def element_header(
     return tag, vr.decode(), pos + 8, struct.unpack_from(order + "H", data, pos + 6)[0]
 
 
+_HH = struct.Struct("<HH")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
 def _walk(
     data: bytes | mmap.mmap, pos: int, explicit: bool, wanted: dict[int, bool], out: dict[int, Any],
     stop_after_group: int | None,
 ) -> tuple[int, tuple[int, int] | None]:
-    """Walk defined-length elements from ``pos``; returns (end position, pixel (offset, len))."""
+    """Walk defined-length elements from ``pos``; returns (end position, pixel (offset, len)).
+
+    Why inline: this loop runs ~30 times per slice of ``ich prepare``; reading the header here
+    with precompiled little-endian ``Struct`` objects (the same checks, in the same order, as
+    :func:`element_header`) halves its cost, and only wanted values are sliced and decoded.
+    """
+    size = len(data)
+    hh, u16, u32 = _HH.unpack_from, _U16.unpack_from, _U32.unpack_from
     while True:
-        if stop_after_group is not None and data[pos : pos + 2] != struct.pack(
-            "<H", stop_after_group
-        ):  # checked before the VR: the next group may be Implicit VR
+        if pos + 8 > size:
             return pos, None
-        header = element_header(data, pos, explicit)
-        if header is None:
-            return pos, None
-        tag, vr, vpos, length = header
+        group, elem = hh(data, pos)
+        if stop_after_group is not None and group != stop_after_group:
+            return pos, None  # checked before the VR: the next group may be Implicit VR
+        vr: str | None = None
+        if not explicit or group == 0xFFFE:  # items and delimiters never carry a VR
+            vpos, length = pos + 8, u32(data, pos + 4)[0]
+        else:
+            raw_vr = data[pos + 4 : pos + 6]
+            if raw_vr in LONG_VRS:
+                if pos + 12 > size:
+                    return pos, None
+                vpos, length = pos + 12, u32(data, pos + 8)[0]
+            elif raw_vr.isalpha() and raw_vr.isupper():
+                vpos, length = pos + 8, u16(data, pos + 6)[0]
+            else:
+                raise UndecodableError(f"no valid VR at offset {pos}")
+            vr = raw_vr.decode()
+        tag = (group << 16) | elem
         if tag == PIXEL_DATA:
             if length == _UNDEFINED:
                 raise UndecodableError("encapsulated pixel data")
             return pos, (vpos, length)
-        if length == _UNDEFINED or vpos + length > len(data):
+        if length == _UNDEFINED or vpos + length > size:
             raise UndecodableError("undefined length or element beyond the end of the file")
         if tag in wanted:
             out[tag] = decode_value(vr, data[vpos : vpos + length], True, wanted[tag])

@@ -6,6 +6,7 @@ The head crop uses OpenCV (connected components, morphology, area resize) for sp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -137,7 +138,7 @@ def _largest_component(binary: np.ndarray) -> np.ndarray:
     if found is None:
         return np.zeros_like(binary)
     labels, best, _ = found
-    component = (labels == best).astype(np.uint8)
+    component = np.equal(labels, best).view(np.uint8)  # bool as {0,1} bytes, no copy
     # Filling the outer contour fills every hole (ventricles, sinuses) in one call.
     contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(component)
@@ -156,14 +157,24 @@ def _tissue(
     HU, with the float32 operations of :func:`to_hu`, so the mask is the one of the HU image.
     """
     img = np.asarray(hu)[::factor, ::factor]
-    if rescale is not None:
-        img = img.astype(np.float32) * np.float32(rescale[0]) + np.float32(rescale[1])
-    binary = (img > HEAD_THRESHOLD_HU).astype(np.uint8)
+    if rescale is not None:  # in place: the same float32 operations, one temporary fewer
+        img = img.astype(np.float32)
+        img *= np.float32(rescale[0])
+        img += np.float32(rescale[1])
+    # A bool array viewed as uint8 is already {0,1}: no conversion pass needed.
+    binary = np.greater(img, HEAD_THRESHOLD_HU).view(np.uint8)
     # An opening a few percent of the image wide cuts the thin headrest/table (and cables)
     # from the head, so that the largest component is the head alone.
     k = max(3, round(0.04 * min(binary.shape)) | 1)
+    return binary, cv2.morphologyEx(binary, cv2.MORPH_OPEN, _ellipse(k))
+
+
+@functools.lru_cache(maxsize=16)
+def _ellipse(k: int) -> np.ndarray:
+    """The k × k elliptic kernel, built once per size (it is the same for every slice)."""
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    return binary, cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    kernel.flags.writeable = False  # shared between calls
+    return kernel
 
 
 def _small_head_mask(hu: np.ndarray, factor: int) -> np.ndarray:
