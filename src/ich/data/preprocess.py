@@ -184,7 +184,9 @@ def preprocess_files(
         # RSNA's "ID_..." UIDs are invalid VR UI: one warning per file would drown the progress bar.
         warnings.filterwarnings("ignore", message="Invalid value for VR UI")
         for path in paths:
-            n_ok += _one_file(Path(path), spec, block, n_ok, rows, chunk, strict)
+            # No new Path per file when given Paths: Path(Path) re-parses the string.
+            path = path if isinstance(path, Path) else Path(path)
+            n_ok += _one_file(path, spec, block, n_ok, rows, chunk, strict)
     return block[:n_ok], rows
 
 

@@ -383,7 +383,7 @@ def open_stored(path: str | Path) -> Iterator[tuple[np.ndarray, SliceMeta]]:
     cost a pass over 0.5 MB per slice. Raises as :func:`read_slice` (errors raised inside the
     block pass through unchanged).
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)  # Path(Path) re-parses: per slice
     with _file_contents(path) as contents:
         with _named_errors(path):
             stored, meta = _stored(path, contents, fast=True)
