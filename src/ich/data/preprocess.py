@@ -149,7 +149,9 @@ def preprocess_stored(
             np.maximum(small, lo, out=small)
         if hi < info.max:
             np.minimum(small, hi, out=small)
-        out = small.astype(np.int16)
+        # 16-bit values reinterpreted in place: the same bits astype(int16) would give
+        # (a modular cast), without a copy; 8-bit ones need the widening copy.
+        out = small.view(np.int16) if kind.itemsize == 2 else small.astype(np.int16)
         out += np.int16(int(intercept) - (int(intercept) + 2**15) // 2**16 * 2**16)
         return out
     small = crop_resize_any(stored, box, spec.size, fill).astype(np.float32)
