@@ -100,6 +100,7 @@ def _hu_of(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
         (np.uint16, 2.0, -2048.0, True),   # slope above 1: float resize of the crop
         (np.int16, -1.0, 0.0, True),       # negative slope: mask threshold flips
         (np.uint16, 1.0, -1024.5, True),   # non-integral intercept
+        (np.uint16, 1.0, 30000.0, False),  # air (-31000 stored) does not fit uint16: padding
     ],
 )
 def test_preprocess_stored_matches_hu_path(dtype, slope, intercept, crop) -> None:

@@ -136,8 +136,14 @@ def preprocess_stored(
     box = _box(stored, spec, (slope, intercept))
     fill = (AIR_HU - intercept) / slope  # air, in stored units, for crops beyond the image
     kind = stored.dtype
-    if (slope == 1.0 and float(intercept).is_integer() and kind.kind in "iu"
-            and kind.itemsize <= 2 and np.iinfo(kind).min <= fill <= np.iinfo(kind).max):
+    fill_fits = kind.kind == "f" or (
+        kind.kind in "iu" and np.iinfo(kind).min <= fill <= np.iinfo(kind).max
+    )
+    if not fill_fits:
+        # Air in stored units does not fit the stored type (e.g. uint16 with intercept
+        # +30000): pad in float32, or the padding would wrap around to a bright value.
+        stored, kind = stored.astype(np.float32), np.dtype(np.float32)
+    if slope == 1.0 and float(intercept).is_integer() and kind.kind in "iu" and kind.itemsize <= 2:
         small = crop_resize_any(stored, box, spec.size, fill)
         # Clip in stored units so that value + intercept fits int16; the int16 addition may
         # wrap in between but its result is exact (modular arithmetic), in two fast passes.
