@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ich.atomic import atomic_write_text
 from ich.data.catalog import assemble_catalog, list_dicom_files, rows_to_frame, write_parquet_atomic
 from ich.data.preprocess import PreprocessSpec, preprocess_files
 from ich.errors import CacheError
@@ -199,9 +200,7 @@ class CacheSummary:
 
 
 def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def _check_folder(out: Path, spec: PreprocessSpec, chunk_size: int, force: bool) -> None:

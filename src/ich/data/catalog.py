@@ -20,7 +20,6 @@ per-file pandas work is done on the hot path.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ich.atomic import atomic_path
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import TUPLE_FIELDS, flatten_meta, order_catalog
 from ich.labels import LABELS, read_labels
@@ -126,14 +126,8 @@ def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write a table to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _add_order(frame: pd.DataFrame) -> pd.DataFrame:
