@@ -13,6 +13,7 @@ from ich.dicom.io import read_meta, read_slice
 from ich.dicom.windowing import to_hu
 from ich.labels import SUBTYPES
 from ich.phantom.dicom_writer import HU_RANGE, SliceHeader, encode_hu, write_slice
+from ich.phantom.structures import grow
 
 
 def _header(storage: str, explicit: bool = True) -> SliceHeader:
@@ -118,19 +119,6 @@ def test_instance_numbers_and_encodings_vary(slices: pd.DataFrame) -> None:
     assert set(SUBTYPES)  # labels module importable alongside
 
 
-def _grow(mask: np.ndarray, steps: int) -> np.ndarray:
-    """Binary dilation by ``steps`` pixels (4-neighbourhood), numpy only."""
-    out = mask.copy()
-    for _ in range(steps):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
-
-
 def test_written_masks_sit_where_their_subtype_belongs(tiny_cohort: Path,
                                                        slices: pd.DataFrame) -> None:
     by_id = dict(zip(slices["image_id"], slices["slice"], strict=True))
@@ -144,7 +132,7 @@ def test_written_masks_sit_where_their_subtype_belongs(tiny_cohort: Path,
                 seen.add(name)
                 assert not (mask & bone).any()
                 if name in ("epidural", "subdural"):  # against the inner table
-                    assert (_grow(mask, 2) & bone).any(), path.name
+                    assert (grow(mask, 2) & bone).any(), path.name
                 if name == "intraparenchymal":  # inside the brain, away from the skull
-                    assert not (_grow(mask, 1) & bone).any(), path.name
+                    assert not (grow(mask, 1) & bone).any(), path.name
     assert {"subdural", "intraparenchymal"} <= seen
