@@ -57,6 +57,7 @@ class SliceMeta:
     header_rescale_intercept: float | None = None
     samples_per_pixel: int = 1
     number_of_frames: int = 1
+    window_center_vm: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """A flat dict (tuples kept) for tables and JSON."""
@@ -87,6 +88,14 @@ def _float(value: Any) -> float | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return out if math.isfinite(out) else None
+
+
+def _vm(value: Any) -> int:
+    """Value multiplicity of an element as read (0 when absent): RSNA's multi-valued window
+    strings are a header variant worth counting."""
+    if value is None or value == "":
+        return 0
+    return len(value) if isinstance(value, (list, tuple, MultiValue)) else 1
 
 
 def _int(value: Any, default: int) -> int:
@@ -154,6 +163,7 @@ def build_meta(path: Path, get: Callable[[str], Any], transfer_syntax_uid: str) 
         header_rescale_intercept=header_intercept,
         samples_per_pixel=_int(get("SamplesPerPixel"), 1),
         number_of_frames=_int(get("NumberOfFrames"), 1),
+        window_center_vm=_vm(get("WindowCenter")),
     )
 
 

@@ -53,27 +53,6 @@ def stable_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _window_multivalued(path: Path) -> bool | None:
-    """Whether (0028,1050) Window Center is stored multi-valued (RSNA's ``['00036','00036']``).
-
-    ``SliceMeta`` keeps only the first value, which is right for use but hides this header
-    variant; a header-only read of the two window tags recovers it.
-    """
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(
-            path,
-            stop_before_pixels=True,
-            force=True,
-            specific_tags=[(0x0028, 0x1050), (0x0028, 0x1051)],
-        )
-        elem = ds.get((0x0028, 0x1050))
-        return None if elem is None else bool(elem.VM > 1)
-    except Exception:
-        return None
-
-
 def scan_header(path: Path) -> dict[str, Any]:
     """One row of the header table: status "ok"/"error", reason, and the fields we count."""
     row: dict[str, Any] = {"path": str(path), "image_id": path.name.split(".")[0]}
@@ -111,8 +90,7 @@ def scan_header(path: Path) -> dict[str, Any]:
     row["wrap_fault"] = bool(d.get("wrap_fixed")) or needs_wrap_fix(
         meta.bits_stored, meta.pixel_representation, row["rescale_intercept"]
     )
-    vm = getattr(meta, "window_center_vm", None)  # when ich.dicom exposes it, no second read
-    row["window_multivalued"] = (vm > 1) if isinstance(vm, int) else _window_multivalued(path)
+    row["window_multivalued"] = meta.window_center_vm > 1
     row.update(status="ok", error="")
     return row
 
