@@ -266,7 +266,7 @@ def run_stage2(
     """Embeddings from ``slice_best.pt`` (flip TTA) -> sequence model -> out-of-fold table."""
     from ich.train.checkpoint import load_checkpoint, load_slice_model
     from ich.train.embeddings import extract_embeddings, save_embeddings, sequence_features
-    from ich.train.loop import channel_spec
+    from ich.train.loop import channel_spec, describe
     from ich.train.runner import _write_frame
 
     run_dir = Path(run_dir)
@@ -293,22 +293,14 @@ def run_stage2(
     labelled = {s for s, idx in data.indices.items() if not np.isnan(cache.labels[idx]).any()}
     val = sorted(s for s in labelled if data.fold[s] == cfg.data.fold)
     train = sorted(s for s in labelled if data.fold[s] != cfg.data.fold)
-    describe: dict[str, Any] = {
-        k: ckpt[k]
-        for k in (
-            "config",
-            "labels",
-            "windows",
-            "offsets",
-            "input_size",
-            "preprocess",
-            "ich_version",
-        )
-        if k in ckpt
+    # The same self-description as the slice checkpoints (resolved config of this stage,
+    # windows, offsets, input size, crop), plus what stage 2 adds.
+    info = {
+        **describe(cfg, cache),
+        "slice_checkpoint": "slice_best.pt",
+        "tta_flip": cfg.sequence.tta_flip,
     }
-    describe["slice_checkpoint"] = "slice_best.pt"
-    describe["tta_flip"] = cfg.sequence.tta_flip
-    res = train_sequence_model(cfg, data, train, val, run_dir, describe)
+    res = train_sequence_model(cfg, data, train, val, run_dir, info)
     out: dict[str, object] = {"sequence_best": str(res.best_path), "sequence_wll": res.best_wll}
     if res.val_probs:
         probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
