@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from ich.data import cache as cache_module
 from ich.data.cache import SliceCache, build_cache, chunk_paths
 from ich.data.preprocess import PreprocessSpec, preprocess_hu
 from ich.dicom.io import read_slice
@@ -205,3 +209,45 @@ def test_pool_build_strict_stops(images_copy: Path, tmp_path: Path) -> None:
     (images_copy / "ID_zzbroken.dcm").write_bytes(b"junk")
     with pytest.raises(CacheError, match="ID_zzbroken"):
         _build(images_copy, tmp_path / "c", chunk_size=8, workers=2, strict=True)
+
+
+def test_fork_only_when_no_other_thread_and_no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert cache_module._can_fork()
+    monkeypatch.setitem(sys.modules, "torch", object())  # type: ignore[arg-type]
+    assert not cache_module._can_fork()
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert not cache_module._can_fork()
+
+
+_FORKED_BUILD = """
+import sys, cv2, numpy as np
+from ich.data.cache import _can_fork, build_cache
+from ich.data.preprocess import PreprocessSpec
+# Start OpenCV's thread pool here first: a forked worker that resized it used to hang.
+cv2.setNumThreads(2)
+cv2.resize(np.random.rand(2048, 2048).astype(np.float32), (600, 600), interpolation=cv2.INTER_AREA)
+assert _can_fork(), "expected the fork path in a fresh interpreter"
+summary = build_cache(sys.argv[1], sys.argv[2], spec=PreprocessSpec(size=64), workers=2,
+                      progress=False, chunk_size=8)
+print(summary.chunks_built, summary.chunks_total, cv2.getNumThreads())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_forked_workers_build_the_same_cache(tiny_cohort: Path, tmp_path: Path) -> None:
+    """The fork path (a fresh interpreter without torch), after OpenCV's pool has started."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _build(tiny_cohort / "images", one, chunk_size=8)
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_BUILD, str(tiny_cohort / "images"), str(two)],
+        capture_output=True, text=True, timeout=110, check=True,
+    )
+    built, total, threads = (int(v) for v in done.stdout.split())
+    assert built == total > 2 and threads == 2  # this process's OpenCV setting is restored
+    pd.testing.assert_frame_equal(pd.read_parquet(one / "catalog.parquet"),
+                                  pd.read_parquet(two / "catalog.parquet"))
+    a, b = SliceCache(one), SliceCache(two)
+    np.testing.assert_array_equal(a.images(np.arange(len(a))), b.images(np.arange(len(b))))

@@ -69,6 +69,23 @@ def test_12bit_unsigned_implicit_le(write_ct, head_values):
     assert s.meta.transfer_syntax_uid == ImplicitVRLittleEndian
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_bits_above_bits_stored_are_not_part_of_the_value(write_ct, head_values, fast):
+    # Some scanners keep overlay or junk bits above BitsStored (PS3.5 8.1.1: not the value).
+    stored = head_values.astype(np.uint16)
+    junk = stored | np.uint16(0xA000)
+    junk[0, 0] = stored[0, 0]  # one clean pixel: the junk is found anywhere, not only at [0, 0]
+    path = write_ct("j.dcm", junk, bits_stored=12, pixel_representation=0)
+    if fast:
+        np.testing.assert_array_equal(read_slice(path).hu, _hu(stored))
+    else:
+        from ich.dicom.io import _file_contents, _stored
+
+        with _file_contents(path) as contents:
+            values, _ = _stored(path, contents, fast=False)
+            np.testing.assert_array_equal(values, stored)
+
+
 def test_explicit_big_endian(write_ct, head_values):
     s = read_slice(write_ct("be.dcm", head_values, syntax=ExplicitVRBigEndian))
     np.testing.assert_array_equal(s.hu, _hu(head_values))

@@ -157,16 +157,29 @@ def _tissue(
     HU, with the float32 operations of :func:`to_hu`, so the mask is the one of the HU image.
     """
     img = np.asarray(hu)[::factor, ::factor]
-    if rescale is not None:  # in place: the same float32 operations, one temporary fewer
+    threshold: float | int = HEAD_THRESHOLD_HU
+    if rescale is not None and _integer_rescale(img.dtype, *rescale):
+        # HU = stored + intercept exactly (float32 holds these integers): compare the stored
+        # integers with -300 - intercept instead of converting the sample to HU.
+        threshold = int(HEAD_THRESHOLD_HU) - int(rescale[1])
+    elif rescale is not None:  # in place: the same float32 operations, one temporary fewer
         img = img.astype(np.float32)
         img *= np.float32(rescale[0])
         img += np.float32(rescale[1])
     # A bool array viewed as uint8 is already {0,1}: no conversion pass needed.
-    binary = np.greater(img, HEAD_THRESHOLD_HU).view(np.uint8)
+    binary = np.greater(img, threshold).view(np.uint8)
     # An opening a few percent of the image wide cuts the thin headrest/table (and cables)
     # from the head, so that the largest component is the head alone.
     k = max(3, round(0.04 * min(binary.shape)) | 1)
     return binary, cv2.morphologyEx(binary, cv2.MORPH_OPEN, _ellipse(k))
+
+
+def _integer_rescale(dtype: np.dtype, slope: float, intercept: float) -> bool:
+    """Whether stored values of ``dtype`` become HU by adding an integer, exactly in float32."""
+    return (
+        dtype.kind in "iu" and dtype.itemsize <= 2 and slope == 1.0
+        and float(intercept).is_integer() and abs(intercept) < 2**23
+    )
 
 
 @functools.lru_cache(maxsize=16)
