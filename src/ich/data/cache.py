@@ -36,7 +36,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ich.atomic import atomic_write_text
-from ich.data.catalog import assemble_catalog, list_dicom_files, rows_to_frame, write_parquet_atomic
+from ich.data.catalog import assemble_catalog, list_dicom_files, write_parquet_atomic, write_rows
 from ich.data.preprocess import PreprocessSpec, preprocess_files
 from ich.errors import CacheError
 from ich.labels import LABELS
@@ -260,7 +260,7 @@ def _build_chunk(task: _Task) -> tuple[int, int]:
         fh.flush()
         _advise_done(fh.fileno())  # starts writing it back
     tmp_table = table.with_name(f"{table.name}.{os.getpid()}.tmp")
-    rows_to_frame(rows).to_parquet(tmp_table, index=False)
+    write_rows(rows, tmp_table)
     os.replace(tmp_npy, npy)
     os.replace(tmp_table, table)  # last: its presence marks the chunk finished
     _release_written(npy)

@@ -13,8 +13,8 @@ Columns (see also ``docs`` in ``ich.data.cache``):
 * the six label columns named as :data:`ich.labels.LABELS` (float32, NaN when unlabelled);
 * ``chunk`` and ``row``: where the image lives (``chunks/<chunk>.npy[row]``; ``-1`` on errors).
 
-Rows are built as plain dicts per file (cheap) and turned into one DataFrame per chunk, so no
-per-file pandas work is done on the hot path.
+Rows are built as plain dicts per file (cheap) and written as one Arrow table per chunk, so no
+pandas work is done on the hot path.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ich.atomic import atomic_path
 from ich.dicom.io import SliceMeta
@@ -107,20 +109,41 @@ def error_row(path: Path, reason: str, kind: str, meta: SliceMeta | None) -> dic
     return out
 
 
-def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """One DataFrame with the fixed catalog schema (same dtypes in every chunk table)."""
-    frame = pd.DataFrame.from_records(rows, columns=[*BASE_COLUMNS, *META_DTYPES])
+def _arrow_type(dtype: str) -> pa.DataType:
+    return {"str": pa.string(), "bool": pa.bool_(), "Int64": pa.int64()}.get(dtype, pa.float64())
+
+
+#: Column -> Arrow type of the chunk tables (base columns, then the SliceMeta columns).
+CHUNK_SCHEMA: pa.Schema = pa.schema(
+    [(name, pa.int64() if name in ("chunk", "row") else pa.string()) for name in BASE_COLUMNS]
+    + [(name, _arrow_type(dtype)) for name, dtype in META_DTYPES.items()]
+)
+#: What a missing value becomes, by Arrow type (None: a null, NaN/<NA> in the catalog).
+_MISSING = {pa.string(): "", pa.bool_(): False}
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write one chunk's catalog rows as a Parquet table with :data:`CHUNK_SCHEMA`.
+
+    Why Arrow rather than a DataFrame: building and converting a DataFrame per chunk cost
+    ~45 µs per slice, a tenth of the preprocessing; the dtypes pandas needs (nullable
+    ``Int64``) are set once for the whole catalog by :func:`frame_dtypes`.
+    """
+    columns = []
+    for column in CHUNK_SCHEMA:
+        missing = _MISSING.get(column.type)
+        values = [row.get(column.name, missing) for row in rows]
+        if missing is not None:
+            values = [missing if v is None else v for v in values]
+        columns.append(pa.array(values, type=column.type))
+    pq.write_table(pa.Table.from_arrays(columns, schema=CHUNK_SCHEMA), path)
+
+
+def frame_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The catalog dtypes (see the module docstring) on a frame read from chunk tables."""
     for col, dtype in META_DTYPES.items():
-        if dtype == "str":
-            frame[col] = frame[col].fillna("").astype(str)
-        elif dtype == "bool":
-            frame[col] = frame[col].fillna(False).astype(bool)
-        else:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(dtype)  # type: ignore[call-overload]
-    for col in ("image_id", "path", "status", "error", "error_kind"):
-        frame[col] = frame[col].astype(str)
-    frame["chunk"] = frame["chunk"].astype(np.int64)
-    frame["row"] = frame["row"].astype(np.int64)
+        if dtype == "Int64":
+            frame[col] = frame[col].astype("Int64")
     return frame
 
 
@@ -167,7 +190,7 @@ def assemble_catalog(tables: Iterator[pd.DataFrame], labels_csv: Path | None) ->
     Ok rows come first, ordered by (study, series, slice_index) — the order of the cache index
     of :class:`~ich.data.cache.SliceCache`; failed files follow, by path.
     """
-    frame = pd.concat(list(tables), ignore_index=True)
+    frame = frame_dtypes(pd.concat(list(tables), ignore_index=True))
     frame = _add_labels(_add_order(frame), labels_csv)
     frame["_bad"] = frame["status"] != "ok"
     frame = frame.sort_values(
