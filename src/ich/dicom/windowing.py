@@ -121,15 +121,27 @@ def _mask_factor(shape: tuple[int, ...]) -> int:
     return max(1, min(shape[0], shape[1]) // _MASK_SIDE)
 
 
-def _largest_label(binary: np.ndarray) -> tuple[np.ndarray, int, np.ndarray] | None:
-    """(labels, label, stats row) of the largest 8-connected component, None when empty."""
+def _largest_label(
+    binary: np.ndarray,
+) -> tuple[np.ndarray, int, tuple[int, int, int, int]] | None:
+    """(labels, label, (left, top, width, height)) of the largest 8-connected component.
+
+    None when the image is empty. Why not ``connectedComponentsWithStats``: its statistics
+    cost three times the labelling on a 128-pixel mask, and the head mask usually has one
+    component (then its box is the mask's); otherwise areas come from one ``bincount``.
+    """
     # 16-bit labels: enough for a ~128-pixel image (<= 2**15 components), and faster.
     ltype = cv2.CV_16U if binary.size < 2**16 else cv2.CV_32S
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=ltype)
+    n, labels = cv2.connectedComponents(binary, connectivity=8, ltype=ltype)
     if n <= 1:
         return None
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels, best, stats[best]
+    if n == 2:  # a single component: every foreground pixel
+        best, pixels = 1, binary
+    else:
+        best = 1 + int(np.argmax(np.bincount(labels.ravel(), minlength=n)[1:]))
+        pixels = np.equal(labels, best).view(np.uint8)
+    x, y, w, h = cv2.boundingRect(pixels)
+    return np.asarray(labels), best, (int(x), int(y), int(w), int(h))
 
 
 def _largest_component(binary: np.ndarray) -> np.ndarray:
@@ -253,7 +265,7 @@ def head_bbox(
     found = _largest_label(opened) or _largest_label(binary)  # thinner than the opening
     if found is None:
         return _square_box(0, height, 0, width, 0.0)
-    x, y, w, h = (int(v) for v in found[2][:4])  # CC_STAT_LEFT, TOP, WIDTH, HEIGHT
+    x, y, w, h = found[2]
     return _square_box(y * factor, (y + h) * factor, x * factor, (x + w) * factor, margin_frac)
 
 
