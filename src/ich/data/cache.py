@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from ich.atomic import atomic_write_text
 from ich.data.catalog import assemble_catalog, list_dicom_files, write_parquet_atomic, write_rows
+from ich.data.chunkfile import chunk_buffer
 from ich.data.preprocess import PreprocessSpec, preprocess_files
 from ich.errors import CacheError
 from ich.labels import LABELS
@@ -252,53 +253,16 @@ _Task = tuple[int, list[Path], Path, PreprocessSpec, bool]
 def _build_chunk(task: _Task) -> tuple[int, int]:
     """Worker: preprocess one chunk and move its two files into place. Returns (k, n_files)."""
     k, files, root, spec, strict = task
-    block, rows = preprocess_files(files, spec, chunk=k, strict=strict)
+    buffer = chunk_buffer(len(files), spec.size)  # reused from this process's last chunk
+    block, rows = preprocess_files(files, spec, chunk=k, strict=strict, out=buffer.images)
     npy, table = chunk_paths(root, k)
     tmp_npy = npy.with_name(f"{npy.name}.{os.getpid()}.tmp")
-    with open(tmp_npy, "wb") as fh:
-        np.save(fh, block)
-        fh.flush()
-        _advise_done(fh.fileno())  # starts writing it back
+    buffer.write(tmp_npy, len(block))
     tmp_table = table.with_name(f"{table.name}.{os.getpid()}.tmp")
     write_rows(rows, tmp_table)
     os.replace(tmp_npy, npy)
     os.replace(tmp_table, table)  # last: its presence marks the chunk finished
-    _release_written(npy)
     return k, len(files)
-
-
-#: Chunk arrays this process wrote whose pages may still be cached, oldest first.
-_WRITTEN: deque[Path] = deque()
-#: Chunks written since a chunk's write-back started before its pages are released.
-_RELEASE_LAG = 2
-
-
-def _advise_done(fd: int) -> None:
-    """``POSIX_FADV_DONTNEED``: start writing dirty pages back, release the clean ones."""
-    if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-def _release_written(npy: Path) -> None:
-    """Release the page cache of the chunk written ``_RELEASE_LAG`` chunks ago.
-
-    Why: a build writes 128 KiB per slice (96 GB for RSNA) that it never reads back. Left in
-    the page cache, every chunk takes fresh memory from the system (on a virtual machine each
-    fresh page costs a fault in the hypervisor: ~0.3 ms of kernel time per slice, as much as
-    the whole preprocessing of a slice). Released once written back, their pages are reused by
-    the next chunks, and a build's memory stays flat in the page cache too.
-    """
-    _WRITTEN.append(npy)
-    while len(_WRITTEN) > _RELEASE_LAG:
-        old = _WRITTEN.popleft()
-        try:
-            fd = os.open(old, os.O_RDONLY)
-        except OSError:  # removed meanwhile (--force): nothing to release
-            continue
-        try:
-            _advise_done(fd)
-        finally:
-            os.close(fd)
 
 
 def _can_fork() -> bool:

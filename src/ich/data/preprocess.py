@@ -167,7 +167,8 @@ def preprocess_stored(
 
 
 def preprocess_files(
-    paths: Sequence[Path], spec: PreprocessSpec, chunk: int, strict: bool = False
+    paths: Sequence[Path], spec: PreprocessSpec, chunk: int, strict: bool = False,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Read and preprocess a list of files into one int16 block plus catalog rows.
 
@@ -180,12 +181,18 @@ def preprocess_files(
         spec: Preprocessing settings.
         chunk: Chunk number written into the ``chunk`` column.
         strict: Raise :class:`~ich.errors.CacheError` naming the file at the first failure.
+        out: int16 (>= len(paths), size, size) to fill instead of a new block (e.g. the
+            aligned buffer of :class:`ich.data.chunkfile.ChunkBuffer`).
 
     Returns:
-        int16 (n_ok, size, size) and one catalog row per input file (ok rows have ``row`` = their
-        position in the block).
+        int16 (n_ok, size, size) (a view of ``out`` when given) and one catalog row per input
+        file (ok rows have ``row`` = their position in the block).
     """
-    block = np.empty((len(paths), spec.size, spec.size), dtype=np.int16)
+    shape = (len(paths), spec.size, spec.size)
+    if out is not None and (out.dtype != np.int16 or out.shape[1:] != shape[1:]
+                            or len(out) < len(paths)):
+        raise ValueError(f"out must be int16 with room for {shape}, got {out.dtype} {out.shape}")
+    block = np.empty(shape, dtype=np.int16) if out is None else out
     rows: list[dict[str, Any]] = []
     n_ok = 0
     with warnings.catch_warnings():
