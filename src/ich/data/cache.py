@@ -25,6 +25,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,7 +293,12 @@ def _fork_pool(workers: int) -> Any:
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        return mp.get_context("fork").Pool(workers)
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns on any fork of a process with native threads; the idle
+            # pools of numpy/OpenCV/Arrow are the case _can_fork accepts (see there).
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded",
+                                    DeprecationWarning)
+            return mp.get_context("fork").Pool(workers)
     finally:
         cv2.setNumThreads(previous)
 
