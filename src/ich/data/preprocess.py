@@ -19,7 +19,7 @@ import numpy as np
 
 from ich.data.catalog import error_row, ok_row
 from ich.dicom.io import open_stored, read_meta
-from ich.dicom.windowing import AIR_HU, crop_resize, crop_resize_any, head_bbox
+from ich.dicom.windowing import AIR_HU, crop_resize, crop_resize_any, head_bbox, integer_rescale
 from ich.errors import CacheError, DicomReadError
 
 _INT16 = np.iinfo(np.int16)
@@ -143,7 +143,7 @@ def preprocess_stored(
         # Air in stored units does not fit the stored type (e.g. uint16 with intercept
         # +30000): pad in float32, or the padding would wrap around to a bright value.
         stored, kind = stored.astype(np.float32), np.dtype(np.float32)
-    if slope == 1.0 and float(intercept).is_integer() and kind.kind in "iu" and kind.itemsize <= 2:
+    if integer_rescale(kind, slope, intercept):
         small = crop_resize_any(stored, box, spec.size, fill)
         # Clip in stored units so that value + intercept fits int16; the int16 addition may
         # wrap in between but its result is exact (modular arithmetic), in two fast passes.

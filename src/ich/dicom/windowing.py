@@ -165,12 +165,14 @@ def _tissue(
 
     Plain subsampling (not averaging) is enough: the mask only separates tissue from air at
     -300 HU, far from both, and it costs nothing compared with a resize. With ``rescale``
-    (slope, intercept) the image holds stored values: only the sampled pixels are turned into
-    HU, with the float32 operations of :func:`to_hu`, so the mask is the one of the HU image.
+    (slope, intercept) the image holds stored values: the sampled integers are compared with
+    the threshold in stored units when that is exact (:func:`integer_rescale`), otherwise
+    turned into HU with the float32 operations of :func:`to_hu`; either way the mask is the one
+    of the HU image.
     """
     img = np.asarray(hu)[::factor, ::factor]
     threshold: float | int = HEAD_THRESHOLD_HU
-    if rescale is not None and _integer_rescale(img.dtype, *rescale):
+    if rescale is not None and integer_rescale(img.dtype, *rescale):
         # HU = stored + intercept exactly (float32 holds these integers): compare the stored
         # integers with -300 - intercept instead of converting the sample to HU.
         threshold = int(HEAD_THRESHOLD_HU) - int(rescale[1])
@@ -186,7 +188,7 @@ def _tissue(
     return binary, cv2.morphologyEx(binary, cv2.MORPH_OPEN, _ellipse(k))
 
 
-def _integer_rescale(dtype: np.dtype, slope: float, intercept: float) -> bool:
+def integer_rescale(dtype: np.dtype, slope: float, intercept: float) -> bool:
     """Whether stored values of ``dtype`` become HU by adding an integer, exactly in float32."""
     return (
         dtype.kind in "iu" and dtype.itemsize <= 2 and slope == 1.0
