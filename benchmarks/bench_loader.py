@@ -34,7 +34,8 @@ from ich.data.augment import (
     make_batch_augment,
     prepare_batch,
 )
-from ich.data.cache import SliceCache, build_cache
+from ich.data.build import build_cache
+from ich.data.cache import SliceCache
 from ich.data.datasets import ChannelSpec, SliceDataset, slice_loader
 from ich.data.preprocess import PreprocessSpec
 from ich.dicom.windowing import resolve_windows

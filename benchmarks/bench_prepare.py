@@ -101,7 +101,7 @@ def child_build(images: Path, out: Path, workers: int, size: int, chunk: int) ->
     No sampling thread runs here: a single-threaded build process may fork its workers, which
     is what ``ich prepare`` does; memory is sampled from the parent (:func:`measure_build`).
     """
-    from ich.data.cache import build_cache
+    from ich.data.build import build_cache
     from ich.data.preprocess import PreprocessSpec
 
     start = time.perf_counter()

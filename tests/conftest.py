@@ -67,7 +67,7 @@ def tiny_overrides() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_cache(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``tiny_cohort`` prepared into a 64 px cache with labels."""
-    from ich.data.cache import build_cache
+    from ich.data.build import build_cache
     from ich.data.preprocess import PreprocessSpec
 
     out = tmp_path_factory.mktemp("tiny_cache") / "cache"

@@ -94,7 +94,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     """Run every stage; a rerun in the same ``opts.out`` reuses the cohort, the cache and a
     finished run of the same configuration."""
     from ich.config import load_config, packaged_config
-    from ich.data.cache import build_cache
+    from ich.data.build import build_cache
     from ich.data.preprocess import PreprocessSpec
     from ich.eval.evaluate import evaluate_run
     from ich.phantom import generate_cohort

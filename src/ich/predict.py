@@ -18,7 +18,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ich.atomic import atomic_path
-from ich.data.cache import SliceCache, build_cache
+from ich.data.build import build_cache
+from ich.data.cache import SliceCache
 from ich.errors import CacheError
 from ich.inference import Predictor
 from ich.labels import LABELS, write_submission

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.data import cache as cache_module
-from ich.data.cache import SliceCache, build_cache, chunk_paths
+from ich.data import build as build_module
+from ich.data.build import build_cache
+from ich.data.cache import SliceCache, chunk_paths
 from ich.data.preprocess import PreprocessSpec, preprocess_hu
 from ich.dicom.io import read_slice
 from ich.errors import CacheError
@@ -214,17 +215,17 @@ def test_pool_build_strict_stops(images_copy: Path, tmp_path: Path) -> None:
 def test_fork_only_when_no_other_thread_and_no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     monkeypatch.delitem(sys.modules, "torch", raising=False)
-    assert cache_module._can_fork()
+    assert build_module._can_fork()
     monkeypatch.setitem(sys.modules, "torch", object())  # type: ignore[arg-type]
-    assert not cache_module._can_fork()
+    assert not build_module._can_fork()
     monkeypatch.delitem(sys.modules, "torch")
     monkeypatch.setattr(threading, "active_count", lambda: 2)
-    assert not cache_module._can_fork()
+    assert not build_module._can_fork()
 
 
 _FORKED_BUILD = """
 import sys, cv2, numpy as np
-from ich.data.cache import _can_fork, build_cache
+from ich.data.build import _can_fork, build_cache
 from ich.data.preprocess import PreprocessSpec
 # Start OpenCV's thread pool here first: a forked worker that resized it used to hang.
 cv2.setNumThreads(2)

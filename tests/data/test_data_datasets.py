@@ -209,7 +209,8 @@ def test_sequence_train_crop_and_reversal_keep_alignment() -> None:
 
 
 def test_on_real_cache(tiny_cohort: Path, tmp_path: Path) -> None:
-    from ich.data.cache import SliceCache, build_cache
+    from ich.data.build import build_cache
+    from ich.data.cache import SliceCache
     from ich.data.preprocess import PreprocessSpec
 
     build_cache(tiny_cohort / "images", tmp_path / "cache", labels_csv=tiny_cohort / "labels.csv",

@@ -58,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
 
 def run(args: argparse.Namespace) -> int:
     """Convert the options, build the cache, print the summary."""
-    from ich.data.cache import build_cache, format_summary
+    from ich.data.build import build_cache, format_summary
     from ich.data.preprocess import PreprocessSpec
 
     try:
