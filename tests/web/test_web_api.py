@@ -139,6 +139,20 @@ def test_only_broken_files_gives_a_failed_entry(make_client) -> None:
     assert r.status_code == 400 and "no files" in r.json()["detail"]
 
 
+def test_same_study_uploaded_again_is_not_duplicated(make_client, rsna_sample: Path) -> None:
+    client = make_client()
+    paths = sample_series(rsna_sample)["ID_eeaf99e7"][:4]
+    first = client.post("/api/studies", files=_files(paths)).json()
+    assert first["existing"] == []
+    wait_done(client, first["id"])
+    again = client.post("/api/studies", files=_files(paths[::-1])).json()  # any order
+    assert again["ids"] == [first["id"]] and again["existing"] == [first["id"]]
+    assert len(client.get("/api/studies").json()) == 1
+    fewer = client.post("/api/studies", files=_files(paths[:3])).json()  # other content
+    assert fewer["existing"] == [] and fewer["id"] != first["id"]
+    assert len(client.get("/api/studies").json()) == 2
+
+
 def test_delete(make_client, rsna_sample: Path) -> None:
     client = make_client()
     paths = sample_series(rsna_sample)["ID_eeaf99e7"][:3]

@@ -126,3 +126,22 @@ def test_logs_carry_no_identifiers(make_client, rsna_sample, caplog) -> None:
     text = caplog.text
     assert "upload: 2 files" in text
     assert "PAT_log" not in text and "ID_" not in text and ".log" not in text
+
+
+def test_find_study_matches_exact_files_and_skips_failed(tmp_path: Path) -> None:
+    from ich.web.store import Store
+
+    store = Store(tmp_path)
+    slices = [{"sop_instance_uid": f"1.{i}", "z": float(i), "sha256": f"{i:064x}", "meta": {}}
+              for i in range(3)]
+    series = [{"id": "s1", "series_instance_uid": "SE", "rows": 8, "columns": 8,
+               "slices": slices}]
+    sid = store.add_study({"study_instance_uid": "ST", "patient_id": "P"}, series, [])
+    hashes = {x["sha256"] for x in slices}
+    assert store.find_study("ST", hashes) == sid
+    assert store.find_study("ST", hashes - {slices[0]["sha256"]}) is None
+    assert store.find_study("OTHER", hashes) is None
+    with store.tx() as db:
+        db.execute("UPDATE jobs SET status='failed'")
+    assert store.find_study("ST", hashes) is None  # a failed study is read again
+    store.close()

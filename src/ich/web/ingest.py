@@ -36,11 +36,16 @@ class UploadTooLargeError(IchError):
 
 @dataclass
 class IngestResult:
-    """What an upload became: the new study ids (in upload order) and per-file errors."""
+    """What an upload became: its study ids (in upload order) and per-file errors.
+
+    ``existing`` lists the ids among ``study_ids`` that were already stored with exactly the
+    same files (nothing new was queued for them).
+    """
 
     study_ids: list[str] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     n_files: int = 0
+    existing: list[str] = field(default_factory=list)
 
 
 def hash_id(value: str) -> str:
@@ -154,6 +159,12 @@ def ingest(
         groups[meta.study_instance_uid][meta.series_instance_uid].append(item)
     built = []
     for study_uid, series_map in groups.items():
+        hashes = {sha for group in series_map.values() for _, sha, _ in group}
+        known = store.find_study(study_uid, hashes)
+        if known is not None:
+            result.study_ids.append(known)
+            result.existing.append(known)
+            continue
         rows = [_build_series(store, group, result.errors) for group in series_map.values()]
         rows = [s for s in rows if s["slices"]]
         if rows:

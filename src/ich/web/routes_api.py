@@ -92,7 +92,7 @@ async def upload(request: Request) -> dict[str, Any]:
         raise HTTPException(400, "the upload contained no files")
     views.log_upload(result.study_ids, time.perf_counter() - start)
     return {"id": result.study_ids[0], "ids": result.study_ids, "files": result.n_files,
-            "errors": result.errors}
+            "errors": result.errors, "existing": result.existing}
 
 
 @router.get("/studies", summary="All studies, most suspicious first")

@@ -147,6 +147,25 @@ class Store:
                 )
         return sid
 
+    def find_study(self, study_instance_uid: str, hashes: set[str]) -> str | None:
+        """The stored study with this StudyInstanceUID made of exactly these files, if any.
+
+        Why: uploading the same study twice (a second drag of the folder, a retry after a lost
+        response) should show the study already there, not a second copy of it in the
+        worklist. A study whose processing failed does not count, so a re-upload retries it.
+        """
+        for row in self.query(
+            "SELECT id FROM studies WHERE study_instance_uid=? AND id NOT IN (SELECT study_id "
+            "FROM series JOIN jobs ON jobs.series_id = series.id WHERE jobs.status='failed')",
+            (study_instance_uid,),
+        ):
+            stored = {r["sha256"] for r in self.query(
+                "SELECT sha256 FROM slices JOIN series ON slices.series_id = series.id "
+                "WHERE series.study_id=?", (row["id"],))}
+            if stored == hashes:
+                return str(row["id"])
+        return None
+
     def add_errors_only(self, errors: list[dict[str, str]]) -> str:
         """Record an upload in which no file was usable, so the reasons can be looked up."""
         sid = new_id()

@@ -39,7 +39,8 @@ async function upload(files) {
   $("upload-message").textContent = `Uploading ${files.length} file(s)…`;
   try {
     const r = await api("/api/studies", {method: "POST", body: fd});
-    $("upload-message").textContent = `Received ${r.files} file(s) → ${r.ids.length} study(ies); ` +
+    const again = r.existing.length ? ` (${r.existing.length} already loaded: shown, not re-read)` : "";
+    $("upload-message").textContent = `Received ${r.files} file(s) → ${r.ids.length} study(ies)${again}; ` +
       (r.errors.length ? `${r.errors.length} file(s) could not be used:` : "all files readable.");
     $("upload-errors").innerHTML = r.errors.map((e) => `<li><b>${esc(e.file)}</b>: ${esc(e.reason)}</li>`).join("");
     if (!r.errors.length) setTimeout(() => { $("upload-status").hidden = true; }, 6000);
