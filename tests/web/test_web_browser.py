@@ -223,3 +223,50 @@ def test_token_page(tmp_path: Path, page: Any) -> None:
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+def _one_study(files: list[tuple[str, bytes]], study_uid: str) -> list[tuple[str, bytes]]:
+    """The same files with one StudyInstanceUID (several series of one study)."""
+    import io
+
+    import pydicom
+
+    out = []
+    for name, data in files:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.StudyInstanceUID = study_uid
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        out.append((name, buf.getvalue()))
+    return out
+
+
+def test_series_picker(server: str, page: Any, tmp_path: Path, rsna_sample) -> None:
+    series = sample_series(rsna_sample)
+    first = relabelled(series["ID_eeaf99e7"][:5], "a", hu_shift=-60)  # quiet, 5 slices
+    second = relabelled(series["ID_cd5a85fd"][:7], "b")  # the suspicious one, 7 slices
+    files = _one_study(first + second, "1.2.826.0.1.3680043.8.498.77")
+    page.goto(server + "/")
+    page.set_input_files("#upload-input", _write(files, tmp_path / "two"))
+    page.wait_for_function(
+        "[...document.querySelectorAll('#worklist-body .badge')]"
+        ".some(b => b.textContent === 'done')", timeout=30000)
+    page.click("#worklist-body tr:first-child")
+    page.wait_for_selector("#chart polyline")
+    assert page.locator("#series-select").is_visible()
+    assert page.locator("#series-select option").count() == 2
+    assert "2 series" in page.inner_text("#study-title")
+    # Opens on the series with the most suspicious slice; scrolling stays inside it.
+    chosen = int(page.eval_on_selector("#series-select", "e => +e.value"))
+    n_chosen = 7 if "7 slices" in page.inner_text(f"#series-select option[value='{chosen}']") else 5
+    assert page.inner_text("#slice-index").endswith(f"/ {n_chosen}")
+    other = 1 - chosen
+    page.select_option("#series-select", str(other))
+    assert page.inner_text("#slice-index").endswith(f"/ {12 - n_chosen}")
+    page.focus("#image-wrap")
+    page.keyboard.press("Home")
+    # Slice 1 of the second series in the list is slice 5 of the study (0-based, API order).
+    offset = 0 if other == 0 else int(page.eval_on_selector(
+        "#series-select", "e => e.options[0].textContent.match(/(\\d+) slices/)[1]"))
+    assert f"/slices/{offset}.png" in page.get_attribute("#slice-img", "src")
+    page.screenshot(path=str(tmp_path / "series.png"))

@@ -4,7 +4,7 @@ const LABELS = ["any", "epidural", "intraparenchymal", "intraventricular", "suba
 const SHORT = {any: "ANY", epidural: "EDH", intraparenchymal: "IPH", intraventricular: "IVH",
   subarachnoid: "SAH", subdural: "SDH"};
 const $ = (id) => document.getElementById(id);
-const S = {study: null, slices: [], index: 0, window: "brain", poll: null, listPoll: null};
+const S = {study: null, series: 0, slices: [], index: 0, window: "brain", poll: null, listPoll: null};
 
 function esc(t) { return String(t ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
 function pct(p) { return p == null ? "–" : (100 * p).toFixed(p >= 0.995 || p < 0.005 ? 0 : 1) + "%"; }
@@ -117,7 +117,9 @@ function probTable(el, probs) {
 }
 
 function windowParam() { return S.window; }
-function sliceUrl(i) { return `/api/studies/${S.study.id}/slices/${i}.png?window=${encodeURIComponent(windowParam())}`; }
+// Slices are numbered study-wide by the API; the viewer scrolls one series at a time.
+function studyIndex(i) { return S.slices[i].index; }
+function sliceUrl(i) { return `/api/studies/${S.study.id}/slices/${studyIndex(i)}.png?window=${encodeURIComponent(windowParam())}`; }
 
 function showSlice(i, prefetch = true) {
   if (!S.slices.length) return;
@@ -145,7 +147,7 @@ function updateHeat() {
   img.hidden = !on;
   img.style.opacity = $("heat-opacity").value / 100;
   if (!on) return;
-  const url = (i) => `/api/studies/${S.study.id}/slices/${i}/heatmap.png?label=${$("heat-label").value}`;
+  const url = (i) => `/api/studies/${S.study.id}/slices/${studyIndex(i)}/heatmap.png?label=${$("heat-label").value}`;
   img.src = url(S.index);
   // Warm the server's heatmap cache for the neighbours, so scrolling on stays instant.
   for (const d of [1, -1]) { const j = S.index + d; if (j >= 0 && j < S.slices.length) new Image().src = url(j); }
@@ -155,7 +157,7 @@ let metaTimer = null;
 function loadMeta() {
   clearTimeout(metaTimer);
   metaTimer = setTimeout(async () => {
-    const m = await api(`/api/studies/${S.study.id}/slices/${S.index}/meta`).catch(() => ({}));
+    const m = await api(`/api/studies/${S.study.id}/slices/${studyIndex(S.index)}/meta`).catch(() => ({}));
     const keys = ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id", "modality",
       "instance_number", "rows", "columns", "pixel_spacing", "slice_thickness", "image_position_patient",
       "rescale_slope", "rescale_intercept", "bits_stored", "photometric_interpretation", "transfer_syntax_uid"];
@@ -198,8 +200,13 @@ async function loadStudy(id) {
     $("study-title").textContent = e.message; S.study = null; S.slices = []; return;
   }
   const first = !S.study || S.study.id !== d.id;
-  S.study = d; S.slices = d.series.flatMap((s) => s.slices);
-  $("study-title").textContent = `${d.patient_id || "Unknown patient"} · ${d.n_slices} slices · ${d.id}`;
+  S.study = d;
+  if (first) S.series = bestSeries(d);
+  S.series = Math.max(0, Math.min(S.series, d.series.length - 1));
+  S.slices = d.series.length ? d.series[S.series].slices : [];
+  const nSeries = d.series.length > 1 ? ` · ${d.series.length} series` : "";
+  $("study-title").textContent = `${d.patient_id || "Unknown patient"} · ${d.n_slices} slices${nSeries} · ${d.id}`;
+  drawSeriesPicker(d);
   $("study-status").textContent = d.status === "processing" ? `processing ${pct(d.progress)}` : d.status;
   $("study-status").className = "badge " + d.status;
   probTable($("study-probs"), d.probabilities);
@@ -209,6 +216,25 @@ async function loadStudy(id) {
   drawChart(); drawTops();
   showSlice(first ? bestSlice() : S.index, first);
   if (d.status === "queued" || d.status === "processing") S.poll = setTimeout(() => loadStudy(id), 1000);
+}
+
+function bestSeries(d) {
+  // Open on the series holding the most suspicious slice (the first one before results).
+  let best = 0, top = -1;
+  d.series.forEach((s, k) => s.slices.forEach((sl) => {
+    if ((sl.probabilities?.any ?? -1) > top) { top = sl.probabilities.any; best = k; }
+  }));
+  return best;
+}
+
+function drawSeriesPicker(d) {
+  const pick = $("series-select");
+  pick.hidden = d.series.length < 2;
+  pick.innerHTML = d.series.map((s, k) => {
+    const p = s.probabilities ? ` · any ${pct(s.probabilities.any)}` : "";
+    return `<option value="${k}">Series ${k + 1}: ${s.n_slices} slices${p} · …${esc(s.series_instance_uid.slice(-8))}</option>`;
+  }).join("");
+  pick.value = String(S.series);
 }
 
 function drawTops() {
@@ -231,6 +257,11 @@ function bestSlice() {
 function setupViewer() {
   $("heat-label").innerHTML = LABELS.map((l) => `<option value="${l}">${l}</option>`).join("");
   $("slider").oninput = (e) => showSlice(+e.target.value);
+  $("series-select").onchange = (e) => {
+    S.series = +e.target.value; S.slices = S.study.series[S.series].slices;
+    $("slider").max = Math.max(0, S.slices.length - 1);
+    drawChart(); drawTops(); showSlice(bestSlice());
+  };
   $("prev").onclick = () => showSlice(S.index - 1);
   $("next").onclick = () => showSlice(S.index + 1);
   $("image-wrap").addEventListener("wheel", (e) => { e.preventDefault(); showSlice(S.index + Math.sign(e.deltaY)); }, {passive: false});
