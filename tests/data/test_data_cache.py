@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,37 @@ def test_forked_workers_build_the_same_cache(tiny_cohort: Path, tmp_path: Path) 
                                   pd.read_parquet(two / "catalog.parquet"))
     a, b = SliceCache(one), SliceCache(two)
     np.testing.assert_array_equal(a.images(np.arange(len(a))), b.images(np.arange(len(b))))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+@pytest.mark.timeout(60)
+def test_workers_end_with_their_parent(tmp_path: Path) -> None:
+    """A worker of a build killed hard stops at once instead of finishing its chunk."""
+    script = """
+import os, sys, time
+from ich.data.build import _die_with_parent
+child = os.fork()
+if child == 0:
+    _die_with_parent()
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    worker = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+    end = time.time() + 20
+    while time.time() < end and not _ended(worker):
+        time.sleep(0.05)
+    assert _ended(worker)
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie waiting for init to reap it."""
+    try:
+        return ") Z " in Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True

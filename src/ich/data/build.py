@@ -9,10 +9,13 @@ process works on the first chunks (see :func:`_run_tasks`).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -100,7 +103,24 @@ def _chunk_done(root: Path, k: int, files: list[Path]) -> bool:
     return done == [str(p) for p in files]
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to end this worker when its parent dies (``PR_SET_PDEATHSIG``).
+
+    Why: a build process killed hard (``kill -9``, out of memory) would otherwise leave its
+    workers finishing chunks for nobody, racing the rerun that replaces them. Elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # no usable libc: workers outlive it
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
 def _init_worker() -> None:
+    """Initializer of forkserver/spawn workers (fresh processes: OpenCV's pool is unused)."""
+    _die_with_parent()
     cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
 
 
@@ -155,7 +175,7 @@ def _fork_pool(workers: int) -> Any:
             # pools of numpy/OpenCV/Arrow are the case _can_fork accepts (see there).
             warnings.filterwarnings("ignore", "This process .* is multi-threaded",
                                     DeprecationWarning)
-            return mp.get_context("fork").Pool(workers)
+            return mp.get_context("fork").Pool(workers, initializer=_die_with_parent)
     finally:
         cv2.setNumThreads(previous)
 
