@@ -177,8 +177,13 @@ class Predictor:
         tta: int = 1,
         engine: Engine = "auto",
     ) -> Predictor:
-        """Load one run folder, or several (averaged as an ensemble); see :func:`load_run`."""
-        dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+        """Load one run folder, or several (averaged as an ensemble); see :func:`load_run`.
+
+        A fold set (``ich train --all-folds``) stands for its k fold runs.
+        """
+        from ich.train.foldset import expand_runs
+
+        dirs = expand_runs([run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir))
         dev = torch.device(device)
         return cls([load_run(d, dev, engine) for d in dirs], dev, tta)
 

@@ -75,6 +75,12 @@ def _options(p: argparse.ArgumentParser) -> None:
         help="run both stages (default) or one; `sequence` needs a slice checkpoint",
     )
     p.add_argument(
+        "--all-folds",
+        action="store_true",
+        help="train one run per fold (OUT/fold<k>) and the sequence models on out-of-fold "
+        "embeddings of every slice; predict/serve/evaluate take OUT as the k-run ensemble",
+    )
+    p.add_argument(
         "--ddp",
         action="store_true",
         help="expect to be launched by torchrun (fails if WORLD_SIZE is not set)",
@@ -131,7 +137,17 @@ def run(args: argparse.Namespace) -> int:
     stages = tuple(cfg.train.stages) if args.stage == "all" else (args.stage,)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
-        _announce(cfg, run_dir, stages, args.resume is not None)
+        _announce(cfg, run_dir, stages, args.resume is not None, args.all_folds)
+    if args.all_folds:
+        if args.stage != "all":
+            raise ConfigError("--all-folds trains both stages; drop --stage")
+        from ich.train.foldset import is_fold_set, run_fold_set
+
+        if args.resume is not None and not is_fold_set(run_dir):
+            raise ConfigError(f"--resume {run_dir} --all-folds: not a fold set (no foldset.json)")
+        summary = run_fold_set(cfg, Path(cache), run_dir, resume=args.resume is not None)
+        _report(summary)
+        return 0
     from ich.train.runner import run_training
 
     summary = run_training(
@@ -146,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(cfg: object, run_dir: Path, stages: tuple[str, ...], resume: bool) -> None:
+def _announce(
+    cfg: object, run_dir: Path, stages: tuple[str, ...], resume: bool, all_folds: bool = False
+) -> None:
     from ich.config import RunConfig
 
     assert isinstance(cfg, RunConfig)
@@ -165,19 +183,32 @@ def _announce(cfg: object, run_dir: Path, stages: tuple[str, ...], resume: bool)
     )
     print(
         f"  sequence model: {cfg.sequence.kind}, hidden {cfg.sequence.hidden}, "
-        f"{cfg.sequence.epochs} epochs; validation fold {cfg.data.fold} of {cfg.data.folds}"
+        f"{cfg.sequence.epochs} epochs; validation fold "
+        + (f"each of {cfg.data.folds} (--all-folds)" if all_folds
+           else f"{cfg.data.fold} of {cfg.data.folds}")
     )
     sys.stdout.flush()
 
 
+#: Summary key -> what its weighted log loss measures.
+_SCORES = {
+    "slice_wll": "validation weighted log loss, slice",
+    "slice_wll_tta": "validation weighted log loss, slice tta",
+    "sequence_wll": "validation weighted log loss, sequence",
+    "oof_slice_wll": "out-of-fold weighted log loss over all folds, slice model",
+    "oof_sequence_wll": "out-of-fold weighted log loss over all folds, sequence model",
+}
+
+
 def _report(summary: dict[str, object]) -> None:
-    for key in ("slice_wll", "slice_wll_tta", "sequence_wll"):
+    for key, text in _SCORES.items():
         value = summary.get(key)
         if isinstance(value, float):
-            print(
-                f"  validation weighted log loss, {key.replace('_wll', '').replace('_', ' ')}: "
-                f"{value:.4f}"
-            )
+            print(f"  {text}: {value:.4f}")
+    if "fold_runs" in summary:
+        print(f"fold set: {summary['run_dir']} (foldset.json, fold<k>/ runs, "
+              "oof_predictions.parquet); predict, serve and evaluate take it as one model")
+        return
     print(
         f"run folder: {summary['run_dir']} (config.yaml, metrics.jsonl, checkpoints/, "
         "oof_predictions.parquet)"

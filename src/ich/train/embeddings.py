@@ -2,10 +2,12 @@
 
 Stage 2 learns from per-slice embeddings of the stage-1 CNN. Ideally they are *out of fold*:
 each slice embedded by a CNN that never trained on it, which needs k slice models (one per
-fold). ich's default trains one slice model (validation fold ``data.fold``) and embeds every
+fold). ``ich train`` trains one slice model (validation fold ``data.fold``) and embeds every
 slice with it: validation-fold embeddings are truly out of fold, training-fold embeddings are
 in-fold (more confident than at test time). This is the cheap recipe used for the demo; the
 sequence model's validation score is still honest because it is measured on the held-out fold.
+``ich train --all-folds`` (:mod:`ich.train.foldset`) trains the k slice models and gives the
+sequence models out-of-fold embeddings of every slice.
 """
 
 from __future__ import annotations
@@ -60,13 +62,15 @@ def extract_embeddings(
     batch_size: int = 64,
     workers: int = 0,
     tta_flip: bool = True,
+    indices: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embed every slice of ``cache``: returns embeddings (N, D) float32 and logits (N, 6).
+    """Embed slices of ``cache``: returns embeddings (N, D) float32 and logits (N, 6).
 
-    Rows follow the cache index (0..N-1).
+    Rows follow ``indices`` (cache indices; default every slice, 0..N-1).
     """
     model = model.to(device).eval()
-    ds = SliceDataset(cache, np.arange(len(cache.catalog)), channels, input_size, None, "uint8")
+    rows = np.arange(len(cache.catalog)) if indices is None else np.asarray(indices)
+    ds = SliceDataset(cache, rows, channels, input_size, None, "uint8")
     loader = DataLoader(
         ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_slices
     )

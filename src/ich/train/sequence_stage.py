@@ -261,34 +261,32 @@ def oof_frame(
 
 
 def run_stage2(
-    cfg: RunConfig, cache: Any, folds: np.ndarray, run_dir: Path, device: torch.device
+    cfg: RunConfig, cache: Any, folds: np.ndarray, run_dir: Path, device: torch.device,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, object]:
-    """Embeddings from ``slice_best.pt`` (flip TTA) -> sequence model -> out-of-fold table."""
-    from ich.train.checkpoint import load_checkpoint, load_slice_model
-    from ich.train.embeddings import extract_embeddings, save_embeddings, sequence_features
-    from ich.train.loop import channel_spec, describe
+    """Embeddings -> sequence model -> out-of-fold table.
+
+    Args:
+        features: (embeddings, logits) of every cache row, e.g. out of fold from k slice
+            models (:mod:`ich.train.foldset`); by default this run's ``slice_best.pt`` embeds
+            every slice (flip TTA) and they are saved under ``RUN/oof``.
+    """
+    from ich.train.embeddings import save_embeddings, sequence_features
+    from ich.train.loop import describe
     from ich.train.runner import _write_frame
 
     run_dir = Path(run_dir)
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "slice_best.pt")
-    model = load_slice_model(ckpt)
-    emb, logits = extract_embeddings(
-        model,
-        cache,
-        channel_spec(cfg),
-        cfg.data.input_size,
-        device,
-        cfg.sequence.embed_batch_size,
-        cfg.train.workers,
-        cfg.sequence.tta_flip,
-    )
-    save_embeddings(
-        run_dir / "oof" / "slice_embeddings.npz",
-        cache.catalog["image_id"].to_numpy(),
-        folds,
-        emb,
-        logits,
-    )
+    if features is None:
+        emb, logits = embed_with_run(cfg, cache, run_dir, device)
+        save_embeddings(
+            run_dir / "oof" / "slice_embeddings.npz",
+            cache.catalog["image_id"].to_numpy(),
+            folds,
+            emb,
+            logits,
+        )
+    else:
+        emb, logits = features
     data = build_series_data(cache, folds, sequence_features(emb, logits))
     labelled = {s for s, idx in data.indices.items() if not np.isnan(cache.labels[idx]).any()}
     val = sorted(s for s in labelled if data.fold[s] == cfg.data.fold)
@@ -309,3 +307,26 @@ def run_stage2(
         y = frame[list(LABELS)].to_numpy()
         out["slice_wll_tta"] = weighted_log_loss(y, frame[[f"p_{n}" for n in LABELS]].to_numpy())
     return out
+
+
+def embed_with_run(
+    cfg: RunConfig, cache: Any, run_dir: Path, device: torch.device,
+    indices: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and logits of ``indices`` (default all) by the run's ``slice_best.pt``."""
+    from ich.train.checkpoint import load_checkpoint, load_slice_model
+    from ich.train.embeddings import extract_embeddings
+    from ich.train.loop import channel_spec
+
+    model = load_slice_model(load_checkpoint(Path(run_dir) / "checkpoints" / "slice_best.pt"))
+    return extract_embeddings(
+        model,
+        cache,
+        channel_spec(cfg),
+        cfg.data.input_size,
+        device,
+        cfg.sequence.embed_batch_size,
+        cfg.train.workers,
+        cfg.sequence.tta_flip,
+        indices,
+    )

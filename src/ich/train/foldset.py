@@ -1,0 +1,174 @@
+"""K-fold training (``ich train --all-folds``): one run per fold, study models on out-of-fold
+embeddings.
+
+Why: the winning RSNA recipe trains the study-level model on slice embeddings that no slice
+model saw in training. A single run embeds its own training slices (in fold: more confident
+than on new data, see :mod:`ich.train.embeddings`). Here each of the k slice models embeds
+only its validation fold, so every slice gets an out-of-fold embedding, and each fold's
+sequence model learns from those. At test time each fold run applies its own slice model and
+sequence model, and the k runs are averaged (as any ensemble of runs).
+
+Layout of a fold set ``OUT``::
+
+    OUT/foldset.json               format, k, the fold runs
+    OUT/config.yaml, OUT/folds.csv the shared configuration and folds
+    OUT/fold<k>/                   a complete run with data.fold=k (usable on its own)
+    OUT/oof/slice_embeddings.npz   every slice, embedded by the slice model of its fold
+    OUT/oof_predictions.parquet    the fold runs' validation predictions: every labelled slice
+    OUT/train_prevalence.json      the fold runs' training prevalences, averaged
+
+``ich predict OUT``, ``ich serve --model OUT`` and ``Predictor.from_run(OUT)`` use the k runs;
+``ich evaluate OUT`` scores every labelled slice out of fold.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ich.atomic import atomic_write_text
+from ich.config import RunConfig, save_config
+from ich.errors import CheckpointError, ConfigError
+from ich.labels import LABELS
+
+FOLDSET_FILE = "foldset.json"
+FOLDSET_FORMAT = "ich-foldset/1"
+
+
+def is_fold_set(path: str | Path) -> bool:
+    """Whether ``path`` is a fold set folder (it holds ``foldset.json``)."""
+    return (Path(path) / FOLDSET_FILE).is_file()
+
+
+def fold_runs(path: str | Path) -> list[Path]:
+    """The run folders of a fold set, in fold order."""
+    root = Path(path)
+    try:
+        info = json.loads((root / FOLDSET_FILE).read_text())
+        runs = [root / name for name in info["runs"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{root / FOLDSET_FILE}: unreadable fold set ({exc})") from exc
+    return runs
+
+
+def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders, with each fold set replaced by its fold runs (an ensemble of k runs)."""
+    out: list[Path] = []
+    for path in paths:
+        out += fold_runs(path) if is_fold_set(path) else [Path(path)]
+    return out
+
+
+def run_fold_set(
+    cfg: RunConfig, cache_dir: Path, out: Path, resume: bool = False
+) -> dict[str, object]:
+    """Train the k fold runs, then their sequence models on out-of-fold embeddings.
+
+    Args:
+        cfg: The configuration; ``data.fold`` is set to each fold in turn.
+        cache_dir: The preprocessing cache.
+        out: The fold set folder to create (or continue with ``resume``).
+        resume: Continue each fold run from its last slice checkpoint where there is one.
+
+    Returns:
+        A summary: the fold runs' validation scores and the out-of-fold scores of all slices.
+    """
+    from ich.data.cache import SliceCache
+    from ich.train.common import resolve_device, seed_everything
+    from ich.train.distributed import env_world_size
+    from ich.train.embeddings import save_embeddings
+    from ich.train.runner import _write_frame, load_or_make_folds, run_training
+    from ich.train.sequence_stage import embed_with_run, run_stage2
+
+    if env_world_size() > 1:
+        raise ConfigError("--all-folds runs in one process: launch it without torchrun")
+    k = cfg.data.folds
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [f"fold{i}" for i in range(k)]
+    atomic_write_text(out / FOLDSET_FILE, json.dumps(
+        {"format": FOLDSET_FORMAT, "folds": k, "runs": runs}, indent=2))
+    save_config(cfg, out)
+    configs = [_with_fold(cfg, i) for i in range(k)]
+    summary: dict[str, object] = {"run_dir": str(out), "fold_runs": [str(out / r) for r in runs]}
+    for i, (name, cfg_i) in enumerate(zip(runs, configs, strict=True)):
+        print(f"== fold {i + 1}/{k}: slice model ({out / name}) ==", flush=True)
+        again = resume and (out / name / "checkpoints" / "slice_last.pt").is_file()
+        res = run_training(cfg_i, cache_dir, out / name, stages=("slice",), resume=again)
+        summary[f"fold{i}_slice_wll"] = res.get("slice_wll")
+
+    print("== out-of-fold embeddings: each fold's slices by the slice model that did not "
+          "train on them ==", flush=True)
+    cache = SliceCache(cache_dir)
+    folds = load_or_make_folds(cfg, cache, out, write=True)
+    device = resolve_device(cfg.train.device)
+    emb: np.ndarray | None = None
+    logits = np.zeros((len(cache), len(LABELS)), dtype=np.float32)
+    for i, (name, cfg_i) in enumerate(zip(runs, configs, strict=True)):
+        rows = np.flatnonzero(folds == i)
+        if len(rows) == 0:
+            continue
+        e, lg = embed_with_run(cfg_i, cache, out / name, device, rows)
+        if emb is None:
+            emb = np.zeros((len(cache), e.shape[1]), dtype=np.float32)
+        emb[rows], logits[rows] = e, lg
+    if emb is None:
+        raise ConfigError("no slice belongs to any fold: nothing to embed")
+    save_embeddings(out / "oof" / "slice_embeddings.npz", cache.catalog["image_id"].to_numpy(),
+                    folds, emb, logits)
+
+    frames = []
+    for i, (name, cfg_i) in enumerate(zip(runs, configs, strict=True)):
+        print(f"== fold {i + 1}/{k}: sequence model on out-of-fold embeddings ==", flush=True)
+        seed_everything(cfg_i.train.seed, cfg_i.train.deterministic)
+        res = run_stage2(cfg_i, cache, folds, out / name, device, features=(emb, logits))
+        summary[f"fold{i}_sequence_wll"] = res.get("sequence_wll")
+        if res.get("oof_predictions"):
+            frames.append(pd.read_parquet(str(res["oof_predictions"])))
+    if frames:
+        oof = pd.concat(frames, ignore_index=True)
+        summary["oof_predictions"] = str(_write_frame(oof, out / "oof_predictions.parquet"))
+        summary.update(_oof_scores(oof))
+    _average_prevalence([out / r for r in runs], out / "train_prevalence.json")
+    return summary
+
+
+def _with_fold(cfg: RunConfig, fold: int) -> RunConfig:
+    """A copy of ``cfg`` validating on ``fold``."""
+    out = copy.deepcopy(cfg)
+    out.data.fold = fold
+    return out
+
+
+def _oof_scores(oof: pd.DataFrame) -> dict[str, float]:
+    """Weighted log loss of both models over every out-of-fold slice."""
+    from ich.eval.metrics import weighted_log_loss
+
+    y = oof[list(LABELS)].to_numpy(dtype=np.float64)
+    scores = {}
+    for key, prefix in (("oof_slice_wll", "p_"), ("oof_sequence_wll", "q_")):
+        cols = [f"{prefix}{name}" for name in LABELS]
+        if all(c in oof.columns for c in cols) and oof[cols].notna().all(axis=None):
+            scores[key] = weighted_log_loss(y, oof[cols].to_numpy(dtype=np.float64))
+    return scores
+
+
+def _average_prevalence(run_dirs: list[Path], path: Path) -> None:
+    """The base-rate baseline of the fold set: the fold runs' training prevalences, averaged.
+
+    Each slice is in the training rows of k - 1 folds, so the average is about the prevalence
+    of the whole labelled set: fitted partly on the rows it is scored on, it is if anything a
+    slightly harder baseline to beat than each fold's own.
+    """
+    found = [json.loads((d / "train_prevalence.json").read_text())
+             for d in run_dirs if (d / "train_prevalence.json").is_file()]
+    if not found:
+        return
+    data = {level: {name: float(np.mean([f[level][name] for f in found])) for name in LABELS}
+            for level in ("slice", "study")}
+    atomic_write_text(path, json.dumps(data, indent=2))
