@@ -22,8 +22,9 @@ import pandas as pd
 import torch
 
 from ich.data.augment import prepare_batch
-from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices, reverse_spacing
+from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices
 from ich.data.preprocess import PreprocessSpec, preprocess_hu
+from ich.data.sequences import reverse_spacing
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import order_series
 from ich.errors import CheckpointError

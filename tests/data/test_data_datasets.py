@@ -12,14 +12,12 @@ import torch
 from ich.data.augment import AugmentConfig
 from ich.data.datasets import (
     ChannelSpec,
-    SequenceDataset,
     SliceDataset,
-    collate_sequences,
     collate_slices,
     oversample_weights,
-    reverse_spacing,
     slice_loader,
 )
+from ich.data.sequences import SequenceDataset, collate_sequences, reverse_spacing
 from ich.dicom.windowing import apply_window
 from ich.errors import ConfigError
 from ich.labels import LABELS

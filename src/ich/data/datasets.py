@@ -1,4 +1,5 @@
-"""Torch datasets over the preprocessing cache: slices for the CNN, series for the study model.
+"""Torch datasets over the preprocessing cache: slices for the CNN (series for the study model
+are in :mod:`ich.data.sequences`).
 
 Training never touches DICOM: :class:`SliceDataset` reads int16 HU from a
 :class:`ich.data.cache.SliceCache` (memory-mapped chunks) and windows them on the fly, so the
@@ -35,7 +36,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from ich.data.augment import AugmentConfig, build_sample_transform
 from ich.dicom.windowing import DEFAULT_WINDOWS, Window, resolve_windows
 from ich.errors import ConfigError
-from ich.labels import LABELS
 
 
 class CacheLike(Protocol):
@@ -355,126 +355,3 @@ def slice_loader(
         worker_init_fn=seed_worker, persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers > 0 else None,
     )
-
-
-# --- study model (stage 2) --------------------------------------------------------------------
-
-
-def reverse_spacing(z_spacing: np.ndarray) -> np.ndarray:
-    """Per-slice spacing of a reversed series: (T,) -> (T,).
-
-    ``z_spacing[t]`` is the distance to the *previous* slice (the first slice repeats the
-    next's). Reversed, slice t's previous is its old successor:
-    ``[z[-1], z[-1], z[-2], ..., z[1]]``.
-    """
-    z = np.asarray(z_spacing)
-    if len(z) < 2:
-        return z.copy()
-    return np.concatenate([z[-1:], z[:0:-1]])
-
-
-class SequenceItem(NamedTuple):
-    """One series: features (T, D), z_spacing (T,), labels (T, 6) (NaN unlabelled), positions
-    (T,) of the slices in the stored series order (after crop / reversal), series uid."""
-
-    features: torch.Tensor
-    z_spacing: torch.Tensor
-    labels: torch.Tensor
-    positions: torch.Tensor
-    series: str
-
-
-class SequenceBatch(NamedTuple):
-    """Padded batch: features (B, T, D), z_spacing (B, T), labels (B, T, 6) (0 at padding),
-    mask (B, T) True for real slices (prefix mask), positions (B, T) (-1 at padding), series."""
-
-    features: torch.Tensor
-    z_spacing: torch.Tensor
-    labels: torch.Tensor
-    mask: torch.Tensor
-    positions: torch.Tensor
-    series: list[str]
-
-
-class SequenceDataset(Dataset[SequenceItem]):
-    """Per-series sequences of slice features for the study model.
-
-    Args:
-        features: series uid -> (T, D) per-slice features in slice order (e.g. out-of-fold CNN
-            embeddings, optionally with logits concatenated).
-        z_spacing: series uid -> (T,) spacing to the previous slice (mm).
-        labels: series uid -> (T, 6) labels, or None (prediction).
-        series: The series of this dataset (e.g. one fold's).
-        train: Augment: random contiguous window of ``max_len`` slices when a series is longer,
-            and reversal with probability ``reverse_p`` (a head read upwards or downwards is the
-            same head). Evaluation always sees whole series in stored order.
-        max_len: Longest training window (bounds memory for the rare 100+ slice series).
-        reverse_p: Reversal probability when training.
-    """
-
-    def __init__(
-        self,
-        features: dict[str, np.ndarray],
-        z_spacing: dict[str, np.ndarray],
-        labels: dict[str, np.ndarray] | None,
-        series: Sequence[str],
-        train: bool,
-        max_len: int = 64,
-        reverse_p: float = 0.5,
-    ) -> None:
-        missing = [s for s in series if s not in features or s not in z_spacing]
-        if missing:
-            raise ConfigError(
-                f"no features or z_spacing for {len(missing)} series, e.g. {missing[0]}"
-            )
-        self.features, self.z_spacing, self.labels = features, z_spacing, labels
-        self.series = list(series)
-        self.train, self.max_len, self.reverse_p = train, int(max_len), float(reverse_p)
-
-    def __len__(self) -> int:
-        return len(self.series)
-
-    def __getitem__(self, k: int) -> SequenceItem:
-        uid = self.series[k]
-        feats = np.asarray(self.features[uid], dtype=np.float32)  # (T, D)
-        z = np.asarray(self.z_spacing[uid], dtype=np.float32)  # (T,)
-        n = len(feats)
-        y = (
-            np.asarray(self.labels[uid], dtype=np.float32)
-            if self.labels is not None and uid in self.labels
-            else np.full((n, len(LABELS)), np.nan, np.float32)
-        )
-        pos = np.arange(n)
-        if self.train and n > self.max_len:
-            start = int(torch.randint(0, n - self.max_len + 1, (1,)))
-            keep = slice(start, start + self.max_len)
-            feats, z, y, pos = feats[keep], z[keep].copy(), y[keep], pos[keep]
-            if start > 0:
-                z[0] = z[1] if len(z) > 1 else z[0]  # the window's first slice has no previous
-        if self.train and float(torch.rand(())) < self.reverse_p:
-            feats, z, y, pos = feats[::-1], reverse_spacing(z), y[::-1], pos[::-1]
-        return SequenceItem(
-            torch.from_numpy(np.ascontiguousarray(feats)),
-            torch.from_numpy(np.ascontiguousarray(z)),
-            torch.from_numpy(np.ascontiguousarray(y)),
-            torch.from_numpy(np.ascontiguousarray(pos)),
-            uid,
-        )
-
-
-def collate_sequences(items: list[SequenceItem]) -> SequenceBatch:
-    """Pad series to the longest in the batch; the mask marks real slices."""
-    b = len(items)
-    t = max(len(it.features) for it in items)
-    d = items[0].features.shape[1]
-    feats = torch.zeros(b, t, d)
-    z = torch.zeros(b, t)
-    y = torch.zeros(b, t, len(LABELS))
-    mask = torch.zeros(b, t, dtype=torch.bool)
-    pos = torch.full((b, t), -1, dtype=torch.int64)
-    for j, it in enumerate(items):
-        n = len(it.features)
-        feats[j, :n], z[j, :n], y[j, :n] = it.features, it.z_spacing, it.labels
-        mask[j, :n] = True
-        pos[j, :n] = it.positions
-    return SequenceBatch(feats, z, y, mask, pos, [it.series for it in items])

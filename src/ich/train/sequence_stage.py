@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ich.config import RunConfig
-from ich.data.datasets import SequenceDataset, collate_sequences
+from ich.data.sequences import SequenceDataset, collate_sequences
 from ich.eval.metrics import weighted_log_loss
 from ich.labels import LABELS
 from ich.models.sequence import SequenceModel
