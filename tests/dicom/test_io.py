@@ -368,6 +368,23 @@ def test_deflated_explicit_le(write_ct, head_values):
     np.testing.assert_array_equal(read_slice(path).hu, _hu(head_values))
 
 
+def test_12bit_jpeg_without_its_codec_says_what_to_install(tmp_path):
+    # A real 12-bit JPEG Extended file shipped with pydicom, relabelled as CT.
+    import importlib.util
+
+    from pydicom.data import get_testdata_file
+
+    if importlib.util.find_spec("libjpeg") is not None:
+        pytest.skip("pylibjpeg-libjpeg is installed here: the file is read")
+    ds = pydicom.dcmread(get_testdata_file("JPGExtended.dcm"))
+    ds.Modality, ds.RescaleSlope, ds.RescaleIntercept = "CT", 1, -1024
+    path = tmp_path / "jpeg12.dcm"
+    ds.save_as(path)
+    with pytest.raises(UnsupportedImageError, match="pip install pylibjpeg-libjpeg") as info:
+        read_slice(path)
+    assert "jpeg12.dcm" in str(info.value) and "12-bit" in str(info.value)
+
+
 def test_corrupt_compressed_stream(dcm, head_values, tmp_path):
     ds = dcm.dataset(head_values)
     ds.compress(JPEG2000Lossless)

@@ -16,6 +16,7 @@ switched off once, at import.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import mmap
 import os
@@ -273,6 +274,15 @@ def _native_pixels(path: Path, raw: bytes | memoryview, meta: SliceMeta) -> np.n
                          big_endian=meta.transfer_syntax_uid == EXPLICIT_VR_BE)
 
 
+#: Transfer syntax -> (module, how to get it) for codecs ich leaves to the user. 12-bit JPEG
+#: (Process 4, older CT archives) is read only by libjpeg, whose licence (GPL-3.0) an
+#: Apache-2.0 package cannot pull in; GDCM and Pillow read 8-bit JPEG only.
+_OPTIONAL_CODECS = {
+    "1.2.840.10008.1.2.4.51": (
+        "libjpeg", "pip install pylibjpeg-libjpeg (GPL-3.0, so not installed with ich)"),
+}
+
+
 def _decode_compressed(path: Path, ds: Dataset, meta: SliceMeta) -> np.ndarray:
     """Stored values from encapsulated pixel data through pydicom's pixel plugins."""
     ts = meta.transfer_syntax_uid
@@ -292,6 +302,11 @@ def _decode_compressed(path: Path, ds: Dataset, meta: SliceMeta) -> np.ndarray:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # Rust codecs panic with a BaseException (pyo3 PanicException)
+        missing = _OPTIONAL_CODECS.get(ts)
+        if missing and importlib.util.find_spec(missing[0]) is None:
+            raise UnsupportedImageError(
+                path, f"{name} pixel data ({meta.bits_stored}-bit) needs a decoder ich does not "
+                f"install: {missing[1]}", PIXEL_TAG) from exc
         raise DicomReadError(
             path, f"cannot decode {name} pixel data ({type(exc).__name__}: {exc})", PIXEL_TAG
         ) from exc
