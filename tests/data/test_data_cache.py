@@ -213,6 +213,7 @@ def test_pool_build_strict_stops(images_copy: Path, tmp_path: Path) -> None:
         _build(images_copy, tmp_path / "c", chunk_size=8, workers=2, strict=True)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
 def test_fork_only_when_no_other_thread_and_no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     monkeypatch.delitem(sys.modules, "torch", raising=False)
@@ -238,6 +239,7 @@ print(summary.chunks_built, summary.chunks_total, cv2.getNumThreads())
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
 @pytest.mark.timeout(120)
 def test_forked_workers_build_the_same_cache(tiny_cohort: Path, tmp_path: Path) -> None:
     """The fork path (a fresh interpreter without torch), after OpenCV's pool has started."""

@@ -154,7 +154,8 @@ def _can_fork() -> bool:
     OpenCV (pthreads) and Arrow (jemalloc) start at import are idle then and have fork handlers.
     """
     return (
-        "fork" in mp.get_all_start_methods()
+        sys.platform.startswith("linux")  # macOS system libraries are not fork-safe
+        and "fork" in mp.get_all_start_methods()
         and threading.active_count() == 1
         and "torch" not in sys.modules
     )
