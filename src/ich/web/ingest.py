@@ -157,19 +157,24 @@ def ingest(
     for item in decoded:
         meta = item[0].meta
         groups[meta.study_instance_uid][meta.series_instance_uid].append(item)
-    built = []
+    # (study uid, the stored study it repeats or None, its new series), in upload order.
+    planned: list[tuple[str, str | None, list[dict[str, Any]]]] = []
     for study_uid, series_map in groups.items():
         hashes = {sha for group in series_map.values() for _, sha, _ in group}
         known = store.find_study(study_uid, hashes)
         if known is not None:
-            result.study_ids.append(known)
-            result.existing.append(known)
+            planned.append((study_uid, known, []))
             continue
         rows = [_build_series(store, group, result.errors) for group in series_map.values()]
         rows = [s for s in rows if s["slices"]]
         if rows:
-            built.append((study_uid, rows))
-    for study_uid, rows in built:  # after all series, so each study lists every file error
+            planned.append((study_uid, None, rows))
+    built = [uid for uid, known, _ in planned if known is None]
+    for study_uid, known, rows in planned:  # after all series: each study lists every file error
+        if known is not None:
+            result.study_ids.append(known)
+            result.existing.append(known)
+            continue
         first = rows[0]["slices"][0]["meta"]
         study = {"study_instance_uid": study_uid, "patient_id": first["patient_id"],
                  "description": ""}
@@ -178,7 +183,7 @@ def ingest(
         result.study_ids.append(store.add_errors_only(result.errors))
     # StudyInstanceUIDs only as one-way digests: logs must not carry identifiers.
     log.info("upload: %d files, %d errors, studies %s", result.n_files, len(result.errors),
-             ",".join(hash_id(uid) for uid, _ in built) or "none")
+             ",".join(hash_id(uid) for uid in built) or "none")
     return result
 
 
