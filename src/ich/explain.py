@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ich.data.preprocess import PreprocessSpec, full_box
-from ich.dicom.windowing import head_bbox
+from ich.dicom.headcrop import head_bbox
 from ich.labels import LABELS
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ich.data.catalog import error_row, ok_row
 from ich.dicom.io import open_stored, read_meta
-from ich.dicom.windowing import AIR_HU, crop_resize, crop_resize_any, head_bbox, integer_rescale
+from ich.dicom.headcrop import AIR_HU, crop_resize, crop_resize_any, head_bbox, integer_rescale
 from ich.errors import CacheError, DicomReadError
 
 _INT16 = np.iinfo(np.int16)
