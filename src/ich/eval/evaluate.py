@@ -17,6 +17,7 @@ import pandas as pd
 
 from ich.atomic import atomic_write_text
 from ich.errors import CheckpointError, LabelsError
+from ich.eval.bootstrap import N_RESAMPLES, bootstrap_intervals
 from ich.eval.metrics import base_rate_predictions, compute_metrics, study_level
 from ich.eval.plots import (
     plot_confusion,
@@ -120,10 +121,22 @@ def _group_column(df: pd.DataFrame) -> str:
     raise LabelsError("predictions lack study_instance_uid (needed for study-level metrics)")
 
 
+#: Above this many rows × replicates the slice-level intervals are skipped (the study level,
+#: which clinicians read, always has them): ~1 minute of CPU at 1000 replicates.
+MAX_BOOTSTRAP_CELLS = 200_000_000
+
+
 def _score_level(
-    y: np.ndarray, probs: dict[str, np.ndarray], base: np.ndarray, threshold: float
+    y: np.ndarray, probs: dict[str, np.ndarray], base: np.ndarray, threshold: float,
+    groups: np.ndarray, n_resamples: int,
 ) -> dict[str, Any]:
-    """Metrics of the baseline and each model on one level (slices or studies)."""
+    """Metrics of the baseline and each model on one level (slices or studies).
+
+    Each model's labels get ``ci95`` (study-resampled bootstrap intervals of AUC, sensitivity
+    and specificity, see :mod:`ich.eval.bootstrap`) and the model a ``bootstrap`` block saying
+    how they were drawn; ``n_resamples=0`` or a level too large for the budget leaves them out,
+    with the reason in ``bootstrap.skipped``.
+    """
     out: dict[str, Any] = {
         "base_rate": compute_metrics(
             y, np.clip(base_rate_predictions(base[None], len(y)), 0, 1), threshold
@@ -132,6 +145,17 @@ def _score_level(
     out["base_rate"]["prevalence_used"] = [float(v) for v in base]
     for name, p in probs.items():
         out[name] = compute_metrics(y, p, threshold)
+        if n_resamples < 1:
+            out[name]["bootstrap"] = {"skipped": "disabled (--bootstrap 0)"}
+        elif len(y) * n_resamples > MAX_BOOTSTRAP_CELLS:
+            out[name]["bootstrap"] = {
+                "skipped": f"{len(y):,} rows × {n_resamples} replicates is over the budget; "
+                "the study level has intervals"}
+        else:
+            boot = bootstrap_intervals(y, p, groups, LABELS, threshold, n_resamples).to_dict()
+            for label, intervals in boot.pop("labels").items():
+                out[name]["labels"][label]["ci95"] = intervals
+            out[name]["bootstrap"] = boot
     return out
 
 
@@ -223,6 +247,7 @@ def evaluate_run(
     *,
     plots: bool = True,
     source: str | None = None,
+    n_resamples: int = N_RESAMPLES,
 ) -> dict[str, Any]:
     """Score a run and write ``RUN/metrics.json``, ``RUN/report/*.png`` and ``RUN/report.html``.
 
@@ -233,6 +258,7 @@ def evaluate_run(
         threshold: Decision threshold for sensitivity/specificity/precision/accuracy.
         plots: Draw the PNGs (the slow part); without them the report has tables only.
         source: Where ``predictions`` come from, in words, for the report (e.g. the cache).
+        n_resamples: Bootstrap replicates of the 95 % intervals (resampling studies); 0: none.
 
     Returns:
         The metrics dict written to ``metrics.json`` (``levels``/``headline``/provenance keys).
@@ -250,9 +276,10 @@ def evaluate_run(
     y_slice, y_study = y["slice"], y["study"]
     p_slice, p_study = probs["slice"], probs["study"]
     base, base_source = _baselines(run_dir, y_slice, y_study)
+    groups = df[group_col].astype(str).to_numpy()
     levels = {
-        "slice": _score_level(y_slice, p_slice, base["slice"], threshold),
-        "study": _score_level(y_study, p_study, base["study"], threshold),
+        "slice": _score_level(y_slice, p_slice, base["slice"], threshold, groups, n_resamples),
+        "study": _score_level(y_study, p_study, base["study"], threshold, study_ids, n_resamples),
     }
     figures = _make_plots(run_dir / "report", y, probs, threshold) if plots else {}
     result: dict[str, Any] = {

@@ -17,6 +17,7 @@ import yaml
 
 from ich import __version__
 from ich.atomic import atomic_write_text
+from ich.eval.bootstrap import format_interval
 from ich.eval.html import (
     PHANTOM_BANNER,
     RESEARCH_BANNER,
@@ -128,6 +129,15 @@ def _headline_table(metrics: dict[str, Any]) -> Raw:
     )
 
 
+def _with_ci(value: Any, lm: dict[str, Any], key: str) -> Any:
+    """``"0.93 (0.88–0.97)"`` where the label has a bootstrap interval for ``key``, else the
+    plain value (formatted by the table like every other number)."""
+    ci = lm.get("ci95", {}).get(key)
+    if value is None or not ci or ci.get("low") is None:
+        return value
+    return Raw(format_interval({**ci, "estimate": value}))  # digits and dashes: nothing to escape
+
+
 def _label_table(m: dict[str, Any]) -> Raw:
     rows = []
     for label in LABELS:
@@ -138,10 +148,10 @@ def _label_table(m: dict[str, Any]) -> Raw:
                 label,
                 lm["n_positive"],
                 lm["log_loss"],
-                lm["auc"],
+                _with_ci(lm["auc"], lm, "auc"),
                 lm["ap"],
-                at.get("sensitivity"),
-                at.get("specificity"),
+                _with_ci(at.get("sensitivity"), lm, "sensitivity"),
+                _with_ci(at.get("specificity"), lm, "specificity"),
                 hi.get("threshold"),
                 hi.get("sensitivity"),
                 hi.get("specificity"),
@@ -164,7 +174,20 @@ def _label_table(m: dict[str, Any]) -> Raw:
             "ECE",
         ],
         rows,
+        caption=_ci_caption(m),
     )
+
+
+def _ci_caption(m: dict[str, Any]) -> str | None:
+    """Says what the bracketed intervals are, or why there are none."""
+    boot = m.get("bootstrap")
+    if not boot:
+        return None
+    if "skipped" in boot:
+        return f"No bootstrap intervals here: {boot['skipped']}."
+    return (f"(…–…): {boot['confidence']:.0%} bootstrap interval, {boot['n_resamples']:,} "
+            f"resamples of the {boot['n_groups']:,} studies (all slices of a drawn study kept; "
+            f"seed {boot['seed']}).")
 
 
 def _figures(metrics: dict[str, Any], level: str, name: str) -> list[str]:
