@@ -70,5 +70,9 @@ class CheckpointError(IchError):
     """A checkpoint or run folder is missing or does not describe itself completely."""
 
 
+class DataOverlapError(IchError):
+    """Evaluation data share patients or images with the training set of the run scored."""
+
+
 class LabelsError(IchError):
     """A label CSV is malformed (wrong columns, unknown label names, bad values)."""

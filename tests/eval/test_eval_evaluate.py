@@ -174,7 +174,9 @@ def test_cli_evaluate_with_data_predicts_the_cache(
     rc = main(["evaluate", str(tmp_path), "--data", str(tmp_path / "cache"), "--tta", "2"])
     assert rc == 0
     assert calls == [([tmp_path], tmp_path / "cache", 2)]
-    saved = json.loads((tmp_path / "metrics.json").read_text())
+    # Written to a new folder, not over the run's own (out-of-fold) report.
+    assert not (tmp_path / "metrics.json").exists()
+    saved = json.loads((tmp_path / "evaluations" / "cache" / "metrics.json").read_text())
     assert saved["n_studies"] == 4 and "predicted by this run" in saved["source"]
     assert "report.html" in capsys.readouterr().out
 

@@ -180,8 +180,12 @@ def _make_plots(
     y: dict[str, np.ndarray],
     probs: dict[str, dict[str, np.ndarray]],
     threshold: float,
+    run_dir: Path | None = None,
 ) -> dict[str, str]:
-    """All per-level, per-model plots; returns {key: file name relative to the run folder}."""
+    """All per-level, per-model plots; returns {key: file name relative to the output folder}.
+
+    The training curves come from ``run_dir`` (default: the report folder's parent).
+    """
     figs: dict[str, str] = {}
     for level, by_model in probs.items():
         for name, p in by_model.items():
@@ -199,7 +203,7 @@ def _make_plots(
             plot_confusion(y[level], p, path, threshold, title=f"Confusion: {what}")
             figs[f"confusion/{level}/{name}"] = f"report/{path.name}"
     curves = plot_training_curves(
-        report_dir.parent / "metrics.jsonl", report_dir / "training_curves.png"
+        (run_dir or report_dir.parent) / "metrics.jsonl", report_dir / "training_curves.png"
     )
     if curves is not None:
         figs["training_curves"] = f"report/{curves.name}"
@@ -248,8 +252,10 @@ def evaluate_run(
     plots: bool = True,
     source: str | None = None,
     n_resamples: int = N_RESAMPLES,
+    out_dir: Path | None = None,
+    overlap: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score a run and write ``RUN/metrics.json``, ``RUN/report/*.png`` and ``RUN/report.html``.
+    """Score a run and write ``OUT/metrics.json``, ``OUT/report/*.png`` and ``OUT/report.html``.
 
     Args:
         run_dir: The run folder (config, logs, predictions).
@@ -259,6 +265,11 @@ def evaluate_run(
         plots: Draw the PNGs (the slow part); without them the report has tables only.
         source: Where ``predictions`` come from, in words, for the report (e.g. the cache).
         n_resamples: Bootstrap replicates of the 95 % intervals (resampling studies); 0: none.
+        out_dir: Where the outputs go (default ``run_dir``: the run's out-of-fold report).
+            The run folder is still where the configuration, training log and prevalences are
+            read from.
+        overlap: What :func:`ich.eval.overlap.training_overlap` found, recorded in
+            metrics.json and shown on top of the report.
 
     Returns:
         The metrics dict written to ``metrics.json`` (``levels``/``headline``/provenance keys).
@@ -281,7 +292,8 @@ def evaluate_run(
         "slice": _score_level(y_slice, p_slice, base["slice"], threshold, groups, n_resamples),
         "study": _score_level(y_study, p_study, base["study"], threshold, study_ids, n_resamples),
     }
-    figures = _make_plots(run_dir / "report", y, probs, threshold) if plots else {}
+    out_dir = run_dir if out_dir is None else Path(out_dir)
+    figures = _make_plots(out_dir / "report", y, probs, threshold, run_dir) if plots else {}
     result: dict[str, Any] = {
         "format": "ich-metrics/1",
         "source": source,
@@ -297,7 +309,10 @@ def evaluate_run(
         "levels": levels,
         "figures": figures,
     }
+    if overlap is not None:
+        result["overlap"] = overlap
     result = _json_safe(result)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
-    result["report"] = str(write_report(run_dir, result))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
+    result["report"] = str(write_report(run_dir, result, out_dir))
     return result
