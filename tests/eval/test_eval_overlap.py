@@ -93,6 +93,7 @@ def test_allow_overlap_reports_it(run, predicting, tmp_path, capsys) -> None:
     out = run / "evaluations" / "cache"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["overlap"]["n_patients"] == 2 and saved["overlap"]["n_images"] == 12
+    assert "--allow-overlap" in (out / "report.html").read_text()  # in the reproduce command
     assert "training" in (out / "report.html").read_text().split("<h2>")[0]  # banner on top
     assert _snapshot(run) == before
 

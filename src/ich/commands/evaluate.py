@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     source = None if data is None else f"{data} predicted by this run (tta {args.tta})"
     result = evaluate_run(
         run_dir, predictions=predictions, threshold=float(args.threshold), source=source,
-        n_resamples=int(args.bootstrap), out_dir=out_dir, overlap=overlap,
+        n_resamples=int(args.bootstrap), out_dir=out_dir, overlap=overlap, data=data,
     )
     _print_headline(result)
     print(f"metrics: {out_dir / 'metrics.json'}")

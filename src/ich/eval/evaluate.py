@@ -254,6 +254,7 @@ def evaluate_run(
     n_resamples: int = N_RESAMPLES,
     out_dir: Path | None = None,
     overlap: dict[str, Any] | None = None,
+    data: Path | None = None,
 ) -> dict[str, Any]:
     """Score a run and write ``OUT/metrics.json``, ``OUT/report/*.png`` and ``OUT/report.html``.
 
@@ -270,6 +271,7 @@ def evaluate_run(
             read from.
         overlap: What :func:`ich.eval.overlap.training_overlap` found, recorded in
             metrics.json and shown on top of the report.
+        data: The cache the predictions come from (recorded for the reproduce command).
 
     Returns:
         The metrics dict written to ``metrics.json`` (``levels``/``headline``/provenance keys).
@@ -311,6 +313,8 @@ def evaluate_run(
     }
     if overlap is not None:
         result["overlap"] = overlap
+    if data is not None:
+        result["data"] = str(data)
     result = _json_safe(result)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))

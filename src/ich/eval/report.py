@@ -232,7 +232,11 @@ def _level_section(metrics: dict[str, Any], level: str) -> list[str]:
 def _reproduce(run_dir: Path, metrics: dict[str, Any], config_text: str | None) -> Raw:
     """Commands that retrain with the saved config and re-run this evaluation."""
     run = str(run_dir)
-    cmds = [f"ich evaluate {run} --threshold {metrics['threshold']:g}"]
+    again = f"ich evaluate {run} --threshold {metrics['threshold']:g}"
+    if metrics.get("data"):
+        again += f" --data {metrics['data']}" + (" --allow-overlap" if metrics.get(
+            "overlap", {}).get("n_patients") else "")
+    cmds = [again]
     if config_text is not None:
         try:
             cfg = yaml.safe_load(config_text)
