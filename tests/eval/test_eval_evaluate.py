@@ -216,3 +216,14 @@ def test_bootstrap_can_be_switched_off(tmp_path: Path) -> None:
     result = evaluate_run(tmp_path, predictions=_predictions(seed=6), plots=False, n_resamples=0)
     model = result["levels"]["study"]["slice_model"]
     assert "ci95" not in model["labels"]["any"] and "disabled" in model["bootstrap"]["skipped"]
+
+
+def test_levels_over_the_bootstrap_budget_say_why(tmp_path: Path, monkeypatch) -> None:
+    df = _predictions(seed=7)  # 120 slices in 12 studies
+    monkeypatch.setattr("ich.eval.evaluate.MAX_BOOTSTRAP_CELLS", 50 * 1000)
+    result = evaluate_run(tmp_path, predictions=df, plots=False)
+    slice_boot = result["levels"]["slice"]["slice_model"]["bootstrap"]
+    assert "over the budget" in slice_boot["skipped"]
+    assert "ci95" not in result["levels"]["slice"]["slice_model"]["labels"]["any"]
+    assert "ci95" in result["levels"]["study"]["slice_model"]["labels"]["any"]
+    assert "No bootstrap intervals here" in (tmp_path / "report.html").read_text()
