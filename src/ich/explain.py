@@ -8,19 +8,18 @@ pasted back through the same crop box, so it lines up with the image a person sc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from ich.data.preprocess import PreprocessSpec, full_box
+from ich.data.augment import to_unit_float
+from ich.data.datasets import SeriesArrays, SliceDataset, collate_slices
+from ich.data.preprocess import PreprocessSpec, full_box, preprocess_hu
 from ich.dicom.windowing import head_bbox
 from ich.labels import LABELS
-
-if TYPE_CHECKING:
-    from ich.inference import RunModels
+from ich.runs.load import RunModels
 
 
 def crop_box(hu: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, int]:
@@ -60,11 +59,6 @@ def model_input(
     The neighbours are laid out as a short series (position = offset - min offset) so that
     :class:`SliceDataset` picks exactly them for the run's offsets.
     """
-    from ich.data.augment import to_unit_float
-    from ich.data.datasets import SliceDataset, collate_slices
-    from ich.data.preprocess import preprocess_hu
-    from ich.inference import SeriesArrays
-
     offsets = run.channels.offsets
     slices = list(neighbours) if neighbours is not None else [hu] * len(offsets)
     if len(slices) != len(offsets):

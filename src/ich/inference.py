@@ -12,31 +12,26 @@ embeddings) and the sequence model also reads the series in reverse; the views a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ich.data.augment import prepare_batch
-from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices
+from ich.data.datasets import SeriesArrays, SliceDataset, collate_slices
 from ich.data.preprocess import PreprocessSpec, preprocess_hu
 from ich.data.sequences import reverse_spacing
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import order_series
 from ich.errors import CheckpointError
-from ich.labels import LABELS
+from ich.explain import grad_cam_heatmap
 from ich.models.sequence import SequenceModel
-from ich.models.slice_cnn import SliceModel
-from ich.onnx_engine import OnnxSliceModel, onnx_available
-from ich.train.checkpoint import load_checkpoint, load_sequence_model, load_slice_model
-from ich.train.embeddings import embed_batch, sequence_features
-
-#: How the slice CNN runs: PyTorch, ONNX Runtime, or ONNX Runtime when on the CPU and installed.
-Engine = Literal["auto", "torch", "onnx"]
+from ich.runs.embed import embed_batch, sequence_features
+from ich.runs.foldset import expand_runs
+from ich.runs.load import Engine, RunModels, load_run
 
 #: What a model trained by ``ich demo`` (or on any phantom cohort) may be used for.
 PHANTOM_NOTE = "trained on a synthetic phantom cohort: for demonstration and testing only"
@@ -64,88 +59,16 @@ class SeriesPrediction:
     issues: list[str] = field(default_factory=list)
 
 
-class SeriesArrays:
-    """One preprocessed series shaped like :class:`ich.data.cache.SliceCache`, so that
-    :class:`SliceDataset` builds the model input (windows x neighbours) exactly as in training."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self._images = images  # (T, S, S) int16 HU
-        self.size = int(images.shape[-1])
-        self.catalog = pd.DataFrame({"series_instance_uid": ["series"] * len(images)})
-        self.labels = np.full((len(images), len(LABELS)), np.nan, dtype=np.float32)
-
-    def images(self, idx: np.ndarray | list[int]) -> np.ndarray:
-        return self._images[np.asarray(idx, dtype=np.int64)]
-
-    def series_index(self) -> dict[str, np.ndarray]:
-        return {"series": np.arange(len(self._images))}
-
-
-@dataclass
-class RunModels:
-    """The models of one run and how to feed them."""
-
-    run_dir: Path
-    slice_model: SliceModel
-    sequence_model: SequenceModel | None
-    channels: ChannelSpec
-    input_size: int
-    preprocess: PreprocessSpec
-    flip_features: bool
-    config: dict[str, Any]
-    onnx: OnnxSliceModel | None = None
-
-
-def _checkpoint(run_dir: Path, names: Sequence[str]) -> Path | None:
-    for name in names:
-        path = run_dir / "checkpoints" / name
-        if path.is_file():
-            return path
-    return None
-
-
-def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto") -> RunModels:
-    """Load a run folder's best slice model and (when present) its sequence model.
-
-    ``engine`` runs the slice CNN with PyTorch (``"torch"``) or ONNX Runtime (``"onnx"``);
-    ``"auto"`` takes ONNX Runtime on the CPU when it is installed.
-    """
-    run_dir = Path(run_dir)
-    slice_path = _checkpoint(run_dir, ("slice_best.pt", "slice_last.pt"))
-    if slice_path is None:
-        raise CheckpointError(
-            f"{run_dir}: no checkpoints/slice_best.pt; is this an `ich train` run?"
-        )
-    ckpt = load_checkpoint(slice_path)
-    if list(ckpt["labels"]) != list(LABELS):
-        raise CheckpointError(f"{slice_path}: label order {ckpt['labels']} differs from {LABELS}")
-    channels = ChannelSpec.from_dict({"windows": ckpt["windows"], "offsets": ckpt["offsets"]})
-    seq_path = _checkpoint(run_dir, ("sequence_best.pt",))
-    seq_ckpt = load_checkpoint(seq_path) if seq_path is not None else None
-    slice_model = load_slice_model(ckpt).to(device)
-    use_onnx = engine == "onnx" or (engine == "auto" and device.type == "cpu" and onnx_available())
-    onnx = (
-        OnnxSliceModel(slice_model, channels.n_channels, int(ckpt["input_size"]))
-        if use_onnx
-        else None
-    )
-    return RunModels(
-        run_dir=run_dir,
-        slice_model=slice_model,
-        sequence_model=load_sequence_model(seq_ckpt).to(device) if seq_ckpt else None,
-        channels=channels,
-        input_size=int(ckpt["input_size"]),
-        preprocess=PreprocessSpec.from_dict(ckpt["preprocess"]),
-        flip_features=bool(seq_ckpt.get("tta_flip", True)) if seq_ckpt else False,
-        config=dict(ckpt.get("config", {})),
-        onnx=onnx,
-    )
-
-
-def describe_training_data(config: dict[str, Any]) -> str:
+def describe_training_data(provenance: str | Mapping[str, object]) -> str:
     """What a run was trained on, in words: the run's ``provenance`` (``ich demo`` says
-    "synthetic phantom cohort ..."), with the phantom caveat added where it applies."""
-    text = str(config.get("provenance", "") or "") or "unknown data"
+    "synthetic phantom cohort ..."), with the phantom caveat added where it applies.
+
+    Args:
+        provenance: The text, or a run configuration mapping with a ``provenance`` key.
+    """
+    if isinstance(provenance, Mapping):
+        provenance = str(provenance.get("provenance", "") or "")
+    text = str(provenance or "") or "unknown data"
     if "phantom" in text.lower() or "synthetic" in text.lower():
         text += f" — {PHANTOM_NOTE}"
     return text
@@ -182,8 +105,6 @@ class Predictor:
 
         A fold set (``ich train --all-folds``) stands for its k fold runs.
         """
-        from ich.train.foldset import expand_runs
-
         dirs = expand_runs([run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir))
         dev = torch.device(device)
         return cls([load_run(d, dev, engine) for d in dirs], dev, tta)
@@ -202,10 +123,10 @@ class Predictor:
     def provenance(self) -> dict[str, Any]:
         """What the models are and what they were trained on, for people reading results."""
         first = self.runs[0]
-        data = [describe_training_data(r.config) for r in self.runs]
+        data = [describe_training_data(r.training_data) for r in self.runs]
         return {
             "runs": [str(r.run_dir) for r in self.runs],
-            "backbone": first.config.get("model", {}).get("backbone", "unknown"),
+            "backbone": first.backbone,
             "sequence_model": first.sequence_model is not None,
             "training_data": "; ".join(sorted(set(data))),
             "note": "Research use only — not for diagnosis.",
@@ -308,8 +229,6 @@ class Predictor:
         Returns:
             float32 (rows, columns) in [0, 1].
         """
-        from ich.explain import grad_cam_heatmap
-
         return grad_cam_heatmap(self.runs[0], hu, label, neighbours, self.device)
 
 

@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if args.all_folds:
         if args.stage != "all":
             raise ConfigError("--all-folds trains both stages; drop --stage")
-        from ich.train.foldset import is_fold_set, run_fold_set
+        from ich.runs.foldset import is_fold_set
+        from ich.train.foldset import run_fold_set
 
         if args.resume is not None and not is_fold_set(run_dir):
             raise ConfigError(f"--resume {run_dir} --all-folds: not a fold set (no foldset.json)")

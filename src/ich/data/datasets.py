@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from ich.data.augment import AugmentConfig, build_sample_transform
 from ich.dicom.windowing import DEFAULT_WINDOWS, Window, resolve_windows
 from ich.errors import ConfigError
+from ich.labels import LABELS
 
 
 class CacheLike(Protocol):
@@ -355,3 +356,23 @@ def slice_loader(
         worker_init_fn=seed_worker, persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers > 0 else None,
     )
+
+
+class SeriesArrays:
+    """One preprocessed series shaped like :class:`ich.data.cache.SliceCache`, so that
+    :class:`SliceDataset` builds the model input (windows x neighbours) exactly as in training
+    (inference and Grad-CAM feed single series through it)."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self._images = images  # (T, S, S) int16 HU
+        self.size = int(images.shape[-1])
+        self.catalog = pd.DataFrame({"series_instance_uid": ["series"] * len(images)})
+        self.labels = np.full((len(images), len(LABELS)), np.nan, dtype=np.float32)
+
+    def images(self, idx: np.ndarray | list[int]) -> np.ndarray:
+        """HU images (n, S, S) of the given positions."""
+        return self._images[np.asarray(idx, dtype=np.int64)]
+
+    def series_index(self) -> dict[str, np.ndarray]:
+        """The one series and its positions in slice order."""
+        return {"series": np.arange(len(self._images))}
