@@ -30,8 +30,7 @@ from ich.errors import CheckpointError
 from ich.explain import grad_cam_heatmap
 from ich.models.sequence import SequenceModel
 from ich.runs.embed import embed_batch, sequence_features
-from ich.runs.foldset import expand_runs
-from ich.runs.load import Engine, RunModels, load_run
+from ich.runs.load import Engine, Member, RunModels, load_member, member_weights
 
 #: What a model trained by ``ich demo`` (or on any phantom cohort) may be used for.
 PHANTOM_NOTE = "trained on a synthetic phantom cohort: for demonstration and testing only"
@@ -77,21 +76,29 @@ def describe_training_data(provenance: str | Mapping[str, object]) -> str:
 class Predictor:
     """Loaded once, predicts series after series (web app, ``ich predict``, ``ich evaluate``).
 
+    An ensemble averages its members with their weights; a member is a run or a fold set
+    (whose fold runs are averaged inside it first), so each RUN argument counts once.
+
     Args:
-        runs: The loaded runs (an ensemble when several).
+        runs: The ensemble's members, or loaded runs (each then a member of weight 1).
         device: Where the models run.
         tta: 1 (none) or 2 (flip + reversed-series views), see the module docstring.
         batch_size: Slices per CNN forward pass.
     """
 
     def __init__(
-        self, runs: list[RunModels], device: torch.device, tta: int = 1, batch_size: int = 32
+        self,
+        runs: Sequence[RunModels | Member],
+        device: torch.device,
+        tta: int = 1,
+        batch_size: int = 32,
     ) -> None:
         if not runs:
             raise CheckpointError("no run given")
         if tta not in (1, 2):
             raise ValueError(f"tta must be 1 or 2, got {tta}")
-        self.runs, self.device, self.tta, self.batch_size = runs, device, tta, batch_size
+        self.members = [m if isinstance(m, Member) else Member(m.run_dir, [m]) for m in runs]
+        self.device, self.tta, self.batch_size = device, tta, batch_size
 
     @classmethod
     def from_run(
@@ -100,19 +107,45 @@ class Predictor:
         device: str = "cpu",
         tta: int = 1,
         engine: Engine = "auto",
+        weights: Sequence[float] | None = None,
     ) -> Predictor:
-        """Load one run folder, or several (averaged as an ensemble); see :func:`load_run`.
+        """Load one run folder or fold set, or several (a weighted ensemble).
 
-        A fold set (``ich train --all-folds``) stands for its k fold runs.
+        Args:
+            run_dir: Run folder(s) or fold set(s); each counts once in the ensemble.
+            device: Torch device name.
+            tta: Test-time augmentation views (1 or 2).
+            engine: How the slice CNN runs (see :func:`ich.runs.load.load_run`).
+            weights: One positive weight per ``run_dir`` entry (default: equal).
         """
-        dirs = expand_runs([run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir))
+        paths = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+        shares = member_weights(len(paths), weights)
         dev = torch.device(device)
-        return cls([load_run(d, dev, engine) for d in dirs], dev, tta)
+        return cls([load_member(p, dev, engine, w) for p, w in zip(paths, shares, strict=True)],
+                   dev, tta)
+
+    def subset(self, members: Sequence[Member]) -> Predictor:
+        """A predictor over some of this one's members (models shared, not reloaded)."""
+        return Predictor(list(members), self.device, self.tta, self.batch_size)
+
+    @property
+    def runs(self) -> list[RunModels]:
+        """Every loaded run, member after member (fold runs included)."""
+        return [r for m in self.members for r in m.runs]
 
     @property
     def preprocess(self) -> PreprocessSpec:
-        """The preprocessing of the first run (what :meth:`predict_slices` applies)."""
-        return self.runs[0].preprocess
+        """The preprocessing of the first member (:meth:`preprocess_groups` lists them all)."""
+        return self.members[0].preprocess
+
+    def preprocess_groups(self) -> list[tuple[PreprocessSpec, list[Member]]]:
+        """Members grouped by the crop of their preprocessing (crop, margin): each group can
+        be served by one cache (sizes may differ: images are resized on load)."""
+        groups: dict[tuple[bool, float, int], tuple[PreprocessSpec, list[Member]]] = {}
+        for m in self.members:
+            p = m.preprocess
+            groups.setdefault((p.crop, p.margin, p.version), (p, []))[1].append(m)
+        return list(groups.values())
 
     @property
     def offsets(self) -> tuple[int, ...]:
@@ -126,11 +159,30 @@ class Predictor:
         data = [describe_training_data(r.training_data) for r in self.runs]
         return {
             "runs": [str(r.run_dir) for r in self.runs],
+            "members": [{"path": str(m.path), "runs": len(m.runs), "weight": m.weight}
+                        for m in self.members],
             "backbone": first.backbone,
             "sequence_model": first.sequence_model is not None,
             "training_data": "; ".join(sorted(set(data))),
             "note": "Research use only — not for diagnosis.",
         }
+
+    def _average(
+        self, outs: Sequence[tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted mean of (weight, (cnn, final, study)) outputs."""
+        total = sum(w for w, _ in outs)
+        return tuple(
+            np.sum([w * o[k] for w, o in outs], axis=0).astype(np.float32) / total
+            for k in range(3)
+        )
+
+    def _predict_member(
+        self, member: Member, images: np.ndarray, z_spacing: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A member's prediction: its runs (a fold set's folds) averaged equally."""
+        outs = [self._predict_run(run, images, z_spacing) for run in member.runs]
+        return self._average([(1.0, o) for o in outs])
 
     @torch.no_grad()
     def predict_preprocessed(
@@ -143,11 +195,24 @@ class Predictor:
             z_spacing: (T,) mm to the previous slice.
 
         Returns:
-            cnn_probs (T, 6), slice_probs (T, 6), study_probs (6,), averaged over runs.
+            cnn_probs (T, 6), slice_probs (T, 6), study_probs (6,), averaged over members.
+
+        Raises:
+            CheckpointError: The members were trained with different crops: one preprocessed
+                array cannot feed them all (:meth:`predict_slices` preprocesses per member).
         """
-        outs = [self._predict_run(run, images, z_spacing) for run in self.runs]
-        cnn, final, study = (np.mean([o[k] for o in outs], axis=0) for k in range(3))
-        return cnn, final, study
+        groups = self.preprocess_groups()
+        if len(groups) > 1:
+            raise CheckpointError(
+                "the ensemble's members were trained with different preprocessing ("
+                + "; ".join(f"{[str(m.path) for m in ms]}: crop={p.crop}, margin={p.margin}"
+                            for p, ms in groups)
+                + "): one preprocessed series cannot feed them all; predict DICOM slices "
+                "(each member preprocesses its own) or use runs with the same preprocessing"
+            )
+        return self._average(
+            [(m.weight, self._predict_member(m, images, z_spacing)) for m in self.members]
+        )
 
     def _predict_run(
         self, run: RunModels, images: np.ndarray, z_spacing: np.ndarray
@@ -211,8 +276,17 @@ class Predictor:
         ordered = series[0]
         position = {id(m): i for i, m in enumerate(metas)}
         order = np.array([position[id(m)] for m in ordered.metas], dtype=np.int64)
-        images = np.stack([preprocess_hu(hus[i], self.preprocess) for i in order])
-        cnn, final, study = self.predict_preprocessed(images, ordered.z_spacing)
+        # Each member is fed what it was trained on: one preprocessing per distinct spec.
+        images: dict[PreprocessSpec, np.ndarray] = {}
+        outs = []
+        for member in self.members:
+            spec = member.preprocess
+            if spec not in images:
+                images[spec] = np.stack([preprocess_hu(hus[i], spec) for i in order])
+            outs.append(
+                (member.weight, self._predict_member(member, images[spec], ordered.z_spacing))
+            )
+        cnn, final, study = self._average(outs)
         return SeriesPrediction(order, ordered.z, final, cnn, study, list(ordered.issues))
 
     def heatmap(

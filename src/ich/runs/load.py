@@ -22,7 +22,7 @@ from ich.models.slice_cnn import SliceModel
 from ich.models.spec import ModelSpec
 from ich.onnx_engine import OnnxSliceModel, onnx_available
 from ich.runs.checkpoint import LEGACY_FORMAT, MODEL_SUFFIX, load_sequence_model, load_slice_model
-from ich.runs.foldset import is_fold_set
+from ich.runs.foldset import fold_runs, is_fold_set
 
 #: How the slice CNN runs: PyTorch, ONNX Runtime, or ONNX Runtime when on the CPU and installed.
 Engine = Literal["auto", "torch", "onnx"]
@@ -132,3 +132,56 @@ def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto")
         sequence_spec=seq_spec,
         onnx=onnx,
     )
+
+
+@dataclass
+class Member:
+    """One member of an ensemble: a run, or a fold set whose k fold runs are averaged inside
+    it, so that each RUN given by the user counts once (with ``weight``).
+
+    Attributes:
+        path: The run or fold set folder.
+        runs: Its loaded runs (one, or the k fold runs).
+        weight: Its share of the ensemble average (relative; positive).
+    """
+
+    path: Path
+    runs: list[RunModels]
+    weight: float = 1.0
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The cache preprocessing its runs were trained on (one for all folds)."""
+        return self.runs[0].preprocess
+
+
+def load_member(
+    path: str | Path, device: torch.device, engine: Engine = "auto", weight: float = 1.0
+) -> Member:
+    """Load a run folder, or a fold set's runs, as one ensemble member.
+
+    Raises:
+        CheckpointError: A run cannot be loaded, or a fold set's runs were trained with
+            different preprocessing.
+    """
+    path = Path(path)
+    runs = [load_run(p, device, engine) for p in (fold_runs(path) if is_fold_set(path) else [path])]
+    specs = {r.preprocess for r in runs}
+    if len(specs) > 1:
+        raise CheckpointError(f"{path}: its fold runs were trained with different preprocessing")
+    return Member(path, runs, float(weight))
+
+
+def member_weights(n: int, weights: Sequence[float] | None) -> list[float]:
+    """One positive weight per member (all 1 by default).
+
+    Raises:
+        ValueError: Not one weight per member, or a weight that is not positive.
+    """
+    if weights is None:
+        return [1.0] * n
+    if len(weights) != n:
+        raise ValueError(f"{len(weights)} weights for {n} runs: give one weight per run")
+    if any(not float(w) > 0 for w in weights):
+        raise ValueError(f"weights must be positive numbers, got {list(weights)}")
+    return [float(w) for w in weights]
