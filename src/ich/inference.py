@@ -177,6 +177,7 @@ class Predictor:
             for k in range(3)
         )
 
+    @torch.no_grad()
     def _predict_member(
         self, member: Member, images: np.ndarray, z_spacing: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

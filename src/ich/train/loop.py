@@ -23,12 +23,8 @@ from tqdm.auto import tqdm
 from ich.config import RunConfig
 from ich.data.augment import make_batch_augment, prepare_batch
 from ich.data.cache import SliceCache
-from ich.data.datasets import (
-    SliceDataset,
-    collate_slices,
-    oversample_weights,
-    seed_worker,
-)
+from ich.data.datasets import SliceDataset, oversample_weights
+from ich.data.loader import epoch_loader
 from ich.errors import CheckpointError
 from ich.eval.metrics import per_label_log_loss, weighted_log_loss
 from ich.labels import LABELS
@@ -118,22 +114,6 @@ def shard(order: np.ndarray, info: DistInfo, pad: bool) -> np.ndarray:
     return order[info.rank :: info.world_size]
 
 
-def make_loader(ds: SliceDataset, order: np.ndarray, cfg: RunConfig, epoch: int) -> DataLoader:
-    """A DataLoader over ``order`` with a seeded generator (worker seeds follow from it)."""
-    gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + epoch)
-    return DataLoader(
-        ds,
-        batch_size=cfg.train.batch_size,
-        sampler=order.tolist(),
-        num_workers=cfg.train.workers,
-        worker_init_fn=seed_worker,
-        collate_fn=collate_slices,
-        generator=gen,
-        pin_memory=False,
-        persistent_workers=False,
-    )
-
-
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool
@@ -153,11 +133,10 @@ def predict(
 
 
 def validate(
-    model: torch.nn.Module, ds: SliceDataset, cfg: RunConfig, device: torch.device, info: DistInfo
+    model: torch.nn.Module, loader: DataLoader, cfg: RunConfig, device: torch.device,
+    info: DistInfo,
 ) -> EvalResult:
     """Weighted log loss on the held-out fold; each rank predicts a share, rank 0 scores all."""
-    order = shard(np.arange(len(ds)), info, pad=False)
-    loader = make_loader(ds, order, cfg, epoch=0)
     parts = gather_objects(predict(model, loader, device, cfg.train.amp), info)
     p = np.concatenate([q[0] for q in parts])
     y = np.concatenate([q[1] for q in parts])
@@ -301,8 +280,9 @@ def train_slice_model(
     chans = channel_spec(cfg)
     # uint8 windows: 4x less through the loaders' shared memory and to the device (see
     # SliceDataset); prepare_batch turns them into float32 in [0, 1] on the device.
-    train_ds = SliceDataset(cache, train_idx, chans, cfg.data.input_size, cfg.augment, "uint8")
-    val_ds = SliceDataset(cache, val_idx, chans, cfg.data.input_size, None, "uint8")
+    size, seed = cfg.data.input_size, cfg.train.seed
+    train_ds = SliceDataset(cache, train_idx, chans, size, cfg.augment, "uint8", seed=seed)
+    val_ds = SliceDataset(cache, val_idx, chans, size, None, "uint8")
     core = build_slice_model(**model_args(cfg))
     model: torch.nn.Module = core.to(device)
     per_rank = len(train_idx) // info.world_size
@@ -332,20 +312,28 @@ def train_slice_model(
         save_last=lambda: save_resume_point(model, stage, state, last),
     )
     weights = sample_weights(cache.labels[train_idx], cfg)
+
+    def train_order(epoch: int) -> np.ndarray:
+        order = shard(epoch_order(len(train_ds), epoch, seed, weights), info, pad=True)
+        return order[: steps * cfg.train.batch_size]
+
+    # One persistent loader per split for the whole stage; the sampler carries the epoch.
+    bs, workers = cfg.train.batch_size, cfg.train.workers
+    train_loader, train_sampler = epoch_loader(train_ds, train_order, bs, workers, seed)
+    val_order = shard(np.arange(len(val_ds)), info, pad=False)
+    val_loader, _ = epoch_loader(val_ds, lambda _: val_order, bs, workers, seed)
     end = cfg.train.epochs
     if stop_after is not None:
         end = min(end, state.epoch + stop_after)
     while state.epoch < end:
         t0 = time.time()
-        order = shard(epoch_order(len(train_ds), state.epoch, cfg.train.seed, weights), info, True)
-        order = order[: steps * cfg.train.batch_size]
+        train_sampler.set_epoch(state.epoch)
         # A fresh, seeded batch augmenter per epoch (and rank): resume needs no generator state.
         stage.augment = make_batch_augment(
-            cfg.augment, seed=(cfg.train.seed * 1000 + state.epoch) * 100 + info.rank
+            cfg.augment, seed=(seed * 1000 + state.epoch) * 100 + info.rank
         )
-        loader = make_loader(train_ds, order, cfg, state.epoch)
-        loss = reduce_mean(train_epoch(model, loader, stage, state), info)
-        val = validate(model, val_ds, cfg, device, info) if len(val_ds) else None
+        loss = reduce_mean(train_epoch(model, train_loader, stage, state), info)
+        val = validate(model, val_loader, cfg, device, info) if len(val_ds) else None
         state.epoch += 1
         if end_epoch(how, state, stage.log, info, loss, val, time.time() - t0):
             break
