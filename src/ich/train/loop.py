@@ -5,6 +5,12 @@ sharded over DDP ranks; AdamW with the learning rate set at every step from
 :mod:`ich.train.schedule`; AMP and a GradScaler on CUDA only; gradient clipping; validation on the
 held-out fold with the RSNA weighted log loss; ``slice_last`` every epoch (model file + training
 state, exact resume) and ``slice_best`` when validation improves; early stopping on patience.
+
+Read :func:`train_slice_model` top to bottom: data, model and optimizer, then the epoch loop
+(:func:`train_epoch`, :func:`validate`, :func:`ich.train.epoch.end_epoch`, shared with stage 2).
+The optimizer, the schedule and the loss are each one small function (:func:`make_optimizer`,
+:func:`schedule_lr`, :func:`loss_fn`), so that each can be swapped alone. The loss is read back
+from the device once per log interval, never per step.
 """
 
 from __future__ import annotations
@@ -277,12 +283,15 @@ def train_slice_model(
     """
     ckpt_dir = Path(run_dir) / "checkpoints"
     last, best = ckpt_dir / f"slice_last{MODEL_SUFFIX}", ckpt_dir / f"slice_best{MODEL_SUFFIX}"
+
+    # -- data: windows x neighbours of the cached HU, augmented in training ---------------------
     chans = channel_spec(cfg)
     # uint8 windows: 4x less through the loaders' shared memory and to the device (see
     # SliceDataset); prepare_batch turns them into float32 in [0, 1] on the device.
     size, seed = cfg.data.input_size, cfg.train.seed
     train_ds = SliceDataset(cache, train_idx, chans, size, cfg.augment, "uint8", seed=seed)
     val_ds = SliceDataset(cache, val_idx, chans, size, None, "uint8")
+    # -- model, optimizer, AMP scaler, its ModelSpec; then resume or start fresh ----------------
     core = build_slice_model(**model_args(cfg))
     model: torch.nn.Module = core.to(device)
     per_rank = len(train_idx) // info.world_size
@@ -311,17 +320,18 @@ def train_slice_model(
         save_best=lambda: save_slice(model, stage, best),
         save_last=lambda: save_resume_point(model, stage, state, last),
     )
+    # -- one persistent loader per split; the sampler carries the epoch ------------------------
     weights = sample_weights(cache.labels[train_idx], cfg)
 
     def train_order(epoch: int) -> np.ndarray:
         order = shard(epoch_order(len(train_ds), epoch, seed, weights), info, pad=True)
         return order[: steps * cfg.train.batch_size]
 
-    # One persistent loader per split for the whole stage; the sampler carries the epoch.
     bs, workers = cfg.train.batch_size, cfg.train.workers
     train_loader, train_sampler = epoch_loader(train_ds, train_order, bs, workers, seed)
     val_order = shard(np.arange(len(val_ds)), info, pad=False)
     val_loader, _ = epoch_loader(val_ds, lambda _: val_order, bs, workers, seed)
+    # -- the loop -------------------------------------------------------------------------------
     end = cfg.train.epochs
     if stop_after is not None:
         end = min(end, state.epoch + stop_after)
