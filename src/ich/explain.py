@@ -17,7 +17,7 @@ from torch import nn
 from ich.data.augment import to_unit_float
 from ich.data.datasets import SeriesArrays, SliceDataset, collate_slices
 from ich.data.preprocess import PreprocessSpec, full_box, preprocess_hu
-from ich.dicom.windowing import head_bbox
+from ich.dicom.headcrop import head_bbox
 from ich.labels import LABELS
 from ich.runs.load import RunModels
 

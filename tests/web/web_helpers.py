@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import pydicom.config
 
 from ich.dicom.io import SliceMeta
 from ich.labels import LABELS
@@ -81,18 +82,22 @@ def sample_series(rsna_sample: Path) -> dict[str, list[Path]]:
 def relabelled(paths: list[Path], tag: str, hu_shift: int = 0) -> list[tuple[str, bytes]]:
     """Copies of a series under new UIDs (a distinct study), optionally with brighter pixels."""
     out = []
-    for p in paths:
-        ds = pydicom.dcmread(p)
-        for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            setattr(ds, key, f"{getattr(ds, key)}.{tag}")
-        ds.PatientID = f"PAT_{tag}"
-        if hu_shift:
-            arr = ds.pixel_array.astype(np.int32) + hu_shift
-            info = np.iinfo(ds.pixel_array.dtype)
-            ds.PixelData = np.clip(arr, info.min, info.max).astype(ds.pixel_array.dtype).tobytes()
-        buf = io.BytesIO()
-        ds.save_as(buf)
-        out.append((f"{tag}_{p.name}", buf.getvalue()))
+    # RSNA's "ID_..." UIDs are invalid: this test code scopes its own pydicom settings (ich no
+    # longer relaxes them process-wide at import).
+    with pydicom.config.disable_value_validation():
+        for p in paths:
+            ds = pydicom.dcmread(p)
+            for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                setattr(ds, key, f"{getattr(ds, key)}.{tag}")
+            ds.PatientID = f"PAT_{tag}"
+            if hu_shift:
+                arr = ds.pixel_array.astype(np.int32) + hu_shift
+                info = np.iinfo(ds.pixel_array.dtype)
+                ds.PixelData = (np.clip(arr, info.min, info.max)
+                                .astype(ds.pixel_array.dtype).tobytes())
+            buf = io.BytesIO()
+            ds.save_as(buf)
+            out.append((f"{tag}_{p.name}", buf.getvalue()))
     return out
 
 
