@@ -19,6 +19,7 @@ pandas work is done on the hot path.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import fields
@@ -33,7 +34,8 @@ import pyarrow.parquet as pq
 from ich.atomic import atomic_path
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import TUPLE_FIELDS, flatten_meta, order_catalog
-from ich.labels import LABELS, read_labels
+from ich.errors import CacheError
+from ich.labels import LABELS, labels_digest, read_labels, strip_extension
 
 #: Columns every row has besides the SliceMeta fields.
 BASE_COLUMNS: tuple[str, ...] = (
@@ -170,21 +172,26 @@ def _add_order(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _add_labels(frame: pd.DataFrame, labels_csv: Path | None) -> pd.DataFrame:
-    """Label columns (float32; NaN for images absent from the CSV, or with no CSV)."""
+def _add_labels(frame: pd.DataFrame, labels: Path | pd.DataFrame | None) -> pd.DataFrame:
+    """Label columns (float32; NaN for images absent from the labels, or with none).
+
+    ``labels`` is a label CSV or a table already validated by :func:`ich.labels.read_labels`.
+    """
     out = frame
-    if labels_csv is None:
+    if labels is None:
         for name in LABELS:
             out[name] = np.float32(np.nan)
         return out
-    wide = read_labels(labels_csv).astype(np.float32)
-    joined = wide.reindex(out["image_id"].to_numpy())
+    wide = (labels if isinstance(labels, pd.DataFrame) else read_labels(labels)).astype(np.float32)
+    joined = wide.reindex([strip_extension(i) for i in out["image_id"]])
     for name in LABELS:
         out[name] = joined[name].to_numpy(dtype=np.float32)
     return out
 
 
-def assemble_catalog(tables: Iterator[pd.DataFrame], labels_csv: Path | None) -> pd.DataFrame:
+def assemble_catalog(
+    tables: Iterator[pd.DataFrame], labels_csv: Path | pd.DataFrame | None
+) -> pd.DataFrame:
     """Merge chunk tables into the final catalog: series order, labels, sorted rows.
 
     Ok rows come first, ordered by (study, series, slice_index) — the order of the cache index
@@ -197,3 +204,39 @@ def assemble_catalog(tables: Iterator[pd.DataFrame], labels_csv: Path | None) ->
         ["_bad", "study_instance_uid", "series_instance_uid", "slice_index", "path"], kind="stable"
     )
     return frame.drop(columns="_bad").reset_index(drop=True)
+
+
+def check_cache_labels(
+    out: Path,
+    labels: pd.DataFrame | None,
+    labels_csv: str | Path | None,
+    relabel: bool,
+    spec_key: str | None = None,
+) -> bool:
+    """Refuse to change the labels of a finished cache silently; True when they change.
+
+    Why: runs, folds and reports made from a cache assume its labels; a rerun of ``ich prepare``
+    with another (or no) ``--labels`` would otherwise relabel it without a word.
+    """
+    path = out / "cache.json"
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if "labels_digest" not in old:  # made before label digests were recorded
+        return False
+    if spec_key is not None and old.get("spec_key") != spec_key:
+        return False  # other settings: the folder is refused or rebuilt whole (--force)
+    new = labels_digest(labels) if labels is not None else None
+    if new == old["labels_digest"]:
+        return False
+    if not relabel:
+        before = f"labels from {old.get('labels_csv')}" if old["labels_digest"] else "no labels"
+        now = f"--labels {labels_csv} differs" if labels is not None else "no --labels was given"
+        raise CacheError(
+            f"{out} was built with {before} and {now}; pass --relabel to replace the catalog's "
+            "labels (runs trained on the old labels keep theirs), or choose another --out"
+        )
+    return True
