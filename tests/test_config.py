@@ -95,3 +95,9 @@ def test_override_text_with_a_colon_stays_text() -> None:
     assert cfg.provenance == "phantom cohort (ich synth: 60 studies)"
     with pytest.raises(ConfigError, match="provenance"):
         load_config(None, ["provenance={a: 1}"])
+
+
+def test_dataclass_defaults_are_the_packaged_recipe() -> None:
+    # One source of defaults: `ich train` without --config (default.yaml) and library code
+    # (the dataclasses) must train the same recipe.
+    assert config_to_dict(load_config(None)) == config_to_dict(load_config("default"))

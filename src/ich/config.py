@@ -1,5 +1,8 @@
 """Typed run configuration: dataclasses, YAML files and ``a.b=value`` overrides.
 
+The dataclass defaults are the packaged recipe (``configs/default.yaml`` holds the same values,
+checked by a test), so ``ich train`` without ``--config`` and library code agree.
+
 The configuration is the single source of truth of a run: library code receives a
 :class:`RunConfig`, never an argparse namespace, and the resolved configuration is saved into
 every run folder (``RUN/config.yaml``) and every checkpoint so that a run can be reproduced and
@@ -66,7 +69,7 @@ class ModelConfig:
     """Slice CNN: a timm backbone by name; ``weights`` is a local file of backbone weights."""
 
     backbone: str = "efficientnet_b0"
-    pretrained: bool = False
+    pretrained: bool = True
     weights: str | None = None
     drop_rate: float = 0.2
 
@@ -75,7 +78,7 @@ class ModelConfig:
 class OptimConfig:
     """AdamW with a per-step schedule (warmup + cosine, or one-cycle)."""
 
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 1e-4
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     warmup_frac: float = 0.05
@@ -88,13 +91,13 @@ class TrainConfig:
     """The stage-1 loop: epochs, batch, workers, precision, stopping, logging."""
 
     epochs: int = 10
-    batch_size: int = 32
-    workers: int = 2
+    batch_size: int = 64
+    workers: int = 4
     amp: bool = True
     early_stopping_patience: int | None = 3
     seed: int = 42
     device: str = "auto"
-    log_every: int = 20
+    log_every: int = 50
     max_steps_per_epoch: int | None = None
     deterministic: bool = True
     stages: tuple[str, ...] = ("slice", "sequence")
