@@ -12,6 +12,7 @@ from ich.cli import main
 from ich.config import config_to_dict, load_config
 
 
+@pytest.mark.slow
 def test_without_config_the_packaged_recipe_is_used_and_offline_falls_back_to_scratch(
     tiny_cache: Path, tiny_overrides: list[str], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
