@@ -31,6 +31,7 @@ from ich.errors import ConfigError
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "DecisionConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
@@ -123,6 +124,16 @@ class SequenceConfig:
 
 
 @dataclass
+class DecisionConfig:
+    """Per-label thresholds chosen on out-of-fold predictions after training
+    (``RUN/thresholds.json``, used by ``ich predict --binary``): Youden's J, or the highest
+    threshold reaching ``target_sensitivity``."""
+
+    method: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = 0.95
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs, one section per concern.
 
@@ -137,6 +148,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
 
 
 def _type_name(tp: Any) -> str:

@@ -132,3 +132,29 @@ def test_small_folder_uses_every_worker(tiny_cohort: Path, tmp_path: Path) -> No
     again = build_cache(src, tmp_path / "c", spec=PreprocessSpec(size=32), workers=1,
                         progress=False)  # resumed with other workers: keeps its chunks
     assert again.chunks_skipped == 2 and again.chunk_size == 3
+
+
+def test_skipped_files_and_duplicate_positions_are_reported(
+    tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pydicom
+
+    src = _subset(tiny_cohort, tmp_path, n=4)
+    (src / "notes.txt").write_text("x")
+    first = sorted(src.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(first)
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"
+    ds.save_as(src / "ID_copyof.dcm")  # same series, same position
+    out = tmp_path / "cache"
+    assert main(["prepare", str(src), "--out", str(out), "--size", "32", "--workers", "1",
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "note: skipped 1 file(s) (not *.dcm; --all-files reads every file): notes.txt" in text
+    assert "note: duplicate slice positions: 1 slice(s) in 1 series" in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.png").write_bytes(b"x")
+    assert main(["prepare", str(empty), "--out", str(tmp_path / "e"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no *.dcm files found; skipped 1 file(s)" in err and "a.png" in err
+    assert not (tmp_path / "e").exists()

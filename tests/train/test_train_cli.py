@@ -1,4 +1,4 @@
-"""``ich train`` checks before it trains: recipe, offline fallback, devices, weights, run folders."""
+"""``ich train`` checks before it trains: recipe, offline fallback, device, weights, run."""
 
 from __future__ import annotations
 

@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         from ich.train.foldset import run_fold_set
 
         summary = run_fold_set(cfg, Path(cache), run_dir, resume=args.resume is not None)
+        _thresholds(cfg, run_dir)
         _report(summary)
         return 0
     from ich.train.runner import run_training
@@ -165,8 +166,26 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume is not None and "slice" in stages,
     )
     if main:
+        _thresholds(cfg, run_dir)
         _report(summary)
     return 0
+
+
+def _thresholds(cfg: Any, run_dir: Path) -> None:
+    """Choose the run's per-label thresholds on its out-of-fold predictions, when it has any."""
+    from ich.errors import CheckpointError
+    from ich.eval.thresholds import thresholds_from_oof
+    from ich.labels import LABELS
+
+    try:
+        path = thresholds_from_oof(run_dir, LABELS, cfg.decision.method,
+                                   cfg.decision.target_sensitivity)
+    except CheckpointError as exc:
+        print(f"  no decision thresholds: {exc}")
+        return
+    rule = ("Youden's J" if cfg.decision.method == "youden"
+            else f"sensitivity >= {cfg.decision.target_sensitivity:g}")
+    print(f"  decision thresholds ({rule}, out of fold): {path}")
 
 
 def preflight(

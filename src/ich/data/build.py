@@ -34,7 +34,10 @@ from ich.data.cache import CACHE_FORMAT, chunk_paths
 from ich.data.catalog import (
     assemble_catalog,
     check_cache_labels,
+    describe_skipped,
+    duplicate_positions,
     list_dicom_files,
+    skipped_files,
     write_parquet_atomic,
     write_rows,
 )
@@ -67,6 +70,7 @@ class CacheSummary:
     relabelled: bool = False
     chunk_size: int = 0
     workers: int = 1
+    notes: list[str] = field(default_factory=list)
 
     @property
     def slices_per_second(self) -> float:
@@ -302,8 +306,10 @@ def build_cache(
     # Every check that can fail runs before anything is written (no half-made cache folder).
     labels = read_labels(labels_csv, soft=soft_labels) if labels_csv is not None else None
     files = list_dicom_files(root, all_files)
+    skipped = skipped_files(root, all_files)
     if not files:
-        raise CacheError(f"{root}: no {'files' if all_files else '*.dcm files'} found")
+        other = f"; {describe_skipped(skipped, root, all_files)}" if skipped else ""
+        raise CacheError(f"{root}: no {'files' if all_files else '*.dcm files'} found{other}")
     labelled, unused = (None, 0)
     if labels is not None:
         labelled, unused = match_files(labels, [p.name for p in files], str(labels_csv))
@@ -344,6 +350,7 @@ def build_cache(
         seconds=time.perf_counter() - start, finalized=finalized, processed=n_todo,
         labelled=labelled, label_rows_unused=unused, relabelled=relabelled,
         chunk_size=chunk_size, workers=workers,
+        notes=[describe_skipped(skipped, root, all_files)] if skipped else [],
     )
     if catalog is not None:
         _fill_counts(summary, catalog)
@@ -355,6 +362,14 @@ def _fill_counts(summary: CacheSummary, catalog: pd.DataFrame) -> None:
     summary.ok, summary.failed = len(catalog) - len(bad), len(bad)
     summary.failures = {str(k): int(v) for k, v in bad["error_kind"].value_counts().items()}
     summary.failure_examples = [f"{r.path}: {r.error}" for r in bad.head(5).itertuples()]
+    dups = duplicate_positions(catalog)
+    if len(dups):
+        first = dups.iloc[0]
+        summary.notes.append(
+            f"duplicate slice positions: {int(dups['duplicates'].sum())} slice(s) in "
+            f"{len(dups)} series share a position with another slice of their series, e.g. "
+            f"{first['example']} (series {first['series_instance_uid']})"
+        )
 
 
 def finalize_cache(
@@ -430,6 +445,7 @@ def format_summary(summary: CacheSummary) -> str:
         f"processed {s.processed} files in {s.seconds:.1f} s ({s.slices_per_second:.0f} slices/s)"
         + (f", {s.workers} worker(s), {s.chunk_size} files per chunk" if s.chunk_size else ""),
     ]
+    lines += [f"note: {note}" for note in s.notes]
     if s.relabelled:
         lines.append("labels replaced (--relabel): the catalog now holds the new labels")
     if s.labelled is not None:

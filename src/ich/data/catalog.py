@@ -89,6 +89,48 @@ def list_dicom_files(root: Path, all_files: bool = False) -> list[Path]:
     return found
 
 
+def skipped_files(root: Path, all_files: bool = False) -> list[Path]:
+    """The files :func:`list_dicom_files` leaves out (not ``*.dcm``, or hidden), sorted.
+
+    Why: a folder of ``.DCM`` exports without the usual name, or of PNGs, must not look like an
+    empty (or smaller) data set without a word; commands report these.
+    """
+    out = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            taken = not name.startswith(".") if all_files else name.lower().endswith(".dcm")
+            if not taken and (Path(dirpath) / name).is_file():
+                out.append(Path(dirpath) / name)
+    return sorted(out)
+
+
+def describe_skipped(skipped: list[Path], root: Path, all_files: bool = False) -> str:
+    """One line about skipped files: how many, a few names, how to take them."""
+    names = ", ".join(p.relative_to(root).as_posix() for p in skipped[:3])
+    more = ", ..." if len(skipped) > 3 else ""
+    hint = "" if all_files else " (not *.dcm; --all-files reads every file)"
+    return f"skipped {len(skipped)} file(s){hint}: {names}{more}"
+
+
+def duplicate_positions(catalog: pd.DataFrame, tol_mm: float = 0.01) -> pd.DataFrame:
+    """Series holding two slices at the same position along the normal.
+
+    Returns:
+        One row per such series: ``series_instance_uid``, ``duplicates`` (slices at the same
+        z as the previous one) and ``example`` (an image id of a duplicate).
+    """
+    ok = catalog[(catalog["status"] == "ok") & (catalog["ordered_by"] != "instance_number")]
+    rows = []
+    for uid, group in ok.groupby("series_instance_uid", sort=True):
+        g = group.sort_values("z")
+        dup = np.abs(np.diff(g["z"].to_numpy(dtype=np.float64))) < tol_mm
+        if dup.any():
+            example = str(g["image_id"].iloc[int(np.flatnonzero(dup)[0]) + 1])
+            rows.append({"series_instance_uid": uid, "duplicates": int(dup.sum()),
+                         "example": example})
+    return pd.DataFrame(rows, columns=["series_instance_uid", "duplicates", "example"])
+
+
 def image_id_of(path: Path) -> str:
     """The image id of a file: its name without ``.dcm`` (Kaggle's ``ID_<hex>``)."""
     name = path.name
