@@ -57,5 +57,5 @@ def test_thresholds_from_oof_and_binary_rows(tmp_path: Path) -> None:
                         "Label": [0.6, 0.49, 0.59, 0.9]})
     out = binary_submission(sub, cuts)
     assert out["ID"].tolist() == sub["ID"].tolist() and out["Label"].tolist() == [1, 0, 0, 1]
-    with pytest.raises(CheckpointError, match="no thresholds.json"):
+    with pytest.raises(CheckpointError, match=r"no thresholds\.json"):
         load_thresholds(tmp_path / "nope")
