@@ -42,6 +42,13 @@ from ich.data.catalog import (
     write_rows,
 )
 from ich.data.chunkfile import chunk_buffer
+from ich.data.images import (
+    IMAGE_SUFFIXES,
+    ImageEncoding,
+    list_image_files,
+    preprocess_image_files,
+    skipped_image_files,
+)
 from ich.data.preprocess import PreprocessSpec, preprocess_files
 from ich.errors import CacheError
 from ich.labels import labels_digest, match_files, read_labels
@@ -143,15 +150,19 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
 
 
-#: One chunk's work: (chunk number, its files, cache folder, settings, strict).
-_Task = tuple[int, list[Path], Path, PreprocessSpec, bool]
+#: One chunk's work: (chunk number, its files, cache folder, settings, strict, image encoding
+#: or None for DICOM).
+_Task = tuple[int, list[Path], Path, PreprocessSpec, bool, ImageEncoding | None]
 
 
 def _build_chunk(task: _Task) -> tuple[int, int]:
     """Worker: preprocess one chunk and move its two files into place. Returns (k, n_files)."""
-    k, files, root, spec, strict = task
+    k, files, root, spec, strict, encoding = task
     buffer = chunk_buffer(len(files), spec.size)  # reused from this process's last chunk
-    block, rows = preprocess_files(files, spec, chunk=k, strict=strict, out=buffer.images)
+    if encoding is None:
+        block, rows = preprocess_files(files, spec, chunk=k, strict=strict, out=buffer.images)
+    else:
+        block, rows = preprocess_image_files(files, spec, k, encoding, strict, buffer.images)
     npy, table = chunk_paths(root, k)
     tmp_npy = npy.with_name(f"{npy.name}.{os.getpid()}.tmp")
     buffer.write(tmp_npy, len(block))
@@ -270,6 +281,7 @@ def build_cache(
     force: bool = False,
     soft_labels: bool = False,
     relabel: bool = False,
+    images: ImageEncoding | None = None,
 ) -> CacheSummary:
     """Build (or resume) a preprocessing cache from a folder of DICOM files.
 
@@ -291,6 +303,8 @@ def build_cache(
         force: Delete a cache built with other settings instead of refusing.
         soft_labels: Accept label values in [0, 1] (stored as they are) instead of only 0/1.
         relabel: Replace the labels of a cache built with other labels (else CacheError).
+        images: Read PNG/JPEG/TIFF slices encoded this way instead of DICOM
+            (:mod:`ich.data.images`); the spec gets the encoding's ``hu_range``.
 
     Returns:
         A :class:`CacheSummary`; ``finalized`` is False while other shards' chunks are missing.
@@ -305,11 +319,18 @@ def build_cache(
         raise CacheError(f"shard {index}/{n_shards}: expected 0 <= I < N")
     # Every check that can fail runs before anything is written (no half-made cache folder).
     labels = read_labels(labels_csv, soft=soft_labels) if labels_csv is not None else None
-    files = list_dicom_files(root, all_files)
-    skipped = skipped_files(root, all_files)
+    if images is not None:
+        spec = images.spec(spec)
+        files = list_image_files(root)
+        skipped = skipped_image_files(root)
+        wanted = "image files (" + ", ".join(IMAGE_SUFFIXES) + ")"
+    else:
+        files = list_dicom_files(root, all_files)
+        skipped = skipped_files(root, all_files)
+        wanted = "files" if all_files else "*.dcm files"
     if not files:
-        other = f"; {describe_skipped(skipped, root, all_files)}" if skipped else ""
-        raise CacheError(f"{root}: no {'files' if all_files else '*.dcm files'} found{other}")
+        other = f"; {describe_skipped(skipped, root, all_files or bool(images))}" if skipped else ""
+        raise CacheError(f"{root}: no {wanted} found{other}")
     labelled, unused = (None, 0)
     if labels is not None:
         labelled, unused = match_files(labels, [p.name for p in files], str(labels_csv))
@@ -327,7 +348,7 @@ def build_cache(
     mine = [k for k in range(n_chunks) if k % n_shards == index]
     parts = {k: files[k * chunk_size : (k + 1) * chunk_size] for k in mine}
     todo = [k for k in mine if not _chunk_done(out, k, parts[k])]
-    tasks = [(k, parts[k], out, spec, strict) for k in todo]
+    tasks = [(k, parts[k], out, spec, strict, images) for k in todo]
     n_todo = sum(len(t[1]) for t in tasks)
     workers = max(1, min(workers, len(tasks)))
     # Forked before the progress bar, whose monitor thread would make forking unsafe.
@@ -350,7 +371,7 @@ def build_cache(
         seconds=time.perf_counter() - start, finalized=finalized, processed=n_todo,
         labelled=labelled, label_rows_unused=unused, relabelled=relabelled,
         chunk_size=chunk_size, workers=workers,
-        notes=[describe_skipped(skipped, root, all_files)] if skipped else [],
+        notes=[describe_skipped(skipped, root, all_files or bool(images))] if skipped else [],
     )
     if catalog is not None:
         _fill_counts(summary, catalog)
