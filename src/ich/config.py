@@ -51,6 +51,10 @@ class DataConfig:
 
     ``fold`` is the validation fold; ``-1`` trains on every fold (no validation, the last
     epoch is also the "best" one, and no out-of-fold predictions are written).
+    ``subsample``: train and validate on a patient-stratified subset (a fraction in (0, 1) or a
+    number of patients), for quick prototyping. ``undersample_negatives``: the fraction of the
+    negative training slices kept (validation untouched). Both are reported in
+    ``RUN/sampling.json``.
     """
 
     cache: str = ""
@@ -63,6 +67,8 @@ class DataConfig:
     oversample: bool = False
     oversample_positive: float = 2.0
     oversample_rare: float = 4.0
+    subsample: float | None = None
+    undersample_negatives: float | None = None
 
 
 @dataclass
