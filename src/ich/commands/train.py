@@ -87,6 +87,12 @@ def _options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="expect to be launched by torchrun (fails if WORLD_SIZE is not set)",
     )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (defaults, --config, overrides) as YAML and exit; "
+        "every key is described in docs/config.md",
+    )
     p.add_argument("--backbone", help="timm backbone name (= model.backbone=NAME)")
     p.add_argument(
         "--pretrained",
@@ -122,6 +128,17 @@ def run(args: argparse.Namespace) -> int:
         overrides.insert(0, str(cache))
         cache = None
     all_folds = args.all_folds
+    if args.print_config:
+        import yaml
+
+        from ich.config import config_to_dict
+
+        source = args.config or (args.resume / "config.yaml" if args.resume else "default")
+        cfg = load_config(source, overrides)
+        if cache is not None:
+            cfg.data.cache = str(cache)
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
     if args.resume is not None:
         run_dir = args.resume
         if not (run_dir / "config.yaml").is_file():
