@@ -54,3 +54,15 @@ def test_both_stages(
         main(["train", str(tiny_cache), "--out", str(run), "--stage", "sequence", *tiny_overrides])
         == 0
     )
+
+
+def test_one_slice_series_can_be_reversed() -> None:
+    # Image folders make one-slice series; a reversed one-element view kept a negative stride.
+    import numpy as np
+
+    from ich.data.sequences import SequenceDataset
+
+    ds = SequenceDataset({"s": np.ones((1, 4), np.float32)}, {"s": np.ones(1, np.float32)},
+                       {"s": np.zeros((1, 6), np.float32)}, ["s"], train=True, reverse_p=1.0)
+    item = ds[0]
+    assert item[0].shape == (1, 4) and item[1].tolist() == [1.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ich.devices import check_device
 from ich.errors import IchError
 
 
@@ -57,6 +58,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         help="also write the per-slice table (Parquet) with both models' probabilities",
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--binary",
+        action="store_true",
+        help="also write <out>.binary.csv: the same ID,Label rows as 0/1 decisions, cut at each "
+        "label's threshold chosen on the run's out-of-fold predictions (RUN/thresholds.json)",
+    )
     p.set_defaults(func=run)
 
 
@@ -81,6 +88,14 @@ def run(args: argparse.Namespace) -> int:
     *runs, source = args.paths
     if args.weights is not None and len(args.weights) != len(runs):
         raise IchError(f"--weights has {len(args.weights)} values for {len(runs)} RUN(s)")
+    check_device(args.device)
+    for run_dir in runs:
+        if not Path(run_dir).is_dir():
+            raise IchError(f"{run_dir}: run folder not found")
+    if not Path(source).exists():
+        raise IchError(f"{source}: INPUT not found (a DICOM folder or a cache)")
+    thresholds = _thresholds(runs) if args.binary else None  # checked before predicting
+    _report_skipped(Path(source))
     result = predict_to_submission(
         runs,
         source,
@@ -98,9 +113,47 @@ def run(args: argparse.Namespace) -> int:
             result.predictions.to_parquet(tmp, index=False)
     n = len(result.predictions)
     print(f"submission: {result.submission} ({n:,} slices from {len(runs)} run(s), tta {args.tta})")
+    if thresholds is not None:
+        binary = _write_binary(args.out, thresholds)
+        print(f"decisions: {binary} (0/1 at the runs' out-of-fold thresholds: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in thresholds.items()) + ")")
     if result.failed_csv is not None:
         print(
             f"WARNING: {len(result.failed)} file(s) could not be read; they got the mean "
             f"prediction and are listed with reasons in {result.failed_csv}"
         )
     return 0
+
+
+def _thresholds(runs: list[Path]) -> dict[str, float]:
+    """Per-label thresholds of the runs (the mean over several runs, as their probabilities)."""
+    from ich.eval.thresholds import load_thresholds
+
+    found = [load_thresholds(r) for r in runs]
+    names = list(found[0])
+    return {n: sum(t[n] for t in found) / len(found) for n in names}
+
+
+def _write_binary(out: Path, thresholds: dict[str, float]) -> Path:
+    """``<out>.binary.csv`` from the written submission (same rows, 0/1), atomically."""
+    import pandas as pd
+
+    from ich.atomic import atomic_path
+    from ich.eval.thresholds import binary_submission
+
+    path = out.with_name(f"{out.stem}.binary.csv")
+    with atomic_path(path) as tmp:
+        binary_submission(pd.read_csv(out), thresholds).to_csv(tmp, index=False)
+    return path
+
+
+def _report_skipped(source: Path) -> None:
+    """Say which files of a DICOM folder are not read (wrong extension), never skip silently."""
+    from ich.data.catalog import describe_skipped, skipped_files
+    from ich.predict import is_cache
+
+    if source.is_dir() and not is_cache(source):
+        skipped = skipped_files(source)
+        if skipped:
+            print(f"ich predict: {describe_skipped(skipped, source, all_files=True)} "
+                  "(only *.dcm files are predicted)", flush=True)

@@ -183,7 +183,15 @@ class SliceModel(nn.Module):
         cfg = getattr(self.backbone, "pretrained_cfg", {}) or {}
         state = self._drop_timm_classifier(state, cfg.get("classifier"))
         self._adapt_first_conv(state, cfg.get("first_conv"))
-        result = self.backbone.load_state_dict(state, strict=False)
+        try:
+            result = self.backbone.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shapes that do not fit this backbone
+            first = str(exc).strip().splitlines()
+            detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[0])
+            raise CheckpointError(
+                f"{path}: weights do not fit backbone {self.backbone_name!r} with "
+                f"{self.in_chans} input channel(s) ({detail})"
+            ) from None
         own = set(self.backbone.state_dict())
         if not own & set(state):
             raise CheckpointError(f"{path}: no key matches backbone {self.backbone_name!r}")

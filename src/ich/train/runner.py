@@ -27,7 +27,7 @@ import pandas as pd
 from ich.atomic import atomic_write_text
 from ich.config import RunConfig, save_config
 from ich.data.cache import SliceCache
-from ich.data.folds import make_folds
+from ich.data.folds import make_folds, subsample_patients, undersample_negatives
 from ich.data.tables import write_frame
 from ich.errors import CheckpointError, ConfigError
 from ich.eval.metrics import study_level
@@ -78,9 +78,37 @@ def split_indices(
         )
     if cfg.data.fold >= cfg.data.folds:
         raise ConfigError(f"data.fold={cfg.data.fold} but data.folds={cfg.data.folds}")
+    if cfg.data.subsample is not None:  # whole patients, stratified (ich.data.folds)
+        labelled &= subsample_patients(cache.catalog, cfg.data.subsample, cfg.data.fold_seed)
     val = (folds == cfg.data.fold) & labelled
-    train = (folds != cfg.data.fold) & labelled
-    return np.flatnonzero(train), np.flatnonzero(val)
+    train = np.flatnonzero((folds != cfg.data.fold) & labelled)
+    if cfg.data.undersample_negatives is not None:
+        train = undersample_negatives(train, cache.labels, cfg.data.undersample_negatives,
+                                      cfg.data.fold_seed)
+    return train, np.flatnonzero(val)
+
+
+def write_sampling(
+    cfg: RunConfig, cache: SliceCache, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path
+) -> Path:
+    """``RUN/sampling.json``: what the slice model was trained and validated on, and how drawn
+    (subsample, negative undersampling, oversampling), so a run's numbers can be read right."""
+    labelled = int((~np.isnan(cache.labels).any(axis=1)).sum())
+    positives = int((cache.labels[train_idx].max(axis=1) >= 0.5).sum()) if len(train_idx) else 0
+    data = {
+        "labelled_slices": labelled,
+        "subsample": cfg.data.subsample,
+        "undersample_negatives": cfg.data.undersample_negatives,
+        "oversample": cfg.data.oversample,
+        "oversample_positive": cfg.data.oversample_positive if cfg.data.oversample else None,
+        "oversample_rare": cfg.data.oversample_rare if cfg.data.oversample else None,
+        "train_slices": len(train_idx),
+        "train_positive_slices": positives,
+        "val_slices": len(val_idx),
+        "train_patients": int(cache.catalog["patient_id"].iloc[train_idx].nunique()),
+        "val_patients": int(cache.catalog["patient_id"].iloc[val_idx].nunique()),
+    }
+    return atomic_write_text(run_dir / "sampling.json", json.dumps(data, indent=2))
 
 
 def prepare_run(
@@ -138,6 +166,7 @@ def run_training(
         train_idx, val_idx = split_indices(cfg, cache, folds)
         if info.is_main:
             write_train_prevalence(cache, train_idx, run_dir)
+            write_sampling(cfg, cache, train_idx, val_idx, run_dir)
         if info.is_main:
             print(
                 f"  device {device} x {info.world_size} process(es); slices train "
