@@ -50,7 +50,8 @@ def _dura(hu: np.ndarray, dense: np.ndarray, grid: StudyGrid, anat, t: float,  #
         back = tri & (v > 0)
         _put(hu, dense, w, back | (tri & (t > 0.55)), anat.sinus_hu)
     if 0.26 <= t <= 0.36:  # straight sinus
-        _put(hu, dense, w, (np.abs(u) < 2.5) & (v > 0.35 * radius) & (v < 0.85 * radius)
+        _put(hu, dense, w, (np.abs(u) < max(1.2, 0.6 * grid.spacing)) & (v > 0.5 * radius)
+             & (v < 0.85 * radius)
              & (depth > 2.0) & inside, anat.sinus_hu)
     if 0.2 <= t <= 0.3:  # tentorium: a thin V along the roof of the posterior fossa
         line = v - (-4.0 + 0.55 * np.abs(u) + 30.0 * (t / 0.28) ** 2)

@@ -47,8 +47,10 @@ class _Painter:
         self.hu, self.grid, self.cavity = hu, grid, cavity
         self.excluded = np.zeros_like(cavity)
 
-    def put(self, w: Window, mask: np.ndarray, value: float | np.ndarray) -> None:
-        mask = mask & self.cavity[w]
+    def put(self, w: Window, mask: np.ndarray, value: float | np.ndarray,
+            in_head: bool = False) -> None:
+        """Paint ``value`` under ``mask`` inside the cavity (``in_head``: anywhere in the head)."""
+        mask = mask & (self.hu[w] > -900.0 if in_head else self.cavity[w])
         self.hu[w][mask] = value if np.isscalar(value) else np.asarray(value)[mask]
         self.excluded[w] |= mask
 
@@ -56,30 +58,34 @@ class _Painter:
 def _orbits(p: _Painter, t: float, front: float, ru: float, spacing: float) -> None:
     """Globes with lenses in retro-orbital fat, ethmoid cells between them (t < 0.17)."""
     g = np.sqrt(max(1.0 - ((t - 0.075) / 0.09) ** 2, 0.0))
-    vg = -front + 11.0
+    vg = -front + 6.0  # the globes bulge forward of the bony orbit
     for side in (-1.0, 1.0):
         uo = side * min(0.45 * ru, 33.0)
         w = p.grid.window(uo, vg + 12.0, 34.0)
         fat = _ell(p.grid, w, uo - side * 3.0, vg + 12.0, 14.0, 25.0)
-        wall = _ell(p.grid, w, uo - side * 3.0, vg + 12.0, 14.0 + 2.0, 25.0 + 2.5) & ~fat
+        wall = _ell(p.grid, w, uo - side * 3.0, vg + 12.0, 15.2, 26.2) & ~fat
         p.put(w, wall, 700.0)
         p.put(w, fat, ORBIT_FAT_HU)
         nerve = np.abs(p.grid.u[w] - uo + side * 0.35 * (p.grid.v[w] - vg)) < max(1.6, spacing)
         p.put(w, fat & nerve & (p.grid.v[w] > vg), MUSCLE_HU - 10.0)
         if g > 0.2:
-            p.put(w, _ell(p.grid, w, uo, vg, 11.5 * g, 11.5 * g), GLOBE_HU)
+            p.put(w, _ell(p.grid, w, uo, vg, 11.5 * g, 11.5 * g), GLOBE_HU, in_head=True)
             if abs(t - 0.075) < 0.025:
-                p.put(w, _ell(p.grid, w, uo, vg - 8.0 * g, 4.5, max(1.8, spacing)), LENS_HU)
+                p.put(w, _ell(p.grid, w, uo, vg - 8.5 * g, 4.5, max(1.8, spacing)), LENS_HU,
+                      in_head=True)
     w = p.grid.window(0.0, vg + 10.0, 26.0)  # ethmoid cells and nasal septum between orbits
     box = (np.abs(p.grid.u[w]) < 0.45 * ru - 16.0) & (np.abs(p.grid.v[w] - vg - 10.0) < 22.0)
     p.put(w, box, 600.0)
     p.put(w, box & _cells(p.grid, w, 4.5) & (np.abs(p.grid.u[w]) > max(1.0, spacing)), AIR_HU)
-    # In front of the middle cranial fossa: orbital walls and temporal muscle, not brain.
+    # In front of the middle cranial fossa: orbital walls and temporal muscle, not brain. The
+    # greater wings of the sphenoid run from the lateral orbit back toward the sphenoid sinus.
     w = p.grid.window(0.0, -front + 14.0, ru + 10.0)
-    face = p.grid.v[w] < vg + 25.0
-    rest = face & ~p.excluded[w]
-    p.put(w, rest, MUSCLE_HU)
-    p.put(w, face & (p.grid.v[w] > vg + 22.0), 900.0)  # greater wings of the sphenoid
+    au = np.abs(p.grid.u[w])
+    wing = vg + 26.0 - 18.0 * np.clip((au - 14.0) / max(ru - 14.0, 1.0), 0.0, 1.0)
+    face = p.grid.v[w] < wing
+    p.put(w, face & ~p.excluded[w], MUSCLE_HU)
+    p.put(w, (p.grid.v[w] >= wing) & (p.grid.v[w] < wing + max(2.0, spacing)) & (au > 12.0),
+          900.0)
 
 
 def _midline_base(p: _Painter, a: _Anatomy, t: float, spacing: float) -> None:
@@ -134,10 +140,11 @@ def _posterior_fossa(p: _Painter, a: _Anatomy, t: float, vents: np.ndarray,
     inside = (v > -4.0 + 0.55 * np.abs(u) + 30.0 * (1.0 - top) ** 2) & p.cavity[w] & ~p.excluded[w]
     fossa[w] = inside
     hu = p.hu[w]
-    folia = np.cos(np.hypot(u, v - 20.0) * (2 * np.pi / 3.2)) > 0.75
+    # Folia: fine, faint white-matter leaves (barely visible at 5 mm, as on real scans).
+    folia = np.cos(np.hypot(u, v - 20.0) * (2 * np.pi / 2.6) + 0.8 * np.sin(u / 6.0)) > 0.8
     cereb = inside & ~vents[w]
     hu[cereb] = a.grey_hu - 1.0
-    hu[cereb & folia] = a.white_hu + 1.0
+    hu[cereb & folia] = a.grey_hu - 4.0
     size = 1.0 if t > 0.1 else 0.7  # pons above, medulla below
     stem = ((u / (14.0 * size)) ** 2 + ((v - 7.0) / (11.0 * size)) ** 2 < 1.0) & p.cavity[w]
     pre = ((u / (17.0 * size)) ** 2 + ((v - 6.0) / (13.5 * size)) ** 2 < 1.0) & p.cavity[w]
