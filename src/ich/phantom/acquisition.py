@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from ich.phantom.grid import StudyGrid
 
@@ -77,11 +78,12 @@ def noise_field(rng: np.random.Generator, size: int, spacing: float, acq: Acquis
     filter) until the kernel's apodisation cuts it: NPS(f) ~ f * exp(-(f / cutoff)^2).
     """
     white = rng.standard_normal((size, size), dtype=np.float32)
-    fy = np.fft.fftfreq(size, d=spacing)[:, None]
-    fx = np.fft.rfftfreq(size, d=spacing)[None, :]
+    fy = np.fft.fftfreq(size, d=spacing).astype(np.float32)[:, None]
+    fx = np.fft.rfftfreq(size, d=spacing).astype(np.float32)[None, :]
     f = np.hypot(fy, fx)
-    amplitude = np.sqrt(f * np.exp(-((f / acq.cutoff) ** 2))).astype(np.float32)
-    out = np.fft.irfft2(np.fft.rfft2(white) * amplitude, s=(size, size)).astype(np.float32)
+    amplitude = np.sqrt(f * np.exp(-((f / np.float32(acq.cutoff)) ** 2)))
+    spectrum = scipy.fft.rfft2(white) * amplitude  # single precision: twice as fast
+    out = scipy.fft.irfft2(spectrum, s=(size, size)).astype(np.float32, copy=False)
     out *= np.float32(acq.sigma / max(float(out.std()), 1e-6))
     return out
 

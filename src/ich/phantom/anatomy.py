@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.grid import StudyGrid
+from ich.phantom.grid import STRUCTURES, StudyGrid
 from ich.phantom.normal import paint_normal
 from ich.phantom.skullbase import paint_skull_base
-from ich.phantom.structures import cisterns, deep_grey, grow, ventricles
+from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
 
 #: Mean Hounsfield units of the tissues (DESIGN.md "The phantom").
 AIR_HU = -1000.0
@@ -176,6 +176,8 @@ class SliceAnatomy:
         dense: normal hyperdense structures (calcifications, sinuses, falx, arteries): blood is
             never drawn over them, so masks stay exact.
         posterior_fossa: cerebellum and brainstem (noise is higher there).
+        labels: uint8 structure label map of the painted structures (indices into
+            ``ich.phantom.grid.STRUCTURES``); :func:`label_map` adds the basic tissues.
     """
 
     hu: np.ndarray
@@ -187,6 +189,7 @@ class SliceAnatomy:
     deep: np.ndarray
     dense: np.ndarray
     posterior_fossa: np.ndarray
+    labels: np.ndarray
 
 
 def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
@@ -234,13 +237,20 @@ def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray
     ``shift`` (mm, + toward patient left) moves the midline structures as a mass would: most at
     the centre, fading toward the front and back, so the falx bows.
     """
-    core = grid.core
-    u, cv = grid.u, grid.v[core]
+    core, scale, sp = grid.core, anat.ventricle_scale, grid.spacing
+    cu, cv = grid.u[core], grid.v[core]
     if shift:
-        u = u - np.float32(shift) * np.exp(-((grid.v / 45.0) ** 2))
-    cu = u[core]
+        cu = cu - np.float32(shift) * np.exp(-((cv / 45.0) ** 2))
     hu[core][deep_grey(cu, cv, t) & brain[core]] = anat.grey_hu - 1.5
-    fissures = brain & cisterns(u, grid.v, t, brain_r, anat.ventricle_scale, grid.spacing)
+    fissures = np.zeros_like(brain)
+    fissures[core] = cisterns(cu, cv, t, brain_r[core], scale, sp)
+    if t > 0.3:
+        strip = grid.box(0.0, 0.0, 8.0 + abs(shift), float(brain_r.max()) + 2.0)
+        su, sv = grid.u[strip], grid.v[strip]
+        if shift:
+            su = su - np.float32(shift) * np.exp(-((sv / 45.0) ** 2))
+        fissures[strip] |= midline_fissure(su, sv, t, brain_r[strip], scale, sp)
+    fissures &= brain
     vents = np.zeros_like(brain)
     vents[core] = ventricles(cu, cv, t, anat.ventricle_scale, grid.spacing)
     vents &= brain & (depth_in > 8.0)
@@ -274,19 +284,46 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float, shift: float = 0.0,
     excluded = np.zeros_like(brain)
     fossa = np.zeros_like(brain)
     front = anat.semi_v * scale - anat.scalp - skull
+    labels = np.zeros(hu.shape, dtype=np.uint8)
     if t < 0.3:
-        excluded, fossa, cistern = paint_skull_base(hu, grid, anat, t, brain, front, vents)
+        excluded, fossa, cistern = paint_skull_base(hu, labels, grid, anat, t, brain, front,
+                                                    vents)
         brain &= ~excluded
         vents &= brain
         sulci = (sulci & brain & ~fossa) | cistern
-    dense = paint_normal(hu, grid, anat, t, brain, depth_in, shift, front)
+    dense = paint_normal(hu, labels, grid, anat, t, brain, depth_in, shift, front)
     sulci &= ~dense
     vents &= ~dense
     deep = brain & (depth_in > 3.0) & ~fossa
     solid = excluded | (dense & (hu > 150))  # bone and calcifications: keep bleeds 3 mm away
     if solid.any():
         deep &= ~grow(solid, int(np.ceil(3.0 / grid.spacing)))
-    return SliceAnatomy(hu, depth_in, brain, vents, sulci, brain_r, deep, dense, fossa)
+    return SliceAnatomy(hu, depth_in, brain, vents, sulci, brain_r, deep, dense, fossa, labels)
+
+
+def label_map(sa: SliceAnatomy, anat: Anatomy) -> np.ndarray:
+    """Full structure label map of a freshly rendered slice (before lesions, artefacts, noise).
+
+    The basic tissues are recognised by their exact per-patient HU, which only they carry
+    before noise; painted structures keep the labels they were painted with.
+    """
+    out = sa.labels.copy()
+    free = out == 0
+    hu, ids = sa.hu, STRUCTURES.index
+
+    def put(name: str, mask: np.ndarray) -> None:
+        out[free & mask] = ids(name)
+
+    put("air", hu <= AIR_HU)
+    outside = (sa.depth_in < 0) & (hu > AIR_HU)
+    put("skull", outside & (hu >= anat.diploe_hu - 1.0))
+    put("scalp", outside & (hu < anat.diploe_hu - 1.0))
+    put("ventricle", sa.ventricles)
+    put("sulcal_csf", sa.sulcal_csf)
+    put("deep_grey", sa.brain & (hu == np.float32(anat.grey_hu - 1.5)))
+    put("grey_matter", sa.brain & (hu == np.float32(anat.grey_hu)))
+    put("white_matter", sa.brain & (hu == np.float32(anat.white_hu)))
+    return out
 
 
 def paint_headrest(hu: np.ndarray, grid: StudyGrid) -> None:

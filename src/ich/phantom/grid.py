@@ -14,6 +14,16 @@ import numpy as np
 
 Window = tuple[slice, slice]
 
+#: Names of the label map every rendered slice carries (index 0: not a named structure). The
+#: realism report and the tests read structure HU through it, before noise.
+STRUCTURES: tuple[str, ...] = (
+    "other", "air", "scalp", "skull", "grey_matter", "white_matter", "deep_grey", "ventricle",
+    "sulcal_csf", "cistern", "cerebellum", "brainstem", "bone", "petrous_clivus", "air_cells",
+    "globe", "lens", "orbital_fat", "optic_nerve", "muscle", "pituitary", "falx", "tentorium",
+    "venous_sinus", "falx_calcification", "choroid_calcification", "pineal_calcification",
+    "pallidus_calcification", "dural_calcification", "artery",
+)
+
 
 @dataclass
 class StudyGrid:
@@ -50,13 +60,18 @@ class StudyGrid:
 
     def window(self, uc: float, vc: float, radius: float) -> Window:
         """Pixel box covering the disc of ``radius`` mm around head-frame point (uc, vc)."""
+        return self.box(uc, vc, radius, radius)
+
+    def box(self, uc: float, vc: float, half_u: float, half_v: float) -> Window:
+        """Pixel box covering the head-frame rectangle (uc ± half_u, vc ± half_v), rotated."""
         size = self.u.shape[0]
         cos, sin = np.cos(self.angle), np.sin(self.angle)
         x = self.center[0] + cos * uc - sin * vc
         y = self.center[1] + sin * uc + cos * vc
         col = x / self.spacing + (size - 1) / 2
         row = y / self.spacing + (size - 1) / 2
-        r = radius / self.spacing + 1
-        r0, r1 = int(np.clip(row - r, 0, size)), int(np.clip(np.ceil(row + r) + 1, 0, size))
-        c0, c1 = int(np.clip(col - r, 0, size)), int(np.clip(np.ceil(col + r) + 1, 0, size))
+        rc = (abs(cos) * half_u + abs(sin) * half_v) / self.spacing + 1
+        rr = (abs(sin) * half_u + abs(cos) * half_v) / self.spacing + 1
+        r0, r1 = int(np.clip(row - rr, 0, size)), int(np.clip(np.ceil(row + rr) + 1, 0, size))
+        c0, c1 = int(np.clip(col - rc, 0, size)), int(np.clip(np.ceil(col + rc) + 1, 0, size))
         return slice(r0, r1), slice(c0, c1)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ich.phantom.grid import StudyGrid, Window
+from ich.phantom.grid import STRUCTURES, StudyGrid, Window
 
 GLOBE_HU, LENS_HU, ORBIT_FAT_HU = 10.0, 105.0, -100.0
 MUSCLE_HU, CSF_HU, PONS_HU, AIR_HU = 45.0, 7.0, 32.0, -1000.0
@@ -43,15 +43,17 @@ def _cells(grid: StudyGrid, w: Window, period: float) -> np.ndarray:
 class _Painter:
     """Paints into ``hu`` and records which pixels are no longer brain."""
 
-    def __init__(self, hu: np.ndarray, grid: StudyGrid, cavity: np.ndarray) -> None:
-        self.hu, self.grid, self.cavity = hu, grid, cavity
+    def __init__(self, hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, cavity: np.ndarray
+                 ) -> None:
+        self.hu, self.labels, self.grid, self.cavity = hu, labels, grid, cavity
         self.excluded = np.zeros_like(cavity)
 
-    def put(self, w: Window, mask: np.ndarray, value: float | np.ndarray,
+    def put(self, name: str, w: Window, mask: np.ndarray, value: float,
             in_head: bool = False) -> None:
-        """Paint ``value`` under ``mask`` inside the cavity (``in_head``: anywhere in the head)."""
+        """Paint ``name`` under ``mask`` inside the cavity (``in_head``: anywhere in the head)."""
         mask = mask & (self.hu[w] > -900.0 if in_head else self.cavity[w])
-        self.hu[w][mask] = value if np.isscalar(value) else np.asarray(value)[mask]
+        self.hu[w][mask] = value
+        self.labels[w][mask] = STRUCTURES.index(name)
         self.excluded[w] |= mask
 
 
@@ -64,27 +66,27 @@ def _orbits(p: _Painter, t: float, front: float, ru: float, spacing: float) -> N
         w = p.grid.window(uo, vg + 12.0, 34.0)
         fat = _ell(p.grid, w, uo - side * 3.0, vg + 12.0, 14.0, 25.0)
         wall = _ell(p.grid, w, uo - side * 3.0, vg + 12.0, 15.2, 26.2) & ~fat
-        p.put(w, wall, 700.0)
-        p.put(w, fat, ORBIT_FAT_HU)
+        p.put("bone", w, wall, 700.0)
+        p.put("orbital_fat", w, fat, ORBIT_FAT_HU)
         nerve = np.abs(p.grid.u[w] - uo + side * 0.35 * (p.grid.v[w] - vg)) < max(1.6, spacing)
-        p.put(w, fat & nerve & (p.grid.v[w] > vg), MUSCLE_HU - 10.0)
+        p.put("optic_nerve", w, fat & nerve & (p.grid.v[w] > vg), MUSCLE_HU - 10.0)
         if g > 0.2:
-            p.put(w, _ell(p.grid, w, uo, vg, 11.5 * g, 11.5 * g), GLOBE_HU, in_head=True)
+            p.put("globe", w, _ell(p.grid, w, uo, vg, 11.5 * g, 11.5 * g), GLOBE_HU, in_head=True)
             if abs(t - 0.075) < 0.025:
-                p.put(w, _ell(p.grid, w, uo, vg - 8.5 * g, 4.5, max(1.8, spacing)), LENS_HU,
+                p.put("lens", w, _ell(p.grid, w, uo, vg - 8.5 * g, 4.5, max(1.8, spacing)), LENS_HU,
                       in_head=True)
     w = p.grid.window(0.0, vg + 10.0, 26.0)  # ethmoid cells and nasal septum between orbits
     box = (np.abs(p.grid.u[w]) < 0.45 * ru - 16.0) & (np.abs(p.grid.v[w] - vg - 10.0) < 22.0)
-    p.put(w, box, 600.0)
-    p.put(w, box & _cells(p.grid, w, 4.5) & (np.abs(p.grid.u[w]) > max(1.0, spacing)), AIR_HU)
+    p.put("bone", w, box, 600.0)
+    p.put("air_cells", w, box & _cells(p.grid, w, 4.5) & (np.abs(p.grid.u[w]) > max(1.0, spacing)), AIR_HU)
     # In front of the middle cranial fossa: orbital walls and temporal muscle, not brain. The
     # greater wings of the sphenoid run from the lateral orbit back toward the sphenoid sinus.
     w = p.grid.window(0.0, -front + 14.0, ru + 10.0)
     au = np.abs(p.grid.u[w])
     wing = vg + 26.0 - 18.0 * np.clip((au - 14.0) / max(ru - 14.0, 1.0), 0.0, 1.0)
     face = p.grid.v[w] < wing
-    p.put(w, face & ~p.excluded[w], MUSCLE_HU)
-    p.put(w, (p.grid.v[w] >= wing) & (p.grid.v[w] < wing + max(2.0, spacing)) & (au > 12.0),
+    p.put("muscle", w, face & ~p.excluded[w], MUSCLE_HU)
+    p.put("bone", w, (p.grid.v[w] >= wing) & (p.grid.v[w] < wing + max(2.0, spacing)) & (au > 12.0),
           900.0)
 
 
@@ -95,17 +97,17 @@ def _midline_base(p: _Painter, a: _Anatomy, t: float, spacing: float) -> None:
         w = grid.window(0.0, -30.0, 18.0)
         outer = _ell(grid, w, 0.0, -30.0, 14.0, 11.0)
         air = _ell(grid, w, 0.0, -30.0, 12.0, 9.0) & (np.abs(grid.u[w]) > max(0.8, spacing))
-        p.put(w, outer, 900.0)
-        p.put(w, air, AIR_HU)
+        p.put("bone", w, outer, 900.0)
+        p.put("air_cells", w, air, AIR_HU)
     if t <= 0.19:  # clivus (basiocciput), dense like the petrous bone
         w = grid.window(0.0, -13.0, 12.0)
-        p.put(w, _ell(grid, w, 0.0, -13.0, 8.0, 6.5), 0.8 * a.petrous_hu)
+        p.put("petrous_clivus", w, _ell(grid, w, 0.0, -13.0, 8.0, 6.5), a.petrous_hu)
     if 0.19 < t <= 0.27:  # sella: pituitary fossa ringed by the dorsum and clinoids
         w = grid.window(0.0, -16.0, 12.0)
         ring = _ell(grid, w, 0.0, -16.0, 8.0, 7.0)
         pit = _ell(grid, w, 0.0, -16.0, 6.0, 5.0)
-        p.put(w, ring & ~pit, 800.0)
-        p.put(w, pit, 40.0)
+        p.put("bone", w, ring & ~pit, 800.0)
+        p.put("pituitary", w, pit, 40.0)
 
 
 def _petrous(p: _Painter, a: _Anatomy, t: float, spacing: float, f: float) -> None:
@@ -118,11 +120,11 @@ def _petrous(p: _Painter, a: _Anatomy, t: float, spacing: float, f: float) -> No
         across = -(au - 8.0) * 0.6 + (v + 2.0) * 0.8
         width = np.maximum((1.5 + 6.0 * f) * (0.5 + 0.02 * along), spacing)
         ridge = (np.abs(across) < width) & (along > 0) & (along < 42.0)
-        p.put(w, ridge, a.petrous_hu)
+        p.put("petrous_clivus", w, ridge, a.petrous_hu)
         if t <= 0.15:
             mastoid = ((au - 44.0) / 9.0) ** 2 + ((v - 20.0) / 10.0) ** 2 < 1.0
-            p.put(w, mastoid, 700.0)
-            p.put(w, mastoid & _cells(grid, w, 3.5), AIR_HU)
+            p.put("bone", w, mastoid, 700.0)
+            p.put("air_cells", w, mastoid & _cells(grid, w, 3.5), AIR_HU)
 
 
 def _posterior_fossa(p: _Painter, a: _Anatomy, t: float, vents: np.ndarray,
@@ -134,41 +136,48 @@ def _posterior_fossa(p: _Painter, a: _Anatomy, t: float, vents: np.ndarray,
     grid = p.grid
     fossa = np.zeros_like(p.cavity)
     cistern = np.zeros_like(p.cavity)
-    w = grid.window(0.0, 40.0, 80.0)
+    w = grid.box(0.0, 38.0, 65.0, 43.0)
     u, v = grid.u[w], grid.v[w]
     top = 1.0 - t / 0.28  # the tentorium closes the fossa toward t = 0.28
     inside = (v > -4.0 + 0.55 * np.abs(u) + 30.0 * (1.0 - top) ** 2) & p.cavity[w] & ~p.excluded[w]
     fossa[w] = inside
-    hu = p.hu[w]
+    hu, labels, ids = p.hu[w], p.labels[w], STRUCTURES.index
     # Folia: fine, faint white-matter leaves (barely visible at 5 mm, as on real scans).
-    folia = np.cos(np.hypot(u, v - 20.0) * (2 * np.pi / 2.6) + 0.8 * np.sin(u / 6.0)) > 0.8
     cereb = inside & ~vents[w]
-    hu[cereb] = a.grey_hu - 1.0
-    hu[cereb & folia] = a.grey_hu - 4.0
+    cu, cv = u[cereb], v[cereb]
+    folia = np.cos(np.hypot(cu, cv - 20.0) * (2 * np.pi / 2.6) + 0.8 * np.sin(cu / 6.0)) > 0.8
+    hu[cereb] = np.where(folia, np.float32(a.grey_hu - 4.0), np.float32(a.grey_hu - 1.0))
+    labels[cereb] = ids("cerebellum")
     size = 1.0 if t > 0.1 else 0.7  # pons above, medulla below
-    stem = ((u / (14.0 * size)) ** 2 + ((v - 7.0) / (11.0 * size)) ** 2 < 1.0) & p.cavity[w]
-    pre = ((u / (17.0 * size)) ** 2 + ((v - 6.0) / (13.5 * size)) ** 2 < 1.0) & p.cavity[w]
-    pre &= ~stem & (v < 7.0) & ~p.excluded[w]
-    hu[pre] = CSF_HU
-    hu[stem & ~vents[w]] = PONS_HU
+    free = p.cavity[w] & ~p.excluded[w]
+    stem = ((u / (14.0 * size)) ** 2 + ((v - 7.0) / (11.0 * size)) ** 2 < 1.0) & free
+    pre = ((u / (17.0 * size)) ** 2 + ((v - 6.0) / (13.5 * size)) ** 2 < 1.0) & free
+    pre &= ~stem & (v < 7.0)
+    basilar = pre & (np.hypot(u, v + 5.0 * size) < max(1.8, spacing))
+    pre &= ~basilar
+    hu[pre], labels[pre] = CSF_HU, ids("cistern")
+    stem &= ~vents[w]
+    hu[stem], labels[stem] = PONS_HU, ids("brainstem")
+    hu[basilar], labels[basilar] = 45.0, ids("artery")
     cistern[w] = pre
     if t < 0.12:  # cisterna magna behind the cerebellum
         magna = (u / 7.0) ** 2 + ((v - 0.9 * v[inside].max(initial=60.0)) / 6.0) ** 2 < 1.0
-        hu[magna & inside] = CSF_HU
-        cistern[w] |= magna & inside
-    fossa[w] |= stem
-    basilar = np.hypot(u, v + 5.0 * size) < max(1.8, spacing)
-    hu[basilar & pre] = 45.0
+        magna &= inside
+        hu[magna], labels[magna] = CSF_HU, ids("cistern")
+        cistern[w] |= magna
+    fossa[w] |= stem | basilar
+    labels[vents[w] & inside] = ids("ventricle")
     return fossa, cistern
 
 
-def paint_skull_base(hu: np.ndarray, grid: StudyGrid, anat: _Anatomy, t: float,
+def paint_skull_base(hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, anat: _Anatomy, t: float,
                      cavity: np.ndarray, front: float, vents: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paint the skull base into ``hu`` inside the cranial ``cavity`` (below t = 0.3).
 
     Args:
         hu: Slice to paint (modified in place).
+        labels: Structure label map (indices into ``STRUCTURES``, modified in place).
         grid: Study coordinates.
         anat: The patient's anatomy (``ich.phantom.anatomy.Anatomy``).
         t: Height fraction.
@@ -182,7 +191,7 @@ def paint_skull_base(hu: np.ndarray, grid: StudyGrid, anat: _Anatomy, t: float,
     """
     f = (0.3 - t) / 0.3
     spacing = grid.spacing
-    p = _Painter(hu, grid, cavity)
+    p = _Painter(hu, labels, grid, cavity)
     ru = anat.semi_u * 0.8
     if t < 0.17:
         _orbits(p, t, front, ru, spacing)
@@ -191,7 +200,7 @@ def paint_skull_base(hu: np.ndarray, grid: StudyGrid, anat: _Anatomy, t: float,
         w = grid.window(0.0, -front, front)
         bone = _ell(grid, w, -22.0, -front, 22.0, roof) | _ell(grid, w, 22.0, -front, 22.0, roof)
         bone |= (np.abs(grid.u[w]) < 2.0 + 2.0 * f) & (grid.v[w] < -front + 0.6 * roof)
-        p.put(w, bone, anat.table_hu)
+        p.put("bone", w, bone, anat.table_hu)
     _midline_base(p, anat, t, spacing)
     if 0.03 <= t <= 0.24:
         _petrous(p, anat, t, spacing, f)

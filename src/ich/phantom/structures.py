@@ -68,17 +68,24 @@ def deep_grey(u: np.ndarray, v: np.ndarray, t: float) -> np.ndarray:
     return out
 
 
+def midline_fissure(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale: float,
+                    spacing: float) -> np.ndarray:
+    """Interhemispheric fissure: the whole midline near the vertex, its ends lower down."""
+    half = max(0.5 * scale, 0.55 * spacing)
+    near_mid = np.abs(u) < half
+    if t > 0.62:
+        return near_mid
+    if t > 0.3:
+        return near_mid & ((v < -0.45 * brain_r) | (v > 0.55 * brain_r))
+    return np.zeros(u.shape, dtype=bool)
+
+
 def cisterns(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale: float,
              spacing: float) -> np.ndarray:
-    """Interhemispheric and Sylvian fissures and basal cisterns (CSF outside the ventricles)."""
+    """Sylvian fissures and basal cisterns (CSF outside the ventricles), within 60 mm."""
     half = max(0.5 * scale, 0.55 * spacing)
     au = np.abs(u)
     out = np.zeros(u.shape, dtype=bool)
-    near_mid = au < half
-    if t > 0.62:
-        out |= near_mid
-    elif t > 0.3:
-        out |= near_mid & ((v < -0.45 * brain_r) | (v > 0.55 * brain_r))
     if 0.2 <= t <= 0.34:  # ambient cistern around the midbrain + suprasellar star
         ring = np.hypot(u, v - 8.0)
         out |= (ring > 12.0) & (ring < 12.0 + 1.5 * scale) & (v > 4.0)

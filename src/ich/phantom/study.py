@@ -166,8 +166,8 @@ def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: boo
         lesion.paint(hu, mask, grid)
         blood |= mask
         masks[lesion.subtype] = masks[lesion.subtype] | mask if lesion.subtype in masks else mask
-    depth = sa.depth_in + np.float32(anat.scalp + anat.skull)
-    paint_scalp(hu, grid, scene.scalp, z, depth)
+    if scene.scalp is not None and abs(z - scene.scalp.z0) < scene.scalp.half_z:
+        paint_scalp(hu, grid, scene.scalp, z, sa.depth_in + np.float32(anat.scalp + anat.skull))
     beam_hardening(hu, grid, t, sa.brain, sa.depth_in, acq)
     partial_volume(hu, sa.brain, sa.depth_in, t, obliquity(anat, t), acq)
     paint_headrest(hu, grid)
