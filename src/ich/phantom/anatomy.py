@@ -215,7 +215,7 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     along their length; next to a mass (``effaced``) they close.
     """
     atrophy = max(anat.ventricle_scale - 0.75, 0.0)
-    width = (0.15 + 0.6 * atrophy) * (1.0 + 1.5 * max(t - 0.55, 0.0) / 0.45)
+    width = (0.15 + 1.1 * atrophy) * (1.0 + 1.5 * max(t - 0.55, 0.0) / 0.45)
     width = max(width, 0.45 * grid.spacing)
     within = depth_in < grid.sulcus_depth
     hu[brain] = anat.white_hu
