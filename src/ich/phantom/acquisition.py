@@ -59,7 +59,7 @@ def sample_acquisition(rng: np.random.Generator) -> Acquisition:
         motion = (start, start + float(rng.uniform(0.05, 0.2)))
     return Acquisition(
         sigma=float(rng.uniform(3.0, 6.0)) * min(1.4, (5.0 / thickness) ** 0.25),
-        cutoff=float(rng.uniform(0.55, 0.8) if sharp else rng.uniform(0.25, 0.42)),
+        cutoff=float(rng.uniform(0.32, 0.5) if sharp else rng.uniform(0.16, 0.28)),
         fossa_gain=float(rng.uniform(1.3, 1.8)),
         streak=float(rng.uniform(8.0, 28.0)),
         rim=float(rng.uniform(6.0, 18.0)),
@@ -75,13 +75,19 @@ def noise_field(rng: np.random.Generator, size: int, spacing: float, acq: Acquis
     """A (size, size) noise field with a CT-like power spectrum and std ``acq.sigma``.
 
     Filtered back-projection gives a noise power spectrum rising with frequency (the ramp
-    filter) until the kernel's apodisation cuts it: NPS(f) ~ f * exp(-(f / cutoff)^2).
+    filter) until the kernel's apodisation cuts it: NPS(f) ~ f * exp(-(f / cutoff)^2). A faint
+    low-frequency component (about a third of the power, structure of ~1 cm) stands for the
+    parenchymal heterogeneity that real brain shows and a flat phantom lacks; the measured
+    spectra of real RSNA brain patches fall steeply from low to high frequency
+    (benchmarks/realism_report.py).
     """
     white = rng.standard_normal((size, size), dtype=np.float32)
     fy = np.fft.fftfreq(size, d=spacing).astype(np.float32)[:, None]
     fx = np.fft.rfftfreq(size, d=spacing).astype(np.float32)[None, :]
     f = np.hypot(fy, fx)
-    amplitude = np.sqrt(f * np.exp(-((f / np.float32(acq.cutoff)) ** 2)))
+    ramp = f * np.exp(-((f / np.float32(acq.cutoff)) ** 2))
+    texture = np.float32(0.5 * acq.cutoff) * np.exp(-((f / np.float32(0.06)) ** 2))
+    amplitude = np.sqrt(ramp + texture)
     spectrum = scipy.fft.rfft2(white) * amplitude  # single precision: twice as fast
     out = scipy.fft.irfft2(spectrum, s=(size, size)).astype(np.float32, copy=False)
     out *= np.float32(acq.sigma / max(float(out.std()), 1e-6))
@@ -119,6 +125,27 @@ def partial_volume(hu: np.ndarray, brain: np.ndarray, depth_in: np.ndarray, t: f
     band = brain & (depth_in < width)
     frac = 1.0 - depth_in[band] / np.float32(width)
     hu[band] += np.float32(180.0) * frac**2
+
+
+def point_spread(hu: np.ndarray) -> np.ndarray:
+    """The scanner's point spread: a [1, 6, 1] / 8 blur along rows and columns.
+
+    Real images have no hard edges: bone next to brain gives a pixel of intermediate density
+    (partial volume), which is what a model sees at every interface. The kernel is kept narrow
+    so a blood pixel beside the inner table never reads as bone (masks stay exact).
+    """
+    side, centre = np.float32(0.125), np.float32(0.75)
+    out = hu * centre
+    out[1:] += hu[:-1] * side
+    out[:-1] += hu[1:] * side
+    out[0] += hu[0] * side
+    out[-1] += hu[-1] * side
+    blurred = out * centre
+    blurred[:, 1:] += out[:, :-1] * side
+    blurred[:, :-1] += out[:, 1:] * side
+    blurred[:, 0] += out[:, 0] * side
+    blurred[:, -1] += out[:, -1] * side
+    return blurred
 
 
 def motion_blur(hu: np.ndarray, spacing: float, rng: np.random.Generator) -> np.ndarray:

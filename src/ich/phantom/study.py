@@ -18,6 +18,7 @@ from ich.phantom.acquisition import (
     beam_hardening,
     motion_blur,
     noise_field,
+    point_spread,
     partial_volume,
     sample_acquisition,
 )
@@ -136,7 +137,7 @@ def _fracture(hu: np.ndarray, scene: _Scene, lesion: Lesion, depth_in: np.ndarra
     """A thin lucent line through the skull beside an epidural bleed."""
     grid = scene.grid
     angle = np.abs((grid.theta - lesion.theta0 - 0.12 + np.pi) % (2 * np.pi) - np.pi)
-    line = (angle * grid.rho < max(0.6, 0.6 * grid.spacing)) & (depth_in < 0.0)
+    line = (angle * grid.rho < max(0.6, 0.8 * grid.spacing)) & (depth_in < 0.0)
     hu[line & (depth_in > -(scene.anat.skull * 1.6)) & (hu > 300)] = 40.0
 
 
@@ -170,6 +171,7 @@ def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: boo
         paint_scalp(hu, grid, scene.scalp, z, sa.depth_in + np.float32(anat.scalp + anat.skull))
     beam_hardening(hu, grid, t, sa.brain, sa.depth_in, acq)
     partial_volume(hu, sa.brain, sa.depth_in, t, obliquity(anat, t), acq)
+    hu = point_spread(hu)
     paint_headrest(hu, grid)
     if moving:
         hu = motion_blur(hu, grid.spacing, rng)
@@ -191,10 +193,13 @@ def _scene(plan: StudyPlan, rng: np.random.Generator) -> tuple[_Scene, _Scan]:
     anat = sample_anatomy(np.random.default_rng([plan.seed, 1, plan.patient_index]))
     spacing = float(rng.uniform(210.0, 260.0)) / plan.size  # field of view 210-260 mm
     length = anat.semi_v * (1.03 + anat.egg)  # posterior half-length, the larger one
-    spacing = max(spacing, (2.0 * length + 24.0) / plan.size)  # the scanner's FOV fits the head
+    center_x = float(rng.normal(0.0, 4.0))
+    width = anat.semi_u * 1.1 + 15.0 + abs(center_x)  # room for a scalp hematoma beside it
+    # The scanner's field of view fits the head, with air on either side.
+    spacing = max(spacing, (2.0 * length + 24.0) / plan.size, (2.0 * width + 24.0) / plan.size)
     half = plan.size * spacing / 2.0  # room below the head for the headrest:
     center_y = float(np.clip(rng.normal(-10.0, 4.0), -half + length + 4, half - length - 16))
-    center = (float(rng.normal(0.0, 4.0)), center_y)
+    center = (center_x, center_y)
     angle = float(np.clip(rng.normal(0, 0.1), -0.25, 0.25))
     grid = make_grid(plan.size, spacing, anat, center, angle, float(rng.uniform(6.0, 20.0)))
     scan = _sample_scan(rng)
