@@ -21,7 +21,7 @@ from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, v
 #: Mean Hounsfield units of the tissues (DESIGN.md "The phantom").
 AIR_HU = -1000.0
 CSF_HU = 7.0
-SULCUS_HU = 12.0  # thin sulci are partly volume-averaged with the cortex
+SULCUS_HU = 17.0  # thin sulci are partly volume-averaged with the cortex
 SKIN_HU = 40.0
 FAT_HU = -60.0  # subcutaneous fat of the scalp, volume-averaged with the galea
 HEADREST_HU = 300.0
@@ -219,7 +219,7 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     width = max(width, 0.45 * grid.spacing)
     within = depth_in < grid.sulcus_depth
     hu[brain] = anat.white_hu
-    near_sulcus = (grid.sulcus_mm < width + 2.5) & (depth_in < grid.sulcus_depth + 3.0)
+    near_sulcus = (grid.sulcus_mm < width + 1.8) & (depth_in < grid.sulcus_depth + 2.5)
     grey = brain & ((depth_in < 4.0) | near_sulcus)
     hu[grey] = anat.grey_hu
     sulci = brain & (grid.sulcus_mm < width) & within

@@ -8,7 +8,7 @@ few hundred pixel operations instead of a full 512 x 512 pass. That is what keep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,7 +57,12 @@ class StudyGrid:
     core: Window
     center: tuple[float, float] = (0.0, 0.0)
     angle: float = 0.0
+    outside: np.ndarray = field(init=False, repr=False)  # flat indices outside the FOV
+    centre_weight: np.ndarray = field(init=False, repr=False)  # exp(-(rho / 45 mm)^2) in core
 
+    def __post_init__(self) -> None:
+        self.outside = np.flatnonzero(~self.fov.ravel())
+        self.centre_weight = np.exp(-((self.rho[self.core] / 45.0) ** 2)).astype(np.float32)
     def window(self, uc: float, vc: float, radius: float) -> Window:
         """Pixel box covering the disc of ``radius`` mm around head-frame point (uc, vc)."""
         return self.box(uc, vc, radius, radius)

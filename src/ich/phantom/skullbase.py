@@ -86,8 +86,8 @@ def _orbits(p: _Painter, t: float, front: float, ru: float, spacing: float) -> N
     wing = vg + 26.0 - 18.0 * np.clip((au - 14.0) / max(ru - 14.0, 1.0), 0.0, 1.0)
     face = p.grid.v[w] < wing
     p.put("muscle", w, face & ~p.excluded[w], MUSCLE_HU)
-    p.put("bone", w, (p.grid.v[w] >= wing) & (p.grid.v[w] < wing + max(2.0, spacing)) & (au > 12.0),
-          900.0)
+    p.put("bone", w, (p.grid.v[w] >= wing) & (p.grid.v[w] < wing + max(4.0, 2 * spacing))
+          & (au > 12.0), 900.0)
 
 
 def _midline_base(p: _Painter, a: _Anatomy, t: float, spacing: float) -> None:

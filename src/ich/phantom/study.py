@@ -184,7 +184,7 @@ def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: boo
     if sa.posterior_fossa.any():  # the petrous bones starve the beam: noisier there
         hu[sa.posterior_fossa] += sign * np.float32(acq.fossa_gain - 1.0) \
             * noise[sa.posterior_fossa]
-    hu[~grid.fov] = -5000.0  # outside the reconstruction circle: the storage's minimum
+    hu.reshape(-1)[grid.outside] = -5000.0  # outside the reconstruction circle: the storage's minimum
     return hu, masks
 
 
@@ -206,7 +206,7 @@ def _scene(plan: StudyPlan, rng: np.random.Generator) -> tuple[_Scene, _Scan]:
     lesions = sample_lesions(rng, anat.height, plan.scale, plan.bleed)
     scalp = sample_scalp(rng, anat.height, bool(lesions))
     acq = sample_acquisition(rng)
-    bank = [noise_field(rng, plan.size, spacing, acq) for _ in range(3)]
+    bank = [noise_field(rng, plan.size, spacing, acq) for _ in range(2)]
     return _Scene(grid, anat, lesions, scalp, acq, bank), scan
 
 
