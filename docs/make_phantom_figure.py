@@ -59,7 +59,7 @@ def _panels(folder: Path, wide: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
     series = _series(folder)
     clean = [ids for ids in series.values() if not wide.loc[ids, "any"].any()]
     normal = max(clean, key=len)
-    picks = [(normal[int(round(f * (len(normal) - 1)))], name) for name, f in LEVELS]
+    picks = [(normal[round(f * (len(normal) - 1))], name) for name, f in LEVELS]
     taken = {p for p, _ in picks}
     for subtype in BLEEDS:
         rows = wide[(wide[subtype] == 1) & wide.index.isin(set().union(*series.values()))]

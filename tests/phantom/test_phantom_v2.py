@@ -172,4 +172,4 @@ def test_tilt_thickness_and_spacing_show_in_the_headers(tmp_path: Path) -> None:
     thickness = {float(ds.SliceThickness) for ds in first.values()}
     assert thickness <= {5.0, 3.0, 2.5, 1.25, 0.625} and len(thickness) >= 1
     fov = [float(ds.PixelSpacing[0]) * 32 for ds in first.values()]
-    assert 200.0 <= min(fov) and max(fov) <= 262.0 and np.ptp(fov) > 5.0
+    assert min(fov) >= 200.0 and max(fov) <= 262.0 and np.ptp(fov) > 5.0

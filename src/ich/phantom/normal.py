@@ -10,10 +10,15 @@ never drawn over them (masks stay exact).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ich.phantom.grid import STRUCTURES, StudyGrid, Window
 from ich.phantom.structures import VENTRICLE_V
+
+if TYPE_CHECKING:  # anatomy imports this module; the type is only needed by mypy
+    from ich.phantom.anatomy import Anatomy
 
 
 class Canvas:
@@ -38,7 +43,7 @@ def _midline(grid: StudyGrid, w: Window, shift: float) -> np.ndarray:
     return u
 
 
-def _dura(c: Canvas, grid: StudyGrid, anat, t: float,  # type: ignore[no-untyped-def]
+def _dura(c: Canvas, grid: StudyGrid, anat: Anatomy, t: float,
           brain: np.ndarray, depth_in: np.ndarray, shift: float, radius: float) -> None:
     """Falx (with calcified plaques), tentorium and the dural venous sinuses."""
     half = max(0.5, 0.5 * grid.spacing)
@@ -52,8 +57,8 @@ def _dura(c: Canvas, grid: StudyGrid, anat, t: float,  # type: ignore[no-untyped
              anat.falx_hu)
     for v0, tp, value in anat.plaques:  # calcified falx plaques in older heads
         if t > 0.3 and abs(t - tp) < 0.025:
-            c.put("falx_calcification", w, (np.abs(u) < max(1.2, grid.spacing)) & (np.abs(v - v0) < 4.0)
-                 & inside, value)
+            plaque = (np.abs(u) < max(1.2, grid.spacing)) & (np.abs(v - v0) < 4.0) & inside
+            c.put("falx_calcification", w, plaque, value)
     if t > 0.3:  # superior sagittal sinus: a triangle at the midline under the inner table
         tri = (depth < 7.0) & (np.abs(u) < 0.6 * (7.0 - depth) + half) & inside
         back = tri & (v > 0)
@@ -79,7 +84,7 @@ def _dura(c: Canvas, grid: StudyGrid, anat, t: float,  # type: ignore[no-untyped
             c.put("venous_sinus", w, ring & inside, anat.sinus_hu)
 
 
-def _calcifications(c: Canvas, grid: StudyGrid, anat, t: float,  # type: ignore[no-untyped-def]
+def _calcifications(c: Canvas, grid: StudyGrid, anat: Anatomy, t: float,
                     brain: np.ndarray, depth_in: np.ndarray, shift: float) -> None:
     """Choroid plexus, pineal + habenula, globus pallidus and dural calcifications."""
     r = max(1.8, grid.spacing)
@@ -92,22 +97,24 @@ def _calcifications(c: Canvas, grid: StudyGrid, anat, t: float,  # type: ignore[
     if anat.pineal_hu and 0.35 <= t <= 0.42:  # pineal behind the third ventricle
         w = grid.window(shift, 16.0, 8.0)
         u = _midline(grid, w, shift)
-        c.put("pineal_calcification", w, (np.hypot(u, grid.v[w] - 16.0) < r) & brain[w], anat.pineal_hu)
-        c.put("pineal_calcification", w, (np.abs(np.hypot(u, grid.v[w] - 16.0) - 4.0) < 0.6 * r)
-             & (grid.v[w] < 13.5) & brain[w], 0.6 * anat.pineal_hu)  # habenular arc
+        dist = np.hypot(u, grid.v[w] - 16.0)
+        c.put("pineal_calcification", w, (dist < r) & brain[w], anat.pineal_hu)
+        habenula = (np.abs(dist - 4.0) < 0.6 * r) & (grid.v[w] < 13.5) & brain[w]
+        c.put("pineal_calcification", w, habenula, 0.6 * anat.pineal_hu)
     if anat.pallidus_hu and 0.36 <= t <= 0.44:  # bilateral, symmetric
         for side in (-1.0, 1.0):
             uc = side * 17.0 + shift
             w = grid.window(uc, VENTRICLE_V + 3.0, 7.0)
-            blob = ((grid.u[w] - uc) / 2.5) ** 2 + ((grid.v[w] - VENTRICLE_V - 3.0) / 4.0) ** 2
-            c.put("pallidus_calcification", w, (blob < 1.0) & brain[w], anat.pallidus_hu)
+            dist = ((grid.u[w] - uc) / 2.5) ** 2 + ((grid.v[w] - VENTRICLE_V - 3.0) / 4.0) ** 2
+            c.put("pallidus_calcification", w, (dist < 1.0) & brain[w], anat.pallidus_hu)
     theta0, tp, value = anat.dural_plaque
     if value and abs(t - tp) < 0.02:
         near = np.abs((grid.theta - theta0 + np.pi) % (2 * np.pi) - np.pi) * grid.rho < 4.0
-        c.put("dural_calcification", (slice(None), slice(None)), near & brain & (depth_in < 1.5), value)
+        whole = (slice(None), slice(None))
+        c.put("dural_calcification", whole, near & brain & (depth_in < 1.5), value)
 
 
-def paint_normal(hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, anat, t: float,  # type: ignore[no-untyped-def]
+def paint_normal(hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, anat: Anatomy, t: float,
                  brain: np.ndarray, depth_in: np.ndarray, shift: float, radius: float
                  ) -> np.ndarray:
     """Paint the normal dense structures of the slice at ``t``; return their mask.

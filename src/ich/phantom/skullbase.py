@@ -10,22 +10,17 @@ outline (``-front``). Each structure is drawn inside its own pixel window (speed
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ich.phantom.grid import STRUCTURES, StudyGrid, Window
 
+if TYPE_CHECKING:  # anatomy imports this module; the type is only needed by mypy
+    from ich.phantom.anatomy import Anatomy
+
 GLOBE_HU, LENS_HU, ORBIT_FAT_HU = 10.0, 105.0, -100.0
 MUSCLE_HU, CSF_HU, PONS_HU, AIR_HU = 45.0, 7.0, 32.0, -1000.0
-
-
-class _Anatomy(Protocol):  # the fields of ich.phantom.anatomy.Anatomy used here
-    grey_hu: float
-    white_hu: float
-    table_hu: float
-    petrous_hu: float
-    semi_u: float
 
 
 def _ell(grid: StudyGrid, w: Window, uc: float, vc: float, au: float, av: float) -> np.ndarray:
@@ -78,7 +73,8 @@ def _orbits(p: _Painter, t: float, front: float, ru: float, spacing: float) -> N
     w = p.grid.window(0.0, vg + 10.0, 26.0)  # ethmoid cells and nasal septum between orbits
     box = (np.abs(p.grid.u[w]) < 0.45 * ru - 16.0) & (np.abs(p.grid.v[w] - vg - 10.0) < 22.0)
     p.put("bone", w, box, 600.0)
-    p.put("air_cells", w, box & _cells(p.grid, w, 4.5) & (np.abs(p.grid.u[w]) > max(1.0, spacing)), AIR_HU)
+    septum = np.abs(p.grid.u[w]) <= max(1.0, spacing)
+    p.put("air_cells", w, box & _cells(p.grid, w, 4.5) & ~septum, AIR_HU)
     # In front of the middle cranial fossa: orbital walls and temporal muscle, not brain. The
     # greater wings of the sphenoid run from the lateral orbit back toward the sphenoid sinus.
     w = p.grid.window(0.0, -front + 14.0, ru + 10.0)
@@ -90,7 +86,7 @@ def _orbits(p: _Painter, t: float, front: float, ru: float, spacing: float) -> N
           & (au > 12.0), 900.0)
 
 
-def _midline_base(p: _Painter, a: _Anatomy, t: float, spacing: float) -> None:
+def _midline_base(p: _Painter, a: Anatomy, t: float, spacing: float) -> None:
     """Sphenoid sinus, clivus, sella and dorsum sellae (t < 0.27)."""
     grid = p.grid
     if 0.02 <= t <= 0.2:
@@ -110,7 +106,7 @@ def _midline_base(p: _Painter, a: _Anatomy, t: float, spacing: float) -> None:
         p.put("pituitary", w, pit, 40.0)
 
 
-def _petrous(p: _Painter, a: _Anatomy, t: float, spacing: float, f: float) -> None:
+def _petrous(p: _Painter, a: Anatomy, t: float, spacing: float, f: float) -> None:
     """Petrous ridges running postero-laterally, mastoid air cells at their ends."""
     grid = p.grid
     for side in (-1.0, 1.0):
@@ -127,7 +123,7 @@ def _petrous(p: _Painter, a: _Anatomy, t: float, spacing: float, f: float) -> No
             p.put("air_cells", w, mastoid & _cells(grid, w, 3.5), AIR_HU)
 
 
-def _posterior_fossa(p: _Painter, a: _Anatomy, t: float, vents: np.ndarray,
+def _posterior_fossa(p: _Painter, a: Anatomy, t: float, vents: np.ndarray,
                      spacing: float) -> tuple[np.ndarray, np.ndarray]:
     """Cerebellum with folia, pons/medulla, prepontine cistern and basilar artery, 4th ventricle.
 
@@ -170,7 +166,7 @@ def _posterior_fossa(p: _Painter, a: _Anatomy, t: float, vents: np.ndarray,
     return fossa, cistern
 
 
-def paint_skull_base(hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, anat: _Anatomy, t: float,
+def paint_skull_base(hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, anat: Anatomy, t: float,
                      cavity: np.ndarray, front: float, vents: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paint the skull base into ``hu`` inside the cranial ``cavity`` (below t = 0.3).

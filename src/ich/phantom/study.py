@@ -18,8 +18,8 @@ from ich.phantom.acquisition import (
     beam_hardening,
     motion_blur,
     noise_field,
-    point_spread,
     partial_volume,
+    point_spread,
     sample_acquisition,
 )
 from ich.phantom.anatomy import (
@@ -30,10 +30,10 @@ from ich.phantom.anatomy import (
     render_anatomy,
     sample_anatomy,
 )
-from ich.phantom.extracranial import ScalpLesion, paint_scalp, sample_scalp
-from ich.phantom.grid import StudyGrid
 from ich.phantom.dicom_writer import SliceHeader, Storage, write_slice
+from ich.phantom.extracranial import ScalpLesion, paint_scalp, sample_scalp
 from ich.phantom.files import masks_npz_bytes
+from ich.phantom.grid import StudyGrid
 from ich.phantom.lesions import Lesion, sample_lesions
 
 #: Smallest blood area (mm²) that makes a slice positive; smaller cuts are not drawn at all,
@@ -184,7 +184,7 @@ def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: boo
     if sa.posterior_fossa.any():  # the petrous bones starve the beam: noisier there
         hu[sa.posterior_fossa] += sign * np.float32(acq.fossa_gain - 1.0) \
             * noise[sa.posterior_fossa]
-    hu.reshape(-1)[grid.outside] = -5000.0  # outside the reconstruction circle: the storage's minimum
+    hu.reshape(-1)[grid.outside] = -5000.0  # outside the reconstruction circle: storage minimum
     return hu, masks
 
 
