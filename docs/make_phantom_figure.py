@@ -54,6 +54,18 @@ def _title(wide: pd.DataFrame, image_id: str) -> str:
     return " + ".join(present) if present else "no hemorrhage"
 
 
+def _most_blood(masks: Path, image_ids: list[str], subtype: str) -> str:
+    """The slice with the largest ``subtype`` mask (phantom), else the middle one (real)."""
+    if not masks.is_dir():
+        return str(image_ids[len(image_ids) // 2])
+
+    def area(image_id: str) -> int:
+        with np.load(masks / f"{image_id}.npz") as npz:
+            return int(npz[subtype].sum())
+
+    return max(image_ids, key=area)
+
+
 def _panels(folder: Path, wide: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
     """Three levels of the longest series without hemorrhage, then two bleeding slices."""
     series = _series(folder)
@@ -64,8 +76,8 @@ def _panels(folder: Path, wide: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
     for subtype in BLEEDS:
         rows = wide[(wide[subtype] == 1) & wide.index.isin(set().union(*series.values()))]
         rows = rows[~rows.index.isin(taken)]
-        if not rows.empty:  # the slice with the most blood of that subtype: the middle one
-            image_id = str(rows.index[len(rows) // 2])
+        if not rows.empty:
+            image_id = _most_blood(folder.parent / "masks", list(rows.index), subtype)
             taken.add(image_id)
             picks.append((image_id, _title(wide, image_id)))
     return [(apply_window(read_slice(folder / f"{i}.dcm").hu, 40, 80), t) for i, t in picks]

@@ -81,7 +81,10 @@ def _orbits(p: _Painter, t: float, front: float, ru: float, spacing: float) -> N
     au = np.abs(p.grid.u[w])
     wing = vg + 26.0 - 18.0 * np.clip((au - 14.0) / max(ru - 14.0, 1.0), 0.0, 1.0)
     face = p.grid.v[w] < wing
-    p.put("muscle", w, face & ~p.excluded[w], MUSCLE_HU)
+    # zygoma, orbital walls and sphenoid wings: mostly bone, with the temporal muscle laterally
+    rest = face & ~p.excluded[w]
+    p.put("bone", w, rest & (au < 0.8 * ru), 650.0)
+    p.put("muscle", w, rest & (au >= 0.8 * ru), MUSCLE_HU)
     p.put("bone", w, (p.grid.v[w] >= wing) & (p.grid.v[w] < wing + max(4.0, 2 * spacing))
           & (au > 12.0), 900.0)
 
