@@ -100,8 +100,9 @@ def _structures(studies: int, size: int, seed: int) -> dict[str, dict[str, float
         for t in np.linspace(0.03, 0.97, 16):
             labels = label_map(render_anatomy(scene.grid, scene.anat, float(t)), scene.anat)
             hu, _ = _render_slice(scene, float(t), rng, False)
+            inside_fov = hu > -4000  # outside the reconstruction circle is stored as minimum
             for k in np.unique(labels):
-                values.setdefault(STRUCTURES[k], []).append(hu[labels == k])
+                values.setdefault(STRUCTURES[k], []).append(hu[(labels == k) & inside_fov])
     table = {}
     for name, parts in values.items():
         v = np.concatenate(parts)
