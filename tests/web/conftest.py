@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import FakePredictor
+from web_helpers import LOCAL, FakePredictor
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def make_client(tmp_path: Path, fake_predictor: FakePredictor) -> Iterator[Any]:
     def make(**kw: Any) -> Any:
         predictor = kw.pop("predictor", fake_predictor)
         settings = WebSettings(data_dir=kw.pop("data_dir", tmp_path / "data"), **kw)
-        client = TestClient(create_app(settings, predictor=predictor))
+        client = TestClient(base_url=LOCAL, app=create_app(settings, predictor=predictor))
         client.__enter__()
         clients.append(client)
         return client

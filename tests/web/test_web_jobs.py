@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from web_helpers import FakePredictor, relabelled, sample_series, wait_done
+from web_helpers import LOCAL, FakePredictor, relabelled, sample_series, wait_done
 
 from ich.errors import ConfigError
 from ich.web.app import create_app, preload
@@ -27,14 +27,14 @@ def test_job_interrupted_mid_run_is_finished_after_restart(tmp_path, rsna_sample
 
     data = tmp_path / "data"
     paths = sample_series(rsna_sample)["ID_eeaf99e7"][:5]
-    with TestClient(create_app(WebSettings(data_dir=data, start_worker=False),
+    with TestClient(base_url=LOCAL, app=create_app(WebSettings(data_dir=data, start_worker=False),
                                FakePredictor())) as c1:
         sid = _post(c1, relabelled(paths, "r")).json()["id"]
         # The server "crashes" after the worker claimed the job but before it finished.
         assert claim_next(c1.app.state.ich.store) is not None
         assert c1.get(f"/api/studies/{sid}").json()["status"] == "processing"
     predictor = FakePredictor()
-    with TestClient(create_app(WebSettings(data_dir=data), predictor)) as c2:
+    with TestClient(base_url=LOCAL, app=create_app(WebSettings(data_dir=data), predictor)) as c2:
         d = wait_done(c2, sid)
     assert d["status"] == "done" and predictor.calls == 1
     assert len(d["series"][0]["slices"]) == 5
@@ -45,11 +45,12 @@ def test_results_survive_restart(tmp_path, rsna_sample) -> None:
 
     data = tmp_path / "data"
     paths = sample_series(rsna_sample)["ID_eeaf99e7"][:3]
-    with TestClient(create_app(WebSettings(data_dir=data), FakePredictor())) as c1:
+    app = create_app(WebSettings(data_dir=data), FakePredictor())
+    with TestClient(base_url=LOCAL, app=app) as c1:
         sid = _post(c1, relabelled(paths, "s")).json()["id"]
         before = wait_done(c1, sid)
     predictor = FakePredictor()
-    with TestClient(create_app(WebSettings(data_dir=data), predictor)) as c2:
+    with TestClient(base_url=LOCAL, app=create_app(WebSettings(data_dir=data), predictor)) as c2:
         after = c2.get(f"/api/studies/{sid}").json()
         assert c2.get(f"/api/studies/{sid}/slices/1.png").status_code == 200
     assert after["probabilities"] == before["probabilities"] and predictor.calls == 0
@@ -121,7 +122,7 @@ def test_preload_queues_studies_that_a_server_finishes(tmp_path, rsna_sample) ->
     (folder / "README.txt").write_text("not an image")
     ids = preload(settings, [folder])
     assert len(ids) == 2
-    with TestClient(create_app(settings, FakePredictor())) as c:
+    with TestClient(base_url=LOCAL, app=create_app(settings, FakePredictor())) as c:
         sizes = sorted(wait_done(c, sid)["n_slices"] for sid in ids)
     assert sizes == [2, 3]
 
@@ -130,7 +131,7 @@ def test_no_predictor_keeps_jobs_queued(tmp_path, rsna_sample) -> None:
     from fastapi.testclient import TestClient
 
     paths = sample_series(rsna_sample)["ID_eeaf99e7"][:2]
-    with TestClient(create_app(WebSettings(data_dir=tmp_path))) as c:
+    with TestClient(base_url=LOCAL, app=create_app(WebSettings(data_dir=tmp_path))) as c:
         sid = _post(c, relabelled(paths, "q")).json()["id"]
         assert c.get(f"/api/studies/{sid}").json()["status"] == "queued"
         assert "no model" in c.get("/api/info").json()["provenance"]["note"]

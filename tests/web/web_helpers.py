@@ -24,6 +24,8 @@ from ich.labels import LABELS
 from ich.web.ingest import slice_z
 
 BLOOD_HU = (50.0, 90.0)
+#: Base URL of test clients: the Host header a loopback server accepts.
+LOCAL = "http://127.0.0.1"
 
 
 @dataclass
