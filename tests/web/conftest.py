@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import LOCAL, FakePredictor
+from web_helpers import LOCAL, FakePredictor, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """uvicorn serving the app on a free loopback port, in a thread."""
+    import uvicorn
+
+    from ich.web.app import create_app
+    from ich.web.settings import WebSettings
+
+    port = free_port()
+    app = create_app(WebSettings(data_dir=tmp_path / "data", port=port), FakePredictor())
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    end = time.time() + 20
+    while not srv.started and time.time() < end:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    """A Debian-chromium page driven by Playwright (skipped where chromium is missing)."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        pg = browser.new_page(viewport={"width": 1440, "height": 900})
+        yield pg
+        browser.close()
 
 
 @pytest.fixture

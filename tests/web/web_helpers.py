@@ -10,6 +10,7 @@ range), so worklist order and per-slice curves are checkable; it is a test doubl
 from __future__ import annotations
 
 import io
+import socket
 import time
 import zipfile
 from dataclasses import dataclass
@@ -116,3 +117,10 @@ def wait_done(client: Any, study_id: str, timeout: float = 60.0) -> dict[str, An
             return d
         time.sleep(0.05)
     raise AssertionError(f"study {study_id} not finished after {timeout} s")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
