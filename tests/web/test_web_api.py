@@ -79,7 +79,7 @@ def test_png_endpoints_and_errors(make_client, rsna_sample: Path) -> None:
     assert r.headers["content-type"] == "image/png" and heat.shape == (512, 512, 4)
     cases = [
         (f"/api/studies/{sid}/slices/2.png?window=lung", 400, "window must be"),
-        (f"/api/studies/{sid}/slices/2.png?window=40,-5", 400, "positive"),
+        (f"/api/studies/{sid}/slices/2.png?window=40,-5", 422, "positive"),
         (f"/api/studies/{sid}/slices/99.png", 404, "has no slice 99"),
         (f"/api/studies/{sid}/slices/x.png", 400, "index"),
         (f"/api/studies/{sid}/slices/1/heatmap.png?label=blood", 400, "unknown label"),
@@ -129,12 +129,11 @@ def test_zip_upload_and_broken_files_reported(make_client, rsna_sample: Path) ->
     assert not any("passwd" in p.name for p in data.rglob("*"))  # names never become paths
 
 
-def test_only_broken_files_gives_a_failed_entry(make_client) -> None:
-    client = make_client()
+def test_only_broken_files_gives_422_and_no_entry(make_client) -> None:
+    client = make_client()  # issue 11: nothing usable -> 422 with the reasons, no worklist row
     r = client.post("/api/studies", files=[("files", ("a.dcm", b"garbage", "application/dicom"))])
-    assert r.status_code == 201
-    d = client.get(f"/api/studies/{r.json()['id']}").json()
-    assert d["status"] == "failed" and d["errors"][0]["file"] == "a.dcm"
+    assert r.status_code == 422 and r.json()["errors"][0]["file"] == "a.dcm"
+    assert client.get("/api/studies").json() == []
     r = client.post("/api/studies", data={"x": "1"})
     assert r.status_code == 400 and "no files" in r.json()["detail"]
 

@@ -124,3 +124,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def phantom_studies(cohort: Path) -> dict[str, list[Path]]:
+    """The phantom cohort's files grouped by StudyInstanceUID, in true slice order."""
+    import pandas as pd
+
+    table = pd.read_csv(cohort / "patients.csv").sort_values(["study_instance_uid",
+                                                               "slice_index"])
+    return {uid: [cohort / "images" / f"{i}.dcm" for i in g["image_id"]]
+            for uid, g in table.groupby("study_instance_uid", sort=True)}
+
+
+def as_files(items: list[tuple[str, bytes]] | list[Path]) -> list[tuple[str, Any]]:
+    """Multipart ``files`` fields for (name, bytes) pairs or paths."""
+    out: list[tuple[str, Any]] = []
+    for item in items:
+        name, data = (item.name, item.read_bytes()) if isinstance(item, Path) else item
+        out.append(("files", (name, data, "application/dicom")))
+    return out
+
+
+def edited(path: Path, **changes: Any) -> bytes:
+    """The bytes of a DICOM file with some attributes changed."""
+    ds = pydicom.dcmread(path)
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()

@@ -126,6 +126,9 @@ def create_app(settings: WebSettings, predictor: PredictorLike | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        removed = state.store.sweep()  # before any upload: files no row references
+        if removed:
+            log.info("startup sweep removed %d unreferenced file(s)", removed)
         if settings.start_worker:
             state.worker = Worker(state.store, state.get_predictor, state.model_lock)
             state.worker.start()

@@ -20,8 +20,17 @@ from ich.dicom.windowing import WINDOWS, apply_window
 PRESETS = ("brain", "subdural", "bone")
 
 
+#: Sane window bounds in HU: stored CT values fit int16, and no useful window is wider.
+CENTER_RANGE = (-32768.0, 32767.0)
+WIDTH_RANGE = (1.0, 65536.0)
+
+
 class BadRequestError(ValueError):
     """A query parameter a person typed wrong (HTTP 400)."""
+
+
+class WindowOutOfRangeError(BadRequestError):
+    """A window that parses but lies outside sane bounds (HTTP 422)."""
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -38,7 +47,13 @@ def parse_window(text: str) -> tuple[float, float]:
             f"window must be one of {', '.join(WINDOWS)} or 'center,width' in HU, got {text!r}"
         ) from None
     if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
-        raise BadRequestError(f"window width must be a positive number of HU, got {text!r}")
+        raise WindowOutOfRangeError(
+            f"window width must be a positive number of HU, got {text!r}")
+    if not (CENTER_RANGE[0] <= center <= CENTER_RANGE[1]
+            and WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]):
+        raise WindowOutOfRangeError(
+            f"window {text!r} is outside the sane bounds: center {CENTER_RANGE[0]:.0f} to "
+            f"{CENTER_RANGE[1]:.0f} HU, width {WIDTH_RANGE[0]:.0f} to {WIDTH_RANGE[1]:.0f} HU")
     return center, width
 
 

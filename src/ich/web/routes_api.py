@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
@@ -23,7 +23,13 @@ from ich.labels import LABELS
 from ich.web import views
 from ich.web.app import AppState
 from ich.web.ingest import UploadTooLargeError, ingest
-from ich.web.render import BadRequestError, heatmap_png, parse_window, slice_png
+from ich.web.render import (
+    BadRequestError,
+    WindowOutOfRangeError,
+    heatmap_png,
+    parse_window,
+    slice_png,
+)
 
 router = APIRouter(prefix="/api", tags=["studies"])
 log = logging.getLogger("ich.web")
@@ -76,7 +82,8 @@ async def upload(request: Request) -> dict[str, Any]:
         if len(files) > limit:
             raise HTTPException(413, f"too many files: the limit is {limit} per upload")
         if sum(f.size or 0 for f in files) > state.settings.max_upload_bytes:
-            raise HTTPException(413, "upload too large")
+            raise HTTPException(413, f"upload too large: the limit is "
+                                f"{state.settings.max_upload_bytes} bytes")
         start = time.perf_counter()
         items = [(f.filename or "unnamed", f.file) for f in files]
         try:
@@ -89,10 +96,15 @@ async def upload(request: Request) -> dict[str, Any]:
     if state.worker is not None:
         state.worker.wake()
     if not result.study_ids:
-        raise HTTPException(400, "the upload contained no files")
+        what = (f"none of the {result.n_files} file(s) is a usable CT slice" if result.n_files
+                else "the upload held no file to read")
+        return JSONResponse(status_code=422, content={
+            "detail": f"nothing stored: {what}", "errors": result.errors,
+            "skipped": result.skipped})
     views.log_upload(result.study_ids, time.perf_counter() - start)
     return {"id": result.study_ids[0], "ids": result.study_ids, "files": result.n_files,
-            "errors": result.errors, "existing": result.existing}
+            "errors": result.errors, "existing": result.existing, "merged": result.merged,
+            "skipped": result.skipped}
 
 
 @router.get("/studies", summary="All studies, most suspicious first")
@@ -164,6 +176,8 @@ def slice_image(request: Request, study_id: str, index: int, window: str = "brai
     state = _state(request)
     try:
         center, width = parse_window(window)
+    except WindowOutOfRangeError as exc:
+        raise HTTPException(422, str(exc)) from exc
     except BadRequestError as exc:
         raise HTTPException(400, str(exc)) from exc
     series_id, pos, _ = _slice(state, study_id, index)

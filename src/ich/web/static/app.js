@@ -14,7 +14,7 @@ function colour(l) { return getComputedStyle(document.documentElement).getProper
 async function api(path, opts = {}) {
   const r = await fetch(path, {credentials: "same-origin", ...opts});
   const body = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
-  if (!r.ok) throw new Error(body?.detail || `${r.status} ${r.statusText}`);
+  if (!r.ok) throw Object.assign(new Error(body?.detail || `${r.status} ${r.statusText}`), {body});
   return body;
 }
 
@@ -43,10 +43,20 @@ async function upload(files) {
     const again = r.existing.length ? ` (${r.existing.length} already loaded: shown, not re-read)` : "";
     $("upload-message").textContent = `Received ${r.files} file(s) → ${r.ids.length} study(ies)${again}; ` +
       (r.errors.length ? `${r.errors.length} file(s) could not be used:` : "all files readable.");
-    $("upload-errors").innerHTML = r.errors.map((e) => `<li><b>${esc(e.file)}</b>: ${esc(e.reason)}</li>`).join("");
-    if (!r.errors.length) setTimeout(() => { $("upload-status").hidden = true; }, 6000);
+    showFileProblems(r);
+    if (!r.errors.length && !r.skipped.length) setTimeout(() => { $("upload-status").hidden = true; }, 6000);
     route();
-  } catch (e) { $("upload-message").textContent = "Upload failed: " + e.message; }
+  } catch (e) {
+    $("upload-message").textContent = "Upload failed: " + e.message;
+    if (e.body) showFileProblems(e.body);
+  }
+}
+
+function showFileProblems(r) {
+  // Every file that was not used, and every .zip member that was not read, with the reason.
+  const item = (e, what) => `<li><b>${esc(e.file)}</b>: ${what}${esc(e.reason)}</li>`;
+  $("upload-errors").innerHTML = (r.errors || []).map((e) => item(e, "")).join("") +
+    (r.skipped || []).map((e) => item(e, "skipped — ")).join("");
 }
 
 async function entryFiles(entry, prefix = "") {
