@@ -30,8 +30,18 @@ from ich.web.render import (
     parse_window,
     slice_png,
 )
+from ich.web.schemas import (
+    ERRORS,
+    Deleted,
+    ErrorBody,
+    Info,
+    SliceHeader,
+    StudyDetail,
+    StudySummary,
+    UploadResult,
+)
 
-router = APIRouter(prefix="/api", tags=["studies"])
+router = APIRouter(prefix="/api", tags=["studies"], responses=ERRORS)
 log = logging.getLogger("ich.web")
 
 UPLOAD_DOC = {
@@ -54,7 +64,8 @@ def _detail_or_404(state: AppState, study_id: str) -> dict[str, Any]:
     return detail
 
 
-@router.get("/info", summary="Version, labels, windows, model provenance and the notice")
+@router.get("/info", summary="Version, labels, windows, model provenance and the notice",
+            response_model=Info)
 def info(request: Request) -> dict[str, Any]:
     state = _state(request)
     return {"version": __version__, "labels": list(LABELS), "notice": views.NOTICE,
@@ -64,9 +75,10 @@ def info(request: Request) -> dict[str, Any]:
                        "max_upload_bytes": state.settings.max_upload_bytes}}
 
 
-@router.post("/studies", status_code=201, openapi_extra=UPLOAD_DOC,
-             summary="Upload DICOM files, folders or .zip; returns the new study ids")
-async def upload(request: Request) -> dict[str, Any]:
+@router.post("/studies", status_code=201, openapi_extra=UPLOAD_DOC, response_model=UploadResult,
+             summary="Upload DICOM files, folders or .zip; returns the new study ids",
+             responses={413: {"model": ErrorBody, "description": "over the configured limits"}})
+async def upload(request: Request) -> Any:
     state = _state(request)
     limit = state.settings.max_files
     try:
@@ -107,7 +119,8 @@ async def upload(request: Request) -> dict[str, Any]:
             "skipped": result.skipped}
 
 
-@router.get("/studies", summary="All studies, most suspicious first")
+@router.get("/studies", summary="All studies, most suspicious first",
+            response_model=list[StudySummary])
 def list_studies(
     request: Request, q: str = "", status: str = "", flag: str = ""
 ) -> list[dict[str, Any]]:
@@ -116,7 +129,8 @@ def list_studies(
     return views.list_studies(_state(request).store, q=q, status=status, flag=flag)
 
 
-@router.get("/studies/{study_id}", summary="Status, series, slices in order, probabilities")
+@router.get("/studies/{study_id}", summary="Status, series, slices in order, probabilities",
+            response_model=StudyDetail)
 def get_study(request: Request, study_id: str) -> dict[str, Any]:
     state = _state(request)
     detail = _detail_or_404(state, study_id)
@@ -125,7 +139,8 @@ def get_study(request: Request, study_id: str) -> dict[str, Any]:
     return detail
 
 
-@router.delete("/studies/{study_id}", summary="Delete a study, its files and results")
+@router.delete("/studies/{study_id}", summary="Delete a study, its files and results",
+               response_model=Deleted)
 def delete_study(request: Request, study_id: str) -> dict[str, str]:
     state = _state(request)
     if not state.store.delete_study(study_id):
@@ -144,7 +159,9 @@ def _ready(state: AppState, study_id: str) -> dict[str, Any]:
     return detail
 
 
-@router.get("/studies/{study_id}/results.json", summary="Results as JSON (download)")
+@router.get("/studies/{study_id}/results.json", summary="Results as JSON (download)",
+            response_class=Response, responses={
+                200: {"model": StudyDetail}, 409: {"model": ErrorBody}})
 def results_json(request: Request, study_id: str) -> Response:
     import json
 
@@ -154,7 +171,8 @@ def results_json(request: Request, study_id: str) -> Response:
 
 
 @router.get("/studies/{study_id}/results.csv", summary="Per-slice results as CSV (download)",
-            response_class=PlainTextResponse)
+            response_class=PlainTextResponse, responses={
+                200: {"content": {"text/csv": {}}}, 409: {"model": ErrorBody}})
 def results_csv(request: Request, study_id: str) -> Response:
     detail = _ready(_state(request), study_id)
     return Response(views.results_csv(detail), media_type="text/csv", headers={
@@ -218,7 +236,8 @@ def heatmap_image(request: Request, study_id: str, index: int, label: str = "any
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/studies/{study_id}/slices/{index}/meta", summary="Header fields of one slice")
+@router.get("/studies/{study_id}/slices/{index}/meta", summary="Header fields of one slice",
+            response_model=SliceHeader)
 def slice_header(request: Request, study_id: str, index: int) -> dict[str, Any]:
     state = _state(request)
     series_id, pos, _ = _slice(state, study_id, index)
