@@ -41,10 +41,12 @@ class FakePrediction:
 class FakePredictor:
     """Probability per label from the share of head pixels in the acute-blood HU range."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, heat_delay: float = 0.0) -> None:
         self.provenance: dict[str, Any] = {"training_data": "none (test double)",
                                            "note": "tests only"}
         self.delay = delay
+        self.heat_delay = heat_delay  # seconds per heatmap, standing in for Grad-CAM's cost
+        self.heat_calls = 0
         self.calls = 0
         self.offsets: tuple[int, ...] = (0,)
 
@@ -68,6 +70,9 @@ class FakePredictor:
     def heatmap(self, hu: np.ndarray, label: str,
                 neighbours: list[np.ndarray] | None = None) -> np.ndarray:
         assert label in LABELS
+        self.heat_calls += 1
+        if self.heat_delay:
+            time.sleep(self.heat_delay)
         blood = ((hu >= BLOOD_HU[0]) & (hu <= BLOOD_HU[1])).astype(np.float32)
         return blood
 

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ich import __version__
 from ich.errors import ConfigError
+from ich.web.heatpool import HeatmapPool
 from ich.web.ingest import ingest
 from ich.web.jobs import Worker
 from ich.web.predictor import PredictorLike, load_predictor
@@ -46,6 +47,7 @@ class AppState:
     predictor_error: str | None = None
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     worker: Worker | None = None
+    heat_pool: HeatmapPool = field(default_factory=HeatmapPool)
 
     def get_predictor(self) -> PredictorLike | None:
         """The predictor once loaded (the worker polls this)."""
@@ -83,6 +85,29 @@ def _load_model(state: AppState) -> None:
         log.error("could not load the model: %s", state.predictor_error)
     if state.worker is not None:
         state.worker.wake()
+    warm_up(state)
+
+
+def warm_up(state: AppState) -> None:
+    """Compute one heatmap on a synthetic slice in the heatmap pool, so the first real request
+    does not pay for Grad-CAM's first-call set-up (hooks, allocator, kernels)."""
+    predictor = state.predictor
+    if predictor is None:
+        return
+    import numpy as np
+
+    yy, xx = np.mgrid[-256:256, -256:256]
+    head = np.where(xx**2 + yy**2 < 200**2, 35.0, -1000.0).astype(np.float32)
+
+    def run() -> bytes:
+        try:
+            with state.model_lock:
+                predictor.heatmap(head, "any", [head for _ in predictor.offsets])
+        except Exception:  # a failing warm-up must not stop the server; real requests report
+            log.exception("heatmap warm-up failed")
+        return b""
+
+    state.heat_pool.submit(("warm-up",), run)
 
 
 def _install_guards(app: FastAPI, settings: WebSettings) -> None:
@@ -134,9 +159,12 @@ def create_app(settings: WebSettings, predictor: PredictorLike | None = None) ->
             state.worker.start()
         if state.predictor is None and settings.model_dir is not None:
             threading.Thread(target=_load_model, args=(state,), daemon=True).start()
+        else:
+            warm_up(state)
         yield
         if state.worker is not None:
             state.worker.stop()
+        state.heat_pool.shutdown()
 
     app = FastAPI(
         title="ich — intracranial hemorrhage triage",

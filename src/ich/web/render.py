@@ -96,6 +96,21 @@ class PngCache:
         self._items: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        """The cached bytes for ``key``, or None."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: tuple[object, ...], data: bytes) -> None:
+        """Keep ``data`` under ``key`` (dropping the least recently used beyond the limit)."""
+        with self._lock:
+            self._items[key] = data
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
     def get_or_make(self, key: tuple[object, ...], make: Callable[[], bytes]) -> bytes:
         """The cached bytes for ``key``, rendering (outside the lock) on a miss."""
         with self._lock:

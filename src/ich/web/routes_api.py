@@ -22,6 +22,7 @@ from ich import __version__
 from ich.labels import LABELS
 from ich.web import views
 from ich.web.app import AppState
+from ich.web.heatpool import PoolBusyError
 from ich.web.ingest import UploadTooLargeError, ingest
 from ich.web.render import (
     BadRequestError,
@@ -209,12 +210,22 @@ def slice_image(request: Request, study_id: str, index: int, window: str = "brai
 
 @router.get("/studies/{study_id}/slices/{index}/heatmap.png",
             summary="Where the model looked for a label (transparent PNG overlay)",
-            response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def heatmap_image(request: Request, study_id: str, index: int, label: str = "any") -> Response:
+            response_class=Response, responses={
+                200: {"content": {"image/png": {}}},
+                409: {"model": ErrorBody, "description": "no model loaded"},
+                503: {"model": ErrorBody, "description": "too many heatmaps waiting"}})
+async def heatmap_image(
+    request: Request, study_id: str, index: int, label: str = "any"
+) -> Response:
     state = _state(request)
     if label not in LABELS:
         raise HTTPException(400, f"unknown label {label!r}: use one of {', '.join(LABELS)}")
-    series_id, pos, n = _slice(state, study_id, index)
+    key = (study_id, "heat", index, label)
+    cached = state.cache.get(key)
+    if cached is not None:
+        return Response(cached, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})
+    series_id, pos, n = await run_in_threadpool(_slice, state, study_id, index)
     predictor = state.predictor
     if predictor is None:
         raise HTTPException(409, "no model loaded yet, so no heatmap")
@@ -232,7 +243,12 @@ def heatmap_image(request: Request, study_id: str, index: int, label: str = "any
                                 f"({type(exc).__name__}: {exc})") from exc
         return heatmap_png(heat)
 
-    png = state.cache.get_or_make((study_id, "heat", index, label), make)
+    try:  # in the heatmap pool: a flood of these never takes the threads cheap requests use
+        png = await state.heat_pool.run(key, make)
+    except PoolBusyError as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+    if state.store.query("SELECT 1 FROM studies WHERE id=?", (study_id,)):  # not deleted since
+        state.cache.put(key, png)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
