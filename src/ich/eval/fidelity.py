@@ -62,10 +62,10 @@ def energy_in_mask(heat: np.ndarray, mask: np.ndarray) -> float:
 
 def pointing_hit(heat: np.ndarray, mask: np.ndarray, tolerance_px: int) -> bool:
     """Whether the hottest pixel lies on the mask grown by ``tolerance_px``."""
-    m = (mask > 0).astype(np.uint8)
+    m: np.ndarray = (mask > 0).astype(np.uint8)
     if tolerance_px > 0:
         k = 2 * tolerance_px + 1
-        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        m = np.asarray(cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))))
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
     return bool(m[y, x])
 
