@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import LOCAL, FakePredictor, free_port
+from web_helpers import LOCAL, FakePredictor, free_port, phantom_studies
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -49,6 +49,12 @@ def page(tmp_path: Path) -> Iterator[Any]:
         pg = browser.new_page(viewport={"width": 1440, "height": 900})
         yield pg
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def phantom(tiny_cohort: Path) -> list[list[Path]]:
+    """The tiny phantom cohort's studies (one series each, 128 px), files in slice order."""
+    return list(phantom_studies(tiny_cohort).values())
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ class AppState:
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     worker: Worker | None = None
     heat_pool: HeatmapPool = field(default_factory=HeatmapPool)
+    warmed: threading.Event = field(default_factory=threading.Event)
 
     def get_predictor(self) -> PredictorLike | None:
         """The predictor once loaded (the worker polls this)."""
@@ -105,6 +106,8 @@ def warm_up(state: AppState) -> None:
                 predictor.heatmap(head, "any", [head for _ in predictor.offsets])
         except Exception:  # a failing warm-up must not stop the server; real requests report
             log.exception("heatmap warm-up failed")
+        finally:
+            state.warmed.set()
         return b""
 
     state.heat_pool.submit(("warm-up",), run)

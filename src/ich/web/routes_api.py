@@ -231,7 +231,13 @@ async def heatmap_image(
         raise HTTPException(409, "no model loaded yet, so no heatmap")
 
     def make() -> bytes:
-        hu = views.load_hu(state.store, series_id)
+        done = state.cache.get(key)  # made by a twin request that finished while this one queued
+        if done is not None:
+            return done
+        try:
+            hu = views.load_hu(state.store, series_id)
+        except FileNotFoundError as exc:  # deleted while this request waited
+            raise HTTPException(404, f"no study with id {study_id!r}") from exc
         neighbours = [
             np.asarray(hu[min(max(pos + o, 0), n - 1)], np.float32) for o in predictor.offsets]
         try:
@@ -241,14 +247,17 @@ async def heatmap_image(
             log.exception("heatmap failed for study %s slice %d", study_id, index)
             raise HTTPException(500, f"the model could not compute the heatmap "
                                 f"({type(exc).__name__}: {exc})") from exc
-        return heatmap_png(heat)
+        png = heatmap_png(heat)
+        # Cached here, before the shared future completes: a request arriving just after it
+        # finds the image instead of computing it again. Not for a study deleted meanwhile.
+        if state.store.query("SELECT 1 FROM studies WHERE id=?", (study_id,)):
+            state.cache.put(key, png)
+        return png
 
     try:  # in the heatmap pool: a flood of these never takes the threads cheap requests use
         png = await state.heat_pool.run(key, make)
     except PoolBusyError as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
-    if state.store.query("SELECT 1 FROM studies WHERE id=?", (study_id,)):  # not deleted since
-        state.cache.put(key, png)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
