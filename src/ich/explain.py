@@ -2,7 +2,11 @@
 onto the original slice.
 
 The model sees a head-cropped, resized copy of the slice; the map is computed there and then
-pasted back through the same crop box, so it lines up with the image a person scrolls.
+pasted back through the same crop box (the inverse of the same ``cv2.resize`` pixel-centre
+mapping), so it lines up with the image a person scrolls. Grad-CAM of a coarse feature map is
+blocky and covers the whole square crop, air corners included; pasted back, that showed as a
+rectangle around the head. The map is therefore kept to the head itself (the same head mask the
+crop is built from, feathered by a few pixels), so the overlay follows the skull.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from torch import nn
 from ich.data.augment import to_unit_float
 from ich.data.datasets import SeriesArrays, SliceDataset, collate_slices
 from ich.data.preprocess import PreprocessSpec, full_box, preprocess_hu
-from ich.dicom.headcrop import head_bbox
+from ich.dicom.headcrop import head_bbox, head_mask
 from ich.labels import LABELS
 from ich.runs.load import RunModels
 
@@ -48,6 +52,17 @@ def paste_back(
     if ty1 > ty0 and tx1 > tx0:
         out[ty0:ty1, tx0:tx1] = big[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
     return out
+
+
+def follow_head(heat: np.ndarray, hu: np.ndarray, feather_frac: float = 0.01) -> np.ndarray:
+    """``heat`` kept to the head of ``hu``, its edge feathered over ~``feather_frac`` of the
+    image side (a soft edge, not a cut); unchanged where no head is found."""
+    mask = head_mask(hu).astype(np.float32)
+    if not mask.any():
+        return heat.astype(np.float32)
+    sigma = max(1.0, feather_frac * max(hu.shape[:2]))
+    soft = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma)
+    return (heat * np.maximum(soft, mask)).astype(np.float32)
 
 
 def model_input(
@@ -96,4 +111,5 @@ def grad_cam_heatmap(
         grayscale = cam(
             input_tensor=x.to(device), targets=[ClassifierOutputTarget(LABELS.index(label))]
         )[0]  # (S, S) in [0, 1]
-    return np.clip(paste_back(grayscale, box, hu.shape[:2]), 0.0, 1.0)
+    hu = np.asarray(hu, dtype=np.float32)
+    return np.clip(follow_head(paste_back(grayscale, box, hu.shape[:2]), hu), 0.0, 1.0)

@@ -66,6 +66,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         help="replicates of the 95%% bootstrap intervals, resampling studies (0: none; "
         "default 1000)",
     )
+    p.add_argument("--fidelity", type=Path, default=None, metavar="PHANTOM",
+                   help="also score the heatmaps against this phantom cohort's lesion masks")
+    p.add_argument("--fidelity-slices", type=int, default=20, metavar="N",
+                   help="most slices per label scored with --fidelity (default 20)")
     p.set_defaults(func=run)
 
 
@@ -170,6 +174,14 @@ def run(args: argparse.Namespace) -> int:
         n_resamples=int(args.bootstrap), out_dir=out_dir, overlap=overlap, data=data,
     )
     _print_headline(result)
+    if getattr(args, "fidelity", None) is not None:  # ich.eval.fidelity: heatmaps vs masks
+        from ich.eval.fidelity import add_to_report
+
+        for r in add_to_report(run_dir, args.fidelity, max_slices=args.fidelity_slices,
+                                out_dir=out_dir):
+            print(f"fidelity {r.label:<16} energy in mask {r.energy_in_mask:.3f} (baseline "
+                  f"{r.energy_in_mask_baseline:.3f}), pointing {r.pointing_hit_rate:.2f} "
+                  f"(baseline {r.pointing_hit_rate_baseline:.2f})")
     print(f"metrics: {out_dir / 'metrics.json'}")
     print(f"report:  {result['report']}")
     return 0
