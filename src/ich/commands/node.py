@@ -25,11 +25,8 @@ def add_sending_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-images", type=int, default=3, help="key images per study")
 
 
-def add_listening_options(p: argparse.ArgumentParser, port_flag: str, aet_flag: str,
-                          default_port: int | None) -> None:
-    """SCP options (``--port``/``--aet`` for ``ich node``; ``--dicom-*`` for ``ich serve``)."""
-    p.add_argument(port_flag, type=int, default=default_port, dest="dicom_port",
-                   help="DICOM port to listen on")
+def add_listening_options(p: Any, aet_flag: str) -> None:
+    """SCP options (``--aet`` for ``ich node``, ``--dicom-aet`` for ``ich serve``)."""
     p.add_argument(aet_flag, default="ICH", dest="aet", help="this node's AE title (ICH)")
     p.add_argument("--stable-seconds", type=float, default=10.0,
                    help="a study is complete after this long without a new instance (10)")
@@ -51,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
                    help="data folder shared with `ich serve` (default as ich serve)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
-    add_listening_options(p, "--port", "--aet", 11112)
+    p.add_argument("--port", type=int, default=11112, dest="dicom_port",
+                   help="DICOM port to listen on (default 11112)")
+    add_listening_options(p, "--aet")
     p.set_defaults(func=run)
 
 

@@ -72,5 +72,6 @@ def build_sc(source: Dataset, rgb: np.ndarray, series_instance_uid: str,
     )
     sc.SeriesDescription = "ich key images (research use only)"
     sc.BurnedInAnnotation = "YES"
+    sc.Laterality = ""  # (0020,0060) Type 2C in General Series; unknown for a key image
     sc.SpecificCharacterSet = "ISO_IR 192"
     return sc
