@@ -66,7 +66,9 @@ def tool(name: str) -> str:
     """Path of a Debian tool (the test is skipped where it is not installed)."""
     import pytest
 
-    path = shutil.which(name)
+    # System folders only: pynetdicom installs Python apps named storescu/echoscu/... in the
+    # virtual environment's bin, which must not stand in for dcmtk's.
+    path = shutil.which(name, path="/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin")
     if path is None:
         pytest.skip(f"{name} not installed (apt-get install dcmtk dicom3tools orthanc)")
     return path

@@ -127,10 +127,15 @@ def build_sr(
                 if str(ds.SOPInstanceUID) not in seen:
                     seen.add(str(ds.SOPInstanceUID))
                     key_datasets.append(with_type2(ds))
+    if not groups:  # TID 1500 needs one group: say what was looked for, with no result
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=generate_uid(), identifier="not analysed"),
+            finding_type=codes.FINDING_CODES["any"].code))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.CT_HEAD_PROCEDURE,
-        imaging_measurements=groups or None,
+        imaging_measurements=groups,
         referenced_images=key_datasets or None,
     )
     root = report[0]
