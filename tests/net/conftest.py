@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "web"))
 
-from net_helpers import conformant_copies  # noqa: E402
+from net_helpers import conformant_copies
 
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")

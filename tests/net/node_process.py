@@ -11,10 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "web"))
 
-from web_helpers import FakePredictor  # noqa: E402
+from web_helpers import FakePredictor
 
-from ich.net.node import Node, NodeSettings  # noqa: E402
-from ich.net.peers import parse_peer  # noqa: E402
+from ich.net.node import Node, NodeSettings
+from ich.net.peers import parse_peer
 
 if __name__ == "__main__":
     data, port, stable, delay, *dests = sys.argv[1:]

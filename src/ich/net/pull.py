@@ -9,6 +9,7 @@ PACS must know); a running ``ich node`` then receives it.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -48,7 +49,7 @@ def c_get(state: NodeState, peer: Peer, own_aet: str, study_uid: str) -> int:
     for sop_class in CT_SOP_CLASSES:  # room for 128 contexts: CT with each syntax, one each
         for ts in TRANSFER_SYNTAXES[:6]:
             ae.add_requested_context(sop_class, [ts])
-    roles = [build_role(c, scp_role=True) for c in CT_SOP_CLASSES]
+    roles: list[Any] = [build_role(c, scp_role=True) for c in CT_SOP_CLASSES]
     handlers = StoreHandlers(state)
     count = [0]
 

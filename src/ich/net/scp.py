@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydicom.uid import (
+    JPEG2000,
     UID,
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
@@ -22,7 +23,6 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
@@ -75,7 +75,7 @@ class StoreHandlers:
         self.state = state
         self.on_instance = on_instance or (lambda: None)
 
-    def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
+    def handlers(self) -> list[Any]:
         """``evt_handlers`` for ``AE.start_server`` (and for a C-GET association)."""
         from pynetdicom import evt
 

@@ -151,12 +151,13 @@ def _geometry_reasons(headers: Sequence[Dataset], rules: SelectionRules) -> list
     sizes = {(h.get("Rows"), h.get("Columns")) for h in headers}
     out = [] if len(sizes) == 1 else ["slices differ in image size"]
     normal = np.cross(iop[0, :3], iop[0, 3:])
-    tilt = math.degrees(math.acos(min(1.0, abs(float(normal[2])) / max(np.linalg.norm(normal),
-                                                                         1e-9))))
+    norm = max(float(np.linalg.norm(normal)), 1e-9)
+    tilt = math.degrees(math.acos(min(1.0, abs(float(normal[2])) / norm)))
     if tilt > rules.max_tilt_degrees:
         out.append(f"not axial: slices are {tilt:.0f} degrees off axial (at most "
                    f"{rules.max_tilt_degrees:g} allowed)")
-    thick = _floats([h.get("SliceThickness") for h in headers if h.get("SliceThickness")])
+    thick = _floats([h.get("SliceThickness") for h in headers
+                     if h.get("SliceThickness") not in (None, "")])
     lo, hi = rules.slice_thickness_mm
     if thick and not lo <= float(np.median(thick)) <= hi:
         out.append(f"slice thickness {np.median(thick):g} mm outside {lo:g}-{hi:g} mm")

@@ -214,9 +214,9 @@ def _triage(state: NodeState, uid: str, config: TriageConfig, services: Services
             raise TriageError("prediction failed for every eligible series")
         predictor = services.get_predictor()
         probs = np.max([s.study_probs for s in series], axis=0)
-        key_images = {}
+        key_images: dict[str, list[Dataset]] = {}
         for k, label in enumerate(LABELS):
-            best = max(series, key=lambda s, k=k: float(s.slice_probs[:, k].max()))
+            best = max(series, key=lambda s: float(s.slice_probs[:, k].max()))
             key_images[label] = [headers[best.sops[int(best.slice_probs[:, k].argmax())]]]
         result = TriageResult(probs, config.threshold, key_images, not_analysed,
                               _provenance(predictor) if predictor else "")
