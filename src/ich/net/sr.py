@@ -136,7 +136,10 @@ def build_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.CT_HEAD_PROCEDURE,
         imaging_measurements=groups,
-        referenced_images=key_datasets or None,
+        # The Image Library describes each image by its geometry; slices without (0018,0050)
+        # Slice Thickness (RSNA files) stay referenced by the measurement groups only.
+        referenced_images=[d for d in key_datasets if all(
+            k in d for k in ("SliceThickness", "PixelSpacing", "ImagePositionPatient"))] or None,
     )
     root = report[0]
     texts = [f"{RESEARCH_NOTICE}. Automated triage by ich {__version__}; probabilities are "
