@@ -75,6 +75,14 @@ class Store:
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        # Where a study came from when not from an upload (the DICOM node's calling AE title).
+        self._db.execute("CREATE TABLE IF NOT EXISTS study_sources (study_id TEXT PRIMARY KEY "
+                         "REFERENCES studies(id) ON DELETE CASCADE, source TEXT)")
+
+    def add_schema(self, sql: str) -> None:
+        """Create further tables (the DICOM node's) in the same database when missing."""
+        with self._lock:
+            self._db.executescript(sql)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -268,6 +276,32 @@ class Store:
                  json.dumps(np.asarray(cnn_probs, float).round(6).tolist()),
                  json.dumps(np.asarray(study_probs, float).round(6).tolist()), time.time()),
             )
+
+    def set_source(self, study_id: str, source: str) -> None:
+        """Record where a study came from (e.g. ``DICOM from CT_SCANNER``)."""
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO study_sources VALUES (?,?)", (study_id, source))
+
+    def sources(self) -> dict[str, str]:
+        """Study id -> source, for the studies that did not come from an upload."""
+        return {r[0]: r[1] for r in self.query("SELECT study_id, source FROM study_sources")}
+
+    def add_errors(self, study_id: str, errors: list[dict[str, str]]) -> None:
+        """Append problems found after ingest (e.g. series the DICOM node did not analyse)."""
+        with self.tx() as db:
+            row = db.execute("SELECT errors FROM studies WHERE id=?", (study_id,)).fetchone()
+            if row is not None:
+                db.execute("UPDATE studies SET errors=? WHERE id=?",
+                           (json.dumps(json.loads(row[0] or "[]") + errors), study_id))
+
+    def sends(self, study_id: str) -> list[dict[str, Any]]:
+        """Results the DICOM node sent (or is still sending) for a study: what, where, when,
+        status; empty when no node ever ran on this data folder."""
+        if not self.query("SELECT 1 FROM sqlite_master WHERE name='node_outbox'"):
+            return []
+        return [dict(r) for r in self.query(
+            "SELECT sop_instance_uid, sop_class_uid, destination, status, attempts, created, "
+            "sent, error FROM node_outbox WHERE study_id=? ORDER BY id", (study_id,))]
 
     def delete_study(self, study_id: str) -> bool:
         """Remove a study, its rows and files no other study still uses; False if unknown."""

@@ -80,6 +80,7 @@ def _summary(study: dict[str, Any], series: list[dict[str, Any]]) -> dict[str, A
         "probabilities": labelled,
         "flags": [k for k, v in (labelled or {}).items() if k != "any" and v >= FLAG_THRESHOLD],
         "n_errors": len(json.loads(study["errors"] or "[]")),
+        "source": study.get("source") or "upload",  # set by the callers that know it
     }
 
 
@@ -96,7 +97,8 @@ def list_studies(
 ) -> list[dict[str, Any]]:
     """All studies, most suspicious first, optionally filtered by text, status or flag."""
     series = _series_rows(store, None)
-    items = [_summary(dict(r), series.get(r["id"], []))
+    sources = store.sources()
+    items = [_summary({**dict(r), "source": sources.get(r["id"])}, series.get(r["id"], []))
              for r in store.query("SELECT * FROM studies")]
     if q:
         needle = q.lower()
@@ -115,10 +117,11 @@ def study_detail(store: Store, study_id: str) -> dict[str, Any] | None:
     rows = store.query("SELECT * FROM studies WHERE id=?", (study_id,))
     if not rows:
         return None
-    study = dict(rows[0])
+    study = {**dict(rows[0]), "source": store.sources().get(study_id)}
     series = _series_rows(store, [study_id]).get(study_id, [])
     out = _summary(study, series)
     out["errors"] = json.loads(study["errors"] or "[]")
+    out["sends"] = store.sends(study_id)
     out["series"] = []
     index = 0
     for s in series:

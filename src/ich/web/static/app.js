@@ -106,7 +106,7 @@ async function loadWorklist() {
     <td>${pbar(s.probabilities?.any)}</td>
     <td>${s.flags.map((f) => `<span class="chip" style="color:${colour(f)}" title="${f}">${SHORT[f]}</span>`).join("") || '<span class="muted">—</span>'}</td>
     <td>${esc(s.patient_id) || '<span class="muted">—</span>'}</td><td class="mono">${s.n_slices}</td>
-    <td class="mono">${new Date(s.received * 1000).toLocaleString()}</td>
+    <td class="mono">${new Date(s.received * 1000).toLocaleString()}${s.source && s.source !== "upload" ? `<div class="muted" title="received over DICOM">${esc(s.source)}</div>` : ""}</td>
     <td><span class="badge ${s.status}">${s.status}${s.status === "processing" ? " " + pct(s.progress) : ""}</span>
       ${s.n_errors ? `<span class="muted" title="files that could not be used">${s.n_errors} err</span>` : ""}</td>
     <td class="mono muted">${esc(s.id)}</td></tr>`).join("");
