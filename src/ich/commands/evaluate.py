@@ -175,10 +175,15 @@ def run(args: argparse.Namespace) -> int:
     )
     _print_headline(result)
     if getattr(args, "fidelity", None) is not None:  # ich.eval.fidelity: heatmaps vs masks
-        from ich.eval.fidelity import add_to_report
+        from ich.eval.fidelity import add_to_report, explanation_fidelity
+        from ich.inference import Predictor
 
-        for r in add_to_report(run_dir, args.fidelity, max_slices=args.fidelity_slices,
-                                out_dir=out_dir):
+        predictor = Predictor.from_run(run_dir)
+        rows = explanation_fidelity(
+            predictor.heatmap, args.fidelity, predictor.offsets, args.fidelity_slices
+        )
+        add_to_report(rows, args.fidelity, out_dir)
+        for r in rows:
             print(f"fidelity {r.label:<16} energy in mask {r.energy_in_mask:.3f} (baseline "
                   f"{r.energy_in_mask_baseline:.3f}), pointing {r.pointing_hit_rate:.2f} "
                   f"(baseline {r.pointing_hit_rate_baseline:.2f})")

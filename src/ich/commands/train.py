@@ -113,8 +113,8 @@ def _options(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, check everything that can be checked, call the training."""
     from ich.config import load_config
-    from ich.train.distributed import env_world_size
     from ich.runs.foldset import is_fold_set
+    from ich.train.distributed import env_world_size
 
     cache, out, overrides = args.cache, args.out, list(args.overrides)
     # The model shortcuts are overrides like any other (and come first, so k=v still wins).

@@ -141,23 +141,17 @@ def fidelity_html(rows: list[LabelFidelity]) -> str:
             f"<th>baseline</th></tr>{cells}</table>")
 
 
-def add_to_report(run_dir: Path, cohort: Path, device: str = "cpu", max_slices: int = 20,
-                  out_dir: Path | None = None) -> list[LabelFidelity]:
-    """Score the run's heatmaps on ``cohort`` and add them to the metrics.json and report.html
-    in ``out_dir`` (default: the run folder)."""
-    from ich.inference import Predictor
-
-    predictor = Predictor.from_run(run_dir, device=device)
-    rows = explanation_fidelity(predictor.heatmap, cohort, predictor.offsets, max_slices)
-    folder = Path(out_dir or run_dir)
-    metrics_path = folder / "metrics.json"
+def add_to_report(rows: list[LabelFidelity], cohort: Path, out_dir: Path) -> None:
+    """Add fidelity ``rows`` (scored on ``cohort``) to the metrics.json and report.html in
+    ``out_dir``; the caller scores them with :func:`explanation_fidelity` (this layer loads no
+    model)."""
+    metrics_path = Path(out_dir) / "metrics.json"
     metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics["explanation_fidelity"] = {"cohort": Path(cohort).name,
                                        "labels": [asdict(r) for r in rows]}
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
-    report = folder / "report.html"
+    report = Path(out_dir) / "report.html"
     if report.exists():
         text = report.read_text(encoding="utf-8")
         cut = text.rfind("<footer>") if "<footer>" in text else text.rfind("</body>")
         atomic_write_text(report, text[:cut] + fidelity_html(rows) + text[cut:])
-    return rows
