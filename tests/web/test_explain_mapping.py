@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ich.data.preprocess import PreprocessSpec
-from ich.dicom.windowing import crop_resize_any
+from ich.dicom.headcrop import crop_resize_any
 from ich.explain import crop_box, follow_head, paste_back
 
 
