@@ -178,3 +178,19 @@ def test_tilt_thickness_and_spacing_show_in_the_headers(tmp_path: Path) -> None:
     assert thickness <= {5.0, 3.0, 2.5, 1.25, 0.625} and len(thickness) >= 2
     fov = [float(ds.PixelSpacing[0]) * 32 for ds in firsts]
     assert min(fov) >= 200.0 and max(fov) <= 262.0 and np.ptp(fov) > 5.0
+
+
+def test_posterior_fossa_is_noisier_and_crossed_by_the_hounsfield_bar() -> None:
+    scene = _scene_with(8, [], None)
+    scene = dataclasses.replace(scene, acq=dataclasses.replace(scene.acq, fossa_gain=1.6,
+                                                               streak=25.0))
+    quiet = dataclasses.replace(scene, noise_bank=[np.zeros_like(scene.noise_bank[0])] * 2)
+    t = 0.12
+    noisy, _ = _render_slice(scene, t, np.random.default_rng(4), False)
+    clean, _ = _render_slice(quiet, t, np.random.default_rng(4), False)
+    sa = render_anatomy(scene.grid, scene.anat, t)
+    noise = noisy - clean
+    supratentorial = sa.brain & ~sa.posterior_fossa
+    assert noise[sa.posterior_fossa].std() > 1.3 * noise[supratentorial].std()
+    stem = label_map(sa, scene.anat) == STRUCTURES.index("brainstem")
+    assert np.median(clean[stem]) < np.median(sa.hu[stem]) - 5.0  # dark streaks across the pons
