@@ -158,18 +158,39 @@ def test_lesion_forms_chronic_layered_fractured_small() -> None:
 
 
 def test_tilt_thickness_and_spacing_show_in_the_headers(tmp_path: Path) -> None:
-    generate_cohort(tmp_path, studies=10, seed=2, size=32)
-    first: dict[str, pydicom.Dataset] = {}
+    generate_cohort(tmp_path, studies=5, seed=2, size=32)  # seed 2: tilted and upright series
+    series: dict[str, list[pydicom.Dataset]] = {}
     for path in sorted((tmp_path / "images").glob("*.dcm")):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        first.setdefault(str(ds.SeriesInstanceUID), ds)
+        series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
     tilts = []
-    for ds in first.values():
-        iop = np.array([float(x) for x in ds.ImageOrientationPatient])
+    for slices in series.values():
+        iop = np.array([float(x) for x in slices[0].ImageOrientationPatient])
         assert np.allclose(iop[:3], [1, 0, 0]) and np.isclose(np.linalg.norm(iop[3:]), 1.0)
         tilts.append(np.degrees(np.arccos(iop[4])))
-    assert max(tilts) > 2.9 and max(tilts) <= 25.0 + 1e-3 and min(tilts) < 1e-3
-    thickness = {float(ds.SliceThickness) for ds in first.values()}
-    assert thickness <= {5.0, 3.0, 2.5, 1.25, 0.625} and len(thickness) >= 1
-    fov = [float(ds.PixelSpacing[0]) * 32 for ds in first.values()]
+        normal = np.cross(iop[:3], iop[3:])
+        ipp = np.array([[float(x) for x in ds.ImagePositionPatient] for ds in slices])
+        steps = np.diff(ipp[np.argsort(ipp @ normal)], axis=0)
+        assert np.allclose(np.cross(steps, normal), 0.0, atol=1e-3)  # stacked along the normal
+    assert max(tilts) > 20.0 and max(tilts) <= 25.0 + 1e-3 and min(tilts) < 1e-3
+    firsts = [slices[0] for slices in series.values()]
+    thickness = {float(ds.SliceThickness) for ds in firsts}
+    assert thickness <= {5.0, 3.0, 2.5, 1.25, 0.625} and len(thickness) >= 2
+    fov = [float(ds.PixelSpacing[0]) * 32 for ds in firsts]
     assert min(fov) >= 200.0 and max(fov) <= 262.0 and np.ptp(fov) > 5.0
+
+
+def test_posterior_fossa_is_noisier_and_crossed_by_the_hounsfield_bar() -> None:
+    scene = _scene_with(8, [], None)
+    scene = dataclasses.replace(scene, acq=dataclasses.replace(scene.acq, fossa_gain=1.6,
+                                                               streak=25.0))
+    quiet = dataclasses.replace(scene, noise_bank=[np.zeros_like(scene.noise_bank[0])] * 2)
+    t = 0.12
+    noisy, _ = _render_slice(scene, t, np.random.default_rng(4), False)
+    clean, _ = _render_slice(quiet, t, np.random.default_rng(4), False)
+    sa = render_anatomy(scene.grid, scene.anat, t)
+    noise = noisy - clean
+    supratentorial = sa.brain & ~sa.posterior_fossa
+    assert noise[sa.posterior_fossa].std() > 1.3 * noise[supratentorial].std()
+    stem = label_map(sa, scene.anat) == STRUCTURES.index("brainstem")
+    assert np.median(clean[stem]) < np.median(sa.hu[stem]) - 5.0  # dark streaks across the pons

@@ -61,7 +61,7 @@ def sample_acquisition(rng: np.random.Generator) -> Acquisition:
         motion = (start, start + float(rng.uniform(0.05, 0.2)))
     return Acquisition(
         # 3-6 HU, most near 4 as in the real RSNA sample; thin slices are noisier.
-        sigma=(3.0 + 3.0 * float(rng.beta(1.5, 3.0))) * min(1.4, (5.0 / thickness) ** 0.25),
+        sigma=(3.0 + 3.0 * float(rng.beta(1.2, 3.5))) * min(1.4, (5.0 / thickness) ** 0.25),
         cutoff=float(rng.uniform(0.3, 0.45) if sharp else rng.uniform(0.14, 0.24)),
         fossa_gain=float(rng.uniform(1.3, 1.8)),
         streak=float(rng.uniform(8.0, 28.0)),
@@ -79,7 +79,7 @@ def noise_field(rng: np.random.Generator, size: int, spacing: float, acq: Acquis
 
     Filtered back-projection gives a noise power spectrum rising with frequency (the ramp
     filter) until the kernel's apodisation cuts it: NPS(f) ~ f * exp(-(f / cutoff)^2). A faint
-    low-frequency component (about a third of the power, structure of ~1 cm) stands for the
+    low-frequency component (a fifth to a third of the power, structure of ~1 cm) stands for the
     parenchymal heterogeneity that real brain shows and a flat phantom lacks; the measured
     spectra of real RSNA brain patches fall steeply from low to high frequency
     (benchmarks/realism_report.py).
@@ -89,7 +89,7 @@ def noise_field(rng: np.random.Generator, size: int, spacing: float, acq: Acquis
     fx = np.fft.rfftfreq(size, d=spacing).astype(np.float32)[None, :]
     f = np.hypot(fy, fx)
     ramp = f * np.exp(-((f / np.float32(acq.cutoff)) ** 2))
-    texture = np.float32(0.5 * acq.cutoff) * np.exp(-((f / np.float32(0.06)) ** 2))
+    texture = np.float32(0.3 * acq.cutoff) * np.exp(-((f / np.float32(0.06)) ** 2))
     amplitude = np.sqrt(ramp + texture)
     spectrum = scipy.fft.rfft2(white) * amplitude  # single precision: twice as fast
     out = scipy.fft.irfft2(spectrum, s=(size, size)).astype(np.float32, copy=False)

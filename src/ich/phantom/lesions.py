@@ -19,12 +19,12 @@ from ich.phantom.anatomy import SliceAnatomy, StudyGrid
 
 #: Per-study probability of a bleed and, given one, of each subtype; extents are in units of the
 #: head height. Calibrated so per-slice rates land near RSNA stage 2 (DESIGN.md).
-BLEED_PROBABILITY = 0.40
+BLEED_PROBABILITY = 0.44
 SUBTYPE_PROBABILITY: dict[str, float] = {
-    "epidural": 0.032,
+    "epidural": 0.09,
     "intraparenchymal": 0.57,
     "intraventricular": 0.42,
-    "subarachnoid": 0.43,
+    "subarachnoid": 0.52,
     "subdural": 0.34,
 }
 #: The RSNA per-slice rate of "any" (14.4 %) that the numbers above reproduce.
