@@ -52,7 +52,7 @@ def test_security_headers_on_pages_api_and_errors(make_client) -> None:
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1]\
             .split(";")[0], url
         assert "frame-ancestors 'none'" in csp and h["x-frame-options"] == "DENY"
-        assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "no-referrer"
+        assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "same-origin"
     html = client.get("/").text
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline script in the page"
 
