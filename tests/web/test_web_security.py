@@ -62,6 +62,8 @@ def test_token_entry_page_and_token_out_of_the_address_bar(make_client) -> None:
     r = client.get("/", headers={"accept": "text/html"})
     assert r.status_code == 401 and "<form" in r.text and 'name="token"' in r.text
     assert client.get("/api/info").status_code == 401  # JSON clients still get JSON
+    assert client.get("/static/app.css").status_code == 200  # the login page's own style
+    assert client.get("/api/studies").status_code == 401
     r = client.post("/login", data={"token": "wrong", "next": "/"}, follow_redirects=False)
     assert r.status_code == 401 and "not right" in r.text
     r = client.post("/login", data={"token": "s3cret", "next": "//evil.example"},
