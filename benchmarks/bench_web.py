@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         double = None if args.model else test_double()
         server, base = start_server(Path(tmp), args.model, double)
         client = httpx.Client(base_url=base, timeout=120)
-        while args.model and not client.get("/api/info").json()["model_ready"]:
+        while args.model and not (info := client.get("/api/info").json())["model_ready"]:
+            if "failed" in str(info["provenance"].get("note", "")):
+                raise SystemExit(f"bench_web: {info['provenance']['note']}")
             time.sleep(0.2)  # the model loads once at startup; not part of the upload timing
         t0 = time.perf_counter()
         r = client.post("/api/studies", files=[("files", (n, b, "application/dicom"))

@@ -60,8 +60,13 @@ def follow_head(heat: np.ndarray, hu: np.ndarray, feather_frac: float = 0.01) ->
     mask = head_mask(hu).astype(np.float32)
     if not mask.any():
         return heat.astype(np.float32)
-    sigma = max(1.0, feather_frac * max(hu.shape[:2]))
-    soft = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma)
+    h, w = mask.shape
+    f = 4 if min(h, w) >= 128 else 1  # blur a quarter-size copy: same edge, ~10x cheaper
+    small = cv2.resize(mask, (w // f, h // f), interpolation=cv2.INTER_AREA) if f > 1 else mask
+    sigma = max(1.0, feather_frac * max(h, w) / f)
+    soft = cv2.GaussianBlur(small, (0, 0), sigmaX=sigma)
+    if f > 1:
+        soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
     return (heat * np.maximum(soft, mask)).astype(np.float32)
 
 

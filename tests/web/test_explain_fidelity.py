@@ -55,7 +55,10 @@ def test_an_oracle_map_beats_the_centred_gaussian_and_a_centre_map_does_not(
     assert rows and rows[0].label == "any"
     for r in rows:
         assert r.energy_in_mask == pytest.approx(1.0) and r.pointing_hit_rate == 1.0, r
-        assert r.energy_in_mask_baseline < 0.5
+        assert r.energy_in_mask_baseline < 0.5 and r.empty_maps == 0
+    blank = explanation_fidelity(lambda hu, label, nb: np.zeros(hu.shape, np.float32),
+                                 tiny_cohort, max_slices=2)
+    assert all(r.empty_maps == r.n_slices and r.energy_in_mask == 0.0 for r in blank)
     centre = explanation_fidelity(lambda hu, label, nb: centred_gaussian(hu.shape),
                                   tiny_cohort, max_slices=6)
     for r in centre:

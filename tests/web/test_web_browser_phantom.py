@@ -75,3 +75,47 @@ def test_stale_row_of_a_deleted_study_shows_nothing_of_another(
     page.wait_for_function(GONE,
                            timeout=10000)
     assert page.inner_text("#study-probs") == "" and page.get_attribute("#slice-img", "src") is None
+
+
+def test_token_entry_page_logs_in_and_keeps_the_token_out_of_the_address_bar(
+    page: Any, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    import uvicorn
+    from web_helpers import FakePredictor, free_port
+
+    from ich.web.app import create_app
+    from ich.web.settings import WebSettings
+
+    port = free_port()
+    settings = WebSettings(data_dir=tmp_path / "d", port=port, token="tok")
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        r = page.goto(base + "/")
+        assert r.status == 401 and page.locator("input[name=token]").count() == 1
+        page.fill("input[name=token]", "wrong")
+        page.click("button[type=submit]")
+        assert "not right" in page.inner_text("body")
+        page.fill("input[name=token]", "tok")
+        page.click("button[type=submit]")
+        page.wait_for_function(
+            "() => document.querySelector('#provenance')?.textContent.includes('test double')")
+        assert page.url == base + "/"
+        page.goto(base + "/?token=tok")
+        page.wait_for_selector("#worklist-empty")
+        assert "token" not in page.url  # redirected to the clean address
+        page.goto(base + "/docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=30000)  # offline assets, CSP ok
+        if os.environ.get("ICH_SCREENSHOT_DIR"):
+            page.screenshot(path=os.environ["ICH_SCREENSHOT_DIR"] + "/docs.png")
+    finally:
+        srv.should_exit = True
+        thread.join(10)

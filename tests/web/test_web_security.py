@@ -52,7 +52,7 @@ def test_security_headers_on_pages_api_and_errors(make_client) -> None:
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1]\
             .split(";")[0], url
         assert "frame-ancestors 'none'" in csp and h["x-frame-options"] == "DENY"
-        assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "no-referrer"
+        assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "same-origin"
     html = client.get("/").text
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline script in the page"
 
@@ -62,6 +62,8 @@ def test_token_entry_page_and_token_out_of_the_address_bar(make_client) -> None:
     r = client.get("/", headers={"accept": "text/html"})
     assert r.status_code == 401 and "<form" in r.text and 'name="token"' in r.text
     assert client.get("/api/info").status_code == 401  # JSON clients still get JSON
+    assert client.get("/static/app.css").status_code == 200  # the login page's own style
+    assert client.get("/api/studies").status_code == 401
     r = client.post("/login", data={"token": "wrong", "next": "/"}, follow_redirects=False)
     assert r.status_code == 401 and "not right" in r.text
     r = client.post("/login", data={"token": "s3cret", "next": "//evil.example"},
@@ -119,3 +121,49 @@ def test_docs_and_redoc_are_served_offline(make_client) -> None:
         for u in urls:
             if u.startswith("/"):
                 assert client.get(u).status_code == 200, u
+
+
+@pytest.mark.net
+def test_https_serves_with_secure_cookie(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from web_helpers import FakePredictor, free_port
+
+    from ich.web.app import create_app
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    port = free_port()
+    settings = WebSettings(data_dir=tmp_path / "d", port=port, token="tok",
+                           ssl_certfile=cert, ssl_keyfile=key)
+    settings.validate()
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="127.0.0.1",
+                                        port=port, log_level="warning",
+                                        ssl_certfile=str(cert), ssl_keyfile=str(key)))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    end = time.time() + 20
+    while not srv.started and time.time() < end:
+        time.sleep(0.05)
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.check_hostname = False
+        with httpx.Client(base_url=f"https://localhost:{port}", verify=ctx) as c:
+            r = c.post("/login", data={"token": "tok"}, follow_redirects=False)
+            assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+            assert "max-age" in r.headers.get("strict-transport-security", "")
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not answered on that port
+            httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=5)
+    finally:
+        srv.should_exit = True
+        thread.join(10)

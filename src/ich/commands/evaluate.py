@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"fidelity {r.label:<16} energy in mask {r.energy_in_mask:.3f} (baseline "
                   f"{r.energy_in_mask_baseline:.3f}), pointing {r.pointing_hit_rate:.2f} "
-                  f"(baseline {r.pointing_hit_rate_baseline:.2f})")
+                  f"(baseline {r.pointing_hit_rate_baseline:.2f}), {r.empty_maps} empty maps")
     print(f"metrics: {out_dir / 'metrics.json'}")
     print(f"report:  {result['report']}")
     return 0

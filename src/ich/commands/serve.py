@@ -25,9 +25,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--token", default=None,
                    help="access token required on every request (default: $ICH_TOKEN)")
-    p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
-    p.add_argument("--max-upload-mb", type=int, default=2048, help="largest upload in MiB")
-    p.add_argument("--max-files", type=int, default=5000, help="most files per upload")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="another name the browser may use for this server (Host header "
                    "allow-list against DNS rebinding; repeat for several)")
@@ -35,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
                    help="serve HTTPS with this certificate (needs --ssl-keyfile)")
     p.add_argument("--ssl-keyfile", type=Path, default=None, metavar="PEM",
                    help="private key of --ssl-certfile")
+    p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    p.add_argument("--max-upload-mb", type=int, default=2048, help="largest upload in MiB")
+    p.add_argument("--max-files", type=int, default=5000, help="most files per upload")
     dicom = p.add_argument_group("DICOM node in the same process (see `ich node`)")
     dicom.add_argument("--dicom-port", type=int, default=None, metavar="N",
                        help="also run the DICOM node on this port (same data and model)")

@@ -42,6 +42,7 @@ class LabelFidelity:
     energy_in_mask_baseline: float
     pointing_hit_rate: float
     pointing_hit_rate_baseline: float
+    empty_maps: int = 0  # slices whose heatmap was all zero (nothing explained: scored as 0)
 
 
 def centred_gaussian(shape: tuple[int, int], sigma_frac: float = 1 / 6) -> np.ndarray:
@@ -86,6 +87,9 @@ def explanation_fidelity(
 ) -> list[LabelFidelity]:
     """Score ``heatmap`` against the phantom's lesion masks, per label, with the baseline.
 
+    An all-zero heatmap (Grad-CAM of a barely trained model can be) scores 0 on both measures
+    and is counted in ``empty_maps``.
+
     Args:
         heatmap: The explanation to score (``Predictor.heatmap``).
         cohort: A phantom cohort folder (``images/``, ``masks/``, ``patients.csv``).
@@ -106,6 +110,7 @@ def explanation_fidelity(
     out = []
     for label in LABELS:
         rows: list[tuple[float, float, bool, bool]] = []
+        empty = 0
         for image_id, path in masks.items():
             if len(rows) >= max_slices:
                 break
@@ -116,14 +121,15 @@ def explanation_fidelity(
                 continue
             hu = read(image_id)
             heat = np.asarray(heatmap(hu, label, _neighbours(images, image_id, offsets, read)))
+            empty += int(not np.any(heat > 0))
             base = centred_gaussian(hu.shape[:2])
             tol = max(1, round(tolerance_frac * max(hu.shape[:2])))
             rows.append((energy_in_mask(heat, mask), energy_in_mask(base, mask),
                          pointing_hit(heat, mask, tol), pointing_hit(base, mask, tol)))
         if rows:
             a = np.asarray(rows, dtype=np.float64)
-            out.append(LabelFidelity(label, len(rows), *(round(float(v), 4)
-                                                         for v in a.mean(axis=0))))
+            e, e_base, hit, hit_base = (round(float(v), 4) for v in a.mean(axis=0))
+            out.append(LabelFidelity(label, len(rows), e, e_base, hit, hit_base, empty))
     return out
 
 
@@ -132,13 +138,13 @@ def fidelity_html(rows: list[LabelFidelity]) -> str:
     cells = "".join(
         f"<tr><td>{escape(r.label)}</td><td>{r.n_slices}</td><td>{r.energy_in_mask:.3f}</td>"
         f"<td>{r.energy_in_mask_baseline:.3f}</td><td>{r.pointing_hit_rate:.2f}</td>"
-        f"<td>{r.pointing_hit_rate_baseline:.2f}</td></tr>" for r in rows)
+        f"<td>{r.pointing_hit_rate_baseline:.2f}</td><td>{r.empty_maps}</td></tr>" for r in rows)
     return ("<h2>Explanation fidelity (phantom masks)</h2><p>Grad-CAM of the slice model against "
             "the exact lesion masks of a phantom cohort: share of heatmap energy inside the "
             "mask and pointing-game hit rate, next to a centred Gaussian that ignores the image. "
             "Phantom results are for demonstration only.</p><table><tr><th>label</th>"
             "<th>slices</th><th>energy in mask</th><th>baseline</th><th>pointing hits</th>"
-            f"<th>baseline</th></tr>{cells}</table>")
+            f"<th>baseline</th><th>empty maps</th></tr>{cells}</table>")
 
 
 def add_to_report(rows: list[LabelFidelity], cohort: Path, out_dir: Path) -> None:

@@ -77,35 +77,49 @@ def public_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_model(state: AppState) -> None:
-    """Build the real predictor once (runs in a thread so pages are served meanwhile)."""
+    """Build the real predictor once (runs in a thread so pages are served meanwhile).
+
+    The predictor is published (``model_ready``) only after its first heatmap has been made,
+    so neither the first job nor the first heatmap request pays Grad-CAM's first-call set-up.
+    """
     try:
-        state.predictor = load_predictor(state.settings.model_dir, state.settings.device)
+        predictor = load_predictor(state.settings.model_dir, state.settings.device)
         log.info("model loaded from %s", state.settings.model_dir)
+        warm_heatmap(predictor)
+        state.warmed.set()
+        state.predictor = predictor
     except Exception as exc:
         state.predictor_error = f"{type(exc).__name__}: {exc}"
         log.error("could not load the model: %s", state.predictor_error)
     if state.worker is not None:
         state.worker.wake()
-    warm_up(state)
 
 
-def warm_up(state: AppState) -> None:
-    """Compute one heatmap on a synthetic slice in the heatmap pool, so the first real request
-    does not pay for Grad-CAM's first-call set-up (hooks, allocator, kernels)."""
-    predictor = state.predictor
-    if predictor is None:
-        return
+def warm_heatmap(predictor: PredictorLike) -> None:
+    """One heatmap on a synthetic head, so that the first real request does not pay for
+    Grad-CAM's first-call set-up (hooks, allocator, kernels). Failures are logged only: real
+    requests report their own."""
     import numpy as np
 
     yy, xx = np.mgrid[-256:256, -256:256]
     head = np.where(xx**2 + yy**2 < 200**2, 35.0, -1000.0).astype(np.float32)
+    try:
+        predictor.heatmap(head, "any", [head for _ in predictor.offsets])
+    except Exception:  # a failing warm-up must not stop the server
+        log.exception("heatmap warm-up failed")
+
+
+def warm_up(state: AppState) -> None:
+    """:func:`warm_heatmap` in the heatmap pool, under the model lock, for a predictor handed
+    to :func:`create_app` ready-made; sets ``state.warmed`` when done."""
+    predictor = state.predictor
+    if predictor is None:
+        return
 
     def run() -> bytes:
         try:
             with state.model_lock:
-                predictor.heatmap(head, "any", [head for _ in predictor.offsets])
-        except Exception:  # a failing warm-up must not stop the server; real requests report
-            log.exception("heatmap warm-up failed")
+                warm_heatmap(predictor)
         finally:
             state.warmed.set()
         return b""
@@ -223,6 +237,7 @@ def serve(settings: WebSettings, predictor: PredictorLike | None = None) -> None
     quiet_patient_data_logs()
     if predictor is None and settings.model_dir is not None:
         predictor = load_model_or_fail(settings)
+        warm_heatmap(predictor)  # before binding: the first heatmap request finds it warm
     app = create_app(settings, predictor)
     scheme = "https" if settings.tls else "http"
     print(f"ich: serving on {scheme}://{settings.host}:{settings.port}/  (data in "

@@ -22,6 +22,9 @@ from ich.web.settings import WebSettings
 TOKEN_COOKIE = "ich_token"
 LOGIN_PATH = "/login"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Served without the token: the app's own code and styles (no patient data), so the token
+#: entry page can be styled before anyone has logged in.
+PUBLIC_PREFIXES = ("/static/", "/docs-assets/")
 
 #: No inline script anywhere (the pages load /static/*.js); inline style attributes are allowed
 #: because the probability bars are sized with them.
@@ -34,7 +37,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer the browser sends "Origin: null" on the
+    # login form's POST, indistinguishable from a sandboxed attacker page.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
@@ -178,7 +183,8 @@ def install_security(app: FastAPI, settings: WebSettings) -> None:
                            "server's own pages")
         if request.url.path == LOGIN_PATH:
             return await _login(request, settings)
-        if settings.token is None:
+        if settings.token is None or (
+                request.method == "GET" and request.url.path.startswith(PUBLIC_PREFIXES)):
             return await call_next(request)
         given, from_query = given_token(request)
         if not token_ok(given, settings):

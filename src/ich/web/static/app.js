@@ -102,6 +102,9 @@ async function loadWorklist() {
   const q = new URLSearchParams({q: $("search").value, status: $("status-filter").value, flag: $("flag-filter").value});
   let rows;
   try { rows = await api("/api/studies?" + q); } catch (e) { $("worklist-count").textContent = e.message; return; }
+  const key = q.toString() + JSON.stringify(rows);
+  if (key === S.listKey && location.pathname === "/") { scheduleWorklist(rows); return; }  // unchanged: keep the DOM
+  S.listKey = key;
   $("worklist-body").innerHTML = rows.map((s) => `<tr data-id="${esc(s.id)}" data-any="${s.probabilities?.any ?? ""}">
     <td>${pbar(s.probabilities?.any)}</td>
     <td>${s.flags.map((f) => `<span class="chip" style="color:${colour(f)}" title="${f}">${SHORT[f]}</span>`).join("") || '<span class="muted">—</span>'}</td>
@@ -113,9 +116,13 @@ async function loadWorklist() {
   $("worklist-empty").hidden = rows.length > 0;
   $("worklist-count").textContent = `${rows.length} stud${rows.length === 1 ? "y" : "ies"}`;
   for (const tr of $("worklist-body").rows) tr.onclick = () => go("/study/" + tr.dataset.id);
+  scheduleWorklist(rows);
+}
+
+function scheduleWorklist(rows) {
+  // Poll also when nothing is pending: studies deleted or added elsewhere must show up here.
   const pending = rows.some((s) => s.status === "queued" || s.status === "processing");
   clearTimeout(S.listPoll);
-  // Poll also when nothing is pending: studies deleted or added elsewhere must show up here.
   if (location.pathname === "/") S.listPoll = setTimeout(loadWorklist, pending ? 1000 : LIST_POLL_MS);
 }
 
