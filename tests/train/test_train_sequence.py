@@ -54,3 +54,15 @@ def test_both_stages(
         main(["train", str(tiny_cache), "--out", str(run), "--stage", "sequence", *tiny_overrides])
         == 0
     )
+
+
+def test_stage2_schedule_comes_from_sequence_config() -> None:
+    from ich.config import load_config
+    from ich.train.sequence_stage import sequence_lr
+
+    cfg = load_config(None, ["sequence.lr=0.5", "sequence.schedule=constant",
+                             "sequence.warmup_frac=0.0"])
+    assert sequence_lr(0, 10, cfg) == pytest.approx(0.5)
+    assert sequence_lr(9, 10, cfg) == pytest.approx(0.5)
+    cfg = load_config(None, ["sequence.lr=0.5", "sequence.warmup_frac=0.5"])
+    assert sequence_lr(0, 10, cfg) < 0.5  # warming up
