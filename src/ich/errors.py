@@ -76,3 +76,17 @@ class DataOverlapError(IchError):
 
 class LabelsError(IchError):
     """A label CSV is malformed (wrong columns, unknown label names, bad values)."""
+
+
+class ImageReadError(IchError):
+    """An image file (PNG, JPEG, TIFF) could not be read as the declared kind of CT slice.
+
+    Args:
+        path: The file at fault.
+        reason: What is wrong (unreadable, colour, bit depth other than declared).
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

@@ -66,6 +66,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         help="replicates of the 95%% bootstrap intervals, resampling studies (0: none; "
         "default 1000)",
     )
+    p.add_argument("--fidelity", type=Path, default=None, metavar="PHANTOM",
+                   help="also score the heatmaps against this phantom cohort's lesion masks")
+    p.add_argument("--fidelity-slices", type=int, default=20, metavar="N",
+                   help="most slices per label scored with --fidelity (default 20)")
     p.set_defaults(func=run)
 
 
@@ -170,6 +174,19 @@ def run(args: argparse.Namespace) -> int:
         n_resamples=int(args.bootstrap), out_dir=out_dir, overlap=overlap, data=data,
     )
     _print_headline(result)
+    if getattr(args, "fidelity", None) is not None:  # ich.eval.fidelity: heatmaps vs masks
+        from ich.eval.fidelity import add_to_report, explanation_fidelity
+        from ich.inference import Predictor
+
+        predictor = Predictor.from_run(run_dir)
+        rows = explanation_fidelity(
+            predictor.heatmap, args.fidelity, predictor.offsets, args.fidelity_slices
+        )
+        add_to_report(rows, args.fidelity, out_dir)
+        for r in rows:
+            print(f"fidelity {r.label:<16} energy in mask {r.energy_in_mask:.3f} (baseline "
+                  f"{r.energy_in_mask_baseline:.3f}), pointing {r.pointing_hit_rate:.2f} "
+                  f"(baseline {r.pointing_hit_rate_baseline:.2f}), {r.empty_maps} empty maps")
     print(f"metrics: {out_dir / 'metrics.json'}")
     print(f"report:  {result['report']}")
     return 0
