@@ -208,11 +208,10 @@ def test_sequence_eval_keeps_order_and_collate_pads() -> None:
 
 def test_sequence_train_crop_and_reversal_keep_alignment() -> None:
     feats, z, labels = _seq_data()
-    ds = SequenceDataset(feats, z, labels, ["a"], train=True, max_len=4, reverse_p=0.5)
-    torch.manual_seed(0)
+    ds = SequenceDataset(feats, z, labels, ["a"], train=True, max_len=4, reverse_p=0.5, seed=0)
     seen_reversed = False
-    for _ in range(20):
-        it = ds[0]
+    for epoch in range(20):
+        it = ds[(0, epoch)]
         assert len(it.features) == 4
         pos = it.positions.numpy()
         assert np.all(np.abs(np.diff(pos)) == 1)  # contiguous window
@@ -220,6 +219,31 @@ def test_sequence_train_crop_and_reversal_keep_alignment() -> None:
         assert np.allclose(it.labels[:, 0].numpy(), pos)  # labels too
         seen_reversed |= bool(pos[0] > pos[-1])
     assert seen_reversed
+
+
+
+def _seq_epoch(ds: SequenceDataset, epoch: int, workers: int) -> list[list[int]]:
+    ds.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers,
+                                         collate_fn=collate_sequences)
+    return [row[row >= 0].tolist() for batch in loader for row in batch.positions]
+
+
+def test_sequence_draws_are_owned_by_the_dataset() -> None:
+    """Crop/reversal depend on (seed, epoch, position) only: not on workers or torch's RNG."""
+    feats = {f"s{i}": np.arange(12, dtype=np.float32)[:, None].repeat(2, 1) for i in range(6)}
+    z = {k: np.ones(12, np.float32) for k in feats}
+    ds = SequenceDataset(feats, z, None, list(feats), train=True, max_len=5, seed=3)
+    torch.manual_seed(0)
+    first = _seq_epoch(ds, 1, workers=0)
+    torch.manual_seed(12345)
+    torch.rand(100)  # someone else drawing from the global RNG changes nothing
+    assert _seq_epoch(ds, 1, workers=0) == first
+    assert _seq_epoch(ds, 1, workers=2) == first
+    assert [ds[(k, 1)].positions.tolist() for k in range(6)] == first  # keyed by epoch too
+    assert _seq_epoch(ds, 2, workers=0) != first  # a new epoch, new crops
+    other = SequenceDataset(feats, z, None, list(feats), train=True, max_len=5, seed=4)
+    assert _seq_epoch(other, 1, workers=0) != first
 
 
 def test_on_real_cache(tiny_cohort: Path, tmp_path: Path) -> None:

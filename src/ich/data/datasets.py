@@ -17,7 +17,7 @@ a generator seeded by (dataset ``seed``, epoch, sample): the same sample in the 
 augmented the same way whatever the worker count, the batch it lands in, or a resume in between.
 The epoch travels with each sample key (``(position, epoch)`` from
 :class:`ich.data.loader.EpochSampler`), so persistent loader workers need no state from the
-main process. (Sequence crops/reversal in :mod:`ich.data.sequences` still use torch's RNG.)
+main process. Sequence crops and reversals (:mod:`ich.data.sequences`) are seeded the same way.
 """
 
 from __future__ import annotations

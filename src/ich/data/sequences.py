@@ -2,8 +2,10 @@
 
 The study model reads precomputed per-slice features (:mod:`ich.train.embeddings`) of whole
 ordered series, not images; training crops long series to a random window and reverses some
-(the head has no preferred scan direction), using torch's global RNG as
-:mod:`ich.data.datasets` does.
+(the head has no preferred scan direction). Like :class:`ich.data.datasets.SliceDataset`, the
+dataset owns its randomness: each series' crop and reversal come from a generator seeded by
+(dataset ``seed``, epoch, position), so they do not depend on the worker count, on the order
+items are fetched in, or on anyone else drawing from torch's global RNG.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class SequenceDataset(Dataset[SequenceItem]):
             same head). Evaluation always sees whole series in stored order.
         max_len: Longest training window (bounds memory for the rare 100+ slice series).
         reverse_p: Reversal probability when training.
+        seed: Seeds every crop and reversal, with the epoch and the position. ``None`` draws
+            one seed from torch's global RNG here, once (a seeded run stays reproducible; the
+            draws themselves never touch the global RNG again).
+        epoch: The epoch of plain integer keys (see :meth:`set_epoch`); a key may also be a
+            ``(position, epoch)`` pair, as :class:`~ich.data.loader.EpochSampler` hands out.
     """
 
     def __init__(
@@ -80,6 +87,8 @@ class SequenceDataset(Dataset[SequenceItem]):
         train: bool,
         max_len: int = 64,
         reverse_p: float = 0.5,
+        seed: int | None = None,
+        epoch: int = 0,
     ) -> None:
         missing = [s for s in series if s not in features or s not in z_spacing]
         if missing:
@@ -89,11 +98,18 @@ class SequenceDataset(Dataset[SequenceItem]):
         self.features, self.z_spacing, self.labels = features, z_spacing, labels
         self.series = list(series)
         self.train, self.max_len, self.reverse_p = train, int(max_len), float(reverse_p)
+        self.seed = int(torch.randint(0, 2**62, (1,))) if seed is None else int(seed)
+        self.epoch = int(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose crops and reversals plain integer keys get."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.series)
 
-    def __getitem__(self, k: int) -> SequenceItem:
+    def __getitem__(self, key: int | tuple[int, int]) -> SequenceItem:
+        k, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         uid = self.series[k]
         feats = np.asarray(self.features[uid], dtype=np.float32)  # (T, D)
         z = np.asarray(self.z_spacing[uid], dtype=np.float32)  # (T,)
@@ -104,13 +120,15 @@ class SequenceDataset(Dataset[SequenceItem]):
             else np.full((n, len(LABELS)), np.nan, np.float32)
         )
         pos = np.arange(n)
+        # Drawn in a fixed order (crop, then reversal) so both are a function of the seed only.
+        rng = np.random.default_rng([self.seed, int(epoch), int(k)])
+        start, reverse = int(rng.integers(0, max(n - self.max_len, 0) + 1)), rng.random()
         if self.train and n > self.max_len:
-            start = int(torch.randint(0, n - self.max_len + 1, (1,)))
             keep = slice(start, start + self.max_len)
             feats, z, y, pos = feats[keep], z[keep].copy(), y[keep], pos[keep]
             if start > 0:
                 z[0] = z[1] if len(z) > 1 else z[0]  # the window's first slice has no previous
-        if self.train and float(torch.rand(())) < self.reverse_p:
+        if self.train and reverse < self.reverse_p:
             # Copies: a reversed one-slice view counts as contiguous for numpy, yet keeps its
             # negative stride, which torch.from_numpy refuses.
             feats, z, y, pos = (feats[::-1].copy(), reverse_spacing(z).copy(), y[::-1].copy(),
