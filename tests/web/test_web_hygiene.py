@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from web_helpers import as_files, edited, phantom_studies, wait_done, zip_bytes
 
-from ich.web.app import public_provenance
 from ich.web.ingest import ingest
+from ich.web.state import public_provenance
 from ich.web.store import Store
 from ich.web.views import csv_text
 

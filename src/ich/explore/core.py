@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ich.atomic import atomic_write_text
+from ich.explore.page import write_page
+from ich.explore.result import ExploreData, ExploreSummary
 from ich.explore.scan import (
     HU_EDGES,
     list_dicom_files,
@@ -28,39 +30,6 @@ from ich.labels import LABELS, SUBTYPES, read_labels
 
 #: Thumbnails per category in the image grids.
 EXAMPLES_PER_CATEGORY = 6
-
-
-@dataclass
-class ExploreSummary:
-    """What the scan found; also written to ``OUT/summary.json``."""
-
-    out: str
-    index_html: str
-    n_files: int
-    n_ok: int
-    n_failed: int
-    n_patients: int
-    n_studies: int
-    n_series: int
-    n_labelled: int
-    n_pixel_sampled: int
-    n_pixel_failed: int
-    failures: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class ExploreData:
-    """Everything the page needs: tables, aggregates and examples (small, bounded)."""
-
-    dicom_dir: Path
-    headers: pd.DataFrame
-    labels: pd.DataFrame | None
-    labels_path: Path | None
-    hu_hist: np.ndarray
-    n_hist: int
-    pixel_failures: list[tuple[str, str]]
-    examples: dict[str, list[tuple[str, np.ndarray]]]
-    notes: list[str] = field(default_factory=list)
 
 
 def default_workers() -> int:
@@ -213,8 +182,6 @@ def explore_folder(
     Returns:
         The counts written to ``summary.json``. Bad files are counted and listed, never fatal.
     """
-    from ich.explore.page import write_page
-
     dicom_dir, out = Path(dicom_dir), Path(out)
     data = collect(dicom_dir, labels_csv, sample, workers, progress)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,6 @@ from ich.eval.html import (
     page,
     table,
 )
-from ich.explore.core import ExploreData, ExploreSummary
 from ich.explore.figures import (
     fig_cooccurrence,
     fig_hu_histogram,
@@ -35,6 +34,7 @@ from ich.explore.figures import (
     fig_label_counts,
     fig_slices_per_series,
 )
+from ich.explore.result import ExploreData, ExploreSummary
 from ich.explore.scan import HU_EDGES
 from ich.labels import LABELS
 

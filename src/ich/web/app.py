@@ -10,9 +10,8 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,58 +21,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ich import __version__
 from ich.errors import ConfigError
-from ich.web.heatpool import HeatmapPool
 from ich.web.ingest import ingest
 from ich.web.jobs import Worker
 from ich.web.predictor import PredictorLike, load_predictor
 from ich.web.render import PngCache
+from ich.web.routes_api import router as api_router
 from ich.web.routes_docs import install_docs
+from ich.web.routes_pages import router as pages_router
 from ich.web.security import install_security
 from ich.web.settings import WebSettings
+from ich.web.state import AppState
 from ich.web.store import Store
 
 log = logging.getLogger("ich.web")
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class AppState:
-    """Everything the routes share: settings, store, worker, predictor and image cache."""
-
-    settings: WebSettings
-    store: Store
-    cache: PngCache
-    predictor: PredictorLike | None = None
-    predictor_error: str | None = None
-    model_lock: threading.Lock = field(default_factory=threading.Lock)
-    worker: Worker | None = None
-    heat_pool: HeatmapPool = field(default_factory=HeatmapPool)
-    warmed: threading.Event = field(default_factory=threading.Event)
-
-    def get_predictor(self) -> PredictorLike | None:
-        """The predictor once loaded (the worker polls this)."""
-        return self.predictor
-
-    def provenance(self) -> dict[str, Any]:
-        """What the model was trained on, shown on every page."""
-        if self.predictor is not None:
-            return public_provenance(self.predictor.provenance)
-        if self.predictor_error:
-            return {"note": f"model failed to load: {self.predictor_error}"}
-        if self.settings.model_dir is None:
-            return {"note": "no model configured (start with --model RUN)"}
-        return {"note": "model loading"}
-
-
-def public_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
-    """Provenance for clients: run folders by name only (server paths are not their business)."""
-    out = dict(provenance)
-    if "runs" in out:
-        out["runs"] = [Path(str(r)).name for r in out["runs"]]
-    for key, value in out.items():
-        if isinstance(value, str) and Path(value).is_absolute():
-            out[key] = Path(value).name
-    return out
 
 
 def _load_model(state: AppState) -> None:
@@ -194,9 +155,6 @@ def create_app(settings: WebSettings, predictor: PredictorLike | None = None) ->
     )
     app.state.ich = state
     _install_guards(app, settings)
-    from ich.web.routes_api import router as api_router
-    from ich.web.routes_pages import router as pages_router
-
     app.include_router(api_router)
     app.include_router(pages_router)
     install_docs(app)

@@ -21,7 +21,6 @@ from starlette.formparsers import MultiPartException
 from ich import __version__
 from ich.labels import LABELS
 from ich.web import views
-from ich.web.app import AppState
 from ich.web.heatpool import PoolBusyError
 from ich.web.ingest import UploadTooLargeError, ingest
 from ich.web.render import (
@@ -41,6 +40,7 @@ from ich.web.schemas import (
     StudySummary,
     UploadResult,
 )
+from ich.web.state import AppState
 
 router = APIRouter(prefix="/api", tags=["studies"], responses=ERRORS)
 log = logging.getLogger("ich.web")

@@ -1,0 +1,59 @@
+"""The state the web routes share (:class:`AppState`), apart from the app factory.
+
+Why its own module: the routes need the type and :mod:`ich.web.app` needs the routes; with the
+state here neither imports the other.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ich.web.heatpool import HeatmapPool
+from ich.web.jobs import Worker
+from ich.web.predictor import PredictorLike
+from ich.web.render import PngCache
+from ich.web.settings import WebSettings
+from ich.web.store import Store
+
+
+@dataclass
+class AppState:
+    """Everything the routes share: settings, store, worker, predictor and image cache."""
+
+    settings: WebSettings
+    store: Store
+    cache: PngCache
+    predictor: PredictorLike | None = None
+    predictor_error: str | None = None
+    model_lock: threading.Lock = field(default_factory=threading.Lock)
+    worker: Worker | None = None
+    heat_pool: HeatmapPool = field(default_factory=HeatmapPool)
+    warmed: threading.Event = field(default_factory=threading.Event)
+
+    def get_predictor(self) -> PredictorLike | None:
+        """The predictor once loaded (the worker polls this)."""
+        return self.predictor
+
+    def provenance(self) -> dict[str, Any]:
+        """What the model was trained on, shown on every page."""
+        if self.predictor is not None:
+            return public_provenance(self.predictor.provenance)
+        if self.predictor_error:
+            return {"note": f"model failed to load: {self.predictor_error}"}
+        if self.settings.model_dir is None:
+            return {"note": "no model configured (start with --model RUN)"}
+        return {"note": "model loading"}
+
+
+def public_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """Provenance for clients: run folders by name only (server paths are not their business)."""
+    out = dict(provenance)
+    if "runs" in out:
+        out["runs"] = [Path(str(r)).name for r in out["runs"]]
+    for key, value in out.items():
+        if isinstance(value, str) and Path(value).is_absolute():
+            out[key] = Path(value).name
+    return out
