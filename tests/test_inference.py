@@ -102,9 +102,11 @@ def test_heatmap_matches_the_slice_and_rejects_unknown_labels(
 
 def test_provenance_comes_from_the_run_config(predictor: Predictor, tiny_cache: Path) -> None:
     prov = predictor.provenance
-    assert prov["training_data"] == f"preprocessing cache {tiny_cache.resolve()}"
-    assert "not for diagnosis" in prov["note"]
-    assert PHANTOM_NOTE not in prov["training_data"]
+    assert prov.training_data == f"preprocessing cache {tiny_cache.resolve()}"
+    assert "not for diagnosis" in prov.note
+    assert PHANTOM_NOTE not in prov.training_data
+    assert list(prov.to_json()) == ["runs", "members", "backbone", "sequence_model",
+                                    "training_data", "note"]  # the API's keys, in order
     assert PHANTOM_NOTE in describe_training_data({"provenance": "synthetic phantom cohort"})
 
 

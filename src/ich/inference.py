@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from ich.explain import grad_cam_heatmap
 from ich.models.sequence import SequenceModel
 from ich.runs.embed import embed_batch, sequence_features
 from ich.runs.load import Engine, Member, RunModels, load_member, member_weights
+from ich.runs.provenance import MemberInfo, ModelProvenance
 
 #: What a model trained by ``ich demo`` (or on any phantom cohort) may be used for.
 PHANTOM_NOTE = "trained on a synthetic phantom cohort: for demonstration and testing only"
@@ -153,19 +153,17 @@ class Predictor:
         return tuple(self.runs[0].channels.offsets)
 
     @property
-    def provenance(self) -> dict[str, Any]:
+    def provenance(self) -> ModelProvenance:
         """What the models are and what they were trained on, for people reading results."""
         first = self.runs[0]
         data = [describe_training_data(r.training_data) for r in self.runs]
-        return {
-            "runs": [str(r.run_dir) for r in self.runs],
-            "members": [{"path": str(m.path), "runs": len(m.runs), "weight": m.weight}
-                        for m in self.members],
-            "backbone": first.backbone,
-            "sequence_model": first.sequence_model is not None,
-            "training_data": "; ".join(sorted(set(data))),
-            "note": "Research use only — not for diagnosis.",
-        }
+        return ModelProvenance(
+            runs=tuple(str(r.run_dir) for r in self.runs),
+            members=tuple(MemberInfo(str(m.path), len(m.runs), m.weight) for m in self.members),
+            backbone=first.backbone,
+            sequence_model=first.sequence_model is not None,
+            training_data="; ".join(sorted(set(data))),
+        )
 
     def _average(
         self, outs: Sequence[tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]]

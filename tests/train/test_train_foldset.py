@@ -83,7 +83,7 @@ def test_evaluate_and_predict_take_the_fold_set(
     from ich.inference import Predictor
 
     predictor = Predictor.from_run(fold_set)
-    assert len(predictor.runs) == 3 and len(predictor.provenance["runs"]) == 3
+    assert len(predictor.runs) == 3 and len(predictor.provenance.runs or ()) == 3
 
 
 def test_fold_set_refuses_retraining_and_resumes_without_flags(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from web_helpers import as_files, edited, phantom_studies, wait_done, zip_bytes
 
+from ich.runs.provenance import MemberInfo, ModelProvenance
 from ich.web.ingest import ingest
 from ich.web.state import public_provenance
 from ich.web.store import Store
@@ -170,8 +171,9 @@ def test_csv_cells_that_start_a_formula_are_escaped(make_client, studies) -> Non
 
 
 def test_model_server_path_not_shown(make_client, fake_predictor) -> None:
-    fake_predictor.provenance = {"runs": ["/srv/secret/models/run-7"], "training_data": "x",
-                                 "weights": "/srv/secret/models/run-7/model.pt"}
+    fake_predictor.provenance = ModelProvenance(
+        training_data="x", runs=("/srv/secret/models/run-7",),
+        members=(MemberInfo("/srv/secret/models/run-7/model.pt", 1, 1.0),))
     info = make_client().get("/api/info").json()
     assert info["provenance"]["runs"] == ["run-7"] and "/srv" not in str(info)
-    assert public_provenance({"a": "relative/ok"}) == {"a": "relative/ok"}
+    assert public_provenance(ModelProvenance("relative/ok"))["training_data"] == "relative/ok"

@@ -23,6 +23,7 @@ import pydicom.config
 
 from ich.dicom.io import SliceMeta
 from ich.labels import LABELS
+from ich.runs.provenance import ModelProvenance
 from ich.web.ingest import slice_z
 
 BLOOD_HU = (50.0, 90.0)
@@ -43,8 +44,7 @@ class FakePredictor:
     """Probability per label from the share of head pixels in the acute-blood HU range."""
 
     def __init__(self, delay: float = 0.0, heat_delay: float = 0.0) -> None:
-        self.provenance: dict[str, Any] = {"training_data": "none (test double)",
-                                           "note": "tests only"}
+        self.provenance = ModelProvenance(training_data="none (test double)", note="tests only")
         self.delay = delay
         self.heat_delay = heat_delay  # seconds per heatmap, standing in for Grad-CAM's cost
         self.heat_calls = 0

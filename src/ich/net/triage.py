@@ -126,9 +126,7 @@ def _results(state: NodeState, study_id: str) -> list[_SeriesResult]:
 
 
 def _provenance(predictor: PredictorLike) -> str:
-    prov = dict(predictor.provenance)
-    text = "; ".join(f"{k}: {v}" for k, v in prov.items() if k in ("backbone", "training_data"))
-    return (text or "; ".join(f"{k}: {v}" for k, v in prov.items()))[:1000]
+    return predictor.provenance.summary()
 
 
 def _save(ds: Dataset, path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ich.dicom.io import SliceMeta
+from ich.runs.provenance import ModelProvenance
 
 
 class SeriesPredictionLike(Protocol):
@@ -37,7 +38,7 @@ class PredictorLike(Protocol):
     """The model interface the server is written against (:class:`ich.inference.Predictor`)."""
 
     @property
-    def provenance(self) -> dict[str, Any]:
+    def provenance(self) -> ModelProvenance:
         """What the model is and what data it was trained on (shown on every page)."""
         ...
 

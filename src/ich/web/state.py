@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
+from ich.runs.provenance import ModelProvenance
 from ich.web.heatpool import HeatmapPool
 from ich.web.jobs import Worker
 from ich.web.predictor import PredictorLike
@@ -37,7 +36,7 @@ class AppState:
         """The predictor once loaded (the worker polls this)."""
         return self.predictor
 
-    def provenance(self) -> dict[str, Any]:
+    def provenance(self) -> dict[str, object]:
         """What the model was trained on, shown on every page."""
         if self.predictor is not None:
             return public_provenance(self.predictor.provenance)
@@ -48,12 +47,7 @@ class AppState:
         return {"note": "model loading"}
 
 
-def public_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
-    """Provenance for clients: run folders by name only (server paths are not their business)."""
-    out = dict(provenance)
-    if "runs" in out:
-        out["runs"] = [Path(str(r)).name for r in out["runs"]]
-    for key, value in out.items():
-        if isinstance(value, str) and Path(value).is_absolute():
-            out[key] = Path(value).name
-    return out
+def public_provenance(provenance: ModelProvenance) -> dict[str, object]:
+    """Provenance for clients: run folders and paths by name only (server paths are not their
+    business)."""
+    return provenance.to_json(public=True)
