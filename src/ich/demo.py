@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ich.atomic import atomic_write_text
 from ich.errors import ConfigError
@@ -23,6 +23,7 @@ from ich.labels import LABELS
 
 if TYPE_CHECKING:
     from ich.config import RunConfig
+    from ich.eval.result import Evaluation
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ class DemoResult:
     report: Path
     submission: Path
     test_images: Path
-    metrics: dict[str, Any]
+    metrics: Evaluation
     seconds: dict[str, float]
 
 
@@ -176,17 +177,17 @@ def run_demo(opts: DemoOptions) -> DemoResult:
 
 def format_result(result: DemoResult) -> str:
     """The closing summary a person reads in the terminal."""
-    head = result.metrics["headline"]["slice"]
+    head = result.metrics.headline["slice"]
     lines = ["", "== ich demo: results on held-out phantom patients (slice level) =="]
     lines.append(f"{'model':<16}{'weighted log loss':>20}{'vs base rate':>14}{'AUC any':>10}")
     for name in ("base_rate", "slice_model", "sequence_model"):
         if name in head:
             row = head[name]
             lines.append(
-                f"{name:<16}{row['weighted_log_loss']:>20.4f}"
-                f"{row['ratio_to_base_rate']:>13.0%}{row['auc_any']:>10.3f}"
+                f"{name:<16}{row.weighted_log_loss:>20.4f}"
+                f"{row.ratio_to_base_rate:>13.0%}{row.auc_any:>10.3f}"
             )
-    seq = result.metrics["levels"]["slice"].get("sequence_model") or {}
+    seq = result.metrics.levels["slice"].get("sequence_model") or {}
     per = seq.get("labels", {})
     if per:
         lines.append(f"\n{'sequence model':<18}{'log loss':>10}{'ROC AUC':>10}{'positives':>11}")

@@ -14,6 +14,7 @@ from ich.eval.evaluate import evaluate_run
 from ich.eval.html import PHANTOM_BANNER, RESEARCH_BANNER
 from ich.eval.metrics import compute_metrics, study_level
 from ich.eval.plots import plot_training_curves
+from ich.eval.result import Evaluation
 from ich.labels import LABELS
 
 
@@ -114,9 +115,15 @@ def test_evaluate_run_writes_consistent_metrics_and_report(tmp_path: Path) -> No
     assert RESEARCH_BANNER in html and PHANTOM_BANNER in html
     assert "Base rate (constant)" in html and "Sequence model" in html
     assert "<script" not in html and "http" not in html  # self-contained
-    for rel in result["figures"].values():
+    for rel in result.figures.values():
         assert (tmp_path / rel).is_file() and rel in html
-    assert "training_curves" in result["figures"]
+    assert "training_curves" in result.figures
+    # The typed result is metrics.json, byte for byte, and reads back from it.
+    text = (tmp_path / "metrics.json").read_text()
+    assert json.dumps(result.to_json(), indent=2, allow_nan=False) == text
+    assert Evaluation.from_json(saved, result.report) == result
+    assert result.report == tmp_path / "report.html"
+    assert result.headline["slice"]["base_rate"].ratio_to_base_rate == pytest.approx(1.0)
 
 
 def test_evaluate_run_slice_only_and_train_prevalence(tmp_path: Path) -> None:
@@ -124,11 +131,11 @@ def test_evaluate_run_slice_only_and_train_prevalence(tmp_path: Path) -> None:
     prev = {lab: 0.1 for lab in LABELS}
     (tmp_path / "train_prevalence.json").write_text(json.dumps({"slice": prev}))
     result = evaluate_run(tmp_path, predictions=df, threshold=0.3, plots=False)
-    assert result["models"] == ["slice_model"]
-    assert result["threshold"] == 0.3
-    assert result["levels"]["slice"]["base_rate"]["prevalence_used"] == [0.1] * 6
-    assert "train_prevalence.json" in result["baseline_source"]["slice"]
-    assert "evaluated rows" in result["baseline_source"]["study"]
+    assert result.models == ("slice_model",)
+    assert result.threshold == 0.3
+    assert result.levels["slice"]["base_rate"]["prevalence_used"] == [0.1] * 6
+    assert "train_prevalence.json" in result.baseline_source["slice"]
+    assert "evaluated rows" in result.baseline_source["study"]
     html = (tmp_path / "report.html").read_text()
     assert PHANTOM_BANNER not in html  # no config or provenance: no phantom claim
     assert "No training log" in html
@@ -138,7 +145,7 @@ def test_single_class_label_does_not_crash(tmp_path: Path) -> None:
     df = _predictions(seed=2)
     df["epidural"] = 0
     result = evaluate_run(tmp_path, predictions=df, plots=False)
-    assert result["levels"]["slice"]["slice_model"]["labels"]["epidural"]["auc"] is None
+    assert result.levels["slice"]["slice_model"]["labels"]["epidural"]["auc"] is None
     json.loads((tmp_path / "metrics.json").read_text())  # strict JSON (None, not NaN)
 
 
@@ -207,14 +214,14 @@ def test_metrics_and_report_carry_study_bootstrap_intervals(tmp_path: Path) -> N
     html = (tmp_path / "report.html").read_text()
     shown = f"{slice_any['estimate']:.2f} ({slice_any['low']:.2f}–{slice_any['high']:.2f})"
     assert shown in html and "bootstrap interval, 1,000 resamples of the 20 studies" in html
-    assert result["levels"]["study"]["slice_model"]["bootstrap"]["seed"] == 0
+    assert result.levels["study"]["slice_model"]["bootstrap"]["seed"] == 0
     again = evaluate_run(tmp_path, predictions=df, plots=False)
-    assert again["levels"] == result["levels"]  # seeded: the same intervals every time
+    assert again.levels == result.levels  # seeded: the same intervals every time
 
 
 def test_bootstrap_can_be_switched_off(tmp_path: Path) -> None:
     result = evaluate_run(tmp_path, predictions=_predictions(seed=6), plots=False, n_resamples=0)
-    model = result["levels"]["study"]["slice_model"]
+    model = result.levels["study"]["slice_model"]
     assert "ci95" not in model["labels"]["any"] and "disabled" in model["bootstrap"]["skipped"]
 
 
@@ -222,8 +229,8 @@ def test_levels_over_the_bootstrap_budget_say_why(tmp_path: Path, monkeypatch) -
     df = _predictions(seed=7)  # 120 slices in 12 studies
     monkeypatch.setattr("ich.eval.evaluate.MAX_BOOTSTRAP_CELLS", 50 * 1000)
     result = evaluate_run(tmp_path, predictions=df, plots=False)
-    slice_boot = result["levels"]["slice"]["slice_model"]["bootstrap"]
+    slice_boot = result.levels["slice"]["slice_model"]["bootstrap"]
     assert "over the budget" in slice_boot["skipped"]
-    assert "ci95" not in result["levels"]["slice"]["slice_model"]["labels"]["any"]
-    assert "ci95" in result["levels"]["study"]["slice_model"]["labels"]["any"]
+    assert "ci95" not in result.levels["slice"]["slice_model"]["labels"]["any"]
+    assert "ci95" in result.levels["study"]["slice_model"]["labels"]["any"]
     assert "No bootstrap intervals here" in (tmp_path / "report.html").read_text()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ich.errors import ConfigError, DataOverlapError
+from ich.eval.result import Evaluation
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -73,25 +74,25 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
     p.set_defaults(func=run)
 
 
-def _print_headline(result: dict[str, Any]) -> None:
-    head = result["headline"]
+def _print_headline(result: Evaluation) -> None:
+    head = result.headline
     print(
-        f"Evaluated {result['n_slices']:,} slices in {result['n_studies']:,} studies "
-        f"(threshold {result['threshold']:g})."
+        f"Evaluated {result.n_slices:,} slices in {result.n_studies:,} studies "
+        f"(threshold {result.threshold:g})."
     )
     print(
         f"{'model':<16} {'slice wll':>10} {'÷ base':>8} {'AUC any':>8} "
         f"{'study wll':>10} {'÷ base':>8} {'AUC any':>8}"
     )
-    for name in ("base_rate", *result["models"]):
+    for name in ("base_rate", *result.models):
         s, t = head["slice"][name], head["study"][name]
         cells = [
-            s["weighted_log_loss"],
-            s["ratio_to_base_rate"],
-            s["auc_any"],
-            t["weighted_log_loss"],
-            t["ratio_to_base_rate"],
-            t["auc_any"],
+            s.weighted_log_loss,
+            s.ratio_to_base_rate,
+            s.auc_any,
+            t.weighted_log_loss,
+            t.ratio_to_base_rate,
+            t.auc_any,
         ]
         text = ["n/a" if v is None else f"{v:.4f}" for v in cells]
         print(
@@ -188,5 +189,5 @@ def run(args: argparse.Namespace) -> int:
                   f"{r.energy_in_mask_baseline:.3f}), pointing {r.pointing_hit_rate:.2f} "
                   f"(baseline {r.pointing_hit_rate_baseline:.2f}), {r.empty_maps} empty maps")
     print(f"metrics: {out_dir / 'metrics.json'}")
-    print(f"report:  {result['report']}")
+    print(f"report:  {result.report}")
     return 0

@@ -9,6 +9,7 @@ the constant base-rate predictor, because a log loss means little without that b
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ich.eval.plots import (
     plot_roc,
     plot_training_curves,
 )
+from ich.eval.result import METRICS_FORMAT, Evaluation
 from ich.labels import LABELS
 
 #: Model name in reports -> column prefix in the predictions table.
@@ -258,7 +260,7 @@ def evaluate_run(
     out_dir: Path | None = None,
     overlap: dict[str, Any] | None = None,
     data: Path | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Score a run and write ``OUT/metrics.json``, ``OUT/report/*.png`` and ``OUT/report.html``.
 
     Args:
@@ -277,7 +279,8 @@ def evaluate_run(
         data: The cache the predictions come from (recorded for the reproduce command).
 
     Returns:
-        The metrics dict written to ``metrics.json`` (``levels``/``headline``/provenance keys).
+        The :class:`~ich.eval.result.Evaluation` whose :meth:`~ich.eval.result.Evaluation.to_json`
+        is ``metrics.json``, with the report's path.
     """
     from ich.eval.report import write_report
 
@@ -300,7 +303,7 @@ def evaluate_run(
     out_dir = run_dir if out_dir is None else Path(out_dir)
     figures = _make_plots(out_dir / "report", y, probs, threshold, run_dir) if plots else {}
     result: dict[str, Any] = {
-        "format": "ich-metrics/1",
+        "format": METRICS_FORMAT,
         "source": source,
         "threshold": float(threshold),
         "labels": list(LABELS),
@@ -318,8 +321,8 @@ def evaluate_run(
         result["overlap"] = overlap
     if data is not None:
         result["data"] = str(data)
-    result = _json_safe(result)
+    evaluation = Evaluation.from_json(_json_safe(result))
+    metrics = evaluation.to_json()
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
-    result["report"] = str(write_report(run_dir, result, out_dir))
-    return result
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False))
+    return replace(evaluation, report=write_report(run_dir, metrics, out_dir))
