@@ -6,11 +6,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ich.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ich.train.state import TrainSummary
 
 EXAMPLE = "ich train cache/ --out runs/r1 --config demo model.backbone=resnet18 train.epochs=3"
 
@@ -310,16 +313,16 @@ _SCORES = {
 }
 
 
-def _report(summary: dict[str, object]) -> None:
+def _report(summary: TrainSummary) -> None:
     for key, text in _SCORES.items():
-        value = summary.get(key)
+        value = summary.scores.get(key)
         if isinstance(value, float):
             print(f"  {text}: {value:.4f}")
-    if "fold_runs" in summary:
-        print(f"fold set: {summary['run_dir']} (foldset.json, fold<k>/ runs, "
+    if summary.fold_runs:
+        print(f"fold set: {summary.run_dir} (foldset.json, fold<k>/ runs, "
               "oof_predictions.parquet); predict, serve and evaluate take it as one model")
         return
     print(
-        f"run folder: {summary['run_dir']} (config.yaml, metrics.jsonl, checkpoints/, "
+        f"run folder: {summary.run_dir} (config.yaml, metrics.jsonl, checkpoints/, "
         "oof_predictions.parquet)"
     )

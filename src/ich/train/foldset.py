@@ -44,11 +44,12 @@ from ich.train.distributed import env_world_size
 from ich.train.embeddings import save_embeddings
 from ich.train.runner import load_or_make_folds, run_training
 from ich.train.sequence_stage import embed_with_run, run_stage2
+from ich.train.state import TrainSummary
 
 
 def run_fold_set(
     cfg: RunConfig, cache_dir: Path, out: Path, resume: bool = False
-) -> dict[str, object]:
+) -> TrainSummary:
     """Train the k fold runs, then their sequence models on out-of-fold embeddings.
 
     Args:
@@ -70,12 +71,12 @@ def run_fold_set(
         {"format": FOLDSET_FORMAT, "folds": k, "runs": runs}, indent=2))
     save_config(cfg, out)
     configs = [_with_fold(cfg, i) for i in range(k)]
-    summary: dict[str, object] = {"run_dir": str(out), "fold_runs": [str(out / r) for r in runs]}
+    scores: dict[str, float | None] = {}
     for i, (name, cfg_i) in enumerate(zip(runs, configs, strict=True)):
         print(f"== fold {i + 1}/{k}: slice model ({out / name}) ==", flush=True)
         again = resume and (out / name / "checkpoints" / f"slice_last{MODEL_SUFFIX}").is_file()
         res = run_training(cfg_i, cache_dir, out / name, stages=("slice",), resume=again)
-        summary[f"fold{i}_slice_wll"] = res.get("slice_wll")
+        scores[f"fold{i}_slice_wll"] = res.scores.get("slice_wll")
 
     print("== out-of-fold embeddings: each fold's slices by the slice model that did not "
           "train on them ==", flush=True)
@@ -101,16 +102,19 @@ def run_fold_set(
     for i, (name, cfg_i) in enumerate(zip(runs, configs, strict=True)):
         print(f"== fold {i + 1}/{k}: sequence model on out-of-fold embeddings ==", flush=True)
         seed_everything(cfg_i.train.seed, cfg_i.train.deterministic)
-        res = run_stage2(cfg_i, cache, folds, out / name, device, features=(emb, logits))
-        summary[f"fold{i}_sequence_wll"] = res.get("sequence_wll")
-        if res.get("oof_predictions"):
-            frames.append(pd.read_parquet(str(res["oof_predictions"])))
+        stage2 = run_stage2(cfg_i, cache, folds, out / name, device, features=(emb, logits))
+        wll = stage2.get("sequence_wll")
+        scores[f"fold{i}_sequence_wll"] = None if wll is None else float(wll)  # type: ignore[arg-type]
+        if stage2.get("oof_predictions"):
+            frames.append(pd.read_parquet(str(stage2["oof_predictions"])))
+    oof_path = None
     if frames:
         oof = pd.concat(frames, ignore_index=True)
-        summary["oof_predictions"] = str(write_frame(oof, out / "oof_predictions.parquet"))
-        summary.update(_oof_scores(oof))
+        oof_path = write_frame(oof, out / "oof_predictions.parquet")
+        scores.update(_oof_scores(oof))
     _average_prevalence([out / r for r in runs], out / "train_prevalence.json")
-    return summary
+    return TrainSummary(run_dir=out, oof_predictions=oof_path,
+                        fold_runs=tuple(out / r for r in runs), scores=scores)
 
 
 def _with_fold(cfg: RunConfig, fold: int) -> RunConfig:

@@ -36,6 +36,7 @@ from ich.train.common import resolve_device, seed_everything
 from ich.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from ich.train.loop import train_slice_model
 from ich.train.sequence_stage import run_stage2
+from ich.train.state import TrainSummary
 
 FOLD_COLUMNS = (
     "image_id",
@@ -150,7 +151,7 @@ def run_training(
     run_dir: Path,
     stages: tuple[str, ...] | None = None,
     resume: bool = False,
-) -> dict[str, object]:
+) -> TrainSummary:
     """Train the configured stages and return a summary (paths and validation scores).
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) stage 1 runs data-parallel; stage 2 (a small model
@@ -173,19 +174,24 @@ def run_training(
                 f"{len(train_idx)}, validation {len(val_idx)} (fold {cfg.data.fold})",
                 flush=True,
             )
-        summary: dict[str, object] = {
-            "run_dir": str(run_dir),
-            "device": str(device),
-            "train_slices": len(train_idx),
-            "val_slices": len(val_idx),
-        }
+        scores: dict[str, float | None] = {}
+        slice_best = sequence_best = oof = None
         if "slice" in stages:
             res = train_slice_model(cfg, cache, train_idx, val_idx, run_dir, device, info, resume)
-            summary.update(slice_best=str(res.best_path), slice_wll=res.best_wll)
+            slice_best, scores["slice_wll"] = res.best_path, res.best_wll
         barrier(info)
         if "sequence" in stages and info.is_main:
-            summary.update(run_stage2(cfg, cache, folds, run_dir, device))
+            stage2 = run_stage2(cfg, cache, folds, run_dir, device)
+            sequence_best = Path(str(stage2["sequence_best"]))
+            oof = Path(str(stage2["oof_predictions"])) if "oof_predictions" in stage2 else None
+            for key in ("sequence_wll", "slice_wll_tta"):
+                value = stage2.get(key)
+                scores[key] = None if value is None else float(value)  # type: ignore[arg-type]
         barrier(info)
-        return summary
+        return TrainSummary(
+            run_dir=run_dir, device=str(device), train_slices=len(train_idx),
+            val_slices=len(val_idx), slice_best=slice_best, sequence_best=sequence_best,
+            oof_predictions=oof, scores=scores,
+        )
     finally:
         cleanup_distributed(info)

@@ -6,7 +6,8 @@ functions and files (the resume file, the metrics log); a dataclass says what th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from ich.labels import LABELS
 
@@ -54,3 +55,32 @@ class EvalResult:
         out = {"wll": float(self.wll)}
         out.update({f"ll_{k}": float(v) for k, v in zip(LABELS, self.per_label, strict=False)})
         return out
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What :func:`ich.train.runner.run_training` (or a fold set) leaves behind, for people.
+
+    Attributes:
+        run_dir: The run (or fold set) folder.
+        device: Where it trained (None for a fold set: each fold says so itself).
+        train_slices: Training slices of this run's fold split.
+        val_slices: Validation slices.
+        slice_best: Best slice-CNN model file.
+        sequence_best: Best sequence-model file.
+        oof_predictions: The out-of-fold predictions table, when written.
+        fold_runs: A fold set's runs, in fold order (empty for one run).
+        scores: Validation weighted log losses by name (``slice_wll``, ``slice_wll_tta``,
+            ``sequence_wll``, ``oof_slice_wll``, ``fold0_slice_wll``...); None where a stage
+            had nothing to validate.
+    """
+
+    run_dir: Path
+    device: str | None = None
+    train_slices: int | None = None
+    val_slices: int | None = None
+    slice_best: Path | None = None
+    sequence_best: Path | None = None
+    oof_predictions: Path | None = None
+    fold_runs: tuple[Path, ...] = ()
+    scores: dict[str, float | None] = field(default_factory=dict)
