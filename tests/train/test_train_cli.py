@@ -27,6 +27,9 @@ def test_without_config_the_packaged_recipe_is_used_and_offline_falls_back_to_sc
     assert main(["train", str(tiny_cache), "--out", str(run), *overrides]) == 0
     out = capsys.readouterr().out
     assert out.count("training from scratch") == 1 and "127.0.0.1:1 unreachable" in out
+    log = (run / "train.log").read_text()  # what was printed, kept with the run
+    assert log.startswith("== ") and "training from scratch" in log
+    assert "  slice epoch 1 step 1 loss" in log  # progress lines when not on a terminal
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["pretrained"] is False
     expected = config_to_dict(load_config("default", [*overrides, "model.pretrained=false"]))
