@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "metrics, plots and an HTML report for a trained run"),
     "predict": ("predict", "write a Kaggle submission from one or more runs"),
     "serve": ("serve", "serve the triage web application"),
+    "export": ("export", "export a run's slice CNN to ONNX or TorchScript (parity-checked)"),
 }
 
 
