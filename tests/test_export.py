@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ich.cli import main
-from ich.train.checkpoint import load_slice_model
+from ich.runs.checkpoint import load_slice_model
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
@@ -24,7 +24,7 @@ def test_export_matches_pytorch(
     assert "largest difference from PyTorch" in capsys.readouterr().out
     meta = json.loads((tmp_path / f"slice.{fmt}.json").read_text())
     assert meta["input_size"] == 32 and meta["parity_max_abs_diff"] <= 1e-3
-    model = load_slice_model(tiny_run / "checkpoints" / "slice_best.pt").eval()
+    model = load_slice_model(tiny_run / "checkpoints" / "slice_best.safetensors")[0].eval()
     x = torch.rand(2, *meta["inputs"]["x"][1:], generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         want = model(x).numpy()

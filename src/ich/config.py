@@ -121,6 +121,10 @@ class SequenceConfig:
     epochs: int = 20
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.01
+    grad_clip: float | None = 1.0
     batch_size: int = 16
     tta_flip: bool = True
     max_len: int | None = 64

@@ -56,10 +56,13 @@ class ExportResult:
 def _checkpoint(run_dir: Path) -> Path:
     if (run_dir / "foldset.json").is_file():
         raise ConfigError(f"{run_dir} is a fold set: export one of its runs ({run_dir}/fold0, ...)")
-    for name in ("slice_best.pt", "slice_last.pt"):
+    from ich.runs.checkpoint import MODEL_SUFFIX
+
+    for name in (f"slice_best{MODEL_SUFFIX}", f"slice_last{MODEL_SUFFIX}"):
         if (run_dir / "checkpoints" / name).is_file():
             return run_dir / "checkpoints" / name
-    raise CheckpointError(f"{run_dir}: no checkpoints/slice_best.pt; is this an `ich train` run?")
+    raise CheckpointError(f"{run_dir}: no checkpoints/slice_best{MODEL_SUFFIX}; is this an "
+                          "`ich train` run?")
 
 
 def _parity_batches(in_chans: int, size: int) -> list[torch.Tensor]:
@@ -105,17 +108,16 @@ def export_run(
         ConfigError: a fold set, or an unknown format; CheckpointError: no checkpoint, or
             outputs that differ from PyTorch by more than ``tolerance`` (nothing is written).
     """
-    from ich.train.checkpoint import load_checkpoint, load_slice_model
+    from ich.runs.checkpoint import load_slice_model
 
     if fmt not in ("onnx", "torchscript"):
         raise ConfigError(f"export format {fmt!r}: expected onnx or torchscript")
     run_dir, out = Path(run_dir), Path(out)
     ckpt_path = _checkpoint(run_dir)
-    ckpt = load_checkpoint(ckpt_path)
-    model = load_slice_model(ckpt).cpu().eval()
-    wrapper = _EmbedAndHead(model).eval()
-    size = int(ckpt["input_size"])
-    in_chans = len(ckpt["windows"]) * len(ckpt["offsets"])
+    model, spec = load_slice_model(ckpt_path)
+    wrapper = _EmbedAndHead(model.cpu().eval()).eval()
+    size = int(spec.input_size)
+    in_chans = len(spec.windows) * len(spec.offsets)
     batches = _parity_batches(in_chans, size)
     worst = 0.0
     with tempfile.TemporaryDirectory(prefix="ich-export-") as tmp:
@@ -135,10 +137,12 @@ def export_run(
             final.write_bytes(path.read_bytes())
     meta = {
         "format": fmt, "source": str(ckpt_path), "inputs": {"x": ["batch", in_chans, size, size]},
-        "outputs": ["embeddings", "logits"], "labels": list(ckpt["labels"]),
-        "windows": ckpt["windows"], "offsets": ckpt["offsets"], "input_size": size,
-        "preprocess": ckpt["preprocess"], "parity_max_abs_diff": worst,
-        "input_range": "each channel: HU windowed to [0, 1] (center - width/2 -> 0)",
+        "outputs": ["embeddings", "logits"], "labels": list(spec.labels),
+        "windows": [list(w) for w in spec.windows], "offsets": list(spec.offsets),
+        "input_size": size, "preprocess": spec.preprocess.to_dict(),
+        "mean": list(spec.mean), "std": list(spec.std), "parity_max_abs_diff": worst,
+        "input_range": "each channel: HU windowed to [0, 1] (center - width/2 -> 0), as the "
+                       "run's model file receives it (see mean/std in its ModelSpec)",
     }
     meta_path = atomic_write_text(out.with_name(out.name + ".json"), json.dumps(meta, indent=2))
     return ExportResult(out, meta_path, worst)

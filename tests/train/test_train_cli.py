@@ -75,7 +75,7 @@ def test_existing_run_is_refused_not_retrained(
     tiny_run: Path, tiny_cache: Path, tiny_overrides: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    best = tiny_run / "checkpoints" / "slice_best.pt"
+    best = tiny_run / "checkpoints" / "slice_best.safetensors"
     before = best.stat().st_mtime_ns
     assert main(["train", str(tiny_cache), "--out", str(tiny_run), *tiny_overrides]) == 1
     err = capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 
 from ich.cli import main
 from ich.labels import LABELS
-from ich.train.checkpoint import load_checkpoint, load_sequence_model
+from ich.runs.checkpoint import load_sequence_model
 from ich.train.embeddings import load_embeddings
 
 
@@ -24,10 +24,10 @@ def test_both_stages(
     )
     out = capsys.readouterr().out
     assert "resnet10t (from scratch)" in out and str(run) in out
-    ckpt = load_checkpoint(run / "checkpoints" / "sequence_best.pt")
-    assert ckpt["kind"] == "sequence" and ckpt["labels"] == list(LABELS)
-    assert ckpt["input_size"] == 32 and ckpt["features"] == "embedding+logits"
-    load_sequence_model(ckpt)
+    _, spec = load_sequence_model(run / "checkpoints" / "sequence_best.safetensors")
+    assert spec.kind == "sequence" and list(spec.labels) == list(LABELS)
+    assert spec.input_size == 32 and spec.sequence_arch is not None
+    assert spec.sequence_arch.features == "embedding+logits"
     emb = load_embeddings(run / "oof" / "slice_embeddings.npz")
     n = len(emb["image_id"])
     assert emb["embeddings"].shape[0] == n and emb["logits"].shape == (n, 6)

@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         help=help_text,
         description=(
             "Predict a DICOM folder (the Kaggle test layout: ID_*.dcm) or a preprocessing cache "
-            "with one or more trained runs (several runs are averaged) and write a Kaggle "
+            "with one or more trained runs (several are averaged; a fold set counts as one run, "
+            "its folds averaged inside it) and write a Kaggle "
             "submission (ID,Label; probabilities clipped to [1e-6, 1-1e-6]). Files that cannot "
             "be read are listed in <out>.failed.csv with the reason."
         ),
@@ -35,6 +36,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         default=1,
         choices=(1, 2),
         help="test-time augmentation views: 1 none, 2 flip + reversed series",
+    )
+    p.add_argument(
+        "--weights",
+        type=_weights,
+        default=None,
+        metavar="W1,W2,...",
+        help="one positive weight per RUN for the ensemble average (default: equal)",
     )
     p.add_argument("--workers", type=int, default=None, help="processes for reading DICOM")
     p.add_argument(
@@ -59,6 +67,18 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
     p.set_defaults(func=run)
 
 
+def _weights(text: str) -> list[float]:
+    """``"1,2"`` -> ``[1.0, 2.0]``; argparse reports a ValueError as a usage error."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}"
+                                          ) from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"weights must be positive numbers: {text!r}")
+    return values
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict and report what was written."""
     from ich.predict import predict_to_submission
@@ -66,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if len(args.paths) < 2:
         raise IchError("give at least one RUN folder and the INPUT to predict")
     *runs, source = args.paths
+    if args.weights is not None and len(args.weights) != len(runs):
+        raise IchError(f"--weights has {len(args.weights)} values for {len(runs)} RUN(s)")
     check_device(args.device)
     for run_dir in runs:
         if not Path(run_dir).is_dir():
@@ -82,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         cache_dir=args.cache_dir,
         device=args.device,
+        weights=args.weights,
     )
     if args.predictions is not None:
         from ich.atomic import atomic_path

@@ -117,8 +117,8 @@ def _options(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, check everything that can be checked, call the training."""
     from ich.config import load_config
+    from ich.runs.foldset import is_fold_set
     from ich.train.distributed import env_world_size
-    from ich.train.foldset import is_fold_set
 
     cache, out, overrides = args.cache, args.out, list(args.overrides)
     # The model shortcuts are overrides like any other (and come first, so k=v still wins).
@@ -268,8 +268,8 @@ def _refuse_finished(run_dir: Path, stages: tuple[str, ...], all_folds: bool) ->
         return
     if not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: exists and is not a folder")
-    marks = ["foldset.json", "config.yaml", "checkpoints/slice_last.pt",
-             "checkpoints/slice_best.pt"]
+    marks = ["foldset.json", "config.yaml", "checkpoints/slice_last.safetensors",
+             "checkpoints/slice_best.safetensors"]
     found = [m for m in marks if (run_dir / m).exists()]
     if not found:
         if any(p.name != "train.log" for p in run_dir.iterdir()):  # a log alone: failed early

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from tqdm import tqdm
 
 from ich.atomic import atomic_write_text
@@ -94,7 +95,7 @@ def _chunk_done(root: Path, k: int, files: list[Path]) -> bool:
         return False
     try:
         done = pd.read_parquet(rows, columns=["path"])["path"].tolist()
-    except Exception:  # unreadable table: rebuild the chunk rather than trust it
+    except (OSError, ValueError, pa.ArrowException):  # unreadable table: rebuild the chunk
         return False
     return done == [str(p) for p in files]
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from ich.data.catalog import error_row, ok_row
+from ich.dicom.headcrop import AIR_HU, crop_resize, crop_resize_any, head_bbox, integer_rescale
 from ich.dicom.io import open_stored, read_meta
-from ich.dicom.windowing import AIR_HU, crop_resize, crop_resize_any, head_bbox, integer_rescale
-from ich.errors import CacheError, DicomReadError
+from ich.errors import CacheError, DicomReadError, IchError
 
 _INT16 = np.iinfo(np.int16)
 
@@ -251,13 +251,15 @@ def _one_file(
         with open_stored(path) as (stored, meta):  # may view the file: used inside only
             block[n_ok] = preprocess_stored(stored, meta.rescale_slope, meta.rescale_intercept,
                                             spec)
-    except Exception as exc:  # recorded per file: one bad file must not stop a 750k-file run
+    except (IchError, OSError) as exc:  # recorded per file: one bad file must not stop the run
+        # Only ich's named errors and OS errors: a bug (TypeError, ...) must crash, not become
+        # 750k error rows.
         reason = _reason(exc)
         if strict:
             raise CacheError(f"{path}: {reason}") from None
         try:
             header = read_meta(path)
-        except Exception:
+        except (IchError, OSError):
             header = None
         rows.append(error_row(path, reason, type(exc).__name__, header))
         return 0
@@ -265,7 +267,7 @@ def _one_file(
     return 1
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     """The error text recorded in the catalog: the reason (and tag) without the path."""
     if isinstance(exc, DicomReadError):
         return exc.reason + (f" [{exc.tag}]" if exc.tag else "")
