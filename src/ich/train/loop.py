@@ -1,14 +1,18 @@
 """Stage 1: the slice CNN training loop, a plain loop readable top to bottom.
 
 One epoch = a seeded permutation (or weighted draw, when oversampling) of the training slices,
-sharded over DDP ranks; AdamW with the learning rate set at every step from
-:mod:`ich.train.schedule`; AMP and a GradScaler on CUDA only; gradient clipping; validation on the
+sharded over DDP ranks; the configured optimizer, scheduler and loss (:mod:`ich.train.optim`,
+:mod:`ich.train.losses`) with the learning rate set at every optimizer step; gradient
+accumulation over ``train.accumulate`` batches; a frozen backbone for ``train.freeze_epochs``;
+AMP and a GradScaler on CUDA only; gradient clipping; an optional EMA of the weights
+(:mod:`ich.train.ema`) that validation and ``slice_best.pt`` then use; validation on the
 held-out fold with the RSNA weighted log loss; ``slice_last.pt`` every epoch (exact resume) and
 ``slice_best.pt`` when validation improves; early stopping on patience.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +40,11 @@ from ich.eval.metrics import per_label_log_loss, weighted_log_loss
 from ich.labels import LABELS
 from ich.models.slice_cnn import SliceModel, build_slice_model
 from ich.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ich.train.common import MetricsLog, weighted_bce
+from ich.train.common import MetricsLog
 from ich.train.distributed import DistInfo, broadcast_object, gather_objects, reduce_mean
-from ich.train.schedule import lr_at
+from ich.train.ema import ModelEma
+from ich.train.losses import build_loss
+from ich.train.optim import build_optimizer, build_scheduler, set_backbone_trainable
 
 
 @dataclass
@@ -172,6 +178,8 @@ def _train_epoch(
     device: torch.device = ctx["device"]
     use_amp = cfg.train.amp and device.type == "cuda"
     model.train()
+    set_backbone_trainable(_core(model), state["epoch"] >= cfg.train.freeze_epochs)
+    accum, lr = cfg.train.accumulate, 0.0
     total, count = 0.0, 0
     bar = tqdm(
         loader,
@@ -179,30 +187,30 @@ def _train_epoch(
         leave=False,
         disable=None if ctx["info"].is_main else True,
     )
-    for x, y, _ in bar:
-        lr = lr_at(
-            state["step"],
-            ctx["total_steps"],
-            cfg.optim.lr,
-            cfg.optim.schedule,
-            cfg.optim.warmup_frac,
-            cfg.optim.min_lr_frac,
-        )
-        for group in opt.param_groups:
-            group["lr"] = lr
+    for i, (x, y, _) in enumerate(bar):
+        if i % accum == 0:  # the first of `accum` micro-batches of one optimizer step
+            lr = ctx["sched"].apply(opt, state["step"])
+            opt.zero_grad(set_to_none=True)
         x = prepare_batch(x, device, ctx["augment"])  # (B,C,H,W) float, augmented on device
         y = y.to(device, non_blocking=True)  # (B, 6)
-        with torch.autocast(device.type, enabled=use_amp):
-            loss = weighted_bce(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        last = (i + 1) % accum == 0
+        # DDP all-reduces gradients on the last micro-batch only.
+        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
+        with sync or contextlib.nullcontext():
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = ctx["loss"](model(x).float(), y)
+            scaler.scale(loss / accum).backward()
+        total, count = total + float(loss.item()) * len(x), count + len(x)
+        if not last:
+            continue
         if cfg.optim.grad_clip:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         scaler.step(opt)
         scaler.update()
+        if ctx["ema"] is not None:
+            ctx["ema"].update(_core(model))
         state["step"] += 1
-        total, count = total + float(loss.item()) * len(x), count + len(x)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if state["step"] % max(1, cfg.train.log_every) == 0:
             ctx["log"].write(
@@ -229,9 +237,11 @@ def _payload(
     model: torch.nn.Module, state: dict[str, Any], ctx: dict[str, Any], with_training_state: bool
 ) -> dict[str, Any]:
     core = _core(model)
+    weights = {k: v.detach().cpu() for k, v in core.state_dict().items()}
     payload: dict[str, Any] = {
         "kind": "slice",
-        "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+        # With EMA on, the averaged weights are the model (inference, stage 2, evaluation).
+        "model": ctx["ema"].state_dict() if ctx["ema"] is not None else weights,
         "model_args": core.model_args(),
         **ctx["describe"],
         "epoch": state["epoch"],
@@ -241,11 +251,8 @@ def _payload(
     if with_training_state:
         payload.update(
             optimizer=ctx["opt"].state_dict(),
-            scheduler={
-                "kind": ctx["cfg"].optim.schedule,
-                "step": state["step"],
-                "total_steps": ctx["total_steps"],
-            },
+            scheduler={**ctx["sched"].state_dict(), "step": state["step"]},
+            train_model=weights,
             scaler=ctx["scaler"].state_dict(),
             rng=rng_state(),
             bad_epochs=state["bad_epochs"],
@@ -259,12 +266,17 @@ def _resume(
     opt: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     state: dict[str, Any],
+    ctx: dict[str, Any],
 ) -> None:
     ckpt = load_checkpoint(path)
     for key in ("optimizer", "scaler", "rng"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: no training state ({key}); cannot resume from it")
-    model.load_state_dict(ckpt["model"])
+    # "train_model" holds the raw weights when "model" holds their EMA (older files: absent).
+    model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+    if ctx["ema"] is not None:
+        ctx["ema"].load_state_dict(ckpt["model"])
+    ctx["sched"].load_state_dict(ckpt.get("scheduler", {}))
     opt.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
@@ -341,20 +353,13 @@ def train_slice_model(
     train_ds = SliceDataset(cache, train_idx, chans, cfg.data.input_size, cfg.augment, "uint8")
     val_ds = SliceDataset(cache, val_idx, chans, cfg.data.input_size, None, "uint8")
     model: torch.nn.Module = build_slice_model(**model_args(cfg)).to(device)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-    )
+    opt = build_optimizer(model, cfg.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp and device.type == "cuda")
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "bad_epochs": 0}
-    if resume:
-        _resume(last, model, opt, scaler, state)
-    if info.enabled:
-        model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
     weights = sample_weights(cache.labels[train_idx], cfg)
     per_rank = len(train_idx) // info.world_size
-    steps = max(1, per_rank // cfg.train.batch_size)  # full batches only (BatchNorm)
+    batch = cfg.train.batch_size * cfg.train.accumulate  # samples per optimizer step and rank
+    steps = max(1, per_rank // batch)  # full batches only (BatchNorm)
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
     ctx: dict[str, Any] = {
@@ -364,9 +369,21 @@ def train_slice_model(
         "total_steps": steps * cfg.train.epochs,
         "log": MetricsLog(run_dir, enabled=info.is_main),
         "opt": opt,
+        "sched": build_scheduler(cfg.optim, steps * cfg.train.epochs, steps),
+        "loss": build_loss(cfg.loss),
+        "ema": ModelEma(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
         "scaler": scaler,
         "describe": describe(cfg, cache),
     }
+    if resume:
+        _resume(last, model, opt, scaler, state, ctx)
+    if info.enabled:
+        model = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # A frozen backbone produces no gradients for DDP to wait for.
+            find_unused_parameters=cfg.train.freeze_epochs > 0,
+        )
     end = (
         cfg.train.epochs
         if stop_after is None
@@ -377,7 +394,7 @@ def train_slice_model(
         order = shard(
             epoch_order(len(train_ds), state["epoch"], cfg.train.seed, weights), info, pad=True
         )
-        order = order[: steps * cfg.train.batch_size]
+        order = order[: steps * batch]
         # A fresh, seeded batch augmenter per epoch (and rank): resume needs no generator state.
         ctx["augment"] = make_batch_augment(
             cfg.augment, seed=(cfg.train.seed * 1000 + state["epoch"]) * 100 + info.rank
@@ -388,10 +405,12 @@ def train_slice_model(
             ),
             info,
         )
-        val = validate(model, val_ds, cfg, device, info) if len(val_ds) else None
+        scored = ctx["ema"].module if ctx["ema"] is not None else model
+        val = validate(scored, val_ds, cfg, device, info) if len(val_ds) else None
+        ctx["sched"].epoch_end(val["wll"] if val else None)
         state["epoch"] += 1
         if _end_epoch(model, state, ctx, loss, val, time.time() - t0, (best, last)):
             break
     ctx["log"].close()
-    core = _core(model)
+    core = ctx["ema"].module if ctx["ema"] is not None else _core(model)
     return SliceResult(best, last, state["best"], state["epoch"], core)

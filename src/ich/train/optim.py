@@ -200,7 +200,7 @@ def describe_optim(cfg: OptimConfig) -> str:
         text += f", momentum {cfg.momentum:g}" + (" nesterov" if cfg.nesterov else "")
     if cfg.backbone_lr_mult != 1.0:
         text += f", backbone lr x{cfg.backbone_lr_mult:g}"
-    sched = cfg.schedule
+    sched: str = cfg.schedule
     if sched == "step":
         sched += f" x{cfg.gamma:g} every {cfg.step_epochs} epochs"
     elif sched == "exponential":

@@ -2,8 +2,9 @@
 
 Input per series: features (T, D+6) from :func:`ich.train.embeddings.sequence_features` and the
 z-spacing (T,); targets: the slice labels (T, 6) and the study labels (6,) = max over slices.
-Loss: the metric's weighted BCE on slice outputs plus ``study_loss_weight`` x the same on the
-study output. Random-window and reversal augmentation come from ``SequenceDataset(train=True)``.
+Loss: the configured loss (``loss`` section, by default the metric's weighted BCE) on slice
+outputs plus ``study_loss_weight`` x the same on the study output. Random-window and reversal
+augmentation come from ``SequenceDataset(train=True)``.
 The best epoch by validation weighted log loss (slice level) is kept as ``sequence_best.pt``.
 """
 
@@ -27,6 +28,7 @@ from ich.models.sequence import SequenceModel
 from ich.train.checkpoint import save_checkpoint
 from ich.train.common import MetricsLog, weighted_bce
 from ich.train.embeddings import FEATURES
+from ich.train.losses import LossFn, build_loss
 from ich.train.schedule import lr_at
 
 
@@ -98,15 +100,17 @@ def sequence_loss(
     y: torch.Tensor,
     mask: torch.Tensor,
     study_weight: float,
+    loss_fn: LossFn = weighted_bce,
 ) -> torch.Tensor:
-    """Weighted BCE on real (unpadded) slices + ``study_weight`` x weighted BCE on the study.
+    """``loss_fn`` on real (unpadded) slices + ``study_weight`` x ``loss_fn`` on the study.
 
     Args:
         slice_logits: (B, T, 6). study_logits: (B, 6). y: (B, T, 6). mask: (B, T) bool.
+        loss_fn: The run's loss (:func:`ich.train.losses.build_loss`); the metric's BCE by default.
     """
-    loss = weighted_bce(slice_logits[mask], y[mask])
+    loss = loss_fn(slice_logits[mask], y[mask])
     y_study = torch.where(mask[..., None], y, torch.zeros_like(y)).amax(dim=1)  # (B, 6)
-    return loss + study_weight * weighted_bce(study_logits, y_study)
+    return loss + study_weight * loss_fn(study_logits, y_study)
 
 
 @torch.no_grad()
@@ -143,13 +147,16 @@ def _sequence_epoch(
 ) -> tuple[float, int]:
     """One training pass; returns (mean loss, optimizer steps taken so far)."""
     model.train()
+    loss_fn = build_loss(cfg.loss)
     loss_sum, n = 0.0, 0
     for batch in loader:
         feats, z, y, mask = _batch(batch)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, cfg.sequence.lr, "cosine", 0.05, 0.01)
         slice_logits, study_logits = model(feats, z, mask)  # (B, T, 6), (B, 6)
-        loss = sequence_loss(slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight)
+        loss = sequence_loss(
+            slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight, loss_fn
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
