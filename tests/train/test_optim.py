@@ -219,14 +219,16 @@ def test_freeze_backbone_then_unfreeze() -> None:
     assert not torch.equal(model.classifier.weight, head)
     model.train()
     set_backbone_trainable(model, True)
-    w0 = model.backbone[0].weight.detach().clone()
+    lin = model.backbone[0]
+    assert isinstance(lin, nn.Linear)
+    w0 = lin.weight.detach().clone()
     opt.zero_grad(set_to_none=True)
     _loss(model, x, y).backward()
-    grad = model.backbone[0].weight.grad
+    grad = lin.weight.grad
     assert grad is not None
     opt.step()
     # plain SGD: the step is exactly lr * backbone_lr_mult * grad
-    assert torch.allclose(model.backbone[0].weight, w0 - 0.1 * 0.1 * grad, atol=1e-8)
+    assert torch.allclose(lin.weight, w0 - 0.1 * 0.1 * grad, atol=1e-8)
     assert not set_backbone_trainable(nn.Linear(2, 2), False)
 
 
