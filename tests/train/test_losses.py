@@ -9,8 +9,9 @@ import torch
 
 from ich.config import LossConfig, load_config
 from ich.errors import ConfigError
+from ich.eval.recipe import describe_loss
 from ich.train.common import weighted_bce
-from ich.train.losses import build_loss, describe_loss, elementwise_loss, smooth_targets
+from ich.train.losses import build_loss, elementwise_loss, smooth_targets
 
 
 def _sig(z: float) -> float:

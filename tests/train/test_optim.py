@@ -10,11 +10,11 @@ from torch import nn
 
 from ich.config import OptimConfig, load_config
 from ich.errors import ConfigError
+from ich.eval.recipe import describe_optim
 from ich.train.optim import (
     Scheduler,
     build_optimizer,
     build_scheduler,
-    describe_optim,
     param_groups,
     set_backbone_trainable,
 )

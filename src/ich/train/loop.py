@@ -37,6 +37,7 @@ from ich.data.datasets import (
 from ich.dicom.windowing import resolve_windows
 from ich.errors import CheckpointError
 from ich.eval.metrics import per_label_log_loss, weighted_log_loss
+from ich.eval.recipe import recipe_rows
 from ich.labels import LABELS
 from ich.models.slice_cnn import SliceModel, build_slice_model
 from ich.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -375,6 +376,8 @@ def train_slice_model(
         "scaler": scaler,
         "describe": describe(cfg, cache),
     }
+    if info.is_main:
+        print("; ".join(f"{k.lower()}: {v}" for k, v in recipe_rows(cfg)), flush=True)
     if resume:
         _resume(last, model, opt, scaler, state, ctx)
     if info.enabled:

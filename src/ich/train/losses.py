@@ -97,14 +97,3 @@ def build_loss(
     """The training loss of a run from its ``loss`` section (see :class:`LabelWeightedLoss`)."""
     return LabelWeightedLoss(cfg, default_weights)
 
-
-def describe_loss(cfg: LossConfig) -> str:
-    """One line for logs and reports, e.g. ``focal (gamma 2), smoothing 0.05, weights metric``."""
-    text = "weighted BCE" if cfg.name == "bce" else f"focal (gamma {cfg.gamma:g})"
-    if cfg.smoothing:
-        text += f", label smoothing {cfg.smoothing:g}"
-    weights = cfg.label_weights
-    text += ", label weights " + (
-        "of the metric" if weights is None else "[" + ", ".join(f"{w:g}" for w in weights) + "]"
-    )
-    return text

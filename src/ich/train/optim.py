@@ -192,19 +192,3 @@ def build_scheduler(
     """The configured learning-rate scheduler (see :class:`Scheduler`)."""
     return Scheduler(cfg, total_steps, steps_per_epoch, base_lr)
 
-
-def describe_optim(cfg: OptimConfig) -> str:
-    """One line for logs and reports, e.g. ``sgd lr 0.01 (nesterov 0.9), exponential 0.8``."""
-    text = f"{cfg.name} lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}"
-    if cfg.name == "sgd":
-        text += f", momentum {cfg.momentum:g}" + (" nesterov" if cfg.nesterov else "")
-    if cfg.backbone_lr_mult != 1.0:
-        text += f", backbone lr x{cfg.backbone_lr_mult:g}"
-    sched: str = cfg.schedule
-    if sched == "step":
-        sched += f" x{cfg.gamma:g} every {cfg.step_epochs} epochs"
-    elif sched == "exponential":
-        sched += f" x{cfg.gamma:g} per epoch"
-    elif sched == "plateau":
-        sched += f" x{cfg.plateau_factor:g} after {cfg.plateau_patience} epochs"
-    return f"{text}; schedule {sched}, warmup {cfg.warmup_frac:g}"
