@@ -177,6 +177,9 @@ class TrainConfig:
     """The stage-1 loop: epochs, batch, workers, precision, stopping, logging.
 
     Attributes:
+        early_stopping_patience: Stop after this many epochs without a better validation
+            weighted log loss (null: run every epoch); ``slice_best.pt`` keeps the best one.
+        max_steps_per_epoch: Cap on optimizer steps per epoch (quick trials; null = all).
         freeze_epochs: Transfer learning as the seeds do it: train only the new head on a
             frozen backbone (feature extraction, BatchNorm statistics frozen too) for this many
             epochs, then unfreeze and fine-tune everything, the backbone at
