@@ -82,3 +82,18 @@ def test_loss_config_from_overrides() -> None:
         load_config(None, ["loss.name=mse"])
     with pytest.raises(ConfigError, match="smoothing"):
         load_config(None, ["loss.smoothing=1.5"])
+
+
+def test_sequence_stage_uses_the_configured_loss() -> None:
+    from ich.train.sequence_stage import sequence_loss
+
+    g = torch.Generator().manual_seed(5)
+    slice_logits, study_logits = torch.randn(2, 4, 6, generator=g), torch.randn(2, 6, generator=g)
+    y = (torch.rand(2, 4, 6, generator=g) > 0.6).float()
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    default = sequence_loss(slice_logits, study_logits, y, mask, 0.5)
+    focal0 = build_loss(LossConfig(name="focal", gamma=0.0))
+    focal2 = build_loss(LossConfig(name="focal", gamma=2.0))
+    same = sequence_loss(slice_logits, study_logits, y, mask, 0.5, focal0)
+    assert torch.allclose(default, same, atol=1e-6)
+    assert float(sequence_loss(slice_logits, study_logits, y, mask, 0.5, focal2)) < float(same)
