@@ -92,7 +92,7 @@ class OptimConfig:
     InceptionV3) and a rate decayed by 0.8 per epoch (``schedule: exponential, gamma: 0.8``, the
     Keras ResNet50 report). The learning rate is set at every optimizer step from a pure
     function of the step (:mod:`ich.train.schedule`), so ``--resume`` continues the curve
-    exactly; only ``plateau`` has extra state, saved in ``slice_last.pt``.
+    exactly; only ``plateau`` has extra state, saved with ``slice_last``.
 
     Attributes:
         name: ``adamw`` (default; decoupled weight decay, Loshchilov & Hutter), ``adam`` (weight
@@ -188,7 +188,7 @@ class TrainConfig:
 
     Attributes:
         early_stopping_patience: Stop after this many epochs without a better validation
-            weighted log loss (null: run every epoch); ``slice_best.pt`` keeps the best one.
+            weighted log loss (null: run every epoch); ``slice_best`` keeps the best one.
         max_steps_per_epoch: Cap on optimizer steps per epoch (quick trials; null = all).
         freeze_epochs: Transfer learning as the seeds do it: train only the new head on a
             frozen backbone (feature extraction, BatchNorm statistics frozen too) for this many
@@ -196,7 +196,7 @@ class TrainConfig:
             ``optim.backbone_lr_mult`` times the learning rate (0 = train all from the start).
         ema_decay: Keep an exponential moving average of the weights,
             ``ema = decay * ema + (1 - decay) * weights`` after every optimizer step (e.g.
-            0.999); validation, ``slice_best.pt`` and everything downstream use the averaged
+            0.999); validation, ``slice_best`` and everything downstream use the averaged
             weights (null = off).
         accumulate: Gradient accumulation: one optimizer step per this many batches of
             ``batch_size`` (an effective batch of ``accumulate * batch_size`` on a small GPU).

@@ -4,7 +4,7 @@ After every optimizer step ``ema = decay * ema + (1 - decay) * weights`` for eve
 floating-point entry of the state dict (parameters and BatchNorm statistics); integer buffers
 (``num_batches_tracked``) are copied. The averaged model usually validates better and more
 smoothly than the raw one late in training, which is why the winners of the RSNA challenge and
-timm's recipes use it; with EMA on, validation and ``slice_best.pt`` use the averaged weights.
+timm's recipes use it; with EMA on, validation and ``slice_best`` use the averaged weights.
 """
 
 from __future__ import annotations
