@@ -61,9 +61,11 @@ def weighted_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits: (..., 6) raw scores.
         targets: (..., 6) in {0, 1}.
     """
+    from ich.train.losses import weighted_label_mean
+
     w = torch.as_tensor(LABEL_WEIGHTS, dtype=logits.dtype, device=logits.device)
     bce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
-    return (bce.reshape(-1, bce.shape[-1]).mean(0) * w).sum() / w.sum()
+    return weighted_label_mean(bce, w)
 
 
 class MetricsLog:
