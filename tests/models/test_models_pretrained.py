@@ -44,7 +44,7 @@ def test_key_map_exact_cases() -> None:
         "conv_head.weight",
         "bn2.running_var",
     ])
-    with pytest.raises(KeyError, match="_blocks.16"):
+    with pytest.raises(KeyError, match=r"_blocks\.16"):
         lukemelas_to_timm({"_blocks.16._bn0.weight": t})
     with pytest.raises(KeyError, match="_stem_x"):
         lukemelas_to_timm({"_stem_x.weight": t})
@@ -91,5 +91,5 @@ def test_packaged_lite0_loads_every_key() -> None:
 def test_lukemelas_file_for_wrong_backbone_is_named_error(tmp_path: Path) -> None:
     path = tmp_path / "odd.pth"
     torch.save({"_conv_stem.weight": torch.zeros(1), "_blocks.0._odd.weight": torch.zeros(1)}, path)
-    with pytest.raises(CheckpointError, match="odd.pth"):
+    with pytest.raises(CheckpointError, match=r"odd\.pth"):
         SliceModel("efficientnet_lite0", in_chans=3, weights=path)
