@@ -166,7 +166,8 @@ class SliceModel(nn.Module):
             try:
                 state = lukemelas_to_timm(state)
             except KeyError as exc:
-                raise CheckpointError(f"{path}: cannot map efficientnet_pytorch keys ({exc})") from exc
+                msg = f"{path}: cannot map efficientnet_pytorch keys ({exc})"
+                raise CheckpointError(msg) from exc
         if any(k.startswith("backbone.") for k in state):
             head = {k: v for k, v in state.items() if k.startswith("classifier.")}
             prefix = "backbone."
