@@ -380,7 +380,8 @@ def train_slice_model(
         order = order[: steps * cfg.train.batch_size]
         # A fresh, seeded batch augmenter per epoch (and rank): resume needs no generator state.
         ctx["augment"] = make_batch_augment(
-            cfg.augment, seed=(cfg.train.seed * 1000 + state["epoch"]) * 100 + info.rank
+            cfg.augment, seed=(cfg.train.seed * 1000 + state["epoch"]) * 100 + info.rank,
+            windows=[(w.center, w.width) for _ in chans.offsets for w in chans.resolved()],
         )
         loss = reduce_mean(
             _train_epoch(
