@@ -106,5 +106,5 @@ def test_batch_augment_randomisation_is_seeded_and_off_by_default() -> None:
     "bad", [{"lowres_p": 1.5}, {"noise_hu": (5.0, 1.0)}, {"lowres_factor": (0.0, 2.0)}]
 )
 def test_bad_randomisation_config_is_named(bad: dict[str, object]) -> None:
-    with pytest.raises(ConfigError, match="augment."):
+    with pytest.raises(ConfigError, match=r"augment\."):
         AugmentConfig(**bad)  # type: ignore[arg-type]
