@@ -27,6 +27,7 @@ from ich.data.preprocess import PreprocessSpec, preprocess_hu
 from ich.data.sequences import reverse_spacing
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import order_series
+from ich.domain import DomainModel, load_run_domain, series_inputs
 from ich.errors import CheckpointError
 from ich.labels import LABELS
 from ich.models.sequence import SequenceModel
@@ -54,6 +55,10 @@ class SeriesPrediction:
         cnn_probs: (T, 6) the slice CNN's own probabilities.
         study_probs: (6,) study-level probabilities.
         issues: Problems found while ordering the series (gaps, duplicates, ...).
+        domain_score: Distance of the series from the training data over the calibrated
+            threshold (:mod:`ich.domain`); > 1: outside it. NaN when no run has a domain model.
+        in_domain: ``domain_score <= 1``; None when unknown. Out of domain, the probabilities
+            are unreliable and must be shown as such.
     """
 
     order: np.ndarray
@@ -62,6 +67,8 @@ class SeriesPrediction:
     cnn_probs: np.ndarray
     study_probs: np.ndarray
     issues: list[str] = field(default_factory=list)
+    domain_score: float = float("nan")
+    in_domain: bool | None = None
 
 
 class SeriesArrays:
@@ -94,6 +101,7 @@ class RunModels:
     flip_features: bool
     config: dict[str, Any]
     onnx: OnnxSliceModel | None = None
+    domain: DomainModel | None = None
 
 
 def _checkpoint(run_dir: Path, names: Sequence[str]) -> Path | None:
@@ -139,6 +147,7 @@ def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto")
         flip_features=bool(seq_ckpt.get("tta_flip", True)) if seq_ckpt else False,
         config=dict(ckpt.get("config", {})),
         onnx=onnx,
+        domain=load_run_domain(run_dir),
     )
 
 
@@ -224,13 +233,25 @@ class Predictor:
         Returns:
             cnn_probs (T, 6), slice_probs (T, 6), study_probs (6,), averaged over runs.
         """
-        outs = [self._predict_run(run, images, z_spacing) for run in self.runs]
-        cnn, final, study = (np.mean([o[k] for o in outs], axis=0) for k in range(3))
+        cnn, final, study, _ = self.predict_with_domain(images, z_spacing)
         return cnn, final, study
+
+    @torch.no_grad()
+    def predict_with_domain(
+        self, images: np.ndarray, z_spacing: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """:meth:`predict_preprocessed` plus the series' domain score (mean over the runs
+        that have a domain model; NaN when none has)."""
+        outs = [self._predict_run(run, images, z_spacing) for run in self.runs]
+        cnn = np.mean([o[0] for o in outs], axis=0)
+        final = np.mean([o[1] for o in outs], axis=0)
+        study = np.mean([o[2] for o in outs], axis=0)
+        scores = [o[3] for o in outs if np.isfinite(o[3])]
+        return cnn, final, study, float(np.mean(scores)) if scores else float("nan")
 
     def _predict_run(
         self, run: RunModels, images: np.ndarray, z_spacing: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         ds = SliceDataset(
             SeriesArrays(images),
             np.arange(len(images)),
@@ -253,14 +274,18 @@ class Predictor:
             logits.append(lg)
         emb, logit = np.concatenate(embs), np.concatenate(logits)
         cnn = _sigmoid(logit)
+        domain = float("nan")
+        if run.domain is not None:
+            intensity, mean_emb = series_inputs(images, emb)
+            domain = float(run.domain.score(intensity, mean_emb)[0])
         if run.sequence_model is None:
-            return cnn, cnn, cnn.max(axis=0)
+            return cnn, cnn, cnn.max(axis=0), domain
         feats = sequence_features(emb, logit)
         slice_l, study_l = self._sequence(run.sequence_model, feats, z_spacing)
         if self.tta > 1:
             rs, rt = self._sequence(run.sequence_model, feats[::-1], reverse_spacing(z_spacing))
             slice_l, study_l = (slice_l + rs[::-1]) / 2, (study_l + rt) / 2
-        return cnn, _sigmoid(slice_l), _sigmoid(study_l)
+        return cnn, _sigmoid(slice_l), _sigmoid(study_l), domain
 
     def _sequence(
         self, model: SequenceModel, feats: np.ndarray, z_spacing: np.ndarray
@@ -291,8 +316,11 @@ class Predictor:
         position = {id(m): i for i, m in enumerate(metas)}
         order = np.array([position[id(m)] for m in ordered.metas], dtype=np.int64)
         images = np.stack([preprocess_hu(hus[i], self.preprocess) for i in order])
-        cnn, final, study = self.predict_preprocessed(images, ordered.z_spacing)
-        return SeriesPrediction(order, ordered.z, final, cnn, study, list(ordered.issues))
+        cnn, final, study, domain = self.predict_with_domain(images, ordered.z_spacing)
+        in_domain = bool(domain <= 1.0) if np.isfinite(domain) else None
+        return SeriesPrediction(
+            order, ordered.z, final, cnn, study, list(ordered.issues), domain, in_domain
+        )
 
     def heatmap(
         self, hu: np.ndarray, label: str, neighbours: Sequence[np.ndarray] | None = None

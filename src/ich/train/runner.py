@@ -166,6 +166,9 @@ def run_training(
             from ich.train.sequence_stage import run_stage2
 
             summary.update(run_stage2(cfg, cache, folds, run_dir, device))
+            from ich.domain import fit_run_domain  # how far new series lie from these
+
+            summary["domain"] = str(fit_run_domain(cache, folds, run_dir, cfg.data.fold))
         barrier(info)
         return summary
     finally:
