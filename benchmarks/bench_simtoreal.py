@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -193,9 +194,10 @@ def main() -> None:
     """Parse options, build data, train and score each recipe, print and save."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder (reused)")
-    parser.add_argument("--real", type=Path,
-                        default=Path(__file__).resolve().parents[1].parent / "shared" / "data"
-                        / "rsna-sample")
+    parser.add_argument("--real", type=Path, default=Path(os.environ.get(
+        "ICH_RSNA_SAMPLE",
+        Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rsna-sample",
+    )), help="real RSNA sample folder (default: $ICH_RSNA_SAMPLE or ../shared/data/...)")
     parser.add_argument("--recipes", default="previous,demo",
                         help=f"comma-separated, from {', '.join(RECIPES)}")
     parser.add_argument("--studies", type=int, default=60, help="phantom training studies")
