@@ -80,6 +80,7 @@ def _summary(study: dict[str, Any], series: list[dict[str, Any]]) -> dict[str, A
         "probabilities": labelled,
         "flags": [k for k, v in (labelled or {}).items() if k != "any" and v >= FLAG_THRESHOLD],
         "n_errors": len(json.loads(study["errors"] or "[]")),
+        "source": study.get("source") or "upload",  # set by the callers that know it
         **_domain_summary(done),
     }
 
@@ -116,7 +117,8 @@ def list_studies(
 ) -> list[dict[str, Any]]:
     """All studies, most suspicious first, optionally filtered by text, status or flag."""
     series = _series_rows(store, None)
-    items = [_summary(dict(r), series.get(r["id"], []))
+    sources = store.sources()
+    items = [_summary({**dict(r), "source": sources.get(r["id"])}, series.get(r["id"], []))
              for r in store.query("SELECT * FROM studies")]
     if q:
         needle = q.lower()
@@ -135,10 +137,11 @@ def study_detail(store: Store, study_id: str) -> dict[str, Any] | None:
     rows = store.query("SELECT * FROM studies WHERE id=?", (study_id,))
     if not rows:
         return None
-    study = dict(rows[0])
+    study = {**dict(rows[0]), "source": store.sources().get(study_id)}
     series = _series_rows(store, [study_id]).get(study_id, [])
     out = _summary(study, series)
     out["errors"] = json.loads(study["errors"] or "[]")
+    out["sends"] = store.sends(study_id)
     out["series"] = []
     index = 0
     for s in series:
@@ -182,6 +185,16 @@ def slice_meta(store: Store, series_id: str, pos: int) -> dict[str, Any]:
     return json.loads(rows[0]["meta"]) if rows else {}
 
 
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: object) -> str:
+    """A text cell safe to open in a spreadsheet: formula-like text gets a leading quote."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def results_csv(detail: dict[str, Any]) -> str:
     """One row per slice: study, series, index, SOPInstanceUID, z and the six probabilities."""
     buf = io.StringIO()
@@ -191,8 +204,9 @@ def results_csv(detail: dict[str, Any]) -> str:
     for s in detail["series"]:
         for sl in s["slices"]:
             probs = sl["probabilities"] or {}
-            writer.writerow([detail["id"], s["series_instance_uid"], sl["index"],
-                             sl["sop_instance_uid"], f"{sl['z']:.3f}",
+            # Identifiers come from DICOM headers (anyone's text): escaped; numbers stay numbers.
+            writer.writerow([csv_text(detail["id"]), csv_text(s["series_instance_uid"]),
+                             sl["index"], csv_text(sl["sop_instance_uid"]), f"{sl['z']:.3f}",
                              *(f"{probs[k]:.6f}" if k in probs else "" for k in LABELS)])
     return buf.getvalue()
 

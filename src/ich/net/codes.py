@@ -1,0 +1,63 @@
+"""Every coded concept the node writes, in one pinned table (tested in tests/net/test_codes.py).
+
+Wrong SNOMED CT codes circulate for the hemorrhage subtypes, so a code is written only where it
+was checked against a primary source; the others use this project's local coding scheme
+``99ICH`` (PS3.3 8.2: designators beginning with "99" are private), so a receiver never reads a
+wrong SNOMED meaning. Sources checked:
+
+- SCT 1386000 "Intracranial hemorrhage": pydicom's ``codes.SCT.IntracranialHemorrhage`` (DICOM
+  PS3.16 concept table).
+- SCT 21454007 "Subarachnoid hemorrhage" and SCT 274100004 "Cerebral hemorrhage": the project's
+  design notes (verified there against SNOMED CT).
+- Epidural, intraventricular and subdural: no primary source was reachable when this was
+  written, hence local codes; replace them by SCT codes once verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from ich.labels import LABELS
+
+LOCAL_SCHEME = "99ICH"
+
+
+@dataclass(frozen=True)
+class LabelCode:
+    """The finding code of one label and where it was verified."""
+
+    label: str
+    code: Code
+    source: str
+
+
+FINDING_CODES: dict[str, LabelCode] = {
+    "any": LabelCode("any", codes.SCT.IntracranialHemorrhage,
+                     "pydicom codes.SCT.IntracranialHemorrhage (DICOM PS3.16)"),
+    "epidural": LabelCode("epidural", Code("EDH", LOCAL_SCHEME, "Epidural hemorrhage"),
+                          "local code (SNOMED CT code not yet verified)"),
+    "intraparenchymal": LabelCode(
+        "intraparenchymal", Code("274100004", "SCT", "Cerebral hemorrhage"),
+        "SNOMED CT 274100004, verified in the design notes"),
+    "intraventricular": LabelCode(
+        "intraventricular", Code("IVH", LOCAL_SCHEME, "Intraventricular hemorrhage"),
+        "local code (SNOMED CT code not yet verified)"),
+    "subarachnoid": LabelCode(
+        "subarachnoid", Code("21454007", "SCT", "Subarachnoid hemorrhage"),
+        "SNOMED CT 21454007, verified in the design notes"),
+    "subdural": LabelCode("subdural", Code("SDH", LOCAL_SCHEME, "Subdural hemorrhage"),
+                          "local code (SNOMED CT code not yet verified)"),
+}
+assert tuple(FINDING_CODES) == LABELS
+
+PRESENT = codes.SCT.Present  # SCT 52101004
+ABSENT = codes.SCT.Absent  # SCT 272519000
+PROBABILITY = codes.DCM.Probability  # DCM 122157
+NO_UNITS = Code("1", "UCUM", "no units")
+HEAD = codes.SCT.Head  # SCT 69536005
+CT_HEAD_PROCEDURE = codes.LN.HeadCT  # LOINC 24725-4 "CT Head" (as pydicom names it)
+COMMENT = codes.DCM.Comment  # DCM 121106
+ALGORITHM_NAME = "ich hemorrhage triage"

@@ -1,0 +1,77 @@
+"""Secondary Capture key images: the most suspicious slices with the heatmap, probabilities and a
+burnt-in research notice, as a new series in the source study (highdicom ``SCImage``).
+
+Why burnt in: a Secondary Capture travels to viewers that show pixels only, so the notice and the
+numbers must be part of the image (Burned In Annotation = YES).
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from ich.dicom.windowing import apply_window
+from ich.labels import LABELS
+from ich.net.sr import RESEARCH_NOTICE, with_type2
+
+BRAIN_WINDOW = (40.0, 80.0)
+
+
+def render_key_image(hu: np.ndarray, heat: np.ndarray | None, probabilities: np.ndarray,
+                     title: str) -> np.ndarray:
+    """RGB uint8 (H', W', 3): brain window, heatmap in red/yellow, text at top and bottom.
+
+    Small images are enlarged (to at least 512 px wide) so the text stays readable.
+    """
+    gray = (apply_window(hu, *BRAIN_WINDOW) * 255).astype(np.float32)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    if heat is not None:
+        h = np.clip(np.asarray(heat, np.float32), 0, 1)[..., None]
+        colour = np.concatenate([np.ones_like(h), h, np.zeros_like(h)], axis=2) * 255
+        alpha = 0.45 * h
+        rgb = rgb * (1 - alpha) + colour * alpha
+    img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    if img.width < 512:
+        scale = 512 / img.width
+        img = img.resize((512, round(img.height * scale)), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    size = max(12, img.width // 40)
+    font = ImageFont.load_default(size=size)
+    lines_top = [RESEARCH_NOTICE, title]
+    lines_bottom = ["  ".join(f"{label[:5]} {p:.2f}" for label, p in zip(LABELS[:3],
+                                                                       probabilities[:3],
+                                                                       strict=True)),
+                    "  ".join(f"{label[:5]} {p:.2f}" for label, p in zip(LABELS[3:],
+                                                                       probabilities[3:],
+                                                                       strict=True))]
+    y = 4
+    for text in lines_top:
+        draw.text((6, y), text, fill=(255, 255, 0), font=font, stroke_width=2,
+                  stroke_fill=(0, 0, 0))
+        y += size + 4
+    y = img.height - 2 * (size + 4) - 4
+    for text in lines_bottom:
+        draw.text((6, y), text, fill=(255, 255, 255), font=font, stroke_width=2,
+                  stroke_fill=(0, 0, 0))
+        y += size + 4
+    return np.asarray(img, dtype=np.uint8)
+
+
+def build_sc(source: Dataset, rgb: np.ndarray, series_instance_uid: str,
+             instance_number: int) -> hd.sc.SCImage:
+    """A Secondary Capture of ``rgb`` in the study of ``source`` (patient/study copied)."""
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=with_type2(source), pixel_array=rgb, photometric_interpretation="RGB",
+        bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=series_instance_uid,
+        series_number=9902, sop_instance_uid=generate_uid(), instance_number=instance_number,
+        manufacturer="ich (open source)", patient_orientation=("L", "P"),
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+    )
+    sc.SeriesDescription = "ich key images (research use only)"
+    sc.BurnedInAnnotation = "YES"
+    sc.Laterality = ""  # (0020,0060) Type 2C in General Series; unknown for a key image
+    sc.SpecificCharacterSet = "ISO_IR 192"
+    return sc

@@ -1,0 +1,280 @@
+"""One stable study, end to end: headers → series selection → the web app's store and job queue →
+probabilities → SR + key images → outbox rows, committed together.
+
+Why through the web store: a study received over DICOM is then in ``ich serve``'s worklist with
+its source, and the prediction runs on the same job queue (the web worker, or the node's own
+when it runs alone). The node waits for the study's jobs, then encodes the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from ich.atomic import atomic_path
+from ich.errors import IchError
+from ich.labels import LABELS
+from ich.net.outbox import enqueue
+from ich.net.peers import hash_id
+from ich.net.sc import build_sc, render_key_image
+from ich.net.selection import SelectionRules, SeriesDecision, select_series
+from ich.net.sr import TriageResult, build_sr
+from ich.net.state import Instance, NodeState
+from ich.web.ingest import ingest
+from ich.web.predictor import PredictorLike
+
+log = logging.getLogger("ich.net")
+
+
+class TriageError(IchError):
+    """A study could not be triaged (the reason is recorded with the study and retried)."""
+
+
+@dataclass
+class TriageConfig:
+    """How studies are triaged and where results go.
+
+    Attributes:
+        aet: This node's AE title (names the SR's observer device).
+        destinations: ``dimse:AET@HOST:PORT`` and ``stow:URL`` targets of every result.
+        rules: Series selection rules.
+        threshold: Probability at or above which a finding is reported present.
+        key_images: Secondary Capture key images per study.
+        job_timeout: Seconds to wait for the study's prediction jobs.
+    """
+
+    aet: str = "ICH"
+    destinations: list[str] = field(default_factory=list)
+    rules: SelectionRules = field(default_factory=SelectionRules)
+    threshold: float = 0.5
+    key_images: int = 3
+    job_timeout: float = 600.0
+
+
+@dataclass
+class Services:
+    """What triage borrows from the process: the model, its lock, the worker's wake-up."""
+
+    get_predictor: Callable[[], PredictorLike | None]
+    wake_worker: Callable[[], None]
+    model_lock: threading.Lock
+
+
+def read_headers(state: NodeState, instances: list[Instance]) -> dict[str, Dataset]:
+    """Headers (no pixel data) by SOP Instance UID; unreadable files are left out and logged."""
+    out: dict[str, Dataset] = {}
+    for inst in instances:
+        try:
+            out[inst.sop_instance_uid] = pydicom.dcmread(
+                state.file_path(inst.sha256), stop_before_pixels=True)
+        except Exception as exc:
+            log.warning("instance %s unreadable: %s", hash_id(inst.sop_instance_uid),
+                        type(exc).__name__)
+    return out
+
+
+def _files(state: NodeState, instances: list[Instance]) -> Iterator[tuple[str, IO[bytes]]]:
+    for inst in instances:  # one open file at a time: ingest copies each before the next
+        with open(state.file_path(inst.sha256), "rb") as fh:
+            yield f"instance {hash_id(inst.sop_instance_uid)}", fh
+
+
+def _wait_for_jobs(state: NodeState, study_id: str, services: Services, timeout: float) -> None:
+    services.wake_worker()
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = state.store.query(
+            "SELECT jobs.status FROM jobs JOIN series ON jobs.series_id = series.id "
+            "WHERE series.study_id=?", (study_id,))
+        if all(r["status"] in ("done", "failed") for r in rows):
+            return
+        if time.monotonic() > deadline:
+            raise TriageError(f"prediction did not finish within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+@dataclass
+class _SeriesResult:
+    series_id: str
+    slice_probs: np.ndarray  # (T, 6) in stored (z) order
+    study_probs: np.ndarray  # (6,)
+    sops: list[str]  # SOP Instance UID per stored slice
+
+
+def _results(state: NodeState, study_id: str) -> list[_SeriesResult]:
+    out = []
+    for r in state.store.query(
+            "SELECT series.id AS id, results.slice_probs AS sp, results.study_probs AS st FROM "
+            "series JOIN results ON results.series_id = series.id WHERE series.study_id=?",
+            (study_id,)):
+        sops = [str(s["sop_instance_uid"]) for s in state.store.query(
+            "SELECT sop_instance_uid FROM slices WHERE series_id=? ORDER BY idx", (r["id"],))]
+        out.append(_SeriesResult(str(r["id"]), np.asarray(json.loads(r["sp"]), float),
+                                 np.asarray(json.loads(r["st"]), float), sops))
+    return out
+
+
+def _provenance(predictor: PredictorLike) -> str:
+    prov = dict(predictor.provenance)
+    text = "; ".join(f"{k}: {v}" for k, v in prov.items() if k in ("backbone", "training_data"))
+    return (text or "; ".join(f"{k}: {v}" for k, v in prov.items()))[:1000]
+
+
+def _save(ds: Dataset, path: Path) -> None:
+    with atomic_path(path, suffix=".dcm") as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+
+
+def _web_study(state: NodeState, uid: str, eligible: list[Instance], calling_aet: str,
+               decisions: list[SeriesDecision], headers: dict[str, Dataset]) -> str:
+    """Put the eligible series into the web store (jobs queued); return the web study id."""
+    store = state.store
+    notes = [{"file": d.label(), "reason": "not analysed: " + "; ".join(d.reasons)}
+             for d in decisions if not d.eligible]
+    if eligible:
+        result = ingest(store, _files(state, eligible), max_files=10**7, max_bytes=1 << 50)
+        if not result.study_ids:
+            raise TriageError("no eligible instance could be read")
+        study_id = result.study_ids[0]
+        if study_id in result.existing:  # redone after a restart: already there
+            return study_id
+    else:
+        first = next(iter(headers.values()))
+        study_id = store.add_study({"study_instance_uid": uid,
+                                    "patient_id": str(first.get("PatientID", "") or ""),
+                                    "description": "no eligible series"}, [], [])
+    store.set_source(study_id, f"DICOM from {calling_aet}")
+    if notes:
+        store.add_errors(study_id, notes)
+    return study_id
+
+
+def triage_study(state: NodeState, uid: str, config: TriageConfig, services: Services) -> bool:
+    """Triage one claimed-ready study and commit its outputs to the outbox; False if it was
+    taken already. Failures are recorded with the study (and retried) instead of raised."""
+    mark = state.start_triage(uid)
+    if mark is None:
+        return False
+    start = time.perf_counter()
+    try:
+        study_id, sr_path, objects = _triage(state, uid, config, services)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("study %s: triage failed: %s", hash_id(uid), reason[:300])
+        state.fail_triage(uid, reason)
+        return True
+    row = state.study_row(uid) or {}
+    old = row.get("study_id")
+    with state.store.tx() as db:
+        enqueue(db, uid, study_id, objects, config.destinations)
+        db.execute("UPDATE node_studies SET status=CASE WHEN last_received > ? THEN "
+                   "'receiving' ELSE 'done' END, study_id=?, sr_path=?, error=NULL, updated=? "
+                   "WHERE study_instance_uid=?", (mark, study_id, str(sr_path), time.time(), uid))
+    if old and old != study_id:  # superseded: the worklist shows the new version only
+        state.store.delete_study(str(old))
+    log.info("study %s triaged in %.2f s: %d object(s) queued for %d destination(s)",
+             hash_id(uid), time.perf_counter() - start, len(objects), len(config.destinations))
+    return True
+
+
+def _triage(state: NodeState, uid: str, config: TriageConfig, services: Services
+            ) -> tuple[str, Path, list[tuple[str, str, str]]]:
+    instances = state.instances(uid)
+    headers = read_headers(state, instances)
+    if not headers:
+        raise TriageError("no readable instance")
+    by_series: dict[str, list[Instance]] = {}
+    for inst in instances:
+        if inst.sop_instance_uid in headers:
+            by_series.setdefault(inst.series_instance_uid, []).append(inst)
+    decisions = [select_series([headers[i.sop_instance_uid] for i in insts], config.rules)
+                 for insts in by_series.values()]
+    eligible = [i for d, insts in zip(decisions, by_series.values(), strict=True)
+                if d.eligible for i in insts]
+    row = state.study_row(uid) or {}
+    study_id = _web_study(state, uid, eligible, str(row.get("calling_aet") or ""), decisions,
+                          headers)
+    not_analysed = [f"{d.label()}: {'; '.join(d.reasons)}" for d in decisions if not d.eligible]
+    result, key_sc = None, []
+    if eligible:
+        _wait_for_jobs(state, study_id, services, config.job_timeout)
+        series = _results(state, study_id)
+        if not series:
+            raise TriageError("prediction failed for every eligible series")
+        predictor = services.get_predictor()
+        probs = np.max([s.study_probs for s in series], axis=0)
+        key_images: dict[str, list[Dataset]] = {}
+        for k, label in enumerate(LABELS):
+            best = max(series, key=lambda s: float(s.slice_probs[:, k].max()))
+            key_images[label] = [headers[best.sops[int(best.slice_probs[:, k].argmax())]]]
+        result = TriageResult(probs, config.threshold, key_images, not_analysed,
+                              _provenance(predictor) if predictor else "")
+        key_sc = _key_images(state, series, probs, config, services)
+    evidence = [headers[i.sop_instance_uid] for i in (eligible or instances)
+                if i.sop_instance_uid in headers]
+    return _write_outputs(state, uid, study_id, evidence, result, not_analysed, key_sc, config,
+                          headers, str(row.get("sr_path") or ""))
+
+
+def _key_images(state: NodeState, series: list[_SeriesResult], probs: np.ndarray,
+                config: TriageConfig, services: Services
+                ) -> list[tuple[str, np.ndarray]]:
+    """(source SOP Instance UID, RGB image) for the slices with the highest p(any)."""
+    ranked = sorted(((float(s.slice_probs[i, 0]), n, i) for n, s in enumerate(series)
+                     for i in range(len(s.sops))), reverse=True)[:config.key_images]
+    predictor = services.get_predictor()
+    out = []
+    for p_any, n, i in ranked:
+        s = series[n]
+        stack = np.load(state.store.array_path(s.series_id), mmap_mode="r")
+        hu = np.asarray(stack[i], np.float32)
+        label_k = 1 + int(np.argmax(s.slice_probs[i, 1:]))  # most likely subtype
+        heat = None
+        if predictor is not None:
+            neighbours = [np.asarray(stack[min(max(i + o, 0), len(stack) - 1)], np.float32)
+                          for o in predictor.offsets]
+            try:
+                with services.model_lock:
+                    heat = predictor.heatmap(hu, LABELS[label_k], neighbours)
+            except Exception as exc:  # the key image is still useful without the overlay
+                log.warning("heatmap failed: %s", type(exc).__name__)
+        title = f"slice {i + 1}/{len(s.sops)}: p(any) {p_any:.2f}, heatmap {LABELS[label_k]}"
+        out.append((s.sops[i], render_key_image(hu, heat, s.slice_probs[i], title)))
+    return out
+
+
+def _write_outputs(state: NodeState, uid: str, study_id: str, evidence: list[Dataset],
+                   result: TriageResult | None, not_analysed: list[str],
+                   key_sc: list[tuple[str, np.ndarray]], config: TriageConfig,
+                   headers: dict[str, Dataset], previous_sr: str
+                   ) -> tuple[str, Path, list[tuple[str, str, str]]]:
+    folder = state.outputs_dir / hash_id(uid) / study_id
+    previous = []
+    if previous_sr and Path(previous_sr).is_file():
+        previous = [pydicom.dcmread(previous_sr)]
+    number = 1 + (int(previous[0].get("InstanceNumber", 0) or 0) if previous else 0)
+    sr = build_sr(evidence, result, not_analysed, config.aet,
+                  str(generate_uid(entropy_srcs=["ich-sr-series", uid, config.aet])), number,
+                  previous)
+    objects: list[tuple[str, str, str]] = []
+    sr_path = folder / f"sr_{sr.SOPInstanceUID}.dcm"
+    _save(sr, sr_path)
+    objects.append((str(sr.SOPInstanceUID), str(sr.SOPClassUID), str(sr_path)))
+    sc_series = str(generate_uid())
+    for n, (sop, rgb) in enumerate(key_sc, start=1):
+        sc = build_sc(headers[sop], rgb, sc_series, n)
+        path = folder / f"sc_{sc.SOPInstanceUID}.dcm"
+        _save(sc, path)
+        objects.append((str(sc.SOPInstanceUID), str(sc.SOPClassUID), str(path)))
+    return study_id, sr_path, objects
