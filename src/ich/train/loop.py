@@ -378,7 +378,8 @@ def train_slice_model(
         train_sampler.set_epoch(state.epoch)
         # A fresh, seeded batch augmenter per epoch (and rank): resume needs no generator state.
         stage.augment = make_batch_augment(
-            cfg.augment, seed=(seed * 1000 + state.epoch) * 100 + info.rank
+            cfg.augment, seed=(seed * 1000 + state.epoch) * 100 + info.rank,
+            windows=[(w.center, w.width) for _ in chans.offsets for w in chans.resolved()],
         )
         loss = reduce_mean(train_epoch(model, train_loader, stage, state), info)
         scored = stage.ema.module if stage.ema is not None else model
