@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"ich node: {settings.aet} on {settings.host}:{node.port} (data in "
           f"{settings.data_dir}; research use only — not for diagnosis)", flush=True)
     try:
-        stop.wait()
+        while not stop.wait(1.0):  # wake every second so SIGTERM's handler gets to run
+            pass
     except KeyboardInterrupt:
         pass
     finally:
