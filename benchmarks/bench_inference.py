@@ -75,7 +75,7 @@ def main() -> None:
         predictor = Predictor.from_run(args.run)
         run = predictor.runs[0]
         model, size, chans = run.slice_model, run.input_size, run.channels.n_channels
-        backbone = run.config.get("model", {}).get("backbone", "?")
+        backbone = run.backbone
     else:
         model = SliceModel(args.backbone, in_chans=args.channels)
         size, chans, backbone = args.size, args.channels, args.backbone

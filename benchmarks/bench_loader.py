@@ -36,7 +36,8 @@ from ich.data.augment import (
 )
 from ich.data.build import build_cache
 from ich.data.cache import SliceCache
-from ich.data.datasets import ChannelSpec, SliceDataset, slice_loader
+from ich.data.datasets import ChannelSpec, SliceDataset
+from ich.data.loader import slice_loader
 from ich.data.preprocess import PreprocessSpec
 from ich.dicom.windowing import resolve_windows
 

@@ -2,10 +2,14 @@
 
 Measures (1) from the end of the upload of one N-slice study to its results, (2) slice PNG and
 (3) heatmap PNG latency, uncached (first request per slice) and cached, with a bounded number of
-requests. With ``--model RUN`` the real ``ich.inference.Predictor`` is used; without it, the
-deterministic test double from ``tests/web/conftest.py`` (no model cost: it measures the server).
+requests, and (4) the latency of the worklist and of slice PNGs while a flood of concurrent
+heatmap requests is being served (target: ≤ 200 ms; Grad-CAM has a bounded pool of its own).
+With ``--model RUN`` the real ``ich.inference.Predictor`` is used; without it, the
+deterministic test double from ``tests/web/web_helpers.py`` (during the flood its
+heatmaps sleep ``--heat-delay`` seconds, standing in for Grad-CAM's cost).
 
     python benchmarks/bench_web.py [--model RUN] [--slices 40] [--requests 40] [--dicom DIR]
+        [--flood 80] [--heat-delay 0.05]
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import importlib.util
 import io
 import json
+import os
 import socket
 import statistics
 import sys
@@ -27,7 +32,8 @@ import httpx
 import pydicom
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO.parent / "shared" / "data" / "rsna-sample" / "stage_2_train"
+SAMPLE = Path(os.environ.get("ICH_RSNA_SAMPLE", REPO.parent / "shared" / "data" / "rsna-sample")
+              ) / "stage_2_train"
 
 
 def study_files(n: int, dicom_dir: Path | None) -> list[tuple[str, bytes]]:
@@ -54,14 +60,15 @@ def study_files(n: int, dicom_dir: Path | None) -> list[tuple[str, bytes]]:
 
 def test_double() -> Any:
     """The deterministic stand-in predictor of the web tests."""
-    spec = importlib.util.spec_from_file_location("web_conftest", REPO / "tests/web/conftest.py")
+    spec = importlib.util.spec_from_file_location("web_helpers", REPO / "tests/web/web_helpers.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.FakePredictor()
 
 
-def start_server(data: Path, model: list[Path] | None) -> tuple[Any, str]:
+def start_server(data: Path, model: list[Path] | None, predictor: Any = None
+                 ) -> tuple[Any, str]:
     """uvicorn on a free loopback port in a thread; returns (server, base URL)."""
     import uvicorn
 
@@ -72,7 +79,7 @@ def start_server(data: Path, model: list[Path] | None) -> tuple[Any, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     settings = WebSettings(data_dir=data, port=port, model_dir=model)
-    app = create_app(settings, None if model else test_double())
+    app = create_app(settings, None if model else predictor)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -99,9 +106,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     files = study_files(args.slices, args.dicom)
     heat_error = ""
     with tempfile.TemporaryDirectory() as tmp:
-        server, base = start_server(Path(tmp), args.model)
+        double = None if args.model else test_double()
+        server, base = start_server(Path(tmp), args.model, double)
         client = httpx.Client(base_url=base, timeout=120)
-        while args.model and not client.get("/api/info").json()["model_ready"]:
+        while args.model and not (info := client.get("/api/info").json())["model_ready"]:
+            if "failed" in str(info["provenance"].get("note", "")):
+                raise SystemExit(f"bench_web: {info['provenance']['note']}")
             time.sleep(0.2)  # the model loads once at startup; not part of the upload timing
         t0 = time.perf_counter()
         r = client.post("/api/studies", files=[("files", (n, b, "application/dicom"))
@@ -124,6 +134,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except httpx.HTTPStatusError as exc:
             heat, heat_cached = [], []
             heat_error = exc.response.json().get("detail", str(exc))
+        if double is not None:  # from here on the double's heatmaps cost like Grad-CAM's
+            double.heat_delay = args.heat_delay
+        calm, flood, n_flood = cheap_under_flood(client, sid, d["n_slices"], args.flood)
         server.should_exit = True
     return {
         "predictor": "model " + ",".join(map(str, args.model)) if args.model else "test double",
@@ -134,7 +147,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "slice_png_new_window": summary(other),
         "heatmap_png_first": summary(heat) if heat else heat_error,
         "heatmap_png_cached": summary(heat_cached) if heat else heat_error,
+        "cheap_requests_calm": summary(calm),
+        f"cheap_requests_during_{args.flood}_heatmaps": summary(flood),
+        "flood_heatmaps_answered_200": n_flood,
     }
+
+
+def cheap_under_flood(client: httpx.Client, sid: str, n_slices: int, n_heat: int
+                      ) -> tuple[list[float], list[float], int]:
+    """Worklist and uncached slice-PNG latencies, calm and while ``n_heat`` uncached heatmaps
+    (other labels than those measured above) are requested at once."""
+    labels = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
+    urls = [f"/api/studies/{sid}/slices/{i % n_slices}/heatmap.png?label={labels[i % 5]}"
+            for i in range(n_heat)]
+
+    def cheap(k: int) -> list[float]:
+        out = []
+        for j in range(10):
+            out.append(timed(client, "/api/studies"))
+            out.append(timed(client, f"/api/studies/{sid}/slices/{j % n_slices}.png"
+                             f"?window=40,{300 + 10 * k + j}"))
+        return out
+
+    calm = cheap(0)
+    codes: list[int] = []
+    threads = [threading.Thread(target=lambda u=u: codes.append(client.get(u).status_code))
+               for u in urls]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)  # let the flood arrive first
+    flood = cheap(1)
+    for t in threads:
+        t.join()
+    return calm, flood, codes.count(200)
 
 
 def main() -> int:
@@ -143,6 +188,9 @@ def main() -> int:
     p.add_argument("--slices", type=int, default=40)
     p.add_argument("--requests", type=int, default=40, help="images per measurement (bounded)")
     p.add_argument("--dicom", type=Path, default=None, help="folder of one series to upload")
+    p.add_argument("--flood", type=int, default=80, help="concurrent heatmap requests")
+    p.add_argument("--heat-delay", type=float, default=0.05,
+                   help="seconds per heatmap of the test double (Grad-CAM stand-in)")
     from ich.web.app import quiet_patient_data_logs
 
     quiet_patient_data_logs()
@@ -151,9 +199,17 @@ def main() -> int:
     ok = report["upload_end_to_results_s"] <= 5.0 and all(
         isinstance(report[k], dict) and report[k]["median_ms"] <= 100
         for k in report if k.endswith(("first", "cached")))
-    print("targets (≤ 5 s to results, ≤ 100 ms per image):", "met" if ok else "NOT met",
-          file=sys.stderr)
+    flood = report[f"cheap_requests_during_{report_flood(report)}_heatmaps"]
+    ok = ok and flood["max_ms"] <= 200
+    print("targets (≤ 5 s to results, ≤ 100 ms per image, ≤ 200 ms for cheap requests under a "
+          "heatmap flood):", "met" if ok else "NOT met", file=sys.stderr)
     return 0
+
+
+def report_flood(report: dict[str, Any]) -> str:
+    """The flood size recorded in a report's key."""
+    key = next(k for k in report if k.startswith("cheap_requests_during_"))
+    return key.split("_")[3]
 
 
 if __name__ == "__main__":

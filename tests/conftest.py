@@ -36,6 +36,7 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: Config overrides that make a training run take seconds: tiny backbone, 32 px, few steps.
 TINY_TRAIN = [
     "model.backbone=resnet10t",
+    "model.pretrained=false",
     "model.drop_rate=0.0",
     "data.input_size=32",
     "data.folds=3",

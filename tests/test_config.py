@@ -95,3 +95,29 @@ def test_override_text_with_a_colon_stays_text() -> None:
     assert cfg.provenance == "phantom cohort (ich synth: 60 studies)"
     with pytest.raises(ConfigError, match="provenance"):
         load_config(None, ["provenance={a: 1}"])
+
+
+def test_dataclass_defaults_are_the_packaged_recipe() -> None:
+    # One source of defaults: `ich train` without --config (default.yaml) and library code
+    # (the dataclasses) must train the same recipe.
+    assert config_to_dict(load_config(None)) == config_to_dict(load_config("default"))
+
+
+def test_config_reference_page_is_up_to_date() -> None:
+    from ich.config_reference import render_reference
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert page.read_text() == render_reference(), (
+        "docs/config.md is stale: python -m ich.config_reference > docs/config.md")
+    for key in ("data.subsample", "decision.method", "train.epochs", "augment.enabled"):
+        assert f"`{key}`" in page.read_text()
+
+
+def test_print_config_prints_the_resolved_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    from ich.cli import main
+
+    assert main(["train", "--print-config", "train.epochs=3", "model.backbone=resnet10t"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = config_to_dict(load_config("default", ["train.epochs=3",
+                                                      "model.backbone=resnet10t"]))
+    assert printed == expected

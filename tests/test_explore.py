@@ -101,3 +101,16 @@ def test_explore_empty_folder_says_so(tmp_path: Path) -> None:
     s = explore_folder(tmp_path / "in", tmp_path / "out", progress=False)
     assert s.n_files == 0
     assert "No DICOM files" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_explore_reports_skipped_files(
+    tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "images"
+    src.mkdir()
+    for path in sorted((tiny_cohort / "images").glob("*.dcm"))[:3]:
+        shutil.copy(path, src / path.name)
+    (src / "scan.png").write_bytes(b"png")
+    assert main(["explore", str(src), "--out", str(tmp_path / "x"), "--workers", "1",
+                 "--sample", "3"]) == 0
+    assert "skipped 1 file(s) not taken as DICOM" in capsys.readouterr().out

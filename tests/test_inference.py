@@ -159,3 +159,24 @@ def test_onnx_runtime_engine_gives_the_torch_predictions(tiny_run: Path, tiny_ca
         strict=True,
     ):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_serving_never_unpickles(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model files are safetensors + JSON: loading a run for serving never calls torch.load."""
+    import torch
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load called while loading a model for serving")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    predictor = Predictor.from_run(tiny_run, engine="torch")
+    assert predictor.runs[0].spec.kind == "slice"
+
+
+def test_a_run_of_the_old_pickled_format_is_a_named_error(tmp_path: Path) -> None:
+    import torch
+
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    torch.save({"format": "ich-checkpoint/1"}, tmp_path / "old" / "checkpoints" / "slice_best.pt")
+    with pytest.raises(CheckpointError, match=r"older ich.*retrain"):
+        Predictor.from_run(tmp_path / "old")

@@ -79,3 +79,62 @@ def test_weighted_log_loss_matches_sklearn() -> None:
         np.average(expected, weights=[2, 1, 1, 1, 1, 1])
     )
     assert ich.weighted_log_loss(y, y) < 1e-5
+
+
+def _csv(tmp_path: Path, frame: pd.DataFrame, name: str = "l.csv") -> Path:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_values_outside_zero_one_are_errors_not_truncated(tmp_path: Path) -> None:
+    rows = [(f"ID_a_{lab}", 0.7 if lab in ("any", "subdural") else 0.0) for lab in LABELS]
+    path = _csv(tmp_path, _long(rows))
+    with pytest.raises(LabelsError, match=r"ID_a any: value 0.7 is not 0 or 1"):
+        read_labels(path)
+    soft = read_labels(path, soft=True)
+    assert soft.loc["ID_a", "subdural"] == pytest.approx(0.7) and soft.dtypes.iloc[0] == np.float32
+    rows2 = [(f"ID_a_{lab}", 2 if lab == "any" else 0) for lab in LABELS]
+    with pytest.raises(LabelsError, match="is not in"):
+        read_labels(_csv(tmp_path, _long(rows2)), soft=True)
+
+
+def test_missing_any_rows_and_inconsistent_any_are_errors(tmp_path: Path) -> None:
+    rows = [(f"ID_a_{lab}", 0) for lab in LABELS if lab != "any"]
+    with pytest.raises(LabelsError, match="no row for any"):
+        read_labels(_csv(tmp_path, _long(rows)))
+    rows = [(f"ID_a_{lab}", int(lab == "subdural")) for lab in LABELS]
+    with pytest.raises(LabelsError, match="'any' disagrees"):
+        read_labels(_csv(tmp_path, _long(rows)))
+
+
+def test_wide_format_with_file_column_and_extensions(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"file": ["ID_a.dcm", "b.png"], **{lab: [0, 0] for lab in LABELS}})
+    frame.loc[0, ["any", "epidural"]] = 1
+    wide = read_labels(_csv(tmp_path, frame))
+    assert list(wide.index) == ["ID_a", "b"] and list(wide.columns) == list(LABELS)
+    assert wide.loc["ID_a"].tolist() == [1, 1, 0, 0, 0, 0]
+    # the same table in Kaggle's ID column and another column order
+    frame2 = frame.rename(columns={"file": "ID"})[["ID", *reversed(LABELS)]]
+    pd.testing.assert_frame_equal(read_labels(_csv(tmp_path, frame2)), wide)
+
+
+def test_wrong_columns_are_named(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"ID": ["a"], "any": [0], "bleed": [0]})
+    with pytest.raises(LabelsError, match=r"unknown column\(s\) \['bleed'\].*missing column"):
+        read_labels(_csv(tmp_path, frame))
+    with pytest.raises(LabelsError, match="no image column"):
+        read_labels(_csv(tmp_path, pd.DataFrame({"name": ["a"], "any": [0]})))
+
+
+def test_match_files_and_digest(tmp_path: Path) -> None:
+    from ich.labels import labels_digest, match_files
+
+    wide = long_to_wide(_long([(f"ID_{i}_{lab}", 0) for i in "ab" for lab in LABELS]))
+    assert match_files(wide, ["ID_a.dcm", "ID_c"], "x") == (1, 1)
+    with pytest.raises(LabelsError, match="none of the 2 labelled ids"):
+        match_files(wide, ["ID_x", "ID_y"], "x")
+    changed = wide.copy()
+    changed.loc["ID_a", ["any", "subdural"]] = 1
+    assert labels_digest(wide) == labels_digest(wide.copy())
+    assert labels_digest(wide) != labels_digest(changed)

@@ -8,6 +8,7 @@ not pay for importing torch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -64,6 +65,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ich {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last net: a user sees one line, a developer asks for more
+        if os.environ.get("ICH_DEBUG"):
+            raise
+        print(f"ich {args.command}: error: {_describe(exc)} (set ICH_DEBUG=1 to see the "
+              "traceback)", file=sys.stderr)
+        return 1
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error ich did not name: its kind, and what the OS or library said."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text[:500]}"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Typed run configuration: dataclasses, YAML files and ``a.b=value`` overrides.
 
+The dataclass defaults are the packaged recipe (``configs/default.yaml`` holds the same values,
+checked by a test), so ``ich train`` without ``--config`` and library code agree.
+
 The configuration is the single source of truth of a run: library code receives a
 :class:`RunConfig`, never an argparse namespace, and the resolved configuration is saved into
 every run folder (``RUN/config.yaml``) and every checkpoint so that a run can be reproduced and
@@ -28,6 +31,7 @@ from ich.errors import ConfigError
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "DecisionConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
@@ -47,6 +51,10 @@ class DataConfig:
 
     ``fold`` is the validation fold; ``-1`` trains on every fold (no validation, the last
     epoch is also the "best" one, and no out-of-fold predictions are written).
+    ``subsample``: train and validate on a patient-stratified subset (a fraction in (0, 1) or a
+    number of patients), for quick prototyping. ``undersample_negatives``: the fraction of the
+    negative training slices kept (validation untouched). Both are reported in
+    ``RUN/sampling.json``.
     """
 
     cache: str = ""
@@ -59,6 +67,8 @@ class DataConfig:
     oversample: bool = False
     oversample_positive: float = 2.0
     oversample_rare: float = 4.0
+    subsample: float | None = None
+    undersample_negatives: float | None = None
 
 
 @dataclass
@@ -66,7 +76,7 @@ class ModelConfig:
     """Slice CNN: a timm backbone by name; ``weights`` is a local file of backbone weights."""
 
     backbone: str = "efficientnet_b0"
-    pretrained: bool = False
+    pretrained: bool = True
     weights: str | None = None
     drop_rate: float = 0.2
 
@@ -75,7 +85,7 @@ class ModelConfig:
 class OptimConfig:
     """AdamW with a per-step schedule (warmup + cosine, or one-cycle)."""
 
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 1e-4
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     warmup_frac: float = 0.05
@@ -88,13 +98,13 @@ class TrainConfig:
     """The stage-1 loop: epochs, batch, workers, precision, stopping, logging."""
 
     epochs: int = 10
-    batch_size: int = 32
-    workers: int = 2
+    batch_size: int = 64
+    workers: int = 4
     amp: bool = True
     early_stopping_patience: int | None = 3
     seed: int = 42
     device: str = "auto"
-    log_every: int = 20
+    log_every: int = 50
     max_steps_per_epoch: int | None = None
     deterministic: bool = True
     stages: tuple[str, ...] = ("slice", "sequence")
@@ -111,12 +121,26 @@ class SequenceConfig:
     epochs: int = 20
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.01
+    grad_clip: float | None = 1.0
     batch_size: int = 16
     tta_flip: bool = True
     max_len: int | None = 64
     study_loss_weight: float = 0.5
     patience: int | None = 6
     embed_batch_size: int = 64
+
+
+@dataclass
+class DecisionConfig:
+    """Per-label thresholds chosen on out-of-fold predictions after training
+    (``RUN/thresholds.json``, used by ``ich predict --binary``): Youden's J, or the highest
+    threshold reaching ``target_sensitivity``."""
+
+    method: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = 0.95
 
 
 @dataclass
@@ -134,6 +158,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
 
 
 def _type_name(tp: Any) -> str:

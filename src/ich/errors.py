@@ -48,6 +48,16 @@ class UnsupportedImageError(DicomReadError):
     multi-frame, implausible size, colour, unsupported transfer syntax)."""
 
 
+class ModalityLutError(UnsupportedImageError):
+    """The stored values cannot become HU by the linear rescale of PS3.3 C.11.1.
+
+    Raised when (0028,1052) Rescale Intercept or (0028,1053) Rescale Slope is missing (both
+    are Type 1 in the CT Image Module, C.8.2.1) or when a (0028,3000) Modality LUT Sequence is
+    present: ich refuses rather than guess an intercept of 0 (a wrong HU scale reads as a
+    confident but wrong image) or ignore a non-linear table.
+    """
+
+
 class ConfigError(IchError):
     """A configuration file or override is invalid (unknown key, wrong type, bad value)."""
 
@@ -60,5 +70,23 @@ class CheckpointError(IchError):
     """A checkpoint or run folder is missing or does not describe itself completely."""
 
 
+class DataOverlapError(IchError):
+    """Evaluation data share patients or images with the training set of the run scored."""
+
+
 class LabelsError(IchError):
     """A label CSV is malformed (wrong columns, unknown label names, bad values)."""
+
+
+class ImageReadError(IchError):
+    """An image file (PNG, JPEG, TIFF) could not be read as the declared kind of CT slice.
+
+    Args:
+        path: The file at fault.
+        reason: What is wrong (unreadable, colour, bit depth other than declared).
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

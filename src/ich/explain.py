@@ -2,25 +2,28 @@
 onto the original slice.
 
 The model sees a head-cropped, resized copy of the slice; the map is computed there and then
-pasted back through the same crop box, so it lines up with the image a person scrolls.
+pasted back through the same crop box (the inverse of the same ``cv2.resize`` pixel-centre
+mapping), so it lines up with the image a person scrolls. Grad-CAM of a coarse feature map is
+blocky and covers the whole square crop, air corners included; pasted back, that showed as a
+rectangle around the head. The map is therefore kept to the head itself (the same head mask the
+crop is built from, feathered by a few pixels), so the overlay follows the skull.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from ich.data.preprocess import PreprocessSpec, full_box
-from ich.dicom.windowing import head_bbox
+from ich.data.augment import to_unit_float
+from ich.data.datasets import SeriesArrays, SliceDataset, collate_slices
+from ich.data.preprocess import PreprocessSpec, full_box, preprocess_hu
+from ich.dicom.headcrop import head_bbox, head_mask
 from ich.labels import LABELS
-
-if TYPE_CHECKING:
-    from ich.inference import RunModels
+from ich.runs.load import RunModels
 
 
 def crop_box(hu: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, int]:
@@ -51,6 +54,22 @@ def paste_back(
     return out
 
 
+def follow_head(heat: np.ndarray, hu: np.ndarray, feather_frac: float = 0.01) -> np.ndarray:
+    """``heat`` kept to the head of ``hu``, its edge feathered over ~``feather_frac`` of the
+    image side (a soft edge, not a cut); unchanged where no head is found."""
+    mask = head_mask(hu).astype(np.float32)
+    if not mask.any():
+        return heat.astype(np.float32)
+    h, w = mask.shape
+    f = 4 if min(h, w) >= 128 else 1  # blur a quarter-size copy: same edge, ~10x cheaper
+    small = cv2.resize(mask, (w // f, h // f), interpolation=cv2.INTER_AREA) if f > 1 else mask
+    sigma = max(1.0, feather_frac * max(h, w) / f)
+    soft = cv2.GaussianBlur(small, (0, 0), sigmaX=sigma)
+    if f > 1:
+        soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
+    return (heat * np.maximum(soft, mask)).astype(np.float32)
+
+
 def model_input(
     run: RunModels, hu: np.ndarray, neighbours: Sequence[np.ndarray] | None
 ) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -60,11 +79,6 @@ def model_input(
     The neighbours are laid out as a short series (position = offset - min offset) so that
     :class:`SliceDataset` picks exactly them for the run's offsets.
     """
-    from ich.data.augment import to_unit_float
-    from ich.data.datasets import SliceDataset, collate_slices
-    from ich.data.preprocess import preprocess_hu
-    from ich.inference import SeriesArrays
-
     offsets = run.channels.offsets
     slices = list(neighbours) if neighbours is not None else [hu] * len(offsets)
     if len(slices) != len(offsets):
@@ -102,4 +116,5 @@ def grad_cam_heatmap(
         grayscale = cam(
             input_tensor=x.to(device), targets=[ClassifierOutputTarget(LABELS.index(label))]
         )[0]  # (S, S) in [0, 1]
-    return np.clip(paste_back(grayscale, box, hu.shape[:2]), 0.0, 1.0)
+    hu = np.asarray(hu, dtype=np.float32)
+    return np.clip(follow_head(paste_back(grayscale, box, hu.shape[:2]), hu), 0.0, 1.0)

@@ -12,31 +12,25 @@ embeddings) and the sequence model also reads the series in reverse; the views a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ich.data.augment import prepare_batch
-from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices
+from ich.data.datasets import SeriesArrays, SliceDataset, collate_slices
 from ich.data.preprocess import PreprocessSpec, preprocess_hu
 from ich.data.sequences import reverse_spacing
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import order_series
 from ich.errors import CheckpointError
-from ich.labels import LABELS
+from ich.explain import grad_cam_heatmap
 from ich.models.sequence import SequenceModel
-from ich.models.slice_cnn import SliceModel
-from ich.onnx_engine import OnnxSliceModel, onnx_available
-from ich.train.checkpoint import load_checkpoint, load_sequence_model, load_slice_model
-from ich.train.embeddings import embed_batch, sequence_features
-
-#: How the slice CNN runs: PyTorch, ONNX Runtime, or ONNX Runtime when on the CPU and installed.
-Engine = Literal["auto", "torch", "onnx"]
+from ich.runs.embed import embed_batch, sequence_features
+from ich.runs.load import Engine, Member, RunModels, load_member, member_weights
 
 #: What a model trained by ``ich demo`` (or on any phantom cohort) may be used for.
 PHANTOM_NOTE = "trained on a synthetic phantom cohort: for demonstration and testing only"
@@ -64,88 +58,16 @@ class SeriesPrediction:
     issues: list[str] = field(default_factory=list)
 
 
-class SeriesArrays:
-    """One preprocessed series shaped like :class:`ich.data.cache.SliceCache`, so that
-    :class:`SliceDataset` builds the model input (windows x neighbours) exactly as in training."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self._images = images  # (T, S, S) int16 HU
-        self.size = int(images.shape[-1])
-        self.catalog = pd.DataFrame({"series_instance_uid": ["series"] * len(images)})
-        self.labels = np.full((len(images), len(LABELS)), np.nan, dtype=np.float32)
-
-    def images(self, idx: np.ndarray | list[int]) -> np.ndarray:
-        return self._images[np.asarray(idx, dtype=np.int64)]
-
-    def series_index(self) -> dict[str, np.ndarray]:
-        return {"series": np.arange(len(self._images))}
-
-
-@dataclass
-class RunModels:
-    """The models of one run and how to feed them."""
-
-    run_dir: Path
-    slice_model: SliceModel
-    sequence_model: SequenceModel | None
-    channels: ChannelSpec
-    input_size: int
-    preprocess: PreprocessSpec
-    flip_features: bool
-    config: dict[str, Any]
-    onnx: OnnxSliceModel | None = None
-
-
-def _checkpoint(run_dir: Path, names: Sequence[str]) -> Path | None:
-    for name in names:
-        path = run_dir / "checkpoints" / name
-        if path.is_file():
-            return path
-    return None
-
-
-def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto") -> RunModels:
-    """Load a run folder's best slice model and (when present) its sequence model.
-
-    ``engine`` runs the slice CNN with PyTorch (``"torch"``) or ONNX Runtime (``"onnx"``);
-    ``"auto"`` takes ONNX Runtime on the CPU when it is installed.
-    """
-    run_dir = Path(run_dir)
-    slice_path = _checkpoint(run_dir, ("slice_best.pt", "slice_last.pt"))
-    if slice_path is None:
-        raise CheckpointError(
-            f"{run_dir}: no checkpoints/slice_best.pt; is this an `ich train` run?"
-        )
-    ckpt = load_checkpoint(slice_path)
-    if list(ckpt["labels"]) != list(LABELS):
-        raise CheckpointError(f"{slice_path}: label order {ckpt['labels']} differs from {LABELS}")
-    channels = ChannelSpec.from_dict({"windows": ckpt["windows"], "offsets": ckpt["offsets"]})
-    seq_path = _checkpoint(run_dir, ("sequence_best.pt",))
-    seq_ckpt = load_checkpoint(seq_path) if seq_path is not None else None
-    slice_model = load_slice_model(ckpt).to(device)
-    use_onnx = engine == "onnx" or (engine == "auto" and device.type == "cpu" and onnx_available())
-    onnx = (
-        OnnxSliceModel(slice_model, channels.n_channels, int(ckpt["input_size"]))
-        if use_onnx
-        else None
-    )
-    return RunModels(
-        run_dir=run_dir,
-        slice_model=slice_model,
-        sequence_model=load_sequence_model(seq_ckpt).to(device) if seq_ckpt else None,
-        channels=channels,
-        input_size=int(ckpt["input_size"]),
-        preprocess=PreprocessSpec.from_dict(ckpt["preprocess"]),
-        flip_features=bool(seq_ckpt.get("tta_flip", True)) if seq_ckpt else False,
-        config=dict(ckpt.get("config", {})),
-        onnx=onnx,
-    )
-
-
-def describe_training_data(config: dict[str, Any]) -> str:
+def describe_training_data(provenance: str | Mapping[str, object]) -> str:
     """What a run was trained on, in words: the run's ``provenance`` (``ich demo`` says
-    "synthetic phantom cohort ..."), with the phantom caveat added where it applies."""
-    text = str(config.get("provenance", "") or "") or "unknown data"
+    "synthetic phantom cohort ..."), with the phantom caveat added where it applies.
+
+    Args:
+        provenance: The text, or a run configuration mapping with a ``provenance`` key.
+    """
+    if isinstance(provenance, Mapping):
+        provenance = str(provenance.get("provenance", "") or "")
+    text = str(provenance or "") or "unknown data"
     if "phantom" in text.lower() or "synthetic" in text.lower():
         text += f" — {PHANTOM_NOTE}"
     return text
@@ -154,21 +76,29 @@ def describe_training_data(config: dict[str, Any]) -> str:
 class Predictor:
     """Loaded once, predicts series after series (web app, ``ich predict``, ``ich evaluate``).
 
+    An ensemble averages its members with their weights; a member is a run or a fold set
+    (whose fold runs are averaged inside it first), so each RUN argument counts once.
+
     Args:
-        runs: The loaded runs (an ensemble when several).
+        runs: The ensemble's members, or loaded runs (each then a member of weight 1).
         device: Where the models run.
         tta: 1 (none) or 2 (flip + reversed-series views), see the module docstring.
         batch_size: Slices per CNN forward pass.
     """
 
     def __init__(
-        self, runs: list[RunModels], device: torch.device, tta: int = 1, batch_size: int = 32
+        self,
+        runs: Sequence[RunModels | Member],
+        device: torch.device,
+        tta: int = 1,
+        batch_size: int = 32,
     ) -> None:
         if not runs:
             raise CheckpointError("no run given")
         if tta not in (1, 2):
             raise ValueError(f"tta must be 1 or 2, got {tta}")
-        self.runs, self.device, self.tta, self.batch_size = runs, device, tta, batch_size
+        self.members = [m if isinstance(m, Member) else Member(m.run_dir, [m]) for m in runs]
+        self.device, self.tta, self.batch_size = device, tta, batch_size
 
     @classmethod
     def from_run(
@@ -177,21 +107,45 @@ class Predictor:
         device: str = "cpu",
         tta: int = 1,
         engine: Engine = "auto",
+        weights: Sequence[float] | None = None,
     ) -> Predictor:
-        """Load one run folder, or several (averaged as an ensemble); see :func:`load_run`.
+        """Load one run folder or fold set, or several (a weighted ensemble).
 
-        A fold set (``ich train --all-folds``) stands for its k fold runs.
+        Args:
+            run_dir: Run folder(s) or fold set(s); each counts once in the ensemble.
+            device: Torch device name.
+            tta: Test-time augmentation views (1 or 2).
+            engine: How the slice CNN runs (see :func:`ich.runs.load.load_run`).
+            weights: One positive weight per ``run_dir`` entry (default: equal).
         """
-        from ich.train.foldset import expand_runs
-
-        dirs = expand_runs([run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir))
+        paths = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+        shares = member_weights(len(paths), weights)
         dev = torch.device(device)
-        return cls([load_run(d, dev, engine) for d in dirs], dev, tta)
+        return cls([load_member(p, dev, engine, w) for p, w in zip(paths, shares, strict=True)],
+                   dev, tta)
+
+    def subset(self, members: Sequence[Member]) -> Predictor:
+        """A predictor over some of this one's members (models shared, not reloaded)."""
+        return Predictor(list(members), self.device, self.tta, self.batch_size)
+
+    @property
+    def runs(self) -> list[RunModels]:
+        """Every loaded run, member after member (fold runs included)."""
+        return [r for m in self.members for r in m.runs]
 
     @property
     def preprocess(self) -> PreprocessSpec:
-        """The preprocessing of the first run (what :meth:`predict_slices` applies)."""
-        return self.runs[0].preprocess
+        """The preprocessing of the first member (:meth:`preprocess_groups` lists them all)."""
+        return self.members[0].preprocess
+
+    def preprocess_groups(self) -> list[tuple[PreprocessSpec, list[Member]]]:
+        """Members grouped by the crop of their preprocessing (crop, margin): each group can
+        be served by one cache (sizes may differ: images are resized on load)."""
+        groups: dict[tuple[bool, float, int], tuple[PreprocessSpec, list[Member]]] = {}
+        for m in self.members:
+            p = m.preprocess
+            groups.setdefault((p.crop, p.margin, p.version), (p, []))[1].append(m)
+        return list(groups.values())
 
     @property
     def offsets(self) -> tuple[int, ...]:
@@ -202,14 +156,34 @@ class Predictor:
     def provenance(self) -> dict[str, Any]:
         """What the models are and what they were trained on, for people reading results."""
         first = self.runs[0]
-        data = [describe_training_data(r.config) for r in self.runs]
+        data = [describe_training_data(r.training_data) for r in self.runs]
         return {
             "runs": [str(r.run_dir) for r in self.runs],
-            "backbone": first.config.get("model", {}).get("backbone", "unknown"),
+            "members": [{"path": str(m.path), "runs": len(m.runs), "weight": m.weight}
+                        for m in self.members],
+            "backbone": first.backbone,
             "sequence_model": first.sequence_model is not None,
             "training_data": "; ".join(sorted(set(data))),
             "note": "Research use only — not for diagnosis.",
         }
+
+    def _average(
+        self, outs: Sequence[tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted mean of (weight, (cnn, final, study)) outputs."""
+        total = sum(w for w, _ in outs)
+        return tuple(
+            np.sum([w * o[k] for w, o in outs], axis=0).astype(np.float32) / total
+            for k in range(3)
+        )
+
+    @torch.no_grad()
+    def _predict_member(
+        self, member: Member, images: np.ndarray, z_spacing: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A member's prediction: its runs (a fold set's folds) averaged equally."""
+        outs = [self._predict_run(run, images, z_spacing) for run in member.runs]
+        return self._average([(1.0, o) for o in outs])
 
     @torch.no_grad()
     def predict_preprocessed(
@@ -222,11 +196,24 @@ class Predictor:
             z_spacing: (T,) mm to the previous slice.
 
         Returns:
-            cnn_probs (T, 6), slice_probs (T, 6), study_probs (6,), averaged over runs.
+            cnn_probs (T, 6), slice_probs (T, 6), study_probs (6,), averaged over members.
+
+        Raises:
+            CheckpointError: The members were trained with different crops: one preprocessed
+                array cannot feed them all (:meth:`predict_slices` preprocesses per member).
         """
-        outs = [self._predict_run(run, images, z_spacing) for run in self.runs]
-        cnn, final, study = (np.mean([o[k] for o in outs], axis=0) for k in range(3))
-        return cnn, final, study
+        groups = self.preprocess_groups()
+        if len(groups) > 1:
+            raise CheckpointError(
+                "the ensemble's members were trained with different preprocessing ("
+                + "; ".join(f"{[str(m.path) for m in ms]}: crop={p.crop}, margin={p.margin}"
+                            for p, ms in groups)
+                + "): one preprocessed series cannot feed them all; predict DICOM slices "
+                "(each member preprocesses its own) or use runs with the same preprocessing"
+            )
+        return self._average(
+            [(m.weight, self._predict_member(m, images, z_spacing)) for m in self.members]
+        )
 
     def _predict_run(
         self, run: RunModels, images: np.ndarray, z_spacing: np.ndarray
@@ -290,8 +277,17 @@ class Predictor:
         ordered = series[0]
         position = {id(m): i for i, m in enumerate(metas)}
         order = np.array([position[id(m)] for m in ordered.metas], dtype=np.int64)
-        images = np.stack([preprocess_hu(hus[i], self.preprocess) for i in order])
-        cnn, final, study = self.predict_preprocessed(images, ordered.z_spacing)
+        # Each member is fed what it was trained on: one preprocessing per distinct spec.
+        images: dict[PreprocessSpec, np.ndarray] = {}
+        outs = []
+        for member in self.members:
+            spec = member.preprocess
+            if spec not in images:
+                images[spec] = np.stack([preprocess_hu(hus[i], spec) for i in order])
+            outs.append(
+                (member.weight, self._predict_member(member, images[spec], ordered.z_spacing))
+            )
+        cnn, final, study = self._average(outs)
         return SeriesPrediction(order, ordered.z, final, cnn, study, list(ordered.issues))
 
     def heatmap(
@@ -308,8 +304,6 @@ class Predictor:
         Returns:
             float32 (rows, columns) in [0, 1].
         """
-        from ich.explain import grad_cam_heatmap
-
         return grad_cam_heatmap(self.runs[0], hu, label, neighbours, self.device)
 
 

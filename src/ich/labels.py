@@ -7,6 +7,7 @@ one column per label in :data:`LABELS` order.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,22 +42,90 @@ def split_long_id(long_id: str) -> tuple[str, str]:
     return image_id, label
 
 
-def read_long_csv(path: str | Path) -> pd.DataFrame:
-    """Read a Kaggle long-format CSV (``ID,Label``), tolerating a leading index column."""
+#: File extensions stripped from image names in label CSVs (``a.png`` and ``a`` name one image).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Columns that may name the image in a wide label CSV, in order of preference.
+ID_COLUMNS: tuple[str, ...] = ("ID", "file", "image_id", "filename")
+
+
+def strip_extension(name: str) -> str:
+    """``ID_1.dcm`` / ``img.PNG`` -> ``ID_1`` / ``img``: label CSVs may name files either way."""
+    lower = name.lower()
+    for ext in IMAGE_EXTENSIONS:
+        if lower.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _read_csv(path: str | Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path)
     except Exception as exc:  # pandas raises many kinds; the file name is what matters
         raise LabelsError(f"{path}: cannot read CSV ({exc})") from exc
+    # A leading pandas index column (``Unnamed: 0``) in some copies of the RSNA CSVs.
+    return df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed:")])
+
+
+def read_long_csv(path: str | Path) -> pd.DataFrame:
+    """Read a Kaggle long-format CSV (``ID,Label``), tolerating a leading index column."""
+    df = _read_csv(path)
     if "ID" not in df.columns or "Label" not in df.columns:
         raise LabelsError(f"{path}: expected columns ID,Label, found {list(df.columns)}")
     return df[["ID", "Label"]]
 
 
-def long_to_wide(long: pd.DataFrame, source: str = "labels") -> pd.DataFrame:
-    """Convert ``ID,Label`` rows to one row per image and one int8 column per label.
+def _check_values(wide: pd.DataFrame, source: str, soft: bool) -> pd.DataFrame:
+    """Values must be numbers in {0, 1} (or in [0, 1] when ``soft``); ``any`` must agree.
+
+    Why strict: a 0.7 cast to an integer label is a silent 0, and a 2 or -1 (a "not read"
+    code in some exports) would train the model on nonsense.
+    """
+    numeric = wide.apply(pd.to_numeric, errors="coerce")
+    bad = numeric.isna() & wide.notna()
+    if bad.any(axis=None):
+        image, label = _first(bad)
+        raise LabelsError(f"{source}: {image} {label}: value {wide.loc[image, label]!r} "
+                          "is not a number")
+    if numeric.isna().any(axis=None):
+        image, label = _first(numeric.isna())
+        raise LabelsError(f"{source}: {image} {label}: empty label value")
+    values = numeric.to_numpy(dtype=np.float64)
+    allowed = (values >= 0) & (values <= 1) if soft else (values == 0) | (values == 1)
+    if not allowed.all():
+        image, label = _first(pd.DataFrame(~allowed, index=wide.index, columns=wide.columns))
+        what = "in [0, 1]" if soft else "0 or 1 (use --soft-labels for probabilities in [0, 1])"
+        raise LabelsError(f"{source}: {image} {label}: value {numeric.loc[image, label]} is not "
+                          f"{what}")
+    if "any" in wide.columns and len(wide.columns) > 1:
+        subtypes = values[:, [i for i, c in enumerate(wide.columns) if c != "any"]]
+        any_col = values[:, list(wide.columns).index("any")]
+        wrong = any_col + 1e-6 < subtypes.max(axis=1)
+        if not soft:
+            wrong |= any_col != subtypes.max(axis=1)
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise LabelsError(
+                f"{source}: {int(wrong.sum())} image(s) whose 'any' disagrees with the subtypes "
+                f"(any = 1 exactly when a subtype is 1), e.g. {wide.index[i]}: "
+                f"{dict(zip(wide.columns, values[i].tolist(), strict=True))}"
+            )
+    return numeric.astype(np.float32 if soft else np.int8)
+
+
+def _first(mask: pd.DataFrame) -> tuple[str, str]:
+    row, col = np.argwhere(mask.to_numpy())[0]
+    return str(mask.index[row]), str(mask.columns[col])
+
+
+def long_to_wide(long: pd.DataFrame, source: str = "labels", soft: bool = False) -> pd.DataFrame:
+    """Convert ``ID,Label`` rows to one row per image and one column per label.
 
     Duplicate rows (present in the RSNA stage-2 CSV) are dropped when they agree and rejected
-    when they conflict. Images that lack any of the six labels are rejected.
+    when they conflict. Images that lack any of the six labels (e.g. a missing ``any`` row) are
+    rejected, as are values outside {0, 1} (outside [0, 1] with ``soft``).
+
+    Returns:
+        int8 columns, or float32 with ``soft``.
     """
     parts = long["ID"].astype(str).str.rsplit("_", n=1, expand=True)
     if parts.shape[1] != 2 or not parts[1].isin(LABELS).all():
@@ -70,18 +139,93 @@ def long_to_wide(long: pd.DataFrame, source: str = "labels") -> pd.DataFrame:
         dup = frame[frame.duplicated(["image_id", "label"])].iloc[0]
         raise LabelsError(f"{source}: conflicting values for {dup.image_id}_{dup.label}")
     wide = frame.pivot(index="image_id", columns="label", values="value")
+    for name in LABELS:  # a label with no row at all leaves no column
+        if name not in wide.columns:
+            wide[name] = np.nan
     missing = wide.isna().any(axis=1)
     if missing.any():
         n, example = int(missing.sum()), wide.index[missing][0]
-        raise LabelsError(f"{source}: {n} image(s) lack some labels, e.g. {example}")
-    wide = wide[list(LABELS)].astype(np.int8)
+        lacks = [name for name in LABELS if pd.isna(wide.loc[example, name])]
+        raise LabelsError(f"{source}: {n} image(s) lack some labels, e.g. {example} has no "
+                          f"row for {', '.join(lacks)}")
+    wide = _check_values(wide[list(LABELS)], source, soft)
+    wide.columns.name = None
+    wide.index.name = "image_id"
+    return wide.sort_index()
+
+
+def wide_from_table(df: pd.DataFrame, source: str = "labels", soft: bool = False) -> pd.DataFrame:
+    """Validate a wide label table (one row per image: an id column, one column per label).
+
+    The id column is the first of :data:`ID_COLUMNS` present; names may carry an image
+    extension (``.dcm``, ``.png``, ...), which is dropped. The label columns must be exactly
+    :data:`LABELS` (any order); anything else is an error that names the columns.
+    """
+    id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
+    if id_col is None:
+        raise LabelsError(f"{source}: no image column: expected one of {list(ID_COLUMNS)} "
+                          f"(or the Kaggle long format ID,Label), found {list(df.columns)}")
+    label_cols = [str(c) for c in df.columns if c != id_col]
+    unknown = [c for c in label_cols if c not in LABELS]
+    missing = [c for c in LABELS if c not in label_cols]
+    if unknown or missing:
+        raise LabelsError(
+            f"{source}: label columns must be {', '.join(LABELS)}"
+            + (f"; unknown column(s) {unknown}" if unknown else "")
+            + (f"; missing column(s) {missing}" if missing else "")
+        )
+    ids = df[id_col].astype(str).map(strip_extension)
+    if ids.duplicated().any():
+        frame = df[list(LABELS)].set_axis(ids.to_numpy(), axis=0)
+        conflicting = frame.groupby(level=0).nunique().gt(1).any(axis=1)
+        if conflicting.any():
+            raise LabelsError(f"{source}: conflicting rows for {conflicting.index[conflicting][0]}")
+        df = df[~ids.duplicated()]
+        ids = ids[~ids.duplicated()]
+    wide = df[list(LABELS)].set_axis(pd.Index(ids.to_numpy(), name="image_id"), axis=0)
+    wide = _check_values(wide, source, soft)
     wide.columns.name = None
     return wide.sort_index()
 
 
-def read_labels(path: str | Path) -> pd.DataFrame:
-    """Read a Kaggle label CSV into the wide form (index ``image_id``, columns ``LABELS``)."""
-    return long_to_wide(read_long_csv(path), source=str(path))
+def read_labels(path: str | Path, soft: bool = False) -> pd.DataFrame:
+    """Read and validate a label CSV into the wide form (index ``image_id``, columns ``LABELS``).
+
+    Two layouts are accepted: Kaggle's long ``ID,Label`` (``ID_<image>_<label>`` rows) and a
+    wide table (``ID`` or ``file`` column, then one 0/1 column per label). Every check runs here,
+    before any image is read: columns, a row for every label of every image, values in {0, 1}
+    (in [0, 1] with ``soft``), ``any`` consistent with the subtypes, no conflicting duplicates.
+
+    Raises:
+        LabelsError: naming the file and the first offending image / label.
+    """
+    df = _read_csv(path)
+    if "Label" in df.columns and "ID" in df.columns:
+        return long_to_wide(df[["ID", "Label"]], source=str(path), soft=soft)
+    return wide_from_table(df, source=str(path), soft=soft)
+
+
+def labels_digest(wide: pd.DataFrame) -> str:
+    """A short hash of a validated wide label table (ids and values): tells label sets apart."""
+    hashed = pd.util.hash_pandas_object(wide.astype(np.float64), index=True).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+def match_files(wide: pd.DataFrame, image_ids: Sequence[str], source: str) -> tuple[int, int]:
+    """Check that the label ids name the files; returns (labelled files, label rows unused).
+
+    Raises:
+        LabelsError: when no label id matches any file (wrong column, wrong names), with an
+            example of each side so the mismatch can be seen.
+    """
+    ids = pd.Index([strip_extension(i) for i in image_ids])
+    hit = ids.isin(wide.index)
+    if len(ids) and not hit.any():
+        raise LabelsError(
+            f"{source}: none of the {len(wide)} labelled ids matches one of the {len(ids)} "
+            f"files (e.g. label id {wide.index[0]!r}, file {ids[0]!r})"
+        )
+    return int(hit.sum()), int((~wide.index.isin(ids)).sum())
 
 
 def wide_to_long(wide: pd.DataFrame) -> pd.DataFrame:

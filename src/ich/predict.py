@@ -20,23 +20,28 @@ from tqdm.auto import tqdm
 from ich.atomic import atomic_path
 from ich.data.build import build_cache
 from ich.data.cache import SliceCache
+from ich.data.preprocess import PreprocessSpec
 from ich.errors import CacheError
 from ich.inference import Predictor
 from ich.labels import LABELS, write_submission
+from ich.runs.load import Member
 
 #: Catalog columns copied into every prediction table.
 ID_COLUMNS = ("image_id", "patient_id", "study_instance_uid", "series_instance_uid", "slice_index")
 
 
 def check_compatible(predictor: Predictor, cache: SliceCache) -> None:
-    """Refuse a cache whose crop differs from the models' (its images would not be what the
-    models saw in training); a different size is fine, images are resized on load."""
-    want, have = predictor.preprocess, cache.spec
-    if (want.crop, want.margin) != (have.crop, have.margin):
-        raise CacheError(
-            f"{cache.root}: built with crop={have.crop}, margin={have.margin}, but the model was "
-            f"trained with crop={want.crop}, margin={want.margin}; rebuild it with `ich prepare`"
-        )
+    """Refuse a cache whose crop differs from any member's (its images would not be what that
+    model saw in training); a different size is fine, images are resized on load."""
+    have = cache.spec
+    for member in predictor.members:
+        want = member.preprocess
+        if (want.crop, want.margin) != (have.crop, have.margin):
+            raise CacheError(
+                f"{cache.root}: built with crop={have.crop}, margin={have.margin}, but the model "
+                f"{member.path} was trained with crop={want.crop}, margin={want.margin}; rebuild "
+                "it with `ich prepare` (a DICOM folder as INPUT is preprocessed per model)"
+            )
 
 
 def predict_cache(
@@ -98,26 +103,67 @@ def predict_to_submission(
     workers: int | None = None,
     cache_dir: Path | None = None,
     device: str = "cpu",
+    weights: Sequence[float] | None = None,
 ) -> SubmissionResult:
     """Predict a DICOM folder (Kaggle test layout) or a cache and write a Kaggle submission.
+
+    Each entry of ``run_dirs`` (a run or a fold set) counts once, with its ``weights`` entry
+    (default equal). A DICOM folder is preprocessed once per distinct crop among the members,
+    so each model sees what it was trained on; a cache must match every member's crop.
 
     Files that could not be read are never dropped silently: they are listed in
     ``<out>.failed.csv`` with the reason and, so the submission stays complete, given the
     ensemble's mean prediction.
     """
-    predictor = Predictor.from_run(run_dirs, device, tta)
+    predictor = Predictor.from_run(run_dirs, device, tta, weights=weights)
     if is_cache(source):
-        cache = SliceCache(source)
-    else:
-        with tempfile.TemporaryDirectory(prefix="ich-predict-") as tmp:
-            root = cache_dir or Path(tmp) / "cache"
-            build_cache(source, root, spec=predictor.preprocess, workers=workers or os.cpu_count())
-            return _write(predictor, SliceCache(root), out, tta)
-    return _write(predictor, cache, out, tta)
+        return _write(predictor, SliceCache(source), out, tta)
+    groups = predictor.preprocess_groups()
+    with tempfile.TemporaryDirectory(prefix="ich-predict-") as tmp:
+        base = cache_dir or Path(tmp) / "cache"
+        caches = []
+        for i, (spec, _) in enumerate(groups):
+            root = base if len(groups) == 1 else base / f"crop{i}"
+            build_cache(source, root, spec=spec, workers=workers or os.cpu_count())
+            caches.append(SliceCache(root))
+        if len(groups) == 1:
+            return _write(predictor, caches[0], out, tta)
+        return _write_groups(predictor, groups, caches, out, tta)
 
 
-def _write(predictor: Predictor, cache: SliceCache, out: Path, tta: int) -> SubmissionResult:
-    frame = predict_cache(predictor, cache, tta=tta)
+def _write_groups(
+    predictor: Predictor,
+    groups: list[tuple[PreprocessSpec, list[Member]]],
+    caches: list[SliceCache],
+    out: Path,
+    tta: int,
+) -> SubmissionResult:
+    """Predict each preprocessing group on its own cache and average by weight, per image."""
+    frames, shares = [], []
+    for (_, members), cache in zip(groups, caches, strict=True):
+        frame = predict_cache(predictor.subset(members), cache, tta=tta)
+        frames.append(frame.set_index("image_id"))
+        shares.append(sum(m.weight for m in members))
+    first = frames[0]
+    for cache, f in zip(caches[1:], frames[1:], strict=True):
+        if set(f.index) != set(first.index):
+            raise CacheError(
+                f"{cache.root}: the preprocessing caches of the ensemble's members hold "
+                f"different slices ({len(f)} vs {len(first)}); see each cache's errors"
+            )
+    cols = [f"{p}_{name}" for p in ("p", "q") for name in LABELS]
+    merged = first.copy()
+    mixed = [w * f.loc[first.index, cols].to_numpy() for w, f in zip(shares, frames, strict=True)]
+    merged[cols] = np.sum(mixed, axis=0) / sum(shares)
+    return _write(predictor, caches[0], out, tta, frame=merged.reset_index())
+
+
+def _write(
+    predictor: Predictor, cache: SliceCache, out: Path, tta: int,
+    frame: pd.DataFrame | None = None,
+) -> SubmissionResult:
+    if frame is None:
+        frame = predict_cache(predictor, cache, tta=tta)
     probs = frame[[f"q_{name}" for name in LABELS]].to_numpy()
     failed = cache.errors[["image_id", "path", "error"]].copy() if len(cache.errors) else None
     ids = list(frame["image_id"])

@@ -15,8 +15,8 @@ from ich.data.datasets import (
     SliceDataset,
     collate_slices,
     oversample_weights,
-    slice_loader,
 )
+from ich.data.loader import slice_loader
 from ich.data.sequences import SequenceDataset, collate_sequences, reverse_spacing
 from ich.dicom.windowing import apply_window
 from ich.errors import ConfigError
@@ -146,6 +146,22 @@ def test_batched_fetch_equals_single_and_loader_is_deterministic() -> None:
     assert torch.equal(run(3, 0), run(3, 0))
     assert not torch.equal(run(3, 0), run(4, 0))
     assert torch.equal(run(3, 1), run(3, 1))  # worker RNG seeded from the loader generator
+    # Every draw comes from (seed, epoch, sample): the worker count changes nothing.
+    assert torch.equal(run(3, 0), run(3, 2))
+    torch.manual_seed(99)  # nor does the global RNG
+    assert torch.equal(run(3, 0), torch.cat([b[0] for b in slice_loader(aug, 2, True, 0, 3)]))
+
+
+def test_persistent_loader_advances_epochs_and_set_epoch_replays_one() -> None:
+    from ich.data.loader import epoch_loader
+
+    aug = SliceDataset(FakeCache(), range(5), ChannelSpec(), 8, augment=AugmentConfig(), seed=1)
+    loader, sampler = epoch_loader(aug, lambda e: np.arange(5), 5, workers=1, seed=0)
+    first, second = (next(iter(loader))[0] for _ in range(2))
+    assert not torch.equal(first, second)  # epoch 1 draws other jitter than epoch 0
+    sampler.set_epoch(0)
+    assert torch.equal(next(iter(loader))[0], first)
+    assert loader.persistent_workers
 
 
 def test_channel_spec_roundtrip_and_errors() -> None:

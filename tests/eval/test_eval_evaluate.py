@@ -174,6 +174,56 @@ def test_cli_evaluate_with_data_predicts_the_cache(
     rc = main(["evaluate", str(tmp_path), "--data", str(tmp_path / "cache"), "--tta", "2"])
     assert rc == 0
     assert calls == [([tmp_path], tmp_path / "cache", 2)]
-    saved = json.loads((tmp_path / "metrics.json").read_text())
+    # Written to a new folder, not over the run's own (out-of-fold) report.
+    assert not (tmp_path / "metrics.json").exists()
+    saved = json.loads((tmp_path / "evaluations" / "cache" / "metrics.json").read_text())
     assert saved["n_studies"] == 4 and "predicted by this run" in saved["source"]
     assert "report.html" in capsys.readouterr().out
+
+
+def test_metrics_and_report_carry_study_bootstrap_intervals(tmp_path: Path) -> None:
+    df = _predictions(seed=5, studies=20)
+    noise = np.random.default_rng(0).normal(0, 0.3, len(df))
+    df["p_any"] = np.clip(df["p_any"] + noise, 0, 1)  # not separable: a real interval
+    result = evaluate_run(tmp_path, predictions=df, plots=False)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for level in ("slice", "study"):
+        model = saved["levels"][level]["sequence_model"]
+        assert model["bootstrap"]["n_resamples"] == 1000 and model["bootstrap"]["n_groups"] == 20
+        for label in LABELS:
+            lm = model["labels"][label]
+            for key, point in (("auc", lm["auc"]),
+                               ("sensitivity", lm["at_threshold"]["sensitivity"]),
+                               ("specificity", lm["at_threshold"]["specificity"])):
+                ci = lm["ci95"][key]
+                assert ci["estimate"] == pytest.approx(point) if point is not None else True
+                if ci["low"] is not None:
+                    assert ci["low"] <= ci["estimate"] <= ci["high"]
+    study_any = saved["levels"]["study"]["slice_model"]["labels"]["any"]["ci95"]["auc"]
+    slice_any = saved["levels"]["slice"]["slice_model"]["labels"]["any"]["ci95"]["auc"]
+    assert study_any["high"] >= study_any["low"] and slice_any["high"] > slice_any["low"]
+    # Resampling studies: the slice-level interval is not the narrow one of 200 free slices.
+    assert slice_any["high"] - slice_any["low"] > 0.02
+    html = (tmp_path / "report.html").read_text()
+    shown = f"{slice_any['estimate']:.2f} ({slice_any['low']:.2f}–{slice_any['high']:.2f})"
+    assert shown in html and "bootstrap interval, 1,000 resamples of the 20 studies" in html
+    assert result["levels"]["study"]["slice_model"]["bootstrap"]["seed"] == 0
+    again = evaluate_run(tmp_path, predictions=df, plots=False)
+    assert again["levels"] == result["levels"]  # seeded: the same intervals every time
+
+
+def test_bootstrap_can_be_switched_off(tmp_path: Path) -> None:
+    result = evaluate_run(tmp_path, predictions=_predictions(seed=6), plots=False, n_resamples=0)
+    model = result["levels"]["study"]["slice_model"]
+    assert "ci95" not in model["labels"]["any"] and "disabled" in model["bootstrap"]["skipped"]
+
+
+def test_levels_over_the_bootstrap_budget_say_why(tmp_path: Path, monkeypatch) -> None:
+    df = _predictions(seed=7)  # 120 slices in 12 studies
+    monkeypatch.setattr("ich.eval.evaluate.MAX_BOOTSTRAP_CELLS", 50 * 1000)
+    result = evaluate_run(tmp_path, predictions=df, plots=False)
+    slice_boot = result["levels"]["slice"]["slice_model"]["bootstrap"]
+    assert "over the budget" in slice_boot["skipped"]
+    assert "ci95" not in result["levels"]["slice"]["slice_model"]["labels"]["any"]
+    assert "ci95" in result["levels"]["study"]["slice_model"]["labels"]["any"]
+    assert "No bootstrap intervals here" in (tmp_path / "report.html").read_text()

@@ -80,4 +80,10 @@ def test_sample_lesions_is_deterministic_and_often_empty() -> None:
     assert draws == again
     empty = sum(not d for d in draws)
     assert 0.4 * 200 < empty < 0.85 * 200
-    assert all(50 <= x.hu <= 90 for d in draws for x in d)
+    lesions = [x for d in draws for x in d]
+    # Acute blood is 50-90 HU; only subdurals may be chronic (hypodense) or mixed.
+    assert all(50 <= x.hu <= 90 for x in lesions if x.subtype != "subdural")
+    subdurals = [x for x in lesions if x.subtype == "subdural"]
+    assert all(0 <= x.hu <= 90 for x in subdurals)
+    assert any(x.hu < 26 for x in subdurals) and any(x.hu >= 50 for x in subdurals)
+    assert all(50 <= x.layer_hu <= 95 for x in lesions if x.layer)

@@ -73,12 +73,16 @@ def test_two_gloo_ranks_agree(tiny_cache: Path, tmp_path: Path, tiny_overrides: 
     w1 = torch.load(run / "rank1.pt")
     for key in w0:
         assert torch.equal(w0[key], w1[key]), key
-    assert (run / "checkpoints" / "slice_last.pt").is_file()
+    assert (run / "checkpoints" / "slice_last.safetensors").is_file()
     assert not list(run.glob("checkpoints/.*tmp"))
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in epochs if r["split"] == "val"]
     assert [r["epoch"] for r in val] == [1, 2]  # written once (rank 0), not per rank
-    ckpt = torch.load(run / "checkpoints" / "slice_last.pt", weights_only=False)
-    assert ckpt["step"] == 4  # 2 steps per epoch on each rank
+    from ich.runs.checkpoint import load_model_file
+    from ich.train.checkpoint import load_train_state
+
+    point = load_train_state(run / "checkpoints" / "slice_last.state.pt")
+    assert point.state.step == 4  # 2 steps per epoch on each rank
+    weights, _ = load_model_file(run / "checkpoints" / "slice_last.safetensors")
     for key in w0:
-        assert torch.equal(ckpt["model"][key], w0[key]), key
+        assert torch.equal(weights[key], w0[key]), key

@@ -13,8 +13,8 @@ from ich.cli import main
 from ich.config import load_config
 from ich.data.cache import SliceCache
 from ich.labels import LABELS
+from ich.runs.foldset import expand_runs, fold_runs, is_fold_set
 from ich.train.embeddings import load_embeddings
-from ich.train.foldset import expand_runs, fold_runs, is_fold_set
 from ich.train.sequence_stage import embed_with_run
 
 pytestmark = pytest.mark.slow
@@ -36,8 +36,8 @@ def test_every_fold_is_a_complete_run(fold_set: Path) -> None:
     runs = fold_runs(fold_set)
     assert [r.name for r in runs] == ["fold0", "fold1", "fold2"]
     for i, run in enumerate(runs):
-        assert (run / "checkpoints" / "slice_best.pt").is_file()
-        assert (run / "checkpoints" / "sequence_best.pt").is_file()
+        assert (run / "checkpoints" / "slice_best.safetensors").is_file()
+        assert (run / "checkpoints" / "sequence_best.safetensors").is_file()
         assert load_config(run / "config.yaml").data.fold == i
     assert expand_runs([fold_set, runs[0]]) == [*runs, runs[0]]
 
@@ -84,3 +84,21 @@ def test_evaluate_and_predict_take_the_fold_set(
 
     predictor = Predictor.from_run(fold_set)
     assert len(predictor.runs) == 3 and len(predictor.provenance["runs"]) == 3
+
+
+def test_fold_set_refuses_retraining_and_resumes_without_flags(
+    fold_set: Path, tiny_cache: Path, tiny_overrides: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    best = [run / "checkpoints" / "slice_best.pt" for run in fold_runs(fold_set)]
+    before = [p.stat().st_mtime_ns for p in best]
+    args = ["train", str(tiny_cache), "--out", str(fold_set), "--all-folds", *tiny_overrides]
+    assert main(args) == 1
+    assert "already holds a run (foldset.json" in capsys.readouterr().err
+    assert [p.stat().st_mtime_ns for p in best] == before
+    # --resume on a fold set continues it as a fold set (no --all-folds needed): every fold's
+    # slice model is already finished, so only the out-of-fold stage runs again.
+    assert main(["train", "--resume", str(fold_set), "sequence.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "fold 3/3: sequence model" in out and "fold set:" in out
+    assert [p.stat().st_mtime_ns for p in best] == before

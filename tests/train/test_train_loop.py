@@ -10,7 +10,8 @@ import torch
 
 from ich.cli import main
 from ich.config import load_config
-from ich.train.checkpoint import load_checkpoint
+from ich.runs.checkpoint import load_model_file, read_spec
+from ich.train.checkpoint import load_train_state
 from ich.train.runner import run_training
 
 
@@ -37,7 +38,7 @@ def slice_run(
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
+    return load_model_file(path)[0]
 
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -51,8 +52,9 @@ def test_run_folder_and_loss(slice_run: Path) -> None:
         "config.yaml",
         "folds.csv",
         "metrics.jsonl",
-        "checkpoints/slice_last.pt",
-        "checkpoints/slice_best.pt",
+        "checkpoints/slice_last.safetensors",
+        "checkpoints/slice_last.state.pt",
+        "checkpoints/slice_best.safetensors",
     ):
         assert (slice_run / name).is_file(), name
     records = [json.loads(line) for line in (slice_run / "metrics.jsonl").read_text().splitlines()]
@@ -62,11 +64,15 @@ def test_run_folder_and_loss(slice_run: Path) -> None:
     # A zero-logit head scores log(2) = 0.693; a few steps must learn the low base rates.
     assert steps[-1]["loss"] < steps[0]["loss"]
     assert val[-1]["wll"] < 0.6
-    ckpt = load_checkpoint(slice_run / "checkpoints" / "slice_last.pt")
-    assert ckpt["kind"] == "slice" and ckpt["epoch"] == 2 and ckpt["step"] == 8
-    assert ckpt["input_size"] == 32 and ckpt["windows"][0] == ["brain", 40.0, 80.0]
-    assert ckpt["preprocess"]["size"] == 64 and ckpt["model_args"]["backbone"] == "resnet10t"
-    assert {"optimizer", "scaler", "rng", "scheduler", "config"} <= ckpt.keys()
+    spec = read_spec(slice_run / "checkpoints" / "slice_last.safetensors")
+    point = load_train_state(slice_run / "checkpoints" / "slice_last.state.pt")
+    assert spec.kind == "slice" and point.state.epoch == 2 and point.state.step == 8
+    assert spec.input_size == 32 and spec.windows[0] == ("brain", 40.0, 80.0)
+    assert spec.preprocess.size == 64 and spec.slice_arch is not None
+    assert spec.slice_arch.backbone == "resnet10t"
+    assert spec.provenance.config()["train"]["epochs"] == 2
+    assert point.optimizer["state"] and point.scaler is not None and point.rng
+    assert point.scheduler["total_steps"] == 8
 
 
 @pytest.mark.slow
@@ -89,8 +95,8 @@ def test_exact_resume(
         )
         assert res.epochs_run == (1 if stop else 2)
     _assert_same(
-        _weights(run / "checkpoints" / "slice_last.pt"),
-        _weights(slice_run / "checkpoints" / "slice_last.pt"),
+        _weights(run / "checkpoints" / "slice_last.safetensors"),
+        _weights(slice_run / "checkpoints" / "slice_last.safetensors"),
     )
 
 
@@ -101,8 +107,8 @@ def test_same_seed_same_weights(
     cfg = load_config(None, [*tiny_overrides, "train.epochs=2"])
     run_training(cfg, tiny_cache, tmp_path / "c", stages=("slice",))
     _assert_same(
-        _weights(tmp_path / "c" / "checkpoints" / "slice_last.pt"),
-        _weights(slice_run / "checkpoints" / "slice_last.pt"),
+        _weights(tmp_path / "c" / "checkpoints" / "slice_last.safetensors"),
+        _weights(slice_run / "checkpoints" / "slice_last.safetensors"),
     )
 
 
@@ -113,4 +119,4 @@ def test_resume_command_needs_last_checkpoint(
     (tmp_path / "r" / "config.yaml").write_text("train:\n  epochs: 1\n")
     rc = main(["train", str(tiny_cache), "--resume", str(tmp_path / "r"), *tiny_overrides])
     assert rc == 1
-    assert "slice_last.pt" in capsys.readouterr().err
+    assert "slice_last.safetensors" in capsys.readouterr().err

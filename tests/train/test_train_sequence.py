@@ -10,7 +10,7 @@ import pytest
 
 from ich.cli import main
 from ich.labels import LABELS
-from ich.train.checkpoint import load_checkpoint, load_sequence_model
+from ich.runs.checkpoint import load_sequence_model
 from ich.train.embeddings import load_embeddings
 
 
@@ -24,10 +24,10 @@ def test_both_stages(
     )
     out = capsys.readouterr().out
     assert "resnet10t (from scratch)" in out and str(run) in out
-    ckpt = load_checkpoint(run / "checkpoints" / "sequence_best.pt")
-    assert ckpt["kind"] == "sequence" and ckpt["labels"] == list(LABELS)
-    assert ckpt["input_size"] == 32 and ckpt["features"] == "embedding+logits"
-    load_sequence_model(ckpt)
+    _, spec = load_sequence_model(run / "checkpoints" / "sequence_best.safetensors")
+    assert spec.kind == "sequence" and list(spec.labels) == list(LABELS)
+    assert spec.input_size == 32 and spec.sequence_arch is not None
+    assert spec.sequence_arch.features == "embedding+logits"
     emb = load_embeddings(run / "oof" / "slice_embeddings.npz")
     n = len(emb["image_id"])
     assert emb["embeddings"].shape[0] == n and emb["logits"].shape == (n, 6)
@@ -54,3 +54,27 @@ def test_both_stages(
         main(["train", str(tiny_cache), "--out", str(run), "--stage", "sequence", *tiny_overrides])
         == 0
     )
+
+
+def test_one_slice_series_can_be_reversed() -> None:
+    # Image folders make one-slice series; a reversed one-element view kept a negative stride.
+    import numpy as np
+
+    from ich.data.sequences import SequenceDataset
+
+    ds = SequenceDataset({"s": np.ones((1, 4), np.float32)}, {"s": np.ones(1, np.float32)},
+                       {"s": np.zeros((1, 6), np.float32)}, ["s"], train=True, reverse_p=1.0)
+    item = ds[0]
+    assert item[0].shape == (1, 4) and item[1].tolist() == [1.0]
+
+
+def test_stage2_schedule_comes_from_sequence_config() -> None:
+    from ich.config import load_config
+    from ich.train.sequence_stage import sequence_lr
+
+    cfg = load_config(None, ["sequence.lr=0.5", "sequence.schedule=constant",
+                             "sequence.warmup_frac=0.0"])
+    assert sequence_lr(0, 10, cfg) == pytest.approx(0.5)
+    assert sequence_lr(9, 10, cfg) == pytest.approx(0.5)
+    cfg = load_config(None, ["sequence.lr=0.5", "sequence.warmup_frac=0.5"])
+    assert sequence_lr(0, 10, cfg) < 0.5  # warming up

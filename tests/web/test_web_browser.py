@@ -7,62 +7,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import FakePredictor, relabelled, sample_series
+from web_helpers import FakePredictor, free_port, relabelled, sample_series
 
 pytestmark = [pytest.mark.browser, pytest.mark.real]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """uvicorn serving the app on a free loopback port, in a thread."""
-    import uvicorn
-
-    from ich.web.app import create_app
-    from ich.web.settings import WebSettings
-
-    port = _free_port()
-    app = create_app(WebSettings(data_dir=tmp_path / "data", port=port), FakePredictor())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.time() + 20
-    while not srv.started and time.time() < end:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1440, "height": 900})
-        yield pg
-        browser.close()
 
 
 def _write(files: list[tuple[str, bytes]], folder: Path) -> list[str]:
@@ -77,18 +32,19 @@ def test_upload_worklist_and_viewer(server: str, page: Any, tmp_path: Path, rsna
     page.goto(server + "/")
     assert "not for diagnosis" in page.inner_text("#notice")
     page.wait_for_function(
-        "document.querySelector('#provenance').textContent.includes('test double')")
+        "() => document.querySelector('#provenance').textContent.includes('test double')")
     # Two uploads through the file input: a real hemorrhage series, and a normal one.
     page.set_input_files("#upload-input", _write(
         [(p.name, p.read_bytes()) for p in series["ID_cd5a85fd"]], tmp_path / "a"))
-    page.wait_for_function("document.querySelector('#upload-message').textContent.includes('Received')")
+    page.wait_for_function(
+        "() => document.querySelector('#upload-message').textContent.includes('Received')")
     normal = relabelled(series["ID_eeaf99e7"][:8], "n", hu_shift=-60)
     broken = [("broken.dcm", b"this is not DICOM")]
     page.set_input_files("#upload-input", _write(normal + broken, tmp_path / "b"))
     page.wait_for_selector("#upload-errors li")
     assert "broken.dcm" in page.inner_text("#upload-errors")
     page.wait_for_function(
-        "[...document.querySelectorAll('#worklist-body tr')].length === 2 && "
+        "() => [...document.querySelectorAll('#worklist-body tr')].length === 2 && "
         "[...document.querySelectorAll('#worklist-body .badge')]"
         ".every(b => b.textContent === 'done')",
         timeout=30000)
@@ -110,7 +66,7 @@ def test_upload_worklist_and_viewer(server: str, page: Any, tmp_path: Path, rsna
     page.hover("#image-wrap")
     page.mouse.wheel(0, 300)
     page.wait_for_function(
-        f"+document.querySelector('#slice-index').dataset.index === {after_key + 1}")
+        f"() => +document.querySelector('#slice-index').dataset.index === {after_key + 1}")
     page.click("#window-buttons button[data-window='subdural']")
     assert "window=subdural" in page.get_attribute("#slice-img", "src")
     page.fill("#win-center", "50")
@@ -128,7 +84,7 @@ def test_upload_worklist_and_viewer(server: str, page: Any, tmp_path: Path, rsna
     assert page.locator("#heat-img").is_hidden()
     page.check("#heat-toggle")
     page.select_option("#heat-label", "subdural")
-    page.wait_for_function("document.querySelector('#heat-img').complete && "
+    page.wait_for_function("() => document.querySelector('#heat-img').complete && "
                            "document.querySelector('#heat-img').naturalWidth === 512")
     assert "label=subdural" in page.get_attribute("#heat-img", "src")
     page.fill("#heat-opacity", "40")
@@ -142,7 +98,7 @@ def test_upload_worklist_and_viewer(server: str, page: Any, tmp_path: Path, rsna
     top = int(page.get_attribute("#top-slices button:first-child", "data-index"))
     assert page.get_attribute("#slice-index", "data-index") == str(top)
     page.click("#upload-dismiss")
-    page.wait_for_function("document.querySelector('#slice-img').complete && "
+    page.wait_for_function("() => document.querySelector('#slice-img').complete && "
                            "document.querySelector('#heat-img').complete")
     page.screenshot(path=str(tmp_path / "viewer.png"))
     if os.environ.get("ICH_UPDATE_SCREENSHOTS") == "1":
@@ -155,9 +111,10 @@ def test_search_filter_and_delete(server: str, page: Any, tmp_path: Path, rsna_s
     for tag in ("x1", "x2"):
         page.set_input_files("#upload-input", _write(
             relabelled(series["ID_ee4d05e4"][:3], tag), tmp_path / tag))
-        page.wait_for_function(f"document.querySelector('#worklist-body').textContent.includes('PAT_{tag}')")
+        page.wait_for_function(
+            f"() => document.querySelector('#worklist-body').textContent.includes('PAT_{tag}')")
     page.fill("#search", "PAT_x2")
-    page.wait_for_function("document.querySelectorAll('#worklist-body tr').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#worklist-body tr').length === 1")
     assert "PAT_x2" in page.inner_text("#worklist-body")
     page.click("#worklist-body tr:first-child")
     page.wait_for_selector("#study-probs tr")
@@ -165,7 +122,7 @@ def test_search_filter_and_delete(server: str, page: Any, tmp_path: Path, rsna_s
     page.click("#delete-study")
     page.wait_for_url(server + "/")
     page.fill("#search", "")
-    page.wait_for_function("document.querySelectorAll('#worklist-body tr').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#worklist-body tr').length === 1")
     assert "PAT_x1" in page.inner_text("#worklist-body")
 
 
@@ -187,13 +144,13 @@ def test_drop_and_folder_upload(server: str, page: Any, tmp_path: Path, rsna_sam
         window.dispatchEvent(new DragEvent("drop", {dataTransfer: dt}));
     }""", payload)
     page.wait_for_function(
-        "document.querySelector('#worklist-body').textContent.includes('PAT_drop')")
+        "() => document.querySelector('#worklist-body').textContent.includes('PAT_drop')")
     folder = tmp_path / "folder"
     _write(relabelled(series["ID_eeaf99e7"][:4], "dir"), folder / "sub")
     (folder / "DICOMDIR.txt").write_text("not an image")
     page.set_input_files("#folder-input", str(folder))
     page.wait_for_function(
-        "document.querySelector('#worklist-body').textContent.includes('PAT_dir')")
+        "() => document.querySelector('#worklist-body').textContent.includes('PAT_dir')")
     assert "DICOMDIR.txt" in page.inner_text("#upload-errors")
     row = page.locator("#worklist-body tr", has_text="PAT_dir")
     assert row.locator("td").nth(3).inner_text() == "4"
@@ -205,7 +162,7 @@ def test_token_page(tmp_path: Path, page: Any) -> None:
     from ich.web.app import create_app
     from ich.web.settings import WebSettings
 
-    port = _free_port()
+    port = free_port()
     settings = WebSettings(data_dir=tmp_path, host="127.0.0.1", port=port, token="tok")
     srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="127.0.0.1",
                                         port=port, log_level="warning"))
@@ -218,7 +175,7 @@ def test_token_page(tmp_path: Path, page: Any) -> None:
         assert r.status == 401 and "token" in page.inner_text("body")
         page.goto(f"http://127.0.0.1:{port}/?token=tok")
         page.wait_for_function(
-            "document.querySelector('#provenance').textContent.includes('test double')")
+            "() => document.querySelector('#provenance').textContent.includes('test double')")
         assert page.inner_text("#worklist-empty").startswith("No studies yet")
     finally:
         srv.should_exit = True
@@ -249,7 +206,7 @@ def test_series_picker(server: str, page: Any, tmp_path: Path, rsna_sample) -> N
     page.goto(server + "/")
     page.set_input_files("#upload-input", _write(files, tmp_path / "two"))
     page.wait_for_function(
-        "[...document.querySelectorAll('#worklist-body .badge')]"
+        "() => [...document.querySelectorAll('#worklist-body .badge')]"
         ".some(b => b.textContent === 'done')", timeout=30000)
     page.click("#worklist-body tr:first-child")
     page.wait_for_selector("#chart polyline")

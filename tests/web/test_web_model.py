@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from web_helpers import wait_done
+from web_helpers import LOCAL, wait_done
 
 from ich.labels import LABELS
 
@@ -28,7 +28,7 @@ def test_real_predictor_from_model_dir(tiny_run: Path, tiny_cohort: Path, tmp_pa
     files = [("files", (f"{i}.dcm", (tiny_cohort / "images" / f"{i}.dcm").read_bytes()))
              for i in ids]
     settings = WebSettings(data_dir=tmp_path / "data", model_dir=tiny_run)
-    with TestClient(create_app(settings)) as client:  # predictor=None: built from model_dir
+    with TestClient(base_url=LOCAL, app=create_app(settings)) as client:  # no predictor: built
         end = time.time() + 120
         while not client.get("/api/info").json()["model_ready"] and time.time() < end:
             time.sleep(0.1)

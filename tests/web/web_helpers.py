@@ -10,6 +10,7 @@ range), so worklist order and per-slice curves are checkable; it is a test doubl
 from __future__ import annotations
 
 import io
+import socket
 import time
 import zipfile
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import pydicom.config
 
 from ich.dicom.io import SliceMeta
 from ich.labels import LABELS
 from ich.web.ingest import slice_z
 
 BLOOD_HU = (50.0, 90.0)
+#: Base URL of test clients: the Host header a loopback server accepts.
+LOCAL = "http://127.0.0.1"
 
 
 @dataclass
@@ -38,10 +42,12 @@ class FakePrediction:
 class FakePredictor:
     """Probability per label from the share of head pixels in the acute-blood HU range."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, heat_delay: float = 0.0) -> None:
         self.provenance: dict[str, Any] = {"training_data": "none (test double)",
                                            "note": "tests only"}
         self.delay = delay
+        self.heat_delay = heat_delay  # seconds per heatmap, standing in for Grad-CAM's cost
+        self.heat_calls = 0
         self.calls = 0
         self.offsets: tuple[int, ...] = (0,)
 
@@ -65,6 +71,9 @@ class FakePredictor:
     def heatmap(self, hu: np.ndarray, label: str,
                 neighbours: list[np.ndarray] | None = None) -> np.ndarray:
         assert label in LABELS
+        self.heat_calls += 1
+        if self.heat_delay:
+            time.sleep(self.heat_delay)
         blood = ((hu >= BLOOD_HU[0]) & (hu <= BLOOD_HU[1])).astype(np.float32)
         return blood
 
@@ -81,18 +90,22 @@ def sample_series(rsna_sample: Path) -> dict[str, list[Path]]:
 def relabelled(paths: list[Path], tag: str, hu_shift: int = 0) -> list[tuple[str, bytes]]:
     """Copies of a series under new UIDs (a distinct study), optionally with brighter pixels."""
     out = []
-    for p in paths:
-        ds = pydicom.dcmread(p)
-        for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-            setattr(ds, key, f"{getattr(ds, key)}.{tag}")
-        ds.PatientID = f"PAT_{tag}"
-        if hu_shift:
-            arr = ds.pixel_array.astype(np.int32) + hu_shift
-            info = np.iinfo(ds.pixel_array.dtype)
-            ds.PixelData = np.clip(arr, info.min, info.max).astype(ds.pixel_array.dtype).tobytes()
-        buf = io.BytesIO()
-        ds.save_as(buf)
-        out.append((f"{tag}_{p.name}", buf.getvalue()))
+    # RSNA's "ID_..." UIDs are invalid: this test code scopes its own pydicom settings (ich no
+    # longer relaxes them process-wide at import).
+    with pydicom.config.disable_value_validation():
+        for p in paths:
+            ds = pydicom.dcmread(p)
+            for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                setattr(ds, key, f"{getattr(ds, key)}.{tag}")
+            ds.PatientID = f"PAT_{tag}"
+            if hu_shift:
+                arr = ds.pixel_array.astype(np.int32) + hu_shift
+                info = np.iinfo(ds.pixel_array.dtype)
+                ds.PixelData = (np.clip(arr, info.min, info.max)
+                                .astype(ds.pixel_array.dtype).tobytes())
+            buf = io.BytesIO()
+            ds.save_as(buf)
+            out.append((f"{tag}_{p.name}", buf.getvalue()))
     return out
 
 
@@ -114,3 +127,39 @@ def wait_done(client: Any, study_id: str, timeout: float = 60.0) -> dict[str, An
             return d
         time.sleep(0.05)
     raise AssertionError(f"study {study_id} not finished after {timeout} s")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def phantom_studies(cohort: Path) -> dict[str, list[Path]]:
+    """The phantom cohort's files grouped by StudyInstanceUID, in true slice order."""
+    import pandas as pd
+
+    table = pd.read_csv(cohort / "patients.csv").sort_values(["study_instance_uid",
+                                                               "slice_index"])
+    return {uid: [cohort / "images" / f"{i}.dcm" for i in g["image_id"]]
+            for uid, g in table.groupby("study_instance_uid", sort=True)}
+
+
+def as_files(items: list[tuple[str, bytes]] | list[Path]) -> list[tuple[str, Any]]:
+    """Multipart ``files`` fields for (name, bytes) pairs or paths."""
+    out: list[tuple[str, Any]] = []
+    for item in items:
+        name, data = (item.name, item.read_bytes()) if isinstance(item, Path) else item
+        out.append(("files", (name, data, "application/dicom")))
+    return out
+
+
+def edited(path: Path, **changes: Any) -> bytes:
+    """The bytes of a DICOM file with some attributes changed."""
+    ds = pydicom.dcmread(path)
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()

@@ -1,10 +1,20 @@
-"""``ich evaluate RUN [--data CACHE] [--threshold T]``: metrics.json, plots and report.html."""
+"""``ich evaluate RUN [--data CACHE [--out DIR] [--allow-overlap]]``: metrics, plots, report.
+
+Without ``--data`` the run's out-of-fold predictions are scored and the report is the run's
+own (``RUN/metrics.json``, ``RUN/report.html``). With ``--data`` the outputs go to ``--out``
+(default a new folder ``RUN/evaluations/<cache name>[-N]``), never over that report, and a
+cache that shares patients or images with the run's training set is refused unless
+``--allow-overlap`` is given (then the overlap is printed, recorded and shown in the report).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
+
+from ich.errors import ConfigError, DataOverlapError
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -34,6 +44,32 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         help="decision threshold for sensitivity/specificity (default 0.5)",
     )
     p.add_argument("--tta", type=int, default=1, help="test-time augmentations with --data")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="output folder (default: RUN itself without --data; with --data a new folder "
+        "RUN/evaluations/<cache name>, never the run's out-of-fold report)",
+    )
+    p.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="score --data even when it shares patients or images with the run's training "
+        "set (a warning is printed and the report says so)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="replicates of the 95%% bootstrap intervals, resampling studies (0: none; "
+        "default 1000)",
+    )
+    p.add_argument("--fidelity", type=Path, default=None, metavar="PHANTOM",
+                   help="also score the heatmaps against this phantom cohort's lesion masks")
+    p.add_argument("--fidelity-slices", type=int, default=20, metavar="N",
+                   help="most slices per label scored with --fidelity (default 20)")
     p.set_defaults(func=run)
 
 
@@ -64,21 +100,93 @@ def _print_headline(result: dict[str, Any]) -> None:
         )
 
 
+def new_folder(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``parent/name-2``, ``-3``, ... : the first that does not exist."""
+    out, k = parent / name, 1
+    while out.exists():
+        k += 1
+        out = parent / f"{name}-{k}"
+    return out
+
+
+def _out_dir(run_dir: Path, data: Path | None, out: Path | None) -> Path:
+    """Where this evaluation writes; refuses to replace the run's out-of-fold report."""
+    if data is None:
+        return run_dir if out is None else out
+    if out is None:
+        return new_folder(run_dir / "evaluations", data.resolve().name or "data")
+    if out.resolve() == run_dir.resolve():
+        raise ConfigError(
+            f"--out {out}: this is the run folder, whose metrics.json and report.html are the "
+            "run's out-of-fold report; choose another folder")
+    return out
+
+
+def _catalog_ids(cache: Path) -> Any:
+    """image_id/patient_id of a cache's readable slices, or None when there is no catalog."""
+    import pandas as pd
+
+    path = cache / "catalog.parquet"
+    if not path.is_file():
+        return None
+    try:
+        cat = pd.read_parquet(path, columns=["image_id", "patient_id", "status"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return cat[cat["status"] == "ok"]
+
+
+def _check_overlap(run_dir: Path, table: Any, allow: bool, data: Path) -> dict[str, Any]:
+    """Refuse (or, with --allow-overlap, warn about) evaluation rows the run trained on."""
+    from ich.eval.overlap import training_overlap
+
+    found = training_overlap(run_dir, table)
+    text = found.describe(run_dir)
+    if found.found and not allow:
+        raise DataOverlapError(
+            f"{data}: {text}. Evaluate on patients the run never saw, or pass --allow-overlap "
+            "to score them anyway (the report will say so)")
+    if found.found or not found.known:
+        print(f"ich evaluate: warning: {text}", file=sys.stderr)
+    return found.to_dict()
+
+
 def run(args: argparse.Namespace) -> int:
-    """Convert the options, predict when asked, evaluate, print the headline and paths."""
+    """Convert the options, check overlap, predict when asked, evaluate, print the paths."""
     from ich.eval.evaluate import evaluate_run
 
     run_dir: Path = args.run
-    predictions = None
-    if args.data is not None:
+    data = None if args.data is None else Path(args.data)
+    out_dir = _out_dir(run_dir, data, args.out)
+    predictions, overlap = None, None
+    if data is not None:
         from ich.predict import predict_cache
 
-        predictions = predict_cache([run_dir], Path(args.data), tta=int(args.tta))
-    source = None if args.data is None else f"{args.data} predicted by this run (tta {args.tta})"
+        catalog = _catalog_ids(data)
+        if catalog is not None:  # refuse before spending time on predictions
+            overlap = _check_overlap(run_dir, catalog, args.allow_overlap, data)
+        predictions = predict_cache([run_dir], data, tta=int(args.tta))
+        if overlap is None:
+            overlap = _check_overlap(run_dir, predictions, args.allow_overlap, data)
+    source = None if data is None else f"{data} predicted by this run (tta {args.tta})"
     result = evaluate_run(
-        run_dir, predictions=predictions, threshold=float(args.threshold), source=source
+        run_dir, predictions=predictions, threshold=float(args.threshold), source=source,
+        n_resamples=int(args.bootstrap), out_dir=out_dir, overlap=overlap, data=data,
     )
     _print_headline(result)
-    print(f"metrics: {run_dir / 'metrics.json'}")
+    if getattr(args, "fidelity", None) is not None:  # ich.eval.fidelity: heatmaps vs masks
+        from ich.eval.fidelity import add_to_report, explanation_fidelity
+        from ich.inference import Predictor
+
+        predictor = Predictor.from_run(run_dir)
+        rows = explanation_fidelity(
+            predictor.heatmap, args.fidelity, predictor.offsets, args.fidelity_slices
+        )
+        add_to_report(rows, args.fidelity, out_dir)
+        for r in rows:
+            print(f"fidelity {r.label:<16} energy in mask {r.energy_in_mask:.3f} (baseline "
+                  f"{r.energy_in_mask_baseline:.3f}), pointing {r.pointing_hit_rate:.2f} "
+                  f"(baseline {r.pointing_hit_rate_baseline:.2f}), {r.empty_maps} empty maps")
+    print(f"metrics: {out_dir / 'metrics.json'}")
     print(f"report:  {result['report']}")
     return 0

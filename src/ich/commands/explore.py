@@ -66,5 +66,23 @@ def run(args: argparse.Namespace) -> int:
     )
     for reason, n in list(s.failures.items())[:10]:
         print(f"  failed ({n:,}): {reason}")
+    _report_skipped(dicom_dir)
     print(f"report: {s.index_html}")
     return 0
+
+
+def _report_skipped(folder: Path) -> None:
+    """Name the files the scan left out (other extensions, hidden), never skip silently."""
+    import os
+
+    from ich.explore.scan import DICOM_SUFFIXES
+
+    skipped = sorted(
+        Path(d) / n for d, _, names in os.walk(folder) for n in names
+        if n.startswith(".") or Path(n).suffix.lower() not in DICOM_SUFFIXES
+    )
+    if skipped:
+        names = ", ".join(p.relative_to(folder).as_posix() for p in skipped[:3])
+        print(f"skipped {len(skipped):,} file(s) not taken as DICOM (extension not one of "
+              f"{', '.join(x or 'none' for x in DICOM_SUFFIXES)}, or hidden): {names}"
+              + (", ..." if len(skipped) > 3 else ""))

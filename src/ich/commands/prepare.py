@@ -37,7 +37,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
                    help="folder of DICOM files (searched recursively)")
     p.add_argument("--out", type=Path, required=True, metavar="CACHE", help="cache folder to write")
     p.add_argument("--labels", type=Path, metavar="CSV",
-                   help="Kaggle long-format label CSV (ID,Label)")
+                   help="label CSV: Kaggle long format (ID,Label) or wide (ID or file column, "
+                   "then one 0/1 column per label); checked before any image is read")
+    p.add_argument("--soft-labels", action="store_true",
+                   help="accept label values in [0, 1] (probabilities), not only 0 and 1")
+    p.add_argument("--relabel", action="store_true",
+                   help="replace the labels of an existing cache built with other labels")
     p.add_argument("--size", type=int, default=256,
                    help="side of the cached square images (default 256)")
     p.add_argument("--margin", type=float, default=0.05,
@@ -48,10 +53,18 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
                    help="worker processes (default: all cores)")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
                    help="build only chunks k with k %% N == I (several machines, one cache folder)")
-    p.add_argument("--chunk-size", type=int, default=1024, help="files per chunk (default 1024)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="files per chunk (default 1024, fewer when that leaves workers idle)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     p.add_argument("--all-files", action="store_true", help="take every file, not only *.dcm")
     p.add_argument("--force", action="store_true", help="rebuild a cache made with other settings")
+    p.add_argument("--images", choices=("windowed8", "hu16"), default=None,
+                   help="read PNG/JPEG/TIFF slices instead of DICOM: windowed8 = 8-bit grey "
+                   "images of one window (--image-window), hu16 = 16-bit HU + --hu-offset")
+    p.add_argument("--image-window", default="brain", metavar="NAME|C,W",
+                   help="window the 8-bit images were made with (default brain = 40,80)")
+    p.add_argument("--hu-offset", type=float, default=32768.0,
+                   help="value a 16-bit image stores for 0 HU (default 32768)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -59,16 +72,22 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
 def run(args: argparse.Namespace) -> int:
     """Convert the options, build the cache, print the summary."""
     from ich.data.build import build_cache, format_summary
+    from ich.data.images import ImageEncoding
     from ich.data.preprocess import PreprocessSpec
 
     try:
         spec = PreprocessSpec(size=args.size, crop=not args.no_crop, margin=args.margin)
+        images = (ImageEncoding(args.images, args.image_window, args.hu_offset)
+                  if args.images else None)
+        if images is not None:
+            images.hu_range()  # an unknown window name fails here, before any work
     except ValueError as exc:
         raise IchError(str(exc)) from None
     summary = build_cache(
         args.dicom_dir, args.out, labels_csv=args.labels, spec=spec, workers=args.workers,
         shard=args.shard, strict=args.strict, progress=not args.quiet,
         chunk_size=args.chunk_size, all_files=args.all_files, force=args.force,
+        soft_labels=args.soft_labels, relabel=args.relabel, images=images,
     )
     print(format_summary(summary))
     return 0

@@ -25,6 +25,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--token", default=None,
                    help="access token required on every request (default: $ICH_TOKEN)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="another name the browser may use for this server (Host header "
+                   "allow-list against DNS rebinding; repeat for several)")
+    p.add_argument("--ssl-certfile", type=Path, default=None, metavar="PEM",
+                   help="serve HTTPS with this certificate (needs --ssl-keyfile)")
+    p.add_argument("--ssl-keyfile", type=Path, default=None, metavar="PEM",
+                   help="private key of --ssl-certfile")
     p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     p.add_argument("--max-upload-mb", type=int, default=2048, help="largest upload in MiB")
     p.add_argument("--max-files", type=int, default=5000, help="most files per upload")
@@ -49,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data or default_data_dir(), host=args.host, port=args.port,
         token=args.token or os.environ.get("ICH_TOKEN") or None, model_dir=model,
         device=args.device, max_upload_bytes=args.max_upload_mb * 2**20, max_files=args.max_files,
+        allowed_hosts=list(args.allowed_host), ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
     if args.max_upload_mb <= 0:
         raise ConfigError("--max-upload-mb must be positive")

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ich.errors import ConfigError
 
 EXAMPLE = "ich train cache/ --out runs/r1 --config demo model.backbone=resnet18 train.epochs=3"
@@ -85,6 +87,12 @@ def _options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="expect to be launched by torchrun (fails if WORLD_SIZE is not set)",
     )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (defaults, --config, overrides) as YAML and exit; "
+        "every key is described in docs/config.md",
+    )
     p.add_argument("--backbone", help="timm backbone name (= model.backbone=NAME)")
     p.add_argument(
         "--pretrained",
@@ -103,8 +111,9 @@ def _options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Resolve the config and call :func:`ich.train.runner.run_training`."""
+    """Resolve the config, check everything that can be checked, call the training."""
     from ich.config import load_config
+    from ich.runs.foldset import is_fold_set
     from ich.train.distributed import env_world_size
 
     cache, out, overrides = args.cache, args.out, list(args.overrides)
@@ -118,34 +127,50 @@ def run(args: argparse.Namespace) -> int:
     if cache is not None and "=" in str(cache):  # `ich train --resume RUN k=v`: no CACHE
         overrides.insert(0, str(cache))
         cache = None
+    all_folds = args.all_folds
+    if args.print_config:
+        import yaml
+
+        from ich.config import config_to_dict
+
+        source = args.config or (args.resume / "config.yaml" if args.resume else "default")
+        cfg = load_config(source, overrides)
+        if cache is not None:
+            cfg.data.cache = str(cache)
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
     if args.resume is not None:
         run_dir = args.resume
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {run_dir}: not a run folder (no config.yaml)")
         cfg = load_config(args.config or run_dir / "config.yaml", overrides)
         if out is not None and out.resolve() != run_dir.resolve():
             raise ConfigError("--resume continues RUN in place; drop --out or make it RUN")
+        all_folds = all_folds or is_fold_set(run_dir)  # a fold set resumes as one
     else:
         if out is None:
             raise ConfigError("--out RUN is required (the run folder to create)")
         run_dir = out
-        cfg = load_config(args.config, overrides)
+        # Without --config: the packaged recipe (the dataclass defaults hold the same values).
+        cfg = load_config(args.config or "default", overrides)
     cache = cache or (Path(cfg.data.cache) if cfg.data.cache else None)
     if cache is None:
         raise ConfigError("no cache given: pass CACHE or set data.cache")
     cfg.data.cache = str(cache)
     if args.ddp and env_world_size() <= 1:
         raise ConfigError("--ddp: WORLD_SIZE is not set; launch with torchrun --nproc_per_node=N")
+    if all_folds and args.stage != "all":
+        raise ConfigError("--all-folds trains both stages; drop --stage")
     stages = tuple(cfg.train.stages) if args.stage == "all" else (args.stage,)
     main = int(os.environ.get("RANK", "0")) == 0
+    preflight(cfg, Path(cache), run_dir, stages, args.resume is not None, all_folds)
     if main:
-        _announce(cfg, run_dir, stages, args.resume is not None, args.all_folds)
-    if args.all_folds:
-        if args.stage != "all":
-            raise ConfigError("--all-folds trains both stages; drop --stage")
-        from ich.train.foldset import is_fold_set, run_fold_set
+        _announce(cfg, run_dir, stages, args.resume is not None, all_folds)
+    if all_folds:
+        from ich.train.foldset import run_fold_set
 
-        if args.resume is not None and not is_fold_set(run_dir):
-            raise ConfigError(f"--resume {run_dir} --all-folds: not a fold set (no foldset.json)")
         summary = run_fold_set(cfg, Path(cache), run_dir, resume=args.resume is not None)
+        _thresholds(cfg, run_dir)
         _report(summary)
         return 0
     from ich.train.runner import run_training
@@ -158,8 +183,93 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume is not None and "slice" in stages,
     )
     if main:
+        _thresholds(cfg, run_dir)
         _report(summary)
     return 0
+
+
+def _thresholds(cfg: Any, run_dir: Path) -> None:
+    """Choose the run's per-label thresholds on its out-of-fold predictions, when it has any."""
+    from ich.errors import CheckpointError
+    from ich.eval.thresholds import thresholds_from_oof
+    from ich.labels import LABELS
+
+    try:
+        path = thresholds_from_oof(run_dir, LABELS, cfg.decision.method,
+                                   cfg.decision.target_sensitivity)
+    except CheckpointError as exc:
+        print(f"  no decision thresholds: {exc}")
+        return
+    rule = ("Youden's J" if cfg.decision.method == "youden"
+            else f"sensitivity >= {cfg.decision.target_sensitivity:g}")
+    print(f"  decision thresholds ({rule}, out of fold): {path}")
+
+
+def preflight(
+    cfg: Any, cache: Path, run_dir: Path, stages: tuple[str, ...], resume: bool, all_folds: bool
+) -> None:
+    """Every check that can fail before training, run before anything is written.
+
+    Why: a run that fails after creating its folder leaves a half-made run behind (which the
+    next attempt then refuses or, worse, mixes with); a GPU that is not there, a weights file
+    for another backbone or an unlabelled cache are known before the first batch.
+
+    Raises:
+        ConfigError, CacheError, CheckpointError: naming the setting or file at fault.
+    """
+    from ich.config import RunConfig
+    from ich.data.cache import SliceCache
+    from ich.devices import check_device
+    from ich.models.slice_cnn import check_backbone
+
+    assert isinstance(cfg, RunConfig)
+    check_device(cfg.train.device)
+    if cfg.data.fold >= cfg.data.folds or cfg.data.fold < -1:
+        raise ConfigError(f"data.fold={cfg.data.fold} but data.folds={cfg.data.folds}")
+    sc = SliceCache(cache)
+    if not (~np.isnan(sc.labels).any(axis=1)).any():
+        raise ConfigError(f"{cache}: no labelled slices; build the cache with --labels to train")
+    check_backbone(cfg.model.backbone)
+    if not resume:
+        _refuse_finished(run_dir, stages, all_folds)
+    if "slice" not in stages or resume:
+        return
+    if cfg.model.weights:
+        from ich.models.slice_cnn import build_slice_model
+
+        n_chans = len(cfg.data.windows) * len(cfg.data.offsets)
+        build_slice_model(backbone=cfg.model.backbone, in_chans=n_chans, weights=cfg.model.weights)
+    elif cfg.model.pretrained:
+        from ich.models.hub import pretrained_unavailable
+
+        reason = pretrained_unavailable(cfg.model.backbone)
+        if reason is not None:
+            cfg.model.pretrained = False  # the saved config says what really happened
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            print(f"ich train: no pretrained weights for {cfg.model.backbone} ({reason}; not in "
+                  "the local cache): training from scratch. Pass --weights PATH to start from a "
+                  "downloaded file.", flush=True)
+
+
+def _refuse_finished(run_dir: Path, stages: tuple[str, ...], all_folds: bool) -> None:
+    """Refuse to train over an existing run (``--stage sequence`` on a run is the exception)."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir}: exists and is not a folder")
+    marks = ["foldset.json", "config.yaml", "checkpoints/slice_last.pt",
+             "checkpoints/slice_best.pt"]
+    found = [m for m in marks if (run_dir / m).exists()]
+    if not found:
+        if any(run_dir.iterdir()):
+            raise ConfigError(f"--out {run_dir}: exists and is not empty; choose a new folder")
+        return
+    if stages == ("sequence",) and not all_folds:
+        return  # stage 2 on a trained run is how a sequence model is retrained
+    raise ConfigError(
+        f"--out {run_dir}: already holds a run ({', '.join(found)}); continue it with "
+        f"`ich train --resume {run_dir}`, or choose a new --out"
+    )
 
 
 def _announce(

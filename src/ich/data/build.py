@@ -27,14 +27,35 @@ from typing import Any
 
 import cv2
 import pandas as pd
+import pyarrow as pa
 from tqdm import tqdm
 
 from ich.atomic import atomic_write_text
 from ich.data.cache import CACHE_FORMAT, chunk_paths
-from ich.data.catalog import assemble_catalog, list_dicom_files, write_parquet_atomic, write_rows
+from ich.data.catalog import (
+    assemble_catalog,
+    check_cache_labels,
+    describe_skipped,
+    duplicate_positions,
+    list_dicom_files,
+    skipped_files,
+    write_parquet_atomic,
+    write_rows,
+)
 from ich.data.chunkfile import chunk_buffer
+from ich.data.images import (
+    IMAGE_SUFFIXES,
+    ImageEncoding,
+    list_image_files,
+    preprocess_image_files,
+    skipped_image_files,
+)
 from ich.data.preprocess import PreprocessSpec, preprocess_files
 from ich.errors import CacheError
+from ich.labels import labels_digest, match_files, read_labels
+
+#: Files per chunk unless the folder is small (see :func:`auto_chunk_size`).
+DEFAULT_CHUNK_SIZE = 1024
 
 
 @dataclass
@@ -52,6 +73,12 @@ class CacheSummary:
     finalized: bool
     failures: dict[str, int] = field(default_factory=dict)
     failure_examples: list[str] = field(default_factory=list)
+    labelled: int | None = None
+    label_rows_unused: int = 0
+    relabelled: bool = False
+    chunk_size: int = 0
+    workers: int = 1
+    notes: list[str] = field(default_factory=list)
 
     @property
     def slices_per_second(self) -> float:
@@ -98,7 +125,7 @@ def _chunk_done(root: Path, k: int, files: list[Path]) -> bool:
         return False
     try:
         done = pd.read_parquet(rows, columns=["path"])["path"].tolist()
-    except Exception:  # unreadable table: rebuild the chunk rather than trust it
+    except (OSError, ValueError, pa.ArrowException):  # unreadable table: rebuild the chunk
         return False
     return done == [str(p) for p in files]
 
@@ -124,15 +151,19 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
 
 
-#: One chunk's work: (chunk number, its files, cache folder, settings, strict).
-_Task = tuple[int, list[Path], Path, PreprocessSpec, bool]
+#: One chunk's work: (chunk number, its files, cache folder, settings, strict, image encoding
+#: or None for DICOM).
+_Task = tuple[int, list[Path], Path, PreprocessSpec, bool, ImageEncoding | None]
 
 
 def _build_chunk(task: _Task) -> tuple[int, int]:
     """Worker: preprocess one chunk and move its two files into place. Returns (k, n_files)."""
-    k, files, root, spec, strict = task
+    k, files, root, spec, strict, encoding = task
     buffer = chunk_buffer(len(files), spec.size)  # reused from this process's last chunk
-    block, rows = preprocess_files(files, spec, chunk=k, strict=strict, out=buffer.images)
+    if encoding is None:
+        block, rows = preprocess_files(files, spec, chunk=k, strict=strict, out=buffer.images)
+    else:
+        block, rows = preprocess_image_files(files, spec, k, encoding, strict, buffer.images)
     npy, table = chunk_paths(root, k)
     tmp_npy = npy.with_name(f"{npy.name}.{os.getpid()}.tmp")
     buffer.write(tmp_npy, len(block))
@@ -246,25 +277,35 @@ def build_cache(
     shard: tuple[int, int] = (0, 1),
     strict: bool = False,
     progress: bool = True,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     all_files: bool = False,
     force: bool = False,
+    soft_labels: bool = False,
+    relabel: bool = False,
+    images: ImageEncoding | None = None,
 ) -> CacheSummary:
     """Build (or resume) a preprocessing cache from a folder of DICOM files.
 
     Args:
         dicom_dir: Folder searched recursively for ``*.dcm`` (every file with ``all_files``).
         out: Cache folder (created).
-        labels_csv: Kaggle long-format label CSV joined into the catalog.
+        labels_csv: Label CSV (Kaggle long ``ID,Label`` or wide ``ID|file,any,...``) joined
+            into the catalog; validated, and matched against the file names, before any image
+            is read.
         spec: Preprocessing settings (default :class:`PreprocessSpec`); a folder built with
             other settings is refused (CacheError).
         workers: Processes (default: all cores); 1 runs in this process.
         shard: ``(i, n)``: build only chunks k with k % n == i (several machines, one folder).
         strict: Stop at the first bad file (CacheError naming it) instead of recording it.
         progress: Show a tqdm bar over files (stderr).
-        chunk_size: Files per chunk (fixed for the life of a cache folder).
+        chunk_size: Files per chunk (fixed for the life of a cache folder); None: the folder's
+            own, or :func:`auto_chunk_size` for a new one (small folders use every worker).
         all_files: Take every file, not only ``*.dcm`` (DICOM without extension).
         force: Delete a cache built with other settings instead of refusing.
+        soft_labels: Accept label values in [0, 1] (stored as they are) instead of only 0/1.
+        relabel: Replace the labels of a cache built with other labels (else CacheError).
+        images: Read PNG/JPEG/TIFF slices encoded this way instead of DICOM
+            (:mod:`ich.data.images`); the spec gets the encoding's ``hu_range``.
 
     Returns:
         A :class:`CacheSummary`; ``finalized`` is False while other shards' chunks are missing.
@@ -277,9 +318,30 @@ def build_cache(
     index, n_shards = shard
     if not 0 <= index < n_shards:
         raise CacheError(f"shard {index}/{n_shards}: expected 0 <= I < N")
-    files = list_dicom_files(root, all_files)
+    # Every check that can fail runs before anything is written (no half-made cache folder).
+    labels = read_labels(labels_csv, soft=soft_labels) if labels_csv is not None else None
+    if images is not None:
+        spec = images.spec(spec)
+        files = list_image_files(root)
+        skipped = skipped_image_files(root)
+        wanted = "image files (" + ", ".join(IMAGE_SUFFIXES) + ")"
+    else:
+        files = list_dicom_files(root, all_files)
+        skipped = skipped_files(root, all_files)
+        wanted = "files" if all_files else "*.dcm files"
     if not files:
-        raise CacheError(f"{root}: no {'files' if all_files else '*.dcm files'} found")
+        other = f"; {describe_skipped(skipped, root, all_files or bool(images))}" if skipped else ""
+        raise CacheError(f"{root}: no {wanted} found{other}")
+    labelled, unused = (None, 0)
+    if labels is not None:
+        labelled, unused = match_files(labels, [p.name for p in files], str(labels_csv))
+    relabelled = check_cache_labels(out, labels, labels_csv, relabel or force, spec.key())
+    workers = workers or os.cpu_count() or 1
+    if chunk_size is None:
+        chunk_size = _folder_chunk_size(out, force) or (
+            auto_chunk_size(len(files), workers) if n_shards == 1 else DEFAULT_CHUNK_SIZE)
+    if chunk_size < 1:
+        raise CacheError(f"chunk size {chunk_size}: must be at least 1")
     _check_folder(out, spec, chunk_size, force)
     if n_shards == 1:
         _remove_tmp(out)  # leftovers of a killed run; never read
@@ -287,9 +349,9 @@ def build_cache(
     mine = [k for k in range(n_chunks) if k % n_shards == index]
     parts = {k: files[k * chunk_size : (k + 1) * chunk_size] for k in mine}
     todo = [k for k in mine if not _chunk_done(out, k, parts[k])]
-    tasks = [(k, parts[k], out, spec, strict) for k in todo]
+    tasks = [(k, parts[k], out, spec, strict, images) for k in todo]
     n_todo = sum(len(t[1]) for t in tasks)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    workers = max(1, min(workers, len(tasks)))
     # Forked before the progress bar, whose monitor thread would make forking unsafe.
     pool = _fork_pool(workers) if workers > 1 and _can_fork() else None
     bar = tqdm(total=n_todo, unit="slice", disable=not progress, file=sys.stderr, desc="prepare")
@@ -300,11 +362,17 @@ def build_cache(
         if pool is not None:
             pool.terminate()  # no-op after a clean finish (the with block closed it)
     finalized = all(chunk_paths(out, k)[1].is_file() for k in range(n_chunks))
-    catalog = finalize_cache(out, labels_csv, n_chunks) if finalized else None
+    catalog = (
+        finalize_cache(out, labels, n_chunks, labels_csv=labels_csv, soft_labels=soft_labels)
+        if finalized else None
+    )
     summary = CacheSummary(
         out=out, files=len(files), ok=0, failed=0, chunks_built=len(todo),
         chunks_skipped=len(mine) - len(todo), chunks_total=n_chunks,
         seconds=time.perf_counter() - start, finalized=finalized, processed=n_todo,
+        labelled=labelled, label_rows_unused=unused, relabelled=relabelled,
+        chunk_size=chunk_size, workers=workers,
+        notes=[describe_skipped(skipped, root, all_files or bool(images))] if skipped else [],
     )
     if catalog is not None:
         _fill_counts(summary, catalog)
@@ -316,21 +384,44 @@ def _fill_counts(summary: CacheSummary, catalog: pd.DataFrame) -> None:
     summary.ok, summary.failed = len(catalog) - len(bad), len(bad)
     summary.failures = {str(k): int(v) for k, v in bad["error_kind"].value_counts().items()}
     summary.failure_examples = [f"{r.path}: {r.error}" for r in bad.head(5).itertuples()]
+    dups = duplicate_positions(catalog)
+    if len(dups):
+        first = dups.iloc[0]
+        summary.notes.append(
+            f"duplicate slice positions: {int(dups['duplicates'].sum())} slice(s) in "
+            f"{len(dups)} series share a position with another slice of their series, e.g. "
+            f"{first['example']} (series {first['series_instance_uid']})"
+        )
 
 
 def finalize_cache(
-    out: str | Path, labels_csv: str | Path | None = None, n_chunks: int | None = None
+    out: str | Path,
+    labels: str | Path | pd.DataFrame | None = None,
+    n_chunks: int | None = None,
+    labels_csv: str | Path | None = None,
+    soft_labels: bool = False,
 ) -> pd.DataFrame:
     """Merge the chunk tables into ``catalog.parquet`` (ordered, labelled) and write cache.json.
 
     Runs once every chunk exists; safe to rerun (e.g. with another label CSV).
+
+    Args:
+        out: The cache folder.
+        labels: A label CSV, or a table validated by :func:`ich.labels.read_labels`.
+        n_chunks: Chunks to merge (default: every chunk table present).
+        labels_csv: Where ``labels`` came from, recorded in cache.json (default: ``labels``
+            when it is a path).
+        soft_labels: Whether the labels may be probabilities (recorded in cache.json).
     """
     out = Path(out)
+    if labels is not None and not isinstance(labels, pd.DataFrame):
+        labels_csv = labels_csv or labels
+        labels = read_labels(labels, soft=soft_labels)
     manifest = json.loads((out / "build.json").read_text())
     if n_chunks is None:
         n_chunks = len(list((out / "chunks").glob("*.parquet")))
     tables = (pd.read_parquet(chunk_paths(out, k)[1]) for k in range(n_chunks))
-    catalog = assemble_catalog(tables, Path(labels_csv) if labels_csv else None)
+    catalog = assemble_catalog(tables, labels)
     write_parquet_atomic(catalog, out / "catalog.parquet")
     ok = int((catalog["status"] == "ok").sum())
     info = {
@@ -339,10 +430,32 @@ def finalize_cache(
         "counts": {"files": len(catalog), "ok": ok, "error": len(catalog) - ok},
         "labels_csv": str(labels_csv) if labels_csv else None,
         "has_labels": bool(ok) and bool(catalog.loc[: ok - 1, "any"].notna().all()),
+        "labels_digest": labels_digest(labels) if labels is not None else None,
+        "soft_labels": bool(soft_labels),
     }
     _remove_tmp(out)
     _write_json_atomic(info, out / "cache.json")
     return catalog
+
+
+def auto_chunk_size(n_files: int, workers: int) -> int:
+    """Files per chunk for a new cache: the default, or fewer so every worker gets a chunk.
+
+    Why: a chunk is one worker's unit of work, so 300 files in one 1,024-file chunk would run
+    on one core however many ``--workers`` were asked for.
+    """
+    return max(1, min(DEFAULT_CHUNK_SIZE, -(-n_files // max(1, workers))))
+
+
+def _folder_chunk_size(out: Path, force: bool) -> int | None:
+    """The chunk size a folder was started with (a resumed build keeps it), else None."""
+    manifest = out / "build.json"
+    if force or not manifest.is_file():
+        return None
+    try:
+        return int(json.loads(manifest.read_text())["chunk_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def format_summary(summary: CacheSummary) -> str:
@@ -351,8 +464,16 @@ def format_summary(summary: CacheSummary) -> str:
     lines = [
         f"cache: {s.out}",
         f"chunks: {s.chunks_built} built, {s.chunks_skipped} already done, {s.chunks_total} in all",
-        f"processed {s.processed} files in {s.seconds:.1f} s ({s.slices_per_second:.0f} slices/s)",
+        f"processed {s.processed} files in {s.seconds:.1f} s ({s.slices_per_second:.0f} slices/s)"
+        + (f", {s.workers} worker(s), {s.chunk_size} files per chunk" if s.chunk_size else ""),
     ]
+    lines += [f"note: {note}" for note in s.notes]
+    if s.relabelled:
+        lines.append("labels replaced (--relabel): the catalog now holds the new labels")
+    if s.labelled is not None:
+        lines.append(f"labels: {s.labelled} of {s.files} files labelled"
+                     + (f"; {s.label_rows_unused} labelled ids match no file"
+                        if s.label_rows_unused else ""))
     if not s.finalized:
         lines.append("not finalized yet: other shards' chunks are missing; run the remaining "
                      "shards (or the same command without --shard) to finish the catalog")

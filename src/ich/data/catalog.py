@@ -19,6 +19,7 @@ pandas work is done on the hot path.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import fields
@@ -33,7 +34,8 @@ import pyarrow.parquet as pq
 from ich.atomic import atomic_path
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import TUPLE_FIELDS, flatten_meta, order_catalog
-from ich.labels import LABELS, read_labels
+from ich.errors import CacheError
+from ich.labels import LABELS, labels_digest, read_labels, strip_extension
 
 #: Columns every row has besides the SliceMeta fields.
 BASE_COLUMNS: tuple[str, ...] = (
@@ -85,6 +87,48 @@ def list_dicom_files(root: Path, all_files: bool = False) -> list[Path]:
                 found.append(path)
     found.sort(key=lambda p: p.relative_to(root).as_posix())
     return found
+
+
+def skipped_files(root: Path, all_files: bool = False) -> list[Path]:
+    """The files :func:`list_dicom_files` leaves out (not ``*.dcm``, or hidden), sorted.
+
+    Why: a folder of ``.DCM`` exports without the usual name, or of PNGs, must not look like an
+    empty (or smaller) data set without a word; commands report these.
+    """
+    out = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            taken = not name.startswith(".") if all_files else name.lower().endswith(".dcm")
+            if not taken and (Path(dirpath) / name).is_file():
+                out.append(Path(dirpath) / name)
+    return sorted(out)
+
+
+def describe_skipped(skipped: list[Path], root: Path, all_files: bool = False) -> str:
+    """One line about skipped files: how many, a few names, how to take them."""
+    names = ", ".join(p.relative_to(root).as_posix() for p in skipped[:3])
+    more = ", ..." if len(skipped) > 3 else ""
+    hint = "" if all_files else " (not *.dcm; --all-files reads every file)"
+    return f"skipped {len(skipped)} file(s){hint}: {names}{more}"
+
+
+def duplicate_positions(catalog: pd.DataFrame, tol_mm: float = 0.01) -> pd.DataFrame:
+    """Series holding two slices at the same position along the normal.
+
+    Returns:
+        One row per such series: ``series_instance_uid``, ``duplicates`` (slices at the same
+        z as the previous one) and ``example`` (an image id of a duplicate).
+    """
+    ok = catalog[(catalog["status"] == "ok") & (catalog["ordered_by"] != "instance_number")]
+    rows = []
+    for uid, group in ok.groupby("series_instance_uid", sort=True):
+        g = group.sort_values("z")
+        dup = np.abs(np.diff(g["z"].to_numpy(dtype=np.float64))) < tol_mm
+        if dup.any():
+            example = str(g["image_id"].iloc[int(np.flatnonzero(dup)[0]) + 1])
+            rows.append({"series_instance_uid": uid, "duplicates": int(dup.sum()),
+                         "example": example})
+    return pd.DataFrame(rows, columns=["series_instance_uid", "duplicates", "example"])
 
 
 def image_id_of(path: Path) -> str:
@@ -170,21 +214,26 @@ def _add_order(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _add_labels(frame: pd.DataFrame, labels_csv: Path | None) -> pd.DataFrame:
-    """Label columns (float32; NaN for images absent from the CSV, or with no CSV)."""
+def _add_labels(frame: pd.DataFrame, labels: Path | pd.DataFrame | None) -> pd.DataFrame:
+    """Label columns (float32; NaN for images absent from the labels, or with none).
+
+    ``labels`` is a label CSV or a table already validated by :func:`ich.labels.read_labels`.
+    """
     out = frame
-    if labels_csv is None:
+    if labels is None:
         for name in LABELS:
             out[name] = np.float32(np.nan)
         return out
-    wide = read_labels(labels_csv).astype(np.float32)
-    joined = wide.reindex(out["image_id"].to_numpy())
+    wide = (labels if isinstance(labels, pd.DataFrame) else read_labels(labels)).astype(np.float32)
+    joined = wide.reindex([strip_extension(i) for i in out["image_id"]])
     for name in LABELS:
         out[name] = joined[name].to_numpy(dtype=np.float32)
     return out
 
 
-def assemble_catalog(tables: Iterator[pd.DataFrame], labels_csv: Path | None) -> pd.DataFrame:
+def assemble_catalog(
+    tables: Iterator[pd.DataFrame], labels_csv: Path | pd.DataFrame | None
+) -> pd.DataFrame:
     """Merge chunk tables into the final catalog: series order, labels, sorted rows.
 
     Ok rows come first, ordered by (study, series, slice_index) — the order of the cache index
@@ -197,3 +246,39 @@ def assemble_catalog(tables: Iterator[pd.DataFrame], labels_csv: Path | None) ->
         ["_bad", "study_instance_uid", "series_instance_uid", "slice_index", "path"], kind="stable"
     )
     return frame.drop(columns="_bad").reset_index(drop=True)
+
+
+def check_cache_labels(
+    out: Path,
+    labels: pd.DataFrame | None,
+    labels_csv: str | Path | None,
+    relabel: bool,
+    spec_key: str | None = None,
+) -> bool:
+    """Refuse to change the labels of a finished cache silently; True when they change.
+
+    Why: runs, folds and reports made from a cache assume its labels; a rerun of ``ich prepare``
+    with another (or no) ``--labels`` would otherwise relabel it without a word.
+    """
+    path = out / "cache.json"
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if "labels_digest" not in old:  # made before label digests were recorded
+        return False
+    if spec_key is not None and old.get("spec_key") != spec_key:
+        return False  # other settings: the folder is refused or rebuilt whole (--force)
+    new = labels_digest(labels) if labels is not None else None
+    if new == old["labels_digest"]:
+        return False
+    if not relabel:
+        before = f"labels from {old.get('labels_csv')}" if old["labels_digest"] else "no labels"
+        now = f"--labels {labels_csv} differs" if labels is not None else "no --labels was given"
+        raise CacheError(
+            f"{out} was built with {before} and {now}; pass --relabel to replace the catalog's "
+            "labels (runs trained on the old labels keep theirs), or choose another --out"
+        )
+    return True

@@ -12,16 +12,16 @@ Channels (:class:`ChannelSpec`) are windows x neighbour offsets, offset-major::
     ChannelSpec(("brain",), (-1, 0, 1))             # brain window of s-1, s, s+1
     ChannelSpec(DEFAULT_WINDOWS, (-1, 0, 1))        # 9 channels: [s-1: b, sd, st], [s: ...], ...
 
-Randomness (window jitter, sequence crops/reversal, v2 per-sample transforms) comes from torch's
-global RNG of the process that loads: in a loader worker the DataLoader seeds it from its
-``generator`` (use :func:`slice_loader`, or ``generator=`` + :func:`seed_worker`), in-process
-(``workers=0``) it is the main RNG (call ``torch.manual_seed(seed)``). Either way a run is
-reproducible for a seed and a worker count.
+Every random draw of :class:`SliceDataset` (window jitter, v2 per-sample transforms) comes from
+a generator seeded by (dataset ``seed``, epoch, sample): the same sample in the same epoch is
+augmented the same way whatever the worker count, the batch it lands in, or a resume in between.
+The epoch travels with each sample key (``(position, epoch)`` from
+:class:`ich.data.loader.EpochSampler`), so persistent loader workers need no state from the
+main process. (Sequence crops/reversal in :mod:`ich.data.sequences` still use torch's RNG.)
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
@@ -31,11 +31,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from ich.data.augment import AugmentConfig, build_sample_transform
 from ich.dicom.windowing import DEFAULT_WINDOWS, Window, resolve_windows
 from ich.errors import ConfigError
+from ich.labels import LABELS
 
 
 class CacheLike(Protocol):
@@ -201,6 +202,7 @@ class SliceDataset(Dataset[SliceItem]):
             few cores; :func:`ich.data.augment.prepare_batch` turns it back into float32 on the
             device. The quantisation step (width / 255: 0.3 HU in the brain window) is far
             below CT noise.
+        seed: Seeds every augmentation draw, with the epoch and the sample (see module doc).
     """
 
     def __init__(
@@ -211,10 +213,12 @@ class SliceDataset(Dataset[SliceItem]):
         input_size: int,
         augment: AugmentConfig | None = None,
         dtype: OutDtype = "float32",
+        seed: int = 0,
     ) -> None:
         if dtype not in ("float32", "uint8"):
             raise ConfigError(f"SliceDataset dtype must be 'float32' or 'uint8', got {dtype!r}")
         self.dtype = dtype
+        self.seed = int(seed)
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.channels = channels
@@ -233,20 +237,28 @@ class SliceDataset(Dataset[SliceItem]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _windows(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rngs(self, ks: np.ndarray, epoch: int) -> list[np.random.Generator]:
+        """One generator per sample, seeded by (seed, epoch, cache index)."""
+        idx = self.indices[ks]
+        return [np.random.default_rng([self.seed, epoch, int(i)]) for i in idx]
+
+    def _windows(self, rngs: list[np.random.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample window centres and widths (n, n_win), jittered when augmenting."""
+        n = len(rngs)
         center = self._center.expand(n, -1)
         width = self._width.expand(n, -1)
         aug = self.augment
         if aug is None:
             return center, width
-        c_j = (2 * torch.rand(center.shape) - 1) * aug.window_center_hu
-        w_j = 1 + (2 * torch.rand(width.shape) - 1) * aug.window_width_frac
+        draws = torch.from_numpy(np.stack([r.random((2, center.shape[1])) for r in rngs]))
+        c_j = (2 * draws[:, 0].float() - 1) * aug.window_center_hu
+        w_j = 1 + (2 * draws[:, 1].float() - 1) * aug.window_width_frac
         return center + c_j, (width * w_j).clamp(min=1.0)
 
-    def _load(self, ks: np.ndarray) -> torch.Tensor:
+    def _load(self, ks: np.ndarray, epoch: int = 0) -> torch.Tensor:
         """Windowed, resized, per-sample-augmented batch (n, C, S, S) for dataset positions."""
         n, size = len(ks), self.input_size
+        rngs = self._rngs(ks, epoch) if self.augment is not None else []
         uniq, inverse = np.unique(self._nbr[ks], return_inverse=True)  # read each slice once
         images = self.cache.images(uniq)  # (u, H, W) int16
         if images.shape[-2:] != (size, size):
@@ -254,26 +266,37 @@ class SliceDataset(Dataset[SliceItem]):
             hu = F.interpolate(hu, size=(size, size), mode="bilinear", antialias=True,
                                align_corners=False)
             images = hu.squeeze(1).numpy()  # (u, S, S) float32
-        center, width = self._windows(n)  # (n, n_win)
+        center, width = self._windows(rngs) if rngs else self._windows_plain(n)  # (n, n_win)
         dtype = torch.uint8 if self.dtype == "uint8" else torch.float32
         x = _new_batch((n, self.channels.n_channels, size, size), dtype)
         rows = inverse.reshape(n, len(self.channels.offsets))
         window_into(images, rows, center.numpy(), width.numpy(), x.numpy())
         if self._transform is not None:
-            for j in range(n):  # v2 per sample, on [0, 1] floats
-                xj = self._transform(x[j].float() / 255.0 if dtype == torch.uint8 else x[j])
+            for j in range(n):  # v2 per sample, on [0, 1] floats, drawing from its own seed
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(rngs[j].integers(2**62)))
+                    xj = self._transform(x[j].float() / 255.0 if dtype == torch.uint8 else x[j])
                 x[j] = xj.mul(255.0).round_() if dtype == torch.uint8 else xj
         return x
 
-    def __getitem__(self, k: int) -> SliceItem:
-        x = self._load(np.array([k]))[0]
-        i = int(self.indices[k])
+    def _windows_plain(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._center.expand(n, -1), self._width.expand(n, -1)
+
+    def __getitem__(self, k: int | tuple[int, int]) -> SliceItem:
+        pos, epoch = k if isinstance(k, tuple) else (k, 0)
+        x = self._load(np.array([pos]), epoch)[0]
+        i = int(self.indices[pos])
         return SliceItem(x, torch.from_numpy(self.cache.labels[i].astype(np.float32)), i)
 
-    def __getitems__(self, ks: list[int]) -> list[SliceItem]:
-        """Batched fetch (used by DataLoader): one read and one windowing op for the batch."""
-        pos = np.asarray(ks, dtype=np.int64)
-        x = self._load(pos)  # (n, C, S, S)
+    def __getitems__(self, ks: Sequence[int | tuple[int, int]]) -> list[SliceItem]:
+        """Batched fetch (used by DataLoader): one read and one windowing op for the batch.
+
+        Keys are dataset positions, or ``(position, epoch)`` pairs from an
+        :class:`~ich.data.loader.EpochSampler` (one epoch per batch).
+        """
+        keyed = [k if isinstance(k, tuple) else (int(k), 0) for k in ks]
+        pos = np.asarray([k for k, _ in keyed], dtype=np.int64)
+        x = self._load(pos, keyed[0][1] if keyed else 0)  # (n, C, S, S)
         idx = self.indices[pos]
         y = torch.from_numpy(self.cache.labels[idx].astype(np.float32))  # (n, 6)
         items = _StackedItems(SliceItem(x[j], y[j], int(idx[j])) for j in range(len(pos)))
@@ -314,44 +337,21 @@ def oversample_weights(
     return w
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one thread per worker, numpy/random seeded from torch."""
-    # Never call cv2.setNumThreads here: resizing OpenCV's pool in a forked child deadlocks
-    # when the parent had started it. The workers only use cv2.addWeighted (not threaded).
-    torch.set_num_threads(1)
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
+class SeriesArrays:
+    """One preprocessed series shaped like :class:`ich.data.cache.SliceCache`, so that
+    :class:`SliceDataset` builds the model input (windows x neighbours) exactly as in training
+    (inference and Grad-CAM feed single series through it)."""
 
+    def __init__(self, images: np.ndarray) -> None:
+        self._images = images  # (T, S, S) int16 HU
+        self.size = int(images.shape[-1])
+        self.catalog = pd.DataFrame({"series_instance_uid": ["series"] * len(images)})
+        self.labels = np.full((len(images), len(LABELS)), np.nan, dtype=np.float32)
 
-def slice_loader(
-    dataset: Dataset[Any],
-    batch_size: int,
-    shuffle: bool,
-    workers: int,
-    seed: int,
-    sampler: Sampler[int] | None = None,
-    drop_last: bool = False,
-    collate_fn: Any = collate_slices,
-) -> DataLoader[Any]:
-    """A reproducible DataLoader: seeded generator, seeded workers, persistent workers.
+    def images(self, idx: np.ndarray | list[int]) -> np.ndarray:
+        """HU images (n, S, S) of the given positions."""
+        return self._images[np.asarray(idx, dtype=np.int64)]
 
-    Args:
-        dataset: A :class:`SliceDataset` (or :class:`SequenceDataset` with
-            ``collate_fn=collate_sequences``).
-        batch_size: Samples per batch.
-        shuffle: Shuffle every epoch (ignored when ``sampler`` is given).
-        workers: Loader processes (0 = in this process).
-        seed: Seeds the shuffling and every worker's RNG.
-        sampler: e.g. a ``WeightedRandomSampler`` from :func:`oversample_weights`.
-        drop_last: Drop a last incomplete batch (BatchNorm dislikes a batch of 1).
-        collate_fn: Batch assembly.
-    """
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-        num_workers=workers, collate_fn=collate_fn, drop_last=drop_last, generator=gen,
-        worker_init_fn=seed_worker, persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers > 0 else None,
-    )
+    def series_index(self) -> dict[str, np.ndarray]:
+        """The one series and its positions in slice order."""
+        return {"series": np.arange(len(self._images))}

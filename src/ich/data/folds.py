@@ -104,3 +104,61 @@ def fold_summary(catalog: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
         if label in frame.columns:
             out[label] = frame.groupby("fold")[label].mean()
     return out
+
+
+def subsample_patients(catalog: pd.DataFrame, amount: float, seed: int) -> np.ndarray:
+    """Rows of a stratified subset of the patients (``data.subsample``), for quick prototyping.
+
+    Whole patients are kept (folds stay grouped), in the same proportion from each stratum:
+    patients by their rarest positive label (epidural first, then the others by prevalence in
+    the catalog), negatives last, so rare subtypes survive a 5 % sample.
+
+    Args:
+        catalog: One row per slice with ``patient_id`` and the label columns.
+        amount: A fraction of the patients in (0, 1), or a number of patients (>= 1).
+        seed: Draw seed.
+
+    Returns:
+        bool (N,) mask of the rows kept.
+    """
+    if amount <= 0:
+        raise ConfigError(f"data.subsample={amount}: must be a fraction in (0, 1) or a count >= 1")
+    patients = pd.Index(pd.unique(catalog["patient_id"].to_numpy()))
+    n_keep = round(amount * len(patients)) if amount < 1 else int(amount)
+    n_keep = max(1, min(len(patients), n_keep))
+    y = _patient_labels(catalog, patients)
+    if y is None:
+        stratum = np.zeros(len(patients), dtype=np.int64)
+    else:
+        rarity = np.argsort(y.sum(axis=0), kind="stable")  # rarest label first
+        stratum = np.full(len(patients), len(LABELS), dtype=np.int64)
+        for rank, j in enumerate(rarity[::-1]):  # rarest last, so it wins
+            stratum[y[:, j] == 1] = len(LABELS) - 1 - rank
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(patients), dtype=bool)
+    strata, counts = np.unique(stratum, return_counts=True)
+    quota = np.floor(counts * n_keep / len(patients)).astype(int)
+    # Largest remainders get the patients left over by the flooring.
+    extra = np.argsort(-(counts * n_keep / len(patients) - quota), kind="stable")
+    quota[extra[: n_keep - quota.sum()]] += 1
+    for s, q in zip(strata, quota, strict=True):
+        members = np.flatnonzero(stratum == s)
+        keep[rng.choice(members, size=min(q, len(members)), replace=False)] = True
+    return np.asarray(catalog["patient_id"].isin(patients[keep]).to_numpy(), dtype=bool)
+
+
+def undersample_negatives(
+    rows: np.ndarray, labels: np.ndarray, keep: float, seed: int
+) -> np.ndarray:
+    """Training rows with only a fraction ``keep`` of the negative slices (``any`` = 0).
+
+    Why: RSNA is 86 % negative slices; keeping, e.g., a third of them triples the share of
+    positives per epoch at a third of the cost. Positives are all kept. Sorted result.
+    """
+    if not 0 < keep <= 1:
+        raise ConfigError(f"data.undersample_negatives={keep}: must be in (0, 1]")
+    negative = labels[rows].max(axis=1) < 0.5
+    neg_rows = rows[negative]
+    n = round(keep * len(neg_rows))
+    chosen = np.random.default_rng(seed).choice(neg_rows, size=n, replace=False)
+    return np.sort(np.concatenate([rows[~negative], chosen]))

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from ich.data.catalog import error_row, ok_row
+from ich.dicom.headcrop import AIR_HU, crop_resize, crop_resize_any, head_bbox, integer_rescale
 from ich.dicom.io import open_stored, read_meta
-from ich.dicom.windowing import AIR_HU, crop_resize, crop_resize_any, head_bbox, integer_rescale
-from ich.errors import CacheError, DicomReadError
+from ich.errors import CacheError, DicomReadError, IchError
 
 _INT16 = np.iinfo(np.int16)
 
@@ -35,22 +35,34 @@ class PreprocessSpec:
             resizing; without it the whole image, padded to a square with air, is resized.
         margin: Padding around the head, as a fraction of its larger extent.
         version: Bumped when the algorithm changes, so that old caches are rebuilt.
+        hu_range: ``(lo, hi)`` of an 8-bit windowed image source (``ich prepare`` of PNG/JPEG
+            slices): HU are clipped to it and quantised to its 256 levels before anything else,
+            so DICOM input at inference becomes exactly what the 8-bit images held. None for
+            DICOM and 16-bit HU sources (and left out of :meth:`to_dict`, keeping old keys).
     """
 
     size: int = 256
     crop: bool = True
     margin: float = 0.05
     version: int = 1
+    hu_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.size < 8:
             raise ValueError(f"size must be at least 8 pixels, got {self.size}")
         if not 0.0 <= self.margin <= 1.0:
             raise ValueError(f"margin must be in [0, 1], got {self.margin}")
+        if self.hu_range is not None and not self.hu_range[0] < self.hu_range[1]:
+            raise ValueError(f"hu_range must be (lo, hi) with lo < hi, got {self.hu_range}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON (cache.json, checkpoints)."""
-        return asdict(self)
+        out = asdict(self)
+        if self.hu_range is None:
+            del out["hu_range"]  # DICOM caches keep the keys they had before the field existed
+        else:
+            out["hu_range"] = [float(v) for v in self.hu_range]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
@@ -64,6 +76,10 @@ class PreprocessSpec:
             crop=bool(data.get("crop", True)),
             margin=float(data.get("margin", 0.05)),
             version=int(data.get("version", 1)),
+            hu_range=(
+                (float(data["hu_range"][0]), float(data["hu_range"][1]))
+                if data.get("hu_range") is not None else None
+            ),
         )
 
     def key(self) -> str:
@@ -106,7 +122,21 @@ def preprocess_hu(hu: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np
         int16 (spec.size, spec.size): HU rounded to the nearest integer, clipped to int16.
     """
     hu = np.asarray(hu)
+    if spec.hu_range is not None:
+        hu = quantize_window(hu, spec.hu_range)
     return _to_int16(crop_resize(hu, _box(hu, spec), spec.size))
+
+
+def quantize_window(hu: np.ndarray, hu_range: tuple[float, float]) -> np.ndarray:
+    """HU as an 8-bit windowed image holds them: clipped to ``hu_range``, 256 levels.
+
+    Why: a model trained on 8-bit windowed images never saw HU outside the window nor between
+    its levels; DICOM input goes through the same loss so that the model sees the same input.
+    """
+    lo, hi = hu_range
+    step = (hi - lo) / 255.0
+    levels = np.rint((np.clip(np.asarray(hu, dtype=np.float32), lo, hi) - lo) / step)
+    return (lo + levels * step).astype(np.float32)
 
 
 def preprocess_stored(
@@ -133,6 +163,8 @@ def preprocess_stored(
         int16 (spec.size, spec.size) HU, as :func:`preprocess_hu`.
     """
     stored = np.asarray(stored)
+    if spec.hu_range is not None:  # windowed sources: the plain path, which quantises first
+        return preprocess_hu(stored.astype(np.float32) * slope + intercept, spec)
     box = _box(stored, spec, (slope, intercept))
     fill = (AIR_HU - intercept) / slope  # air, in stored units, for crops beyond the image
     kind = stored.dtype
@@ -219,13 +251,15 @@ def _one_file(
         with open_stored(path) as (stored, meta):  # may view the file: used inside only
             block[n_ok] = preprocess_stored(stored, meta.rescale_slope, meta.rescale_intercept,
                                             spec)
-    except Exception as exc:  # recorded per file: one bad file must not stop a 750k-file run
+    except (IchError, OSError) as exc:  # recorded per file: one bad file must not stop the run
+        # Only ich's named errors and OS errors: a bug (TypeError, ...) must crash, not become
+        # 750k error rows.
         reason = _reason(exc)
         if strict:
             raise CacheError(f"{path}: {reason}") from None
         try:
             header = read_meta(path)
-        except Exception:
+        except (IchError, OSError):
             header = None
         rows.append(error_row(path, reason, type(exc).__name__, header))
         return 0
@@ -233,7 +267,7 @@ def _one_file(
     return 1
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     """The error text recorded in the catalog: the reason (and tag) without the path."""
     if isinstance(exc, DicomReadError):
         return exc.reason + (f" [{exc.tag}]" if exc.tag else "")

@@ -111,7 +111,10 @@ class SequenceDataset(Dataset[SequenceItem]):
             if start > 0:
                 z[0] = z[1] if len(z) > 1 else z[0]  # the window's first slice has no previous
         if self.train and float(torch.rand(())) < self.reverse_p:
-            feats, z, y, pos = feats[::-1], reverse_spacing(z), y[::-1], pos[::-1]
+            # Copies: a reversed one-slice view counts as contiguous for numpy, yet keeps its
+            # negative stride, which torch.from_numpy refuses.
+            feats, z, y, pos = (feats[::-1].copy(), reverse_spacing(z).copy(), y[::-1].copy(),
+                                pos[::-1].copy())
         return SequenceItem(
             torch.from_numpy(np.ascontiguousarray(feats)),
             torch.from_numpy(np.ascontiguousarray(z)),

@@ -10,8 +10,12 @@ Bits Stored and signed ones sign-extended.
 
 Anything that cannot become a trustworthy single-frame CT slice raises a named
 :class:`~ich.errors.DicomReadError` subclass saying file, reason and tag; low-level exceptions
-never escape. pydicom's validation warnings (RSNA's ``ID_...`` UIDs are not valid UIDs) are
-switched off once, at import.
+never escape.
+
+Input policy, scoped: importing ich changes none of pydicom's global settings. While pydicom
+parses a file for ich (and only then), :func:`reading_policy` sets pydicom's reading validation
+to IGNORE, because RSNA's ``ID_...`` UIDs are not valid UIDs and must neither warn per file nor
+fail under another library's ``strict_reading()``; the previous mode is restored afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import importlib.util
 import io
 import mmap
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -33,7 +38,6 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
-from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from ich.dicom.meta import (
@@ -65,12 +69,9 @@ from ich.errors import DicomReadError, NoPixelDataError, NotDicomError, Unsuppor
 
 __all__ = [
     "MAX_SIZE", "MIN_SIZE", "Slice", "SliceMeta", "open_stored", "read_meta", "read_slice",
-    "read_stored", "transfer_syntax_name",
+    "read_stored", "reading_policy", "transfer_syntax_name",
 ]
 
-
-# RSNA's UIDs look like "ID_000039fa0": tolerated on input, never warned about per file.
-pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 # Header elements read for SliceMeta, by keyword -> tag; the US ones are binary.
 _KEYWORDS = (
@@ -78,7 +79,7 @@ _KEYWORDS = (
     "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
     "SliceThickness", "Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation",
     "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "WindowCenter",
-    "WindowWidth", "SamplesPerPixel", "NumberOfFrames",
+    "WindowWidth", "SamplesPerPixel", "NumberOfFrames", "ModalityLUTSequence",
 )
 _TAGS: dict[str, int] = {kw: int(tag_for_keyword(kw) or 0) for kw in _KEYWORDS}
 _US_KEYWORDS = frozenset(
@@ -93,6 +94,38 @@ _KEY_KEYWORDS = (
 #: Bytes read_meta reads first, hoping the whole header is in them (it then needs no pydicom).
 _META_CHUNK = 1 << 16
 _TS_TAG = "(0002,0010) Transfer Syntax UID"
+
+
+_policy_lock = threading.Lock()
+_policy_depth = 0
+_policy_saved: int | None = None
+
+
+@contextmanager
+def reading_policy() -> Iterator[None]:
+    """ich's scope for pydicom: reading validation IGNORE inside, the caller's mode outside.
+
+    Why not ``pydicom.config.disable_value_validation()`` directly: that also switches off
+    write validation, and nested uses from several reader threads would restore each other's
+    saved mode in the wrong order and leave IGNORE behind. Here the first reader to enter saves
+    the mode and the last to leave restores it (a counter under a lock). Other pydicom users in
+    the process see IGNORE only while an ich read is under way.
+    """
+    global _policy_depth, _policy_saved
+    settings = pydicom.config.settings
+    with _policy_lock:
+        if _policy_depth == 0:
+            _policy_saved = settings.reading_validation_mode
+            settings.reading_validation_mode = pydicom.config.IGNORE
+        _policy_depth += 1
+    try:
+        yield
+    finally:
+        with _policy_lock:
+            _policy_depth -= 1
+            if _policy_depth == 0 and _policy_saved is not None:
+                settings.reading_validation_mode = _policy_saved
+                _policy_saved = None
 
 
 @contextmanager
@@ -121,7 +154,7 @@ def _get(ds: Dataset, keyword: str) -> Any:
     strings and US numbers ich needs are decoded straight from the raw bytes by the same
     :func:`~ich.dicom.native.decode_value` the pydicom-free path uses, so both agree.
     """
-    elem = ds._dict.get(BaseTag(_TAGS[keyword]))  # raw (unconverted) element: the point is speed
+    elem = ds.get_item(_TAGS[keyword])  # raw (unconverted) element: the point is speed
     if elem is None:
         return None
     if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
@@ -248,24 +281,25 @@ def read_meta(path: str | Path) -> SliceMeta:
             header = parse_header(head, _WANTED)
             if header is not None:  # plain Part 10 header within the first chunk
                 return _parse_meta(path, header)
-            if head[:4] == b"DICM" or not head:
-                data = _read_bytes(path)
-                ds, _ = _parse(path, data, stop_before_pixels=True)
+            with reading_policy():
+                if head[:4] == b"DICM" or not head:
+                    data = _read_bytes(path)
+                    ds, _ = _parse(path, data, stop_before_pixels=True)
+                    return _parse_meta(path, ds)
+                fp.seek(0)
+                try:
+                    with _quiet():
+                        ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
+                except Exception as exc:
+                    raise NotDicomError(
+                        path, f"not a readable DICOM file ({type(exc).__name__}: {exc})"
+                    ) from exc
+                _check_is_dicom(path, head, ds)
                 return _parse_meta(path, ds)
-            fp.seek(0)
-            try:
-                with _quiet():
-                    ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
-            except Exception as exc:
-                raise NotDicomError(
-                    path, f"not a readable DICOM file ({type(exc).__name__}: {exc})"
-                ) from exc
     except FileNotFoundError:
         raise NotDicomError(path, "file not found") from None
     except OSError as exc:
         raise NotDicomError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    _check_is_dicom(path, head, ds)
-    return _parse_meta(path, ds)
 
 
 def _native_pixels(path: Path, raw: bytes | memoryview, meta: SliceMeta) -> np.ndarray:
@@ -363,10 +397,11 @@ def _stored(path: Path, contents: bytes | mmap.mmap, fast: bool) -> tuple[np.nda
         stored = _native_pixels(path, memoryview(contents)[header.pixel_offset : end], meta)
     else:
         data = _with_preamble(bytes(contents))
-        ds, pos = _parse(path, data, stop_before_pixels=True)
-        meta = _parse_meta(path, ds)
-        check_image(path, meta)
-        stored = _stored_values(path, data, ds, pos, meta)
+        with reading_policy():
+            ds, pos = _parse(path, data, stop_before_pixels=True)
+            meta = _parse_meta(path, ds)
+            check_image(path, meta)
+            stored = _stored_values(path, data, ds, pos, meta)
     return native_byte_order(fix_wrap_fault(stored) if meta.wrap_fixed else stored), meta
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from pydicom.multival import MultiValue
 
 from ich.dicom.windowing import needs_wrap_fix
-from ich.errors import UnsupportedImageError
+from ich.errors import ModalityLutError, UnsupportedImageError
 
 #: Plausible image sizes for a CT slice (rows and columns).
 MIN_SIZE, MAX_SIZE = 32, 4096
@@ -29,6 +29,12 @@ class SliceMeta:
     ``rescale_intercept`` is the one HU are computed with: where the RSNA 12-bit wrap fault
     applies (``wrap_fixed``) it is -1000 and ``header_rescale_intercept`` keeps the value the
     file holds, so ``read_meta`` and ``read_slice`` describe a file identically.
+
+    The Modality LUT transform (PS3.3 C.11.1) is never guessed: a missing (0028,1052) Rescale
+    Intercept leaves ``header_rescale_intercept`` None and ``rescale_intercept`` NaN (a missing
+    (0028,1053) Rescale Slope leaves ``header_rescale_slope`` None and ``rescale_slope`` NaN),
+    and ``modality_lut_sequence`` says whether a (0028,3000) Modality LUT Sequence is present;
+    :func:`check_image` refuses all three, so no HU are ever computed from them.
     """
 
     path: str
@@ -58,6 +64,8 @@ class SliceMeta:
     samples_per_pixel: int = 1
     number_of_frames: int = 1
     window_center_vm: int = 1
+    header_rescale_slope: float | None = 1.0
+    modality_lut_sequence: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A flat dict (tuples kept) for tables and JSON."""
@@ -134,8 +142,12 @@ def build_meta(path: Path, get: Callable[[str], Any], transfer_syntax_uid: str) 
     instance = _float(get("InstanceNumber"))
     # The wrap-fault decision is made before construction: one frozen dataclass per slice,
     # not a second one from dataclasses.replace (which ``ich prepare`` pays 750k times).
-    header_intercept = _float(get("RescaleIntercept")) or 0.0
-    fixed = needs_wrap_fix(bits_stored, pixel_representation, header_intercept)
+    header_intercept = _float(get("RescaleIntercept"))
+    fixed = header_intercept is not None and needs_wrap_fix(
+        bits_stored, pixel_representation, header_intercept)
+    intercept = math.nan if header_intercept is None else header_intercept  # refused later
+    if fixed:
+        intercept = -1000.0
     return SliceMeta(
         path=str(path),
         sop_instance_uid=text("SOPInstanceUID"),
@@ -154,8 +166,8 @@ def build_meta(path: Path, get: Callable[[str], Any], transfer_syntax_uid: str) 
         bits_stored=bits_stored,
         pixel_representation=pixel_representation,
         photometric_interpretation=text("PhotometricInterpretation"),
-        rescale_slope=1.0 if slope is None else slope,
-        rescale_intercept=-1000.0 if fixed else header_intercept,
+        rescale_slope=math.nan if slope is None else slope,
+        rescale_intercept=intercept,
         window_center=_float(get("WindowCenter")),
         window_width=_float(get("WindowWidth")),
         transfer_syntax_uid=transfer_syntax_uid,
@@ -164,6 +176,8 @@ def build_meta(path: Path, get: Callable[[str], Any], transfer_syntax_uid: str) 
         samples_per_pixel=_int(get("SamplesPerPixel"), 1),
         number_of_frames=_int(get("NumberOfFrames"), 1),
         window_center_vm=_vm(get("WindowCenter")),
+        header_rescale_slope=slope,
+        modality_lut_sequence=bool(get("ModalityLUTSequence")),
     )
 
 
@@ -202,5 +216,31 @@ def check_image(path: Path, meta: SliceMeta) -> None:
     if meta.photometric_interpretation not in ("", "MONOCHROME1", "MONOCHROME2"):
         raise refuse(f"photometric interpretation {meta.photometric_interpretation!r} is not "
                      "greyscale", "(0028,0004) Photometric Interpretation")
+    _check_modality_lut(path, meta)
     if meta.rescale_slope == 0:
         raise refuse("rescale slope is 0", "(0028,1053) Rescale Slope")
+
+
+def _check_modality_lut(path: Path, meta: SliceMeta) -> None:
+    """Refuse any Modality LUT transform (PS3.3 C.11.1) other than a complete linear rescale.
+
+    Why refuse rather than apply a (0028,3000) Modality LUT Sequence: the CT Image Module
+    (C.8.2.1) requires Rescale Slope/Intercept, the cache and the head crop rely on HU being
+    linear in the stored values, and no CT in the RSNA set or the phantom uses a table. A missing
+    intercept is refused, not read as 0: that would shift every HU by ~1000 without a word.
+
+    Raises:
+        ModalityLutError: naming the file, what is missing or present, and the tag.
+    """
+    if meta.modality_lut_sequence:
+        raise ModalityLutError(
+            path, "a Modality LUT Sequence maps stored values to HU; ich reads only the linear "
+            "Rescale Slope/Intercept of the CT Image Module", "(0028,3000) Modality LUT Sequence")
+    if meta.header_rescale_intercept is None:
+        raise ModalityLutError(
+            path, "no Rescale Intercept: HU cannot be computed (Type 1 in the CT Image Module; "
+            "not assumed to be 0)", "(0028,1052) Rescale Intercept")
+    if meta.header_rescale_slope is None:
+        raise ModalityLutError(
+            path, "no Rescale Slope: HU cannot be computed (Type 1 in the CT Image Module; "
+            "not assumed to be 1)", "(0028,1053) Rescale Slope")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ich.atomic import atomic_write_text
 from ich.errors import CheckpointError, LabelsError
+from ich.eval.bootstrap import N_RESAMPLES, bootstrap_intervals
 from ich.eval.metrics import base_rate_predictions, compute_metrics, study_level
 from ich.eval.plots import (
     plot_confusion,
@@ -120,10 +121,25 @@ def _group_column(df: pd.DataFrame) -> str:
     raise LabelsError("predictions lack study_instance_uid (needed for study-level metrics)")
 
 
+#: Above this many rows × replicates a level's intervals are skipped, with the reason recorded:
+#: ~25 s of CPU per model (``benchmarks/bench_bootstrap.py``: ~0.45 µs per row × replicate for
+#: the six labels on the 2-core development machine). At 1000
+#: replicates that is 50,000 rows: the study level of RSNA-sized sets (~22k studies) always has
+#: intervals, the slice level of a 750k-slice set does not.
+MAX_BOOTSTRAP_CELLS = 50_000_000
+
+
 def _score_level(
-    y: np.ndarray, probs: dict[str, np.ndarray], base: np.ndarray, threshold: float
+    y: np.ndarray, probs: dict[str, np.ndarray], base: np.ndarray, threshold: float,
+    groups: np.ndarray, n_resamples: int,
 ) -> dict[str, Any]:
-    """Metrics of the baseline and each model on one level (slices or studies)."""
+    """Metrics of the baseline and each model on one level (slices or studies).
+
+    Each model's labels get ``ci95`` (study-resampled bootstrap intervals of AUC, sensitivity
+    and specificity, see :mod:`ich.eval.bootstrap`) and the model a ``bootstrap`` block saying
+    how they were drawn; ``n_resamples=0`` or a level too large for the budget leaves them out,
+    with the reason in ``bootstrap.skipped``.
+    """
     out: dict[str, Any] = {
         "base_rate": compute_metrics(
             y, np.clip(base_rate_predictions(base[None], len(y)), 0, 1), threshold
@@ -132,6 +148,17 @@ def _score_level(
     out["base_rate"]["prevalence_used"] = [float(v) for v in base]
     for name, p in probs.items():
         out[name] = compute_metrics(y, p, threshold)
+        if n_resamples < 1:
+            out[name]["bootstrap"] = {"skipped": "disabled (--bootstrap 0)"}
+        elif len(y) * n_resamples > MAX_BOOTSTRAP_CELLS:
+            out[name]["bootstrap"] = {
+                "skipped": f"{len(y):,} rows × {n_resamples} replicates is over the budget; "
+                "the study level has intervals"}
+        else:
+            boot = bootstrap_intervals(y, p, groups, LABELS, threshold, n_resamples).to_dict()
+            for label, intervals in boot.pop("labels").items():
+                out[name]["labels"][label]["ci95"] = intervals
+            out[name]["bootstrap"] = boot
     return out
 
 
@@ -156,8 +183,12 @@ def _make_plots(
     y: dict[str, np.ndarray],
     probs: dict[str, dict[str, np.ndarray]],
     threshold: float,
+    run_dir: Path | None = None,
 ) -> dict[str, str]:
-    """All per-level, per-model plots; returns {key: file name relative to the run folder}."""
+    """All per-level, per-model plots; returns {key: file name relative to the output folder}.
+
+    The training curves come from ``run_dir`` (default: the report folder's parent).
+    """
     figs: dict[str, str] = {}
     for level, by_model in probs.items():
         for name, p in by_model.items():
@@ -175,7 +206,7 @@ def _make_plots(
             plot_confusion(y[level], p, path, threshold, title=f"Confusion: {what}")
             figs[f"confusion/{level}/{name}"] = f"report/{path.name}"
     curves = plot_training_curves(
-        report_dir.parent / "metrics.jsonl", report_dir / "training_curves.png"
+        (run_dir or report_dir.parent) / "metrics.jsonl", report_dir / "training_curves.png"
     )
     if curves is not None:
         figs["training_curves"] = f"report/{curves.name}"
@@ -223,8 +254,12 @@ def evaluate_run(
     *,
     plots: bool = True,
     source: str | None = None,
+    n_resamples: int = N_RESAMPLES,
+    out_dir: Path | None = None,
+    overlap: dict[str, Any] | None = None,
+    data: Path | None = None,
 ) -> dict[str, Any]:
-    """Score a run and write ``RUN/metrics.json``, ``RUN/report/*.png`` and ``RUN/report.html``.
+    """Score a run and write ``OUT/metrics.json``, ``OUT/report/*.png`` and ``OUT/report.html``.
 
     Args:
         run_dir: The run folder (config, logs, predictions).
@@ -233,6 +268,13 @@ def evaluate_run(
         threshold: Decision threshold for sensitivity/specificity/precision/accuracy.
         plots: Draw the PNGs (the slow part); without them the report has tables only.
         source: Where ``predictions`` come from, in words, for the report (e.g. the cache).
+        n_resamples: Bootstrap replicates of the 95 % intervals (resampling studies); 0: none.
+        out_dir: Where the outputs go (default ``run_dir``: the run's out-of-fold report).
+            The run folder is still where the configuration, training log and prevalences are
+            read from.
+        overlap: What :func:`ich.eval.overlap.training_overlap` found, recorded in
+            metrics.json and shown on top of the report.
+        data: The cache the predictions come from (recorded for the reproduce command).
 
     Returns:
         The metrics dict written to ``metrics.json`` (``levels``/``headline``/provenance keys).
@@ -250,11 +292,13 @@ def evaluate_run(
     y_slice, y_study = y["slice"], y["study"]
     p_slice, p_study = probs["slice"], probs["study"]
     base, base_source = _baselines(run_dir, y_slice, y_study)
+    groups = df[group_col].astype(str).to_numpy()
     levels = {
-        "slice": _score_level(y_slice, p_slice, base["slice"], threshold),
-        "study": _score_level(y_study, p_study, base["study"], threshold),
+        "slice": _score_level(y_slice, p_slice, base["slice"], threshold, groups, n_resamples),
+        "study": _score_level(y_study, p_study, base["study"], threshold, study_ids, n_resamples),
     }
-    figures = _make_plots(run_dir / "report", y, probs, threshold) if plots else {}
+    out_dir = run_dir if out_dir is None else Path(out_dir)
+    figures = _make_plots(out_dir / "report", y, probs, threshold, run_dir) if plots else {}
     result: dict[str, Any] = {
         "format": "ich-metrics/1",
         "source": source,
@@ -270,7 +314,12 @@ def evaluate_run(
         "levels": levels,
         "figures": figures,
     }
+    if overlap is not None:
+        result["overlap"] = overlap
+    if data is not None:
+        result["data"] = str(data)
     result = _json_safe(result)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
-    result["report"] = str(write_report(run_dir, result))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2, allow_nan=False))
+    result["report"] = str(write_report(run_dir, result, out_dir))
     return result

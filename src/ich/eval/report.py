@@ -17,6 +17,7 @@ import yaml
 
 from ich import __version__
 from ich.atomic import atomic_write_text
+from ich.eval.bootstrap import format_interval
 from ich.eval.html import (
     PHANTOM_BANNER,
     RESEARCH_BANNER,
@@ -128,6 +129,15 @@ def _headline_table(metrics: dict[str, Any]) -> Raw:
     )
 
 
+def _with_ci(value: Any, lm: dict[str, Any], key: str) -> Any:
+    """``"0.93 (0.88–0.97)"`` where the label has a bootstrap interval for ``key``, else the
+    plain value (formatted by the table like every other number)."""
+    ci = lm.get("ci95", {}).get(key)
+    if value is None or not ci or ci.get("low") is None:
+        return value
+    return Raw(format_interval({**ci, "estimate": value}))  # digits and dashes: nothing to escape
+
+
 def _label_table(m: dict[str, Any]) -> Raw:
     rows = []
     for label in LABELS:
@@ -138,10 +148,10 @@ def _label_table(m: dict[str, Any]) -> Raw:
                 label,
                 lm["n_positive"],
                 lm["log_loss"],
-                lm["auc"],
+                _with_ci(lm["auc"], lm, "auc"),
                 lm["ap"],
-                at.get("sensitivity"),
-                at.get("specificity"),
+                _with_ci(at.get("sensitivity"), lm, "sensitivity"),
+                _with_ci(at.get("specificity"), lm, "specificity"),
                 hi.get("threshold"),
                 hi.get("sensitivity"),
                 hi.get("specificity"),
@@ -164,7 +174,20 @@ def _label_table(m: dict[str, Any]) -> Raw:
             "ECE",
         ],
         rows,
+        caption=_ci_caption(m),
     )
+
+
+def _ci_caption(m: dict[str, Any]) -> str | None:
+    """Says what the bracketed intervals are, or why there are none."""
+    boot = m.get("bootstrap")
+    if not boot:
+        return None
+    if "skipped" in boot:
+        return f"No bootstrap intervals here: {boot['skipped']}."
+    return (f"(…–…): {boot['confidence']:.0%} bootstrap interval, {boot['n_resamples']:,} "
+            f"resamples of the {boot['n_groups']:,} studies (all slices of a drawn study kept; "
+            f"seed {boot['seed']}).")
 
 
 def _figures(metrics: dict[str, Any], level: str, name: str) -> list[str]:
@@ -209,7 +232,11 @@ def _level_section(metrics: dict[str, Any], level: str) -> list[str]:
 def _reproduce(run_dir: Path, metrics: dict[str, Any], config_text: str | None) -> Raw:
     """Commands that retrain with the saved config and re-run this evaluation."""
     run = str(run_dir)
-    cmds = [f"ich evaluate {run} --threshold {metrics['threshold']:g}"]
+    again = f"ich evaluate {run} --threshold {metrics['threshold']:g}"
+    if metrics.get("data"):
+        again += f" --data {metrics['data']}" + (" --allow-overlap" if metrics.get(
+            "overlap", {}).get("n_patients") else "")
+    cmds = [again]
     if config_text is not None:
         try:
             cfg = yaml.safe_load(config_text)
@@ -270,17 +297,40 @@ def _training_section(metrics: dict[str, Any], ctx: dict[str, Any]) -> list[str]
     return body
 
 
-def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
-    """Write ``RUN/report.html`` from the dict :func:`ich.eval.evaluate.evaluate_run` builds.
+def _overlap_banner(metrics: dict[str, Any]) -> str | None:
+    """A warning on top when the evaluated patients include training patients."""
+    ov = metrics.get("overlap")
+    if not ov:
+        return None
+    if not ov.get("known"):
+        return banner("The run folder does not list its training rows (no folds.csv): whether "
+                      "these patients were in the training set is unknown.", "info")
+    if not ov.get("n_patients") and not ov.get("n_images"):
+        return None
+    return banner(f"{ov['n_patients']:,} of {ov['n_eval_patients']:,} evaluated patients "
+                  f"({ov['n_images']:,} of {ov['n_eval_images']:,} images) were in this run's "
+                  "training set (evaluated with --allow-overlap): these numbers overstate how "
+                  "the model does on new patients.", "warn")
+
+
+def write_report(run_dir: Path, metrics: dict[str, Any], out_dir: Path | None = None) -> Path:
+    """Write ``OUT/report.html`` from the dict :func:`ich.eval.evaluate.evaluate_run` builds.
+
+    Args:
+        run_dir: The run folder (configuration, provenance).
+        metrics: The metrics dict.
+        out_dir: Where the report goes (default ``run_dir``); its PNGs are in ``OUT/report/``.
 
     Returns:
-        The path of the HTML file (its PNGs live in ``RUN/report/``).
+        The path of the HTML file.
     """
     run_dir = Path(run_dir)
     ctx = read_run_context(run_dir)
     body: list[str] = [banner(RESEARCH_BANNER, "warn")]
     if ctx["phantom"]:
         body.append(banner(PHANTOM_BANNER, "info"))
+    if (warn := _overlap_banner(metrics)) is not None:
+        body.append(warn)
     body += _headline_section(metrics)
     if not metrics["models"]:
         body.append(banner("No model predictions found: only the baseline is shown.", "info"))
@@ -295,4 +345,4 @@ def write_report(run_dir: Path, metrics: dict[str, Any]) -> Path:
         body,
         footer=f"{RESEARCH_BANNER}. Generated by ich {__version__}. Metrics in metrics.json.",
     )
-    return atomic_write_text(run_dir / "report.html", html_text)
+    return atomic_write_text((out_dir or run_dir) / "report.html", html_text)

@@ -58,9 +58,9 @@ def scan_header(path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"path": str(path), "image_id": path.name.split(".")[0]}
     try:
         meta = read_meta(path)
-    except IchError as exc:
+    except IchError as exc:  # one bad file never stops a scan of thousands
         return {**row, "status": "error", "error": str(getattr(exc, "reason", exc))}
-    except Exception as exc:  # never let one file stop a scan of thousands
+    except OSError as exc:  # but a bug (TypeError, ...) does: it is not a file's fault
         return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
     d = meta.to_dict()
     keep = (
@@ -114,7 +114,7 @@ def scan_pixels(task: tuple[str, bool, bool]) -> dict[str, Any]:
         sl = read_slice(path)
     except IchError as exc:
         return {"path": path, "error": str(getattr(exc, "reason", exc))}
-    except Exception as exc:
+    except OSError as exc:
         return {"path": path, "error": f"{type(exc).__name__}: {exc}"}
     out: dict[str, Any] = {"path": path, "error": ""}
     if want_hist:

@@ -90,6 +90,10 @@ class SliceModel(nn.Module):
         weights: A local weights file (``.pth``/``.safetensors``): a timm backbone state dict, or
             a whole ``SliceModel`` state dict, or an ich checkpoint. Wins over ``pretrained``.
         drop_rate: Dropout on the embedding before the head (training only).
+        mean: Per-channel input mean subtracted from the [0, 1] windows; default: the timm
+            backbone's own (``pretrained_cfg``) when its weights are ImageNet's (``pretrained``
+            or a timm ``weights`` file), else 0 (a scratch backbone learns from [0, 1]).
+        std: Per-channel divisor, chosen the same way (1 from scratch).
 
     Attributes:
         embed_dim: Size D of :meth:`embed`'s output.
@@ -104,6 +108,8 @@ class SliceModel(nn.Module):
         pretrained: bool = False,
         weights: str | Path | None = None,
         drop_rate: float = 0.0,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         check_backbone(backbone)
@@ -112,6 +118,7 @@ class SliceModel(nn.Module):
         self.backbone_name = backbone
         self.in_chans = in_chans
         self.load_report: dict[str, list[str]] = {}
+        self.weights_from_ich = False
         use_timm = pretrained and weights is None
         self.backbone = self._create(backbone, in_chans, use_timm)
         # mobilenetv3 & co. have a conv head after pooling: its width is head_hidden_size.
@@ -120,15 +127,21 @@ class SliceModel(nn.Module):
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(self.embed_dim, len(LABELS))
         self.init_source: InitSource = "timm" if use_timm else "scratch"
+        imagenet = use_timm
         if weights is not None:
             self.load_report = self.load_weights(weights)
             self.init_source = "file"
-        elif not use_timm:
+            imagenet = not self.weights_from_ich
+        if weights is None and not use_timm:
             log.warning(
                 "SliceModel(%s): no pretrained weights, training from scratch "
                 "(use --pretrained or --weights PATH for ImageNet weights)",
                 backbone,
             )
+        auto_mean, auto_std = self._normalisation(imagenet)
+        # (1, C, 1, 1) buffers, not saved in state dicts: the ModelSpec carries the values.
+        self.register_buffer("input_mean", _per_channel(mean or auto_mean, in_chans), False)
+        self.register_buffer("input_std", _per_channel(std or auto_std, in_chans), False)
 
     @staticmethod
     def _create(backbone: str, in_chans: int, pretrained: bool) -> nn.Module:
@@ -166,10 +179,19 @@ class SliceModel(nn.Module):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         else:
             head = {}
+        from_ich = bool(head)
         cfg = getattr(self.backbone, "pretrained_cfg", {}) or {}
         state = self._drop_timm_classifier(state, cfg.get("classifier"))
         self._adapt_first_conv(state, cfg.get("first_conv"))
-        result = self.backbone.load_state_dict(state, strict=False)
+        try:
+            result = self.backbone.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shapes that do not fit this backbone
+            first = str(exc).strip().splitlines()
+            detail = next((ln.strip() for ln in first if "size mismatch" in ln), first[0])
+            raise CheckpointError(
+                f"{path}: weights do not fit backbone {self.backbone_name!r} with "
+                f"{self.in_chans} input channel(s) ({detail})"
+            ) from None
         own = set(self.backbone.state_dict())
         if not own & set(state):
             raise CheckpointError(f"{path}: no key matches backbone {self.backbone_name!r}")
@@ -178,6 +200,7 @@ class SliceModel(nn.Module):
                 {k[len("classifier.") :]: v for k, v in head.items()}, strict=True
             )
         report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+        self.weights_from_ich = from_ich
         if report["missing"] or report["unexpected"]:
             log.warning(
                 "%s: %d missing and %d unexpected keys (missing: %s; unexpected: %s)",
@@ -206,8 +229,38 @@ class SliceModel(nn.Module):
 
             state[key] = adapt_input_conv(self.in_chans, weight)
 
+    def _normalisation(self, imagenet: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel; timm adapts a 3-channel first conv by cycling the RGB
+        weights, so channel ``c`` takes RGB value ``c % 3``."""
+        if not imagenet:
+            return (0.0,) * self.in_chans, (1.0,) * self.in_chans
+        cfg = getattr(self.backbone, "pretrained_cfg", {}) or {}
+        mean = tuple(cfg.get("mean") or (0.485, 0.456, 0.406))
+        std = tuple(cfg.get("std") or (0.229, 0.224, 0.225))
+        return (
+            tuple(float(mean[c % len(mean)]) for c in range(self.in_chans)),
+            tuple(float(std[c % len(std)]) for c in range(self.in_chans)),
+        )
+
+    @property
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The (mean, std) per input channel this model applies (stored in its ModelSpec)."""
+        mean, std = self._mean_std()
+        return tuple(float(v) for v in mean.flatten()), tuple(float(v) for v in std.flatten())
+
+    def _mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = self.input_mean, self.input_std
+        assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
+        return mean, std
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled per-slice features: (B, C, H, W) -> (B, D), the study model's input."""
+        """Pooled per-slice features: (B, C, H, W) in [0, 1] -> (B, D), the study model's input.
+
+        The input is normalised here, so training, inference, Grad-CAM and ONNX export all
+        apply the same mean/std.
+        """
+        mean, std = self._mean_std()
+        x = (x - mean.to(x.dtype)) / std.to(x.dtype)
         out: torch.Tensor = self.backbone(x)
         return out
 
@@ -230,6 +283,12 @@ class SliceModel(nn.Module):
             "in_chans": self.in_chans,
             "drop_rate": float(self.dropout.p),
         }
+
+
+def _per_channel(values: tuple[float, ...], in_chans: int) -> torch.Tensor:
+    if len(values) != in_chans:
+        raise ConfigError(f"{len(values)} normalisation values for {in_chans} input channels")
+    return torch.tensor(values, dtype=torch.float32).reshape(1, in_chans, 1, 1)
 
 
 def build_slice_model(**kwargs: Any) -> SliceModel:

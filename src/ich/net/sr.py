@@ -53,9 +53,10 @@ class TriageResult:
 def with_type2(ds: Dataset) -> Dataset:
     """A header copy with the copied Type 2 attributes present (empty where missing).
 
-    The caller's dataset is never modified.
+    The caller's dataset is never modified: a deep copy, since pydicom's shallow copies share
+    their data elements (setting an attribute on one changes the other).
     """
-    out = copy.copy(ds)
+    out = copy.deepcopy(ds)
     for keyword in TYPE2_COPIED:
         if keyword not in out:
             setattr(out, keyword, "")

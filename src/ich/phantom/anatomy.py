@@ -13,16 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.structures import cisterns, grow, skull_base, ventricles
+from ich.phantom.grid import STRUCTURES, StudyGrid
+from ich.phantom.normal import paint_normal
+from ich.phantom.skullbase import paint_skull_base
+from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
 
 #: Mean Hounsfield units of the tissues (DESIGN.md "The phantom").
 AIR_HU = -1000.0
 CSF_HU = 7.0
-SULCUS_HU = 12.0  # thin sulci are partly volume-averaged with the cortex
+SULCUS_HU = 17.0  # thin sulci are partly volume-averaged with the cortex
 SKIN_HU = 40.0
-FAT_HU = 30.0  # galea and thin fat, volume-averaged
+FAT_HU = -60.0  # subcutaneous fat of the scalp, volume-averaged with the galea
 HEADREST_HU = 300.0
-FALX_HU = 45.0  # the dural fold in the interhemispheric fissure is slightly dense
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,22 @@ class Anatomy:
     sulci: int  # number of sulci around the brain
     phases: tuple[float, ...]  # harmonics that make outline and sulci irregular
     height: float  # mm, skull base to vertex
+    age: float = 50.0  # years: drives atrophy and calcifications
+    sinus_hu: float = 50.0  # dural venous sinuses (40-65; high with high hematocrit)
+    falx_hu: float = 50.0  # falx and tentorium (40-70)
+    petrous_hu: float = 1500.0  # petrous bone and clivus (1,000-2,000)
+    choroid_hu: float = 0.0  # choroid plexus calcification in the atria, 0 = none
+    pineal_hu: float = 0.0  # pineal calcification, 0 = none
+    pallidus_hu: float = 0.0  # globus pallidus calcification (bilateral), 0 = none
+    plaques: tuple[tuple[float, float, float], ...] = ()  # (v mm, t, HU) calcified falx plaques
+    dural_plaque: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (theta, t, HU), HU 0 = none
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
-    """Draw one patient's anatomy (adult head sizes)."""
+    """Draw one patient's anatomy (adult head sizes; age sets atrophy and calcifications)."""
+    age = float(rng.uniform(18, 92))
+    old = (age - 18.0) / 74.0  # 0 young .. 1 old
+    n_plaques = int(rng.integers(1, 4)) if rng.random() < 0.1 + 0.35 * old else 0
     return Anatomy(
         semi_u=float(rng.uniform(72, 82)),
         semi_v=float(rng.uniform(92, 104)),
@@ -54,12 +68,23 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         skull=float(rng.uniform(5.0, 8.0)),
         table_hu=float(rng.uniform(1250, 1500)),
         diploe_hu=float(rng.uniform(700, 900)),
-        grey_hu=float(rng.uniform(36, 40)),
-        white_hu=float(rng.uniform(26, 30)),
-        ventricle_scale=float(rng.uniform(0.8, 1.5)),
+        grey_hu=float(rng.uniform(35, 41)),
+        white_hu=float(rng.uniform(23, 30)),
+        ventricle_scale=float(np.clip(0.75 + 0.65 * old + rng.normal(0, 0.12), 0.7, 1.6)),
         sulci=int(rng.integers(22, 32)),
         phases=tuple(float(x) for x in rng.uniform(0, 2 * np.pi, 8)),
         height=float(rng.uniform(150, 175)),
+        age=age,
+        sinus_hu=float(rng.uniform(40, 65)),
+        falx_hu=float(rng.uniform(40, 70)),
+        petrous_hu=float(rng.uniform(1000, 2000)),
+        choroid_hu=float(rng.uniform(100, 400)) if rng.random() < 0.2 + 0.7 * old else 0.0,
+        pineal_hu=float(rng.uniform(100, 450)) if rng.random() < 0.3 + 0.5 * old else 0.0,
+        pallidus_hu=float(rng.uniform(80, 300)) if rng.random() < 0.03 + 0.12 * old else 0.0,
+        plaques=tuple((float(rng.uniform(-60, 60)), float(rng.uniform(0.45, 0.85)),
+                       float(rng.uniform(200, 900))) for _ in range(n_plaques)),
+        dural_plaque=((float(rng.uniform(-np.pi, np.pi)), float(rng.uniform(0.4, 0.9)),
+                       float(rng.uniform(200, 700))) if rng.random() < 0.08 else (0.0, 0.0, 0.0)),
     )
 
 
@@ -75,41 +100,15 @@ def head_profile(t: float) -> float:
     return float(max(1.0 - u**1.6, 0.0) ** 0.625)
 
 
+def obliquity(anat: Anatomy, t: float) -> float:
+    """1 / cos of the angle between the slice and the skull surface (1 mid-head, large at top)."""
+    return float(np.sqrt(1.0 + (_profile_slope(t) * anat.semi_u / anat.height) ** 2))
+
+
 def _profile_slope(t: float) -> float:
     """d(profile)/dt, used to thicken the skull where the slice cuts it obliquely."""
     eps = 1e-3
     return (head_profile(min(t + eps, 1.0)) - head_profile(max(t - eps, 0.0))) / (2 * eps)
-
-
-@dataclass
-class StudyGrid:
-    """Pixel coordinates of one study, computed once and shared by all its slices.
-
-    Attributes:
-        spacing: mm per pixel ((0028,0030) Pixel Spacing, square pixels).
-        y_mm: scanner y (posterior positive) per pixel; gravity points along +y (supine).
-        u, v: head-frame coordinates (mm) per pixel.
-        rho, theta: polar coordinates in the head frame.
-        outline: outer head radius (mm) at the pixel's angle on the widest slice.
-        sulcus_mm: distance (mm) to the nearest sulcus axis, measured along the circle.
-        sulcus_depth: depth (mm) of the sulcus nearest to the pixel.
-        fov: pixels inside the scanner's circular reconstruction field.
-        headrest: the headrest shell (fixed in the scanner frame, not in the head frame).
-        core: bounding box of the central 60 mm, where the deep structures are drawn (speed).
-    """
-
-    spacing: float
-    y_mm: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
-    rho: np.ndarray
-    theta: np.ndarray
-    outline: np.ndarray
-    sulcus_mm: np.ndarray
-    sulcus_depth: np.ndarray
-    fov: np.ndarray
-    headrest: np.ndarray
-    core: tuple[slice, slice]
 
 
 def _sulcal_pattern(anat: Anatomy, theta: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -151,14 +150,14 @@ def make_grid(size: int, spacing: float, anatomy: Anatomy, center: tuple[float, 
     sulcus_mm, sulcus_depth = _sulcal_pattern(anatomy, theta, rho)
     fov = (x_mm**2 + y_mm**2) <= (size * spacing / 2) ** 2
     bottom = center[1] + b * (1 + anatomy.egg) + headrest_gap
-    rows, cols = np.nonzero(rho < 60.0)
+    rows, cols = np.nonzero(rho < 80.0)
     core = (slice(None), slice(None))
     if rows.size:
         core = (slice(int(rows.min()), int(rows.max()) + 1),
                 slice(int(cols.min()), int(cols.max()) + 1))
     return StudyGrid(spacing, y_mm, u, v, rho, theta.astype(np.float32),
                      outline.astype(np.float32), sulcus_mm, sulcus_depth, fov,
-                     _headrest(x_mm, y_mm, bottom, spacing), core)
+                     _headrest(x_mm, y_mm, bottom, spacing), core, center, angle)
 
 
 @dataclass
@@ -172,7 +171,13 @@ class SliceAnatomy:
         ventricles: ventricular CSF.
         sulcal_csf: CSF in sulci, fissures and basal cisterns (where subarachnoid blood goes).
         brain_radius: mm, inner-table radius at the pixel's angle on this slice.
-        deep: brain at least 3 mm from any bone (where a parenchymal bleed may sit).
+        deep: brain at least 3 mm from any bone or dense structure (where a parenchymal bleed
+            may sit).
+        dense: normal hyperdense structures (calcifications, sinuses, falx, arteries): blood is
+            never drawn over them, so masks stay exact.
+        posterior_fossa: cerebellum and brainstem (noise is higher there).
+        labels: uint8 structure label map of the painted structures (indices into
+            ``ich.phantom.grid.STRUCTURES``); :func:`label_map` adds the basic tissues.
     """
 
     hu: np.ndarray
@@ -182,14 +187,17 @@ class SliceAnatomy:
     sulcal_csf: np.ndarray
     brain_radius: np.ndarray
     deep: np.ndarray
+    dense: np.ndarray
+    posterior_fossa: np.ndarray
+    labels: np.ndarray
 
 
 def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
                      scale: float) -> float:
     """Paint skin, fat and skull into ``hu``; return the apparent skull thickness (mm)."""
     # Near the vertex the slice cuts the skull obliquely: it looks thicker there.
-    oblique = float(np.sqrt(1.0 + (_profile_slope(t) * anat.semi_u / anat.height) ** 2))
-    skull = min(anat.skull * oblique, 25.0, 0.9 * anat.semi_u * scale)
+    base = 1.0 + 1.2 * max(0.25 - t, 0.0) / 0.25  # occipital and temporal bone thicken below
+    skull = min(anat.skull * base * obliquity(anat, t), 25.0, 0.9 * anat.semi_u * scale)
     scalp = anat.scalp
     head = depth >= 0
     hu[head] = SKIN_HU
@@ -201,23 +209,66 @@ def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
 
 
 def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndarray,
-            hu: np.ndarray, t: float) -> np.ndarray:
-    """Grey matter along the surface and the sulci, white matter inside; returns sulcal CSF."""
-    # Sulci look wider toward the vertex, where the slice cuts them along their length.
-    width = (0.3 + 0.3 * anat.ventricle_scale) * (1.0 + 1.5 * max(t - 0.55, 0.0) / 0.45)
-    width = max(width, 0.5 * grid.spacing)
+            hu: np.ndarray, t: float, effaced: np.ndarray | None) -> np.ndarray:
+    """Grey matter along the surface and the sulci, white matter inside; returns sulcal CSF.
+
+    Sulci widen with age (atrophy) and look wider toward the vertex, where the slice cuts them
+    along their length; next to a mass (``effaced``) they close.
+    """
+    atrophy = max(anat.ventricle_scale - 0.75, 0.0)
+    width = (0.15 + 1.1 * atrophy) * (1.0 + 1.5 * max(t - 0.55, 0.0) / 0.45)
+    width = max(width, 0.45 * grid.spacing)
     within = depth_in < grid.sulcus_depth
     hu[brain] = anat.white_hu
-    near_sulcus = (grid.sulcus_mm < width + 2.0) & (depth_in < grid.sulcus_depth + 2.5)
-    grey = brain & ((depth_in < 3.0) | near_sulcus)
+    near_sulcus = (grid.sulcus_mm < width + 1.8) & (depth_in < grid.sulcus_depth + 2.5)
+    grey = brain & ((depth_in < 4.0) | near_sulcus)
     hu[grey] = anat.grey_hu
     sulci = brain & (grid.sulcus_mm < width) & within
-    sulci |= brain & (depth_in < max(0.6, 0.5 * grid.spacing))  # thin CSF under the table
+    sulci |= brain & (depth_in < max(0.3 + 0.6 * atrophy, 0.5 * grid.spacing))
+    if effaced is not None:
+        sulci &= ~effaced
     return sulci
 
 
-def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float) -> SliceAnatomy:
-    """Render the slice at height ``t`` (0 skull base .. 1 vertex) without lesions or noise."""
+def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray,
+                     depth_in: np.ndarray, brain_r: np.ndarray, hu: np.ndarray,
+                     shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Deep grey nuclei, fissures, cisterns and ventricles; returns (fissures, ventricles).
+
+    ``shift`` (mm, + toward patient left) moves the midline structures as a mass would: most at
+    the centre, fading toward the front and back, so the falx bows.
+    """
+    core, scale, sp = grid.core, anat.ventricle_scale, grid.spacing
+    cu, cv = grid.u[core], grid.v[core]
+    if shift:
+        cu = cu - np.float32(shift) * np.exp(-((cv / 45.0) ** 2))
+    hu[core][deep_grey(cu, cv, t) & brain[core]] = anat.grey_hu - 1.5
+    fissures = np.zeros_like(brain)
+    fissures[core] = cisterns(cu, cv, t, brain_r[core], scale, sp)
+    if t > 0.3:
+        strip = grid.box(0.0, 0.0, 8.0 + abs(shift), float(brain_r.max()) + 2.0)
+        su, sv = grid.u[strip], grid.v[strip]
+        if shift:
+            su = su - np.float32(shift) * np.exp(-((sv / 45.0) ** 2))
+        fissures[strip] |= midline_fissure(su, sv, t, brain_r[strip], scale, sp)
+    fissures &= brain
+    vents = np.zeros_like(brain)
+    vents[core] = ventricles(cu, cv, t, anat.ventricle_scale, grid.spacing)
+    vents &= brain & (depth_in > 8.0)
+    return fissures, vents
+
+
+def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float, shift: float = 0.0,
+                   effaced: np.ndarray | None = None) -> SliceAnatomy:
+    """Render the slice at height ``t`` (0 skull base .. 1 vertex) without lesions or noise.
+
+    Args:
+        grid: The study's coordinates.
+        anat: The patient's anatomy.
+        t: Height fraction of the slice.
+        shift: Midline shift (mm) caused by a mass on this slice.
+        effaced: Pixels whose sulci a mass has closed, or None.
+    """
     scale = head_profile(t)
     hu = np.full(grid.u.shape, AIR_HU, dtype=np.float32)
     depth = grid.outline * np.float32(scale) - grid.rho  # mm inward from the scalp surface
@@ -225,34 +276,55 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float) -> SliceAnatomy:
     depth_in = depth - np.float32(anat.scalp + skull)
     brain = depth_in >= 0
     brain_r = np.maximum(grid.outline * np.float32(scale) - np.float32(anat.scalp + skull), 1.0)
-    sulci = _cortex(grid, anat, brain, depth_in, hu, t)
-    core, cu, cv = grid.core, grid.u[grid.core], grid.v[grid.core]
-    if 0.33 <= t <= 0.5:  # basal ganglia and thalami: deep grey matter
-        for side in (-1.0, 1.0):
-            deep = ((cu - side * 13.0) / 8.0) ** 2 + ((cv + 4.0) / 15.0) ** 2 < 1.0
-            hu[core][deep & brain[core]] = anat.grey_hu - 3.0
-    fissures = brain & cisterns(grid.u, grid.v, t, brain_r, anat.ventricle_scale, grid.spacing)
-    vents = np.zeros_like(brain)
-    vents[core] = ventricles(cu, cv, t, anat.ventricle_scale, grid.spacing)
-    vents &= brain & (depth_in > 8.0)
+    sulci = _cortex(grid, anat, brain, depth_in, hu, t, effaced)
+    fissures, vents = _deep_structures(grid, anat, t, brain, depth_in, brain_r, hu, shift)
     sulci = (sulci & ~vents) | (fissures & ~vents)
     hu[sulci] = SULCUS_HU
     hu[fissures & ~vents & (t < 0.36)] = CSF_HU  # the wide basal cisterns
-    hu[fissures & (np.abs(grid.u) < 0.35 * grid.spacing)] = FALX_HU
     hu[vents] = CSF_HU
-    if 0.35 <= t <= 0.42:  # calcified pineal gland: a bright dot behind the third ventricle
-        hu[brain & (np.hypot(grid.u, grid.v - 16.0) < max(1.5, grid.spacing))] = 250.0
+    excluded = np.zeros_like(brain)
+    fossa = np.zeros_like(brain)
+    front = anat.semi_v * scale - anat.scalp - skull
+    labels = np.zeros(hu.shape, dtype=np.uint8)
     if t < 0.3:
-        bone, air = skull_base(grid.u, grid.v, t, brain_r, grid.spacing)
-        hu[bone & brain] = anat.table_hu
-        hu[air & brain] = AIR_HU
-        brain &= ~(bone | air)
-        sulci &= brain
+        excluded, fossa, cistern = paint_skull_base(hu, labels, grid, anat, t, brain, front,
+                                                    vents)
+        brain &= ~excluded
         vents &= brain
-        margin = grow(bone | air, int(np.ceil(3.0 / grid.spacing)))
-        return SliceAnatomy(hu, depth_in, brain, vents, sulci, brain_r,
-                            brain & (depth_in > 3.0) & ~margin)
-    return SliceAnatomy(hu, depth_in, brain, vents, sulci, brain_r, brain & (depth_in > 3.0))
+        sulci = (sulci & brain & ~fossa) | cistern
+    dense = paint_normal(hu, labels, grid, anat, t, brain, depth_in, shift, front)
+    sulci &= ~dense
+    vents &= ~dense
+    deep = brain & (depth_in > 3.0) & ~fossa
+    solid = excluded | (dense & (hu > 150))  # bone and calcifications: keep bleeds 3 mm away
+    if solid.any():
+        deep &= ~grow(solid, int(np.ceil(3.0 / grid.spacing)))
+    return SliceAnatomy(hu, depth_in, brain, vents, sulci, brain_r, deep, dense, fossa, labels)
+
+
+def label_map(sa: SliceAnatomy, anat: Anatomy) -> np.ndarray:
+    """Full structure label map of a freshly rendered slice (before lesions, artefacts, noise).
+
+    The basic tissues are recognised by their exact per-patient HU, which only they carry
+    before noise; painted structures keep the labels they were painted with.
+    """
+    out = sa.labels.copy()
+    free = out == 0
+    hu, ids = sa.hu, STRUCTURES.index
+
+    def put(name: str, mask: np.ndarray) -> None:
+        out[free & mask] = ids(name)
+
+    put("air", hu <= AIR_HU)
+    outside = (sa.depth_in < 0) & (hu > AIR_HU)
+    put("skull", outside & (hu >= anat.diploe_hu - 1.0))
+    put("scalp", outside & (hu < anat.diploe_hu - 1.0))
+    put("ventricle", sa.ventricles)
+    put("sulcal_csf", sa.sulcal_csf)
+    put("deep_grey", sa.brain & (hu == np.float32(anat.grey_hu - 1.5)))
+    put("grey_matter", sa.brain & (hu == np.float32(anat.grey_hu)))
+    put("white_matter", sa.brain & (hu == np.float32(anat.white_hu)))
+    return out
 
 
 def paint_headrest(hu: np.ndarray, grid: StudyGrid) -> None:

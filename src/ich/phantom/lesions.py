@@ -1,15 +1,17 @@
-"""Acute hemorrhage of the five RSNA subtypes as 3-D shapes, cut into per-slice masks.
+"""Hemorrhage of the five RSNA subtypes as 3-D shapes, cut into per-slice masks.
 
 Each lesion lives in the head frame of :mod:`ich.phantom.anatomy` and along the study's height
 ``z`` (mm from the skull base), so it extends over neighbouring slices with a plausible shape:
-a lens against the inner table (epidural), a long crescent (subdural), blood in sulci and
-cisterns (subarachnoid), a rounded blob with an edema rim (intraparenchymal) and a fluid level
-in the dependent ventricles (intraventricular).
+a lens against the inner table beside a fracture (epidural), a long crescent that may be acute,
+chronic (hypodense) or mixed (subdural), blood in sulci, Sylvian fissures and basal cisterns
+(subarachnoid), a rounded blob with an edema rim (intraparenchymal) and a fluid level in the
+dependent occipital horns (intraventricular). Large bleeds show a hematocrit level and push the
+midline away (mass effect); some lesions are small enough to show on one or two slices only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,12 +19,12 @@ from ich.phantom.anatomy import SliceAnatomy, StudyGrid
 
 #: Per-study probability of a bleed and, given one, of each subtype; extents are in units of the
 #: head height. Calibrated so per-slice rates land near RSNA stage 2 (DESIGN.md).
-BLEED_PROBABILITY = 0.40
+BLEED_PROBABILITY = 0.44
 SUBTYPE_PROBABILITY: dict[str, float] = {
-    "epidural": 0.032,
+    "epidural": 0.09,
     "intraparenchymal": 0.57,
     "intraventricular": 0.42,
-    "subarachnoid": 0.43,
+    "subarachnoid": 0.52,
     "subdural": 0.34,
 }
 #: The RSNA per-slice rate of "any" (14.4 %) that the numbers above reproduce.
@@ -56,8 +58,13 @@ class Lesion:
         z0, half_z: centre and half extent along the study height (mm).
         theta0, half_theta: centre and half span of the polar angle (head frame, rad).
         size: subtype-specific size (mm): maximal thickness, or in-plane radius.
-        hu: mean density of the blood (50-90 HU when acute).
+        hu: mean density of the blood (50-90 HU when acute, 0-25 when chronic).
         extra: subtype-specific parameters (centre of a blob, fill fraction...).
+        layer: fraction of the lesion (from the dependent side) that settles as a denser
+            hematocrit layer; 0 for none.
+        layer_hu: density of that layer.
+        mass: midline shift (mm) the lesion causes at its largest cut.
+        fracture: an epidural bleed beside a skull fracture.
     """
 
     subtype: str
@@ -68,6 +75,27 @@ class Lesion:
     size: float
     hu: float
     extra: tuple[float, ...] = ()
+    layer: float = 0.0
+    layer_hu: float = 0.0
+    mass: float = 0.0
+    fracture: bool = False
+
+    def shift(self, z: float) -> float:
+        """Midline shift (mm, + toward +u) this lesion causes on the slice at height ``z``."""
+        dz = (z - self.z0) / self.half_z
+        if not self.mass or abs(dz) >= 1.0:
+            return 0.0
+        side = self.extra[0] if self.subtype == "intraparenchymal" else np.cos(self.theta0)
+        return float(-np.sign(side) * self.mass * np.sqrt(1.0 - dz**2))
+
+    def paint(self, hu: np.ndarray, mask: np.ndarray, grid: StudyGrid) -> None:
+        """Write the blood's HU under ``mask``, with a dependent hematocrit layer if any."""
+        hu[mask] = self.hu
+        if self.layer > 0:
+            y = grid.y_mm[mask]
+            level = y.max() - self.layer * (y.max() - y.min())
+            dependent = mask & (grid.y_mm >= np.float32(level))
+            hu[dependent] = self.layer_hu
 
     def mask(self, grid: StudyGrid, anat: SliceAnatomy, z: float) -> np.ndarray | None:
         """Boolean (H, W) mask of this lesion on the slice at height ``z``, or None."""
@@ -96,11 +124,13 @@ class Lesion:
         """Rounded, slightly irregular blob inside the brain (``grow`` > 1 gives the rim)."""
         uc, vc, aspect, p1, p2 = self.extra
         scale = np.sqrt(1.0 - dz**2) * self.size * grow
-        du, dv = grid.u - np.float32(uc), (grid.v - np.float32(vc)) / np.float32(aspect)
+        w = grid.window(uc, vc, 1.3 * scale * max(aspect, 1.0) + grid.spacing)
+        du, dv = grid.u[w] - np.float32(uc), (grid.v[w] - np.float32(vc)) / np.float32(aspect)
         angle = np.arctan2(dv, du)
         bumpy = scale * (1.0 + 0.15 * np.cos(2 * angle + p1) + 0.1 * np.cos(3 * angle + p2))
-        inside = np.hypot(du, dv) < np.maximum(bumpy, 0.6 * grid.spacing)
-        return inside & anat.deep & ~anat.ventricles
+        out = np.zeros(grid.u.shape, dtype=bool)
+        out[w] = np.hypot(du, dv) < np.maximum(bumpy, 0.6 * grid.spacing)
+        return out & anat.deep & ~anat.ventricles
 
     def rim(self, grid: StudyGrid, anat: SliceAnatomy, z: float) -> np.ndarray | None:
         """Edema around an intraparenchymal bleed (darker than white matter), or None."""
@@ -121,10 +151,50 @@ class Lesion:
         return vents & (grid.y_mm >= np.float32(level))
 
     def _sulcal(self, grid: StudyGrid, anat: SliceAnatomy) -> np.ndarray:
-        """Blood in the sulci, fissures and cisterns of a sector of the brain."""
+        """Blood in the sulci, fissures and cisterns of a sector of the brain.
+
+        ``half_theta`` 0 keeps it to the basal cisterns and Sylvian fissures near the centre.
+        """
+        if self.half_theta == 0.0:
+            return anat.sulcal_csf & (grid.rho < 0.45 * anat.brain_radius)
         near = np.abs(_wrap(grid.theta - self.theta0)) < self.half_theta
         central = grid.rho < 0.45 * anat.brain_radius  # cisterns and fissures near the centre
         return anat.sulcal_csf & (near | central)
+
+
+def _subdural(rng: np.random.Generator, height: float, focus: float, theta: float,
+              hu: float) -> Lesion:
+    """Acute (60 %), chronic hypodense (22 %) or mixed with a dependent dense layer (18 %)."""
+    z0 = height * float(np.clip(focus + rng.normal(0, 0.06), 0.35, 0.75))
+    half_z = height * rng.uniform(0.14, 0.3)
+    size = float(rng.uniform(4, 11))
+    kind = rng.random()
+    mass = 0.5 * size if size > 8 else 0.0
+    if kind < 0.6:
+        return Lesion("subdural", z0, half_z, theta, float(rng.uniform(0.6, 1.3)), size, hu,
+                      mass=mass)
+    if kind < 0.82:
+        return Lesion("subdural", z0, half_z, theta, float(rng.uniform(0.7, 1.3)), size + 3,
+                      float(rng.uniform(5, 25)), mass=mass + 2)
+    return Lesion("subdural", z0, half_z, theta, float(rng.uniform(0.7, 1.3)), size + 2,
+                  float(rng.uniform(22, 35)), layer=float(rng.uniform(0.3, 0.5)),
+                  layer_hu=float(rng.uniform(55, 75)), mass=mass + 2)
+
+
+def _intraparenchymal(rng: np.random.Generator, height: float, focus: float, theta: float,
+                      hu: float) -> Lesion:
+    """A blob; 30 % small (one or two slices), large ones with mass effect and a fluid level."""
+    z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.3, 0.8))
+    small = rng.random() < 0.3
+    radius = float(rng.uniform(3, 6) if small else rng.uniform(6, 22))
+    reach = float(rng.uniform(0.15, 0.45)) * 55.0
+    extra = (reach * np.cos(theta), reach * np.sin(theta), float(rng.uniform(0.7, 1.4)),
+             float(rng.uniform(0, 6.3)), float(rng.uniform(0, 6.3)))
+    half_z = float(rng.uniform(3, 6)) if small else max(radius * rng.uniform(1.0, 1.6), 8.0)
+    layer = float(rng.uniform(0.3, 0.5)) if radius > 14 and rng.random() < 0.35 else 0.0
+    return Lesion("intraparenchymal", z0, half_z, theta, np.pi, radius,
+                  hu - 6 if layer else hu, extra, layer=layer, layer_hu=min(hu + 14, 95.0),
+                  mass=0.3 * radius if radius > 14 else 0.0)
 
 
 def _sample_one(rng: np.random.Generator, subtype: str, height: float, focus: float) -> Lesion:
@@ -134,28 +204,26 @@ def _sample_one(rng: np.random.Generator, subtype: str, height: float, focus: fl
     if subtype == "epidural":
         z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.3, 0.75))
         theta = float(rng.choice([0.0, np.pi]) + rng.normal(0, 0.4))  # mostly temporal
+        size = float(rng.uniform(9, 18))
         return Lesion(subtype, z0, height * rng.uniform(0.07, 0.12), theta,
-                      float(rng.uniform(0.3, 0.5)), float(rng.uniform(9, 18)), hu + 4)
+                      float(rng.uniform(0.3, 0.5)), size, hu + 4,
+                      mass=0.4 * size if size > 12 else 0.0, fracture=rng.random() < 0.8)
     if subtype == "subdural":
-        z0 = height * float(np.clip(focus + rng.normal(0, 0.06), 0.35, 0.75))
-        return Lesion(subtype, z0, height * rng.uniform(0.14, 0.3), theta,
-                      float(rng.uniform(0.6, 1.3)), float(rng.uniform(4, 11)), hu)
+        return _subdural(rng, height, focus, theta, hu)
     if subtype == "intraparenchymal":
-        z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.3, 0.8))
-        radius = float(rng.uniform(6, 22))
-        reach = float(rng.uniform(0.15, 0.45)) * 55.0
-        extra = (reach * np.cos(theta), reach * np.sin(theta), float(rng.uniform(0.7, 1.4)),
-                 float(rng.uniform(0, 6.3)), float(rng.uniform(0, 6.3)))
-        return Lesion(subtype, z0, max(radius * rng.uniform(1.0, 1.6), 8.0), theta, np.pi,
-                      radius, hu, extra)
+        return _intraparenchymal(rng, height, focus, theta, hu)
     if subtype == "intraventricular":
         z0 = height * float(rng.uniform(0.42, 0.58))
         fill = 1.0 if rng.random() < 0.25 else float(rng.uniform(0.25, 0.6))
         return Lesion(subtype, z0, height * rng.uniform(0.07, 0.14), 0.0, np.pi, 0.0, hu,
                       (fill,))
+    if rng.random() < 0.35:  # basal cisterns and Sylvian fissures
+        z0 = height * float(rng.uniform(0.2, 0.34))
+        return Lesion(subtype, z0, height * rng.uniform(0.06, 0.12), 0.0, 0.0, 0.0, hu - 4)
+    small = rng.random() < 0.2
     z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.25, 0.75))
-    return Lesion(subtype, z0, height * rng.uniform(0.08, 0.18), theta,
-                  float(rng.uniform(0.5, 1.4)), 0.0, hu - 4)
+    half_z = float(rng.uniform(3, 6)) if small else height * rng.uniform(0.08, 0.18)
+    return Lesion(subtype, z0, half_z, theta, float(rng.uniform(0.5, 1.4)), 0.0, hu - 4)
 
 
 def sample_lesions(rng: np.random.Generator, height: float, scale: float = 1.0,
@@ -182,9 +250,5 @@ def sample_lesions(rng: np.random.Generator, height: float, scale: float = 1.0,
         subtypes = [str(rng.choice(list(SUBTYPE_PROBABILITY)[1:]))]
     lesions = [_sample_one(rng, s, height, focus) for s in subtypes]
     if stretch > 1.0:
-        lesions = [
-            Lesion(x.subtype, x.z0, x.half_z * stretch, x.theta0, x.half_theta, x.size, x.hu,
-                   x.extra)
-            for x in lesions
-        ]
+        lesions = [replace(x, half_z=x.half_z * stretch) for x in lesions]
     return lesions

@@ -1,4 +1,4 @@
-"""Deep structures of the phantom head: ventricles, fissures and cisterns, skull base.
+"""Deep structures of the phantom head: ventricles, fissures and cisterns, deep grey nuclei.
 
 All functions take head-frame coordinates ``u`` (left-right) and ``v`` (anterior negative) in
 mm, the slice height ``t`` (0 skull base .. 1 vertex) and return boolean (H, W) masks; the
@@ -48,21 +48,44 @@ def ventricles(u: np.ndarray, v: np.ndarray, t: float, scale: float, spacing: fl
     if 0.30 <= t <= 0.45:  # third ventricle: a midline slit
         out |= (au < max(1.0 * scale, 0.6 * spacing)) & (np.abs(v - vc - 4.0) < 9.0)
     if 0.10 <= t <= 0.24:  # fourth ventricle, behind the pons
-        out |= _ellipse(u, v, 0.0, 24.0, 5.0 * scale, 3.0 * scale)
+        out |= _ellipse(u, v, 0.0, 24.0, 4.0 + 1.5 * scale, 2.5 + 1.0 * scale)
+    if 0.2 <= t <= 0.36:  # temporal horns: slits in the medial temporal lobes, wide with age
+        width = max(0.4 + 1.6 * (scale - 0.8), 0.6 * spacing)
+        line = v - (2.0 + 0.9 * (au - 26.0))
+        out |= (np.abs(line) < width) & (au > 24.0) & (au < 31.0)
     return out
+
+
+def deep_grey(u: np.ndarray, v: np.ndarray, t: float) -> np.ndarray:
+    """Caudate heads, lentiform nuclei and thalami (grey matter islands in the white matter)."""
+    au = np.abs(u)
+    out = np.zeros(u.shape, dtype=bool)
+    if 0.36 <= t <= 0.56:  # caudate heads, lateral to the frontal horns
+        out |= _ellipse(au, v, 9.5, VENTRICLE_V - 10.0, 4.0, 7.0)
+    if 0.33 <= t <= 0.47:  # lentiform nuclei (putamen + globus pallidus) and thalami
+        out |= _ellipse(au, v, 20.0, VENTRICLE_V + 3.0, 5.5, 12.0)
+        out |= _ellipse(au, v, 9.0, VENTRICLE_V + 17.0, 7.0, 9.0)
+    return out
+
+
+def midline_fissure(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale: float,
+                    spacing: float) -> np.ndarray:
+    """Interhemispheric fissure: the whole midline near the vertex, its ends lower down."""
+    half = max(0.5 * scale, 0.55 * spacing)
+    near_mid = np.abs(u) < half
+    if t > 0.62:
+        return near_mid
+    if t > 0.3:
+        return near_mid & ((v < -0.45 * brain_r) | (v > 0.55 * brain_r))
+    return np.zeros(u.shape, dtype=bool)
 
 
 def cisterns(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale: float,
              spacing: float) -> np.ndarray:
-    """Interhemispheric and Sylvian fissures and basal cisterns (CSF outside the ventricles)."""
+    """Sylvian fissures and basal cisterns (CSF outside the ventricles), within 60 mm."""
     half = max(0.5 * scale, 0.55 * spacing)
     au = np.abs(u)
     out = np.zeros(u.shape, dtype=bool)
-    near_mid = au < half
-    if t > 0.62:
-        out |= near_mid
-    elif t > 0.3:
-        out |= near_mid & ((v < -0.45 * brain_r) | (v > 0.55 * brain_r))
     if 0.2 <= t <= 0.34:  # ambient cistern around the midbrain + suprasellar star
         ring = np.hypot(u, v - 8.0)
         out |= (ring > 12.0) & (ring < 12.0 + 1.5 * scale) & (v > 4.0)
@@ -73,41 +96,22 @@ def cisterns(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale:
     return out
 
 
-def skull_base(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, spacing: float
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Bone and air of the skull base inside the cranial outline (below t = 0.3).
-
-    Returns the masks (bone, air): the floor of the anterior fossa closing in from the front,
-    the sphenoid sinus and clivus in the midline, and the petrous ridges running
-    postero-laterally with mastoid air cells at their ends.
-    """
-    f = (0.3 - t) / 0.3  # 0 at t = 0.3 .. 1 at the skull base
-    au = np.abs(u)
-    front = -0.95 * float(np.median(brain_r))
-    # Orbital roofs: two domes of bone rising from the front, a crest between them.
-    roof = 8.0 + 32.0 * f
-    bone = _ellipse(u, v, -22.0, front, 22.0, roof) | _ellipse(u, v, 22.0, front, 22.0, roof)
-    bone |= (au < 2.0 + 2.0 * f) & (v < front + 0.6 * roof)
-    air = np.zeros(u.shape, dtype=bool)
-    if t < 0.24:
-        vs = front * 0.35
-        sinus = _ellipse(u, v, 0.0, vs, 5.0 + 8.0 * f, 4.0 + 6.0 * f)
-        bone |= _ellipse(u, v, 0.0, vs, 8.0 + 8.0 * f, 7.0 + 6.0 * f) & ~sinus
-        bone |= _ellipse(u, v, 0.0, -2.0, 5.0, 6.0 * f + 1.0)  # clivus
-        air |= sinus
-    if 0.06 <= t <= 0.26:
-        along = (au - 10.0) * 0.8 + (v - 4.0) * 0.6  # distance along the ridge
-        across = -(au - 10.0) * 0.6 + (v - 4.0) * 0.8
-        width = np.maximum((1.5 + 5.0 * f) * (0.4 + 0.02 * along), spacing)
-        ridge = (np.abs(across) < width) & (along > 0) & (along < 0.85 * brain_r)
-        bone |= ridge
-        mastoid = _ellipse(au, v, 42.0, 22.0, 6.0, 6.0) & ridge
-        air |= mastoid & ((np.round(u / 2.5) + np.round(v / 2.5)) % 2 == 0)
-    return bone, air
-
-
 def grow(mask: np.ndarray, steps: int) -> np.ndarray:
-    """Binary dilation by ``steps`` pixels (4-neighbourhood) with array slicing only."""
+    """Binary dilation by ``steps`` pixels (4-neighbourhood) with array slicing only.
+
+    Only the bounding box of the mask (plus ``steps``) is processed: small masks grow fast.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask.copy()
+    box = (slice(max(rows[0] - steps, 0), rows[-1] + steps + 1),
+           slice(max(cols[0] - steps, 0), cols[-1] + steps + 1))
+    result = np.zeros_like(mask)
+    result[box] = _grow_dense(mask[box], steps)
+    return result
+
+
+def _grow_dense(mask: np.ndarray, steps: int) -> np.ndarray:
     out = mask.copy()
     for _ in range(steps):
         grown = out.copy()

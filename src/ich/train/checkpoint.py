@@ -1,121 +1,89 @@
-"""Self-describing checkpoints: weights plus everything needed to rebuild and feed the model.
+"""Training state files: what ``--resume`` needs beyond the weights (never used for serving).
 
-A checkpoint carries the model's constructor arguments, the resolved run configuration, the
-label order, the windows (name, center, width), the neighbour offsets, the input size and the
-preprocessing spec of the cache it was trained on. Inference reads all of these from the
-checkpoint and never from constants, so a model trained with other windows or sizes is fed
-exactly what it saw in training.
+A run's models are written as model files (weights + ModelSpec, :mod:`ich.runs.checkpoint`);
+beside ``slice_last.safetensors`` lies ``slice_last.state.pt`` with the optimizer, the AMP
+scaler, the schedule position, the RNG states and the :class:`~ich.train.state.TrainState`.
+It is a pickle (RNG states are Python objects), loaded with ``weights_only=False`` by
+training only: the server and ``ich predict`` never open it.
 """
 
 from __future__ import annotations
 
-import logging
 import random
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ich.atomic import atomic_path
 from ich.errors import CheckpointError
+from ich.train.state import TrainState
 
-if TYPE_CHECKING:
-    from ich.models.sequence import SequenceModel
-    from ich.models.slice_cnn import SliceModel
-
-#: Format tag written into (and required from) every checkpoint.
-FORMAT = "ich-checkpoint/1"
-#: Keys every checkpoint must have; training state keys (optimizer, ...) are optional.
-REQUIRED_KEYS: tuple[str, ...] = (
-    "format",
-    "kind",
-    "model",
-    "model_args",
-    "config",
-    "labels",
-    "windows",
-    "offsets",
-    "input_size",
-    "preprocess",
-)
+#: Format tag written into (and required from) every training state file.
+STATE_FORMAT = "ich-train-state/1"
+#: Suffix of training state files (``slice_last.state.pt`` beside ``slice_last.safetensors``).
+STATE_SUFFIX = ".state.pt"
 
 
-def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` with ``torch.save`` to a temp file beside ``path``, then rename.
+@dataclass
+class ResumePoint:
+    """Everything a training state file holds.
 
-    An interrupted save (kill, full disk) leaves the previous checkpoint intact.
+    Attributes:
+        state: Epoch, step, best score, patience count.
+        optimizer: ``optimizer.state_dict()``.
+        scaler: ``GradScaler.state_dict()``.
+        scheduler: Schedule position (``kind``, ``step``, ``total_steps``).
+        rng: RNG states from :func:`rng_state`.
     """
+
+    state: TrainState
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+
+
+def save_train_state(path: Path | str, point: ResumePoint) -> Path:
+    """Write a training state file atomically."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+    payload = {
+        "format": STATE_FORMAT,
+        "state": asdict(point.state),
+        "optimizer": point.optimizer,
+        "scaler": point.scaler,
+        "scheduler": point.scheduler,
+        "rng": point.rng,
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
     return path
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint written by :func:`save_checkpoint`.
-
-    The file is unpickled with ``weights_only=False`` because it holds RNG states and the config:
-    only load checkpoints you trust (as with any pickle).
+def load_train_state(path: Path | str) -> ResumePoint:
+    """Read a training state file (a trusted pickle: only files this run wrote).
 
     Raises:
-        CheckpointError: missing file, unreadable file, wrong format tag, or missing keys.
+        CheckpointError: Missing or unreadable file, wrong format, missing parts.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: no training state file; cannot resume from it")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many kinds on corrupt files
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: not an ich checkpoint (a {type(ckpt).__name__})")
-    if ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: format {ckpt.get('format')!r}, expected {FORMAT!r}")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+        raise CheckpointError(f"{path}: cannot read training state ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not an {STATE_FORMAT} training state file")
+    missing = [k for k in ("state", "optimizer", "scaler", "scheduler", "rng") if k not in data]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks keys {missing}")
-    ckpt["path"] = str(path)
-    return ckpt
-
-
-def _as_ckpt(ckpt: dict[str, Any] | Path | str, kind: str) -> dict[str, Any]:
-    data = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
-    if data.get("kind") != kind:
-        where = data.get("path", "<checkpoint>")
-        raise CheckpointError(f"{where}: a {data.get('kind')!r} checkpoint, expected {kind!r}")
-    return data
-
-
-def load_slice_model(ckpt: dict[str, Any] | Path | str) -> SliceModel:
-    """Rebuild the slice CNN from a ``kind == "slice"`` checkpoint (eval mode, CPU).
-
-    Pretrained weights are never downloaded here: the state dict already holds them.
-    """
-    from ich.models.slice_cnn import SliceModel
-
-    data = _as_ckpt(ckpt, "slice")
-    args = {**data["model_args"], "pretrained": False, "weights": None}
-    # Rebuilding "from scratch" is right here (the state dict follows): silence that warning.
-    log = logging.getLogger(SliceModel.__module__)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        model = SliceModel(**args)
-    finally:
-        log.setLevel(level)
-    model.load_state_dict(data["model"])
-    return model.eval()
-
-
-def load_sequence_model(ckpt: dict[str, Any] | Path | str) -> SequenceModel:
-    """Rebuild the study sequence model from a ``kind == "sequence"`` checkpoint (eval mode)."""
-    from ich.models.sequence import SequenceModel
-
-    data = _as_ckpt(ckpt, "sequence")
-    model = SequenceModel(**data["model_args"])
-    model.load_state_dict(data["model"])
-    return model.eval()
+        raise CheckpointError(f"{path}: training state lacks {missing}; cannot resume from it")
+    return ResumePoint(
+        TrainState(**data["state"]), data["optimizer"], data["scaler"], data["scheduler"],
+        data["rng"],
+    )
 
 
 def rng_state() -> dict[str, Any]:

@@ -24,33 +24,7 @@ from ich.data.augment import prepare_batch
 from ich.data.cache import SliceCache
 from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices
 from ich.models.slice_cnn import SliceModel
-
-#: How the sequence model's per-slice input is made from the slice model's outputs.
-FEATURES = "embedding+logits"
-
-
-def sequence_features(embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """Per-slice input of the sequence model: (T, D) embeddings and (T, 6) logits -> (T, D + 6).
-
-    The logits give the sequence model the CNN's own opinion directly, so it only has to learn
-    a correction from the neighbours. Inference must build features with this same function.
-    """
-    return np.concatenate([embeddings, logits], axis=1).astype(np.float32)
-
-
-@torch.no_grad()
-def embed_batch(
-    model: SliceModel, x: torch.Tensor, tta_flip: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings (B, D) and logits (B, 6) of a batch (B, C, H, W), averaged over a left-right
-    flip when ``tta_flip`` (heads are nearly symmetric; the average is steadier)."""
-    emb = model.embed(x)
-    logits = model.head(emb)
-    if tta_flip:
-        emb_f = model.embed(torch.flip(x, dims=[-1]))
-        emb = (emb + emb_f) / 2
-        logits = (logits + model.head(emb_f)) / 2
-    return emb, logits
+from ich.runs.embed import embed_batch
 
 
 def extract_embeddings(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,35 +32,18 @@ import pandas as pd
 
 from ich.atomic import atomic_write_text
 from ich.config import RunConfig, save_config
-from ich.errors import CheckpointError, ConfigError
+from ich.data.cache import SliceCache
+from ich.data.tables import write_frame
+from ich.errors import ConfigError
+from ich.eval.metrics import weighted_log_loss
 from ich.labels import LABELS
-
-FOLDSET_FILE = "foldset.json"
-FOLDSET_FORMAT = "ich-foldset/1"
-
-
-def is_fold_set(path: str | Path) -> bool:
-    """Whether ``path`` is a fold set folder (it holds ``foldset.json``)."""
-    return (Path(path) / FOLDSET_FILE).is_file()
-
-
-def fold_runs(path: str | Path) -> list[Path]:
-    """The run folders of a fold set, in fold order."""
-    root = Path(path)
-    try:
-        info = json.loads((root / FOLDSET_FILE).read_text())
-        runs = [root / name for name in info["runs"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{root / FOLDSET_FILE}: unreadable fold set ({exc})") from exc
-    return runs
-
-
-def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders, with each fold set replaced by its fold runs (an ensemble of k runs)."""
-    out: list[Path] = []
-    for path in paths:
-        out += fold_runs(path) if is_fold_set(path) else [Path(path)]
-    return out
+from ich.runs.checkpoint import MODEL_SUFFIX
+from ich.runs.foldset import FOLDSET_FILE, FOLDSET_FORMAT
+from ich.train.common import resolve_device, seed_everything
+from ich.train.distributed import env_world_size
+from ich.train.embeddings import save_embeddings
+from ich.train.runner import load_or_make_folds, run_training
+from ich.train.sequence_stage import embed_with_run, run_stage2
 
 
 def run_fold_set(
@@ -78,13 +60,6 @@ def run_fold_set(
     Returns:
         A summary: the fold runs' validation scores and the out-of-fold scores of all slices.
     """
-    from ich.data.cache import SliceCache
-    from ich.train.common import resolve_device, seed_everything
-    from ich.train.distributed import env_world_size
-    from ich.train.embeddings import save_embeddings
-    from ich.train.runner import _write_frame, load_or_make_folds, run_training
-    from ich.train.sequence_stage import embed_with_run, run_stage2
-
     if env_world_size() > 1:
         raise ConfigError("--all-folds runs in one process: launch it without torchrun")
     k = cfg.data.folds
@@ -98,7 +73,7 @@ def run_fold_set(
     summary: dict[str, object] = {"run_dir": str(out), "fold_runs": [str(out / r) for r in runs]}
     for i, (name, cfg_i) in enumerate(zip(runs, configs, strict=True)):
         print(f"== fold {i + 1}/{k}: slice model ({out / name}) ==", flush=True)
-        again = resume and (out / name / "checkpoints" / "slice_last.pt").is_file()
+        again = resume and (out / name / "checkpoints" / f"slice_last{MODEL_SUFFIX}").is_file()
         res = run_training(cfg_i, cache_dir, out / name, stages=("slice",), resume=again)
         summary[f"fold{i}_slice_wll"] = res.get("slice_wll")
 
@@ -132,7 +107,7 @@ def run_fold_set(
             frames.append(pd.read_parquet(str(res["oof_predictions"])))
     if frames:
         oof = pd.concat(frames, ignore_index=True)
-        summary["oof_predictions"] = str(_write_frame(oof, out / "oof_predictions.parquet"))
+        summary["oof_predictions"] = str(write_frame(oof, out / "oof_predictions.parquet"))
         summary.update(_oof_scores(oof))
     _average_prevalence([out / r for r in runs], out / "train_prevalence.json")
     return summary
@@ -147,8 +122,6 @@ def _with_fold(cfg: RunConfig, fold: int) -> RunConfig:
 
 def _oof_scores(oof: pd.DataFrame) -> dict[str, float]:
     """Weighted log loss of both models over every out-of-fold slice."""
-    from ich.eval.metrics import weighted_log_loss
-
     y = oof[list(LABELS)].to_numpy(dtype=np.float64)
     scores = {}
     for key, prefix in (("oof_slice_wll", "p_"), ("oof_sequence_wll", "q_")):

@@ -3,8 +3,14 @@
 One epoch = a seeded permutation (or weighted draw, when oversampling) of the training slices,
 sharded over DDP ranks; AdamW with the learning rate set at every step from
 :mod:`ich.train.schedule`; AMP and a GradScaler on CUDA only; gradient clipping; validation on the
-held-out fold with the RSNA weighted log loss; ``slice_last.pt`` every epoch (exact resume) and
-``slice_best.pt`` when validation improves; early stopping on patience.
+held-out fold with the RSNA weighted log loss; ``slice_last`` every epoch (model file + training
+state, exact resume) and ``slice_best`` when validation improves; early stopping on patience.
+
+Read :func:`train_slice_model` top to bottom: data, model and optimizer, then the epoch loop
+(:func:`train_epoch`, :func:`validate`, :func:`ich.train.epoch.end_epoch`, shared with stage 2).
+The optimizer, the schedule and the loss are each one small function (:func:`make_optimizer`,
+:func:`schedule_lr`, :func:`loss_fn`), so that each can be swapped alone. The loss is read back
+from the device once per log interval, never per step.
 """
 
 from __future__ import annotations
@@ -20,25 +26,49 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ich.config import RunConfig, config_to_dict
+from ich.config import RunConfig
 from ich.data.augment import make_batch_augment, prepare_batch
 from ich.data.cache import SliceCache
-from ich.data.datasets import (
-    ChannelSpec,
-    SliceDataset,
-    collate_slices,
-    oversample_weights,
-    seed_worker,
-)
-from ich.dicom.windowing import resolve_windows
+from ich.data.datasets import SliceDataset, oversample_weights
+from ich.data.loader import epoch_loader
 from ich.errors import CheckpointError
 from ich.eval.metrics import per_label_log_loss, weighted_log_loss
 from ich.labels import LABELS
 from ich.models.slice_cnn import SliceModel, build_slice_model
-from ich.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ich.models.spec import ModelSpec
+from ich.runs.checkpoint import MODEL_SUFFIX, load_model_file, save_model
+from ich.train.checkpoint import (
+    STATE_SUFFIX,
+    ResumePoint,
+    load_train_state,
+    rng_state,
+    save_train_state,
+    set_rng_state,
+)
 from ich.train.common import MetricsLog, weighted_bce
-from ich.train.distributed import DistInfo, broadcast_object, gather_objects, reduce_mean
+from ich.train.describe import channel_spec, slice_spec
+from ich.train.distributed import DistInfo, gather_objects, reduce_mean
+from ich.train.epoch import EpochEnd, end_epoch
 from ich.train.schedule import lr_at
+from ich.train.state import EvalResult, TrainState
+
+
+@dataclass
+class SliceStage:
+    """What the slice stage's functions share: configuration, device, optimizer, log.
+
+    ``augment`` is replaced every epoch (a fresh, seeded batch augmenter).
+    """
+
+    cfg: RunConfig
+    device: torch.device
+    info: DistInfo
+    total_steps: int
+    log: MetricsLog
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    spec: ModelSpec
+    augment: Any = None
 
 
 @dataclass
@@ -52,11 +82,6 @@ class SliceResult:
     model: torch.nn.Module
 
 
-def channel_spec(cfg: RunConfig) -> ChannelSpec:
-    """The configured channels (windows x neighbour offsets)."""
-    return ChannelSpec(windows=tuple(cfg.data.windows), offsets=tuple(cfg.data.offsets))
-
-
 def model_args(cfg: RunConfig) -> dict[str, Any]:
     """Keyword arguments that rebuild the slice CNN (stored in checkpoints)."""
     n_chans = len(cfg.data.windows) * len(cfg.data.offsets)
@@ -66,22 +91,6 @@ def model_args(cfg: RunConfig) -> dict[str, Any]:
         "pretrained": cfg.model.pretrained,
         "weights": cfg.model.weights,
         "drop_rate": cfg.model.drop_rate,
-    }
-
-
-def describe(cfg: RunConfig, cache: SliceCache) -> dict[str, Any]:
-    """The self-describing part of every checkpoint of this run (see ich.train.checkpoint)."""
-    from ich import __version__
-
-    windows = resolve_windows(tuple(cfg.data.windows))
-    return {
-        "config": config_to_dict(cfg),
-        "labels": list(LABELS),
-        "windows": [[w.name, float(w.center), float(w.width)] for w in windows],
-        "offsets": [int(o) for o in cfg.data.offsets],
-        "input_size": int(cfg.data.input_size),
-        "preprocess": cache.spec.to_dict(),
-        "ich_version": __version__,
     }
 
 
@@ -111,22 +120,6 @@ def shard(order: np.ndarray, info: DistInfo, pad: bool) -> np.ndarray:
     return order[info.rank :: info.world_size]
 
 
-def make_loader(ds: SliceDataset, order: np.ndarray, cfg: RunConfig, epoch: int) -> DataLoader:
-    """A DataLoader over ``order`` with a seeded generator (worker seeds follow from it)."""
-    gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + epoch)
-    return DataLoader(
-        ds,
-        batch_size=cfg.train.batch_size,
-        sampler=order.tolist(),
-        num_workers=cfg.train.workers,
-        worker_init_fn=seed_worker,
-        collate_fn=collate_slices,
-        generator=gen,
-        pin_memory=False,
-        persistent_workers=False,
-    )
-
-
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool
@@ -146,76 +139,85 @@ def predict(
 
 
 def validate(
-    model: torch.nn.Module, ds: SliceDataset, cfg: RunConfig, device: torch.device, info: DistInfo
-) -> dict[str, Any]:
+    model: torch.nn.Module, loader: DataLoader, cfg: RunConfig, device: torch.device,
+    info: DistInfo,
+) -> EvalResult:
     """Weighted log loss on the held-out fold; each rank predicts a share, rank 0 scores all."""
-    order = shard(np.arange(len(ds)), info, pad=False)
-    loader = make_loader(ds, order, cfg, epoch=0)
     parts = gather_objects(predict(model, loader, device, cfg.train.amp), info)
     p = np.concatenate([q[0] for q in parts])
     y = np.concatenate([q[1] for q in parts])
-    per = per_label_log_loss(y, p)
-    per_label = {f"ll_{k}": float(v) for k, v in zip(LABELS, per, strict=True)}
-    return {"wll": weighted_log_loss(y, p), **per_label}
+    per = tuple(float(v) for v in per_label_log_loss(y, p))
+    return EvalResult(weighted_log_loss(y, p), per)
 
 
-def _train_epoch(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    opt: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    state: dict[str, Any],
-    ctx: dict[str, Any],
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """The stage-1 optimizer (AdamW); its learning rate is set every step by the schedule."""
+    o = cfg.optim
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def schedule_lr(step: int, total_steps: int, cfg: RunConfig) -> float:
+    """The stage-1 learning rate at optimizer step ``step``."""
+    o = cfg.optim
+    return lr_at(step, total_steps, o.lr, o.schedule, o.warmup_frac, o.min_lr_frac)
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The stage-1 loss: the RSNA metric's weighted BCE."""
+    return weighted_bce(logits, targets)
+
+
+def train_epoch(
+    model: torch.nn.Module, loader: DataLoader, stage: SliceStage, state: TrainState
 ) -> float:
-    """One pass over ``loader``; updates ``state["step"]``; returns the mean training loss."""
-    cfg: RunConfig = ctx["cfg"]
-    device: torch.device = ctx["device"]
+    """One pass over ``loader``; advances ``state.step``; returns the mean training loss.
+
+    The loss is summed on the device and read back (one ``.item()`` sync) once per log
+    interval and at the end, so the GPU is never stalled per step.
+    """
+    cfg, device = stage.cfg, stage.device
     use_amp = cfg.train.amp and device.type == "cuda"
+    every = max(1, cfg.train.log_every)
     model.train()
-    total, count = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    window = torch.zeros((), dtype=torch.float64, device=device)
+    count, in_window = 0, 0
     bar = tqdm(
         loader,
-        desc=f"slice epoch {state['epoch'] + 1}/{cfg.train.epochs}",
+        desc=f"slice epoch {state.epoch + 1}/{cfg.train.epochs}",
         leave=False,
-        disable=None if ctx["info"].is_main else True,
+        disable=None if stage.info.is_main else True,
     )
     for x, y, _ in bar:
-        lr = lr_at(
-            state["step"],
-            ctx["total_steps"],
-            cfg.optim.lr,
-            cfg.optim.schedule,
-            cfg.optim.warmup_frac,
-            cfg.optim.min_lr_frac,
-        )
-        for group in opt.param_groups:
+        lr = schedule_lr(state.step, stage.total_steps, cfg)
+        for group in stage.opt.param_groups:
             group["lr"] = lr
-        x = prepare_batch(x, device, ctx["augment"])  # (B,C,H,W) float, augmented on device
+        x = prepare_batch(x, device, stage.augment)  # (B,C,H,W) float, augmented on device
         y = y.to(device, non_blocking=True)  # (B, 6)
         with torch.autocast(device.type, enabled=use_amp):
-            loss = weighted_bce(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+            loss = loss_fn(model(x).float(), y)
+        stage.opt.zero_grad(set_to_none=True)
+        stage.scaler.scale(loss).backward()
         if cfg.optim.grad_clip:
-            scaler.unscale_(opt)
+            stage.scaler.unscale_(stage.opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        state["step"] += 1
-        total, count = total + float(loss.item()) * len(x), count + len(x)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if state["step"] % max(1, cfg.train.log_every) == 0:
-            ctx["log"].write(
-                {
-                    "stage": "slice",
-                    "epoch": state["epoch"] + 1,
-                    "step": state["step"],
-                    "split": "train",
-                    "loss": float(loss.item()),
-                    "lr": lr,
-                }
+        stage.scaler.step(stage.opt)
+        stage.scaler.update()
+        state.step += 1
+        batch_loss = loss.detach().double()
+        total += batch_loss * len(x)
+        window += batch_loss
+        count, in_window = count + len(x), in_window + 1
+        if state.step % every == 0:
+            mean = float(window.item()) / in_window  # the one sync of this log interval
+            window.zero_()
+            in_window = 0
+            bar.set_postfix(loss=f"{mean:.4f}")
+            stage.log.write(
+                {"stage": "slice", "epoch": state.epoch + 1, "step": state.step,
+                 "split": "train", "loss": mean, "lr": lr}
             )
-    return total / max(count, 1)
+    return float(total.item()) / max(count, 1)
 
 
 def _core(model: torch.nn.Module) -> SliceModel:
@@ -225,94 +227,39 @@ def _core(model: torch.nn.Module) -> SliceModel:
     return core
 
 
-def _payload(
-    model: torch.nn.Module, state: dict[str, Any], ctx: dict[str, Any], with_training_state: bool
-) -> dict[str, Any]:
-    core = _core(model)
-    payload: dict[str, Any] = {
-        "kind": "slice",
-        "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
-        "model_args": core.model_args(),
-        **ctx["describe"],
-        "epoch": state["epoch"],
-        "step": state["step"],
-        "best_metric": state["best"],
-    }
-    if with_training_state:
-        payload.update(
-            optimizer=ctx["opt"].state_dict(),
-            scheduler={
-                "kind": ctx["cfg"].optim.schedule,
-                "step": state["step"],
-                "total_steps": ctx["total_steps"],
-            },
-            scaler=ctx["scaler"].state_dict(),
+def save_slice(model: torch.nn.Module, stage: SliceStage, path: Path) -> Path:
+    """The slice CNN's model file (weights + spec), what inference loads."""
+    return save_model(path, _core(model).state_dict(), stage.spec)
+
+
+def save_resume_point(model: torch.nn.Module, stage: SliceStage, state: TrainState, path: Path
+                      ) -> None:
+    """``slice_last`` weights and, beside them, the training state for ``--resume``."""
+    save_slice(model, stage, path)
+    save_train_state(
+        path.with_suffix(STATE_SUFFIX),
+        ResumePoint(
+            state=TrainState(state.epoch, state.step, state.best, state.bad_epochs),
+            optimizer=stage.opt.state_dict(),
+            scaler=stage.scaler.state_dict(),
+            scheduler={"kind": stage.cfg.optim.schedule, "step": state.step,
+                       "total_steps": stage.total_steps},
             rng=rng_state(),
-            bad_epochs=state["bad_epochs"],
-        )
-    return payload
-
-
-def _resume(
-    path: Path,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    state: dict[str, Any],
-) -> None:
-    ckpt = load_checkpoint(path)
-    for key in ("optimizer", "scaler", "rng"):
-        if key not in ckpt:
-            raise CheckpointError(f"{path}: no training state ({key}); cannot resume from it")
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    set_rng_state(ckpt["rng"])
-    state.update(
-        epoch=ckpt["epoch"],
-        step=ckpt["step"],
-        best=ckpt["best_metric"],
-        bad_epochs=ckpt.get("bad_epochs", 0),
+        ),
     )
 
 
-def _end_epoch(
-    model: torch.nn.Module,
-    state: dict[str, Any],
-    ctx: dict[str, Any],
-    loss: float,
-    val: dict[str, Any] | None,
-    seconds: float,
-    paths: tuple[Path, Path],
-) -> bool:
-    """Book-keeping after an epoch: best/patience, log, checkpoints, one line; True = stop."""
-    cfg, info = ctx["cfg"], ctx["info"]
-    improved = val is None or state["best"] is None or val["wll"] < state["best"]
-    if val is not None and improved:
-        state["best"], state["bad_epochs"] = val["wll"], 0
-    elif val is not None:
-        state["bad_epochs"] += 1
-    if info.is_main:
-        rec = {"stage": "slice", "epoch": state["epoch"], "step": state["step"]}
-        ctx["log"].write({**rec, "split": "train", "loss": loss})
-        if val is not None:
-            ctx["log"].write({**rec, "split": "val", "loss": val["wll"], **val})
-        if improved:
-            save_checkpoint(paths[0], _payload(model, state, ctx, with_training_state=False))
-        save_checkpoint(paths[1], _payload(model, state, ctx, with_training_state=True))
-        vtxt = f"  val wll {val['wll']:.4f}" if val else ""
-        mark = "  *best" if improved and val else ""
-        print(
-            f"slice epoch {state['epoch']}/{cfg.train.epochs}  train loss {loss:.4f}{vtxt}"
-            f"  ({seconds:.0f} s){mark}",
-            flush=True,
-        )
-    patience = cfg.train.early_stopping_patience
-    stop = bool(patience is not None and val is not None and state["bad_epochs"] >= patience)
-    stop = bool(broadcast_object(stop, info))
-    if stop and info.is_main:
-        print(f"early stopping: no improvement for {patience} epochs", flush=True)
-    return stop
+def resume_from(path: Path, model: torch.nn.Module, stage: SliceStage) -> TrainState:
+    """Restore weights, optimizer, scaler and RNG from ``slice_last``; the state to go on from."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no slice_last checkpoint in this run; cannot resume")
+    point = load_train_state(path.with_suffix(STATE_SUFFIX))
+    weights, _ = load_model_file(path)
+    model.load_state_dict(weights)
+    stage.opt.load_state_dict(point.optimizer)
+    stage.scaler.load_state_dict(point.scaler)
+    set_rng_state(point.rng)
+    return point.state
 
 
 def train_slice_model(
@@ -328,70 +275,77 @@ def train_slice_model(
 ) -> SliceResult:
     """Train the slice CNN on ``train_idx`` (cache indices), validate on ``val_idx``.
 
-    Writes ``run_dir/checkpoints/slice_last.pt`` and ``slice_best.pt`` and appends to
-    ``run_dir/metrics.jsonl`` (rank 0 only). With ``resume`` it continues from
-    ``slice_last.pt`` exactly where it stopped (epoch granularity). ``stop_after`` ends this
-    call after that many epochs without changing the schedule (time-boxed jobs, resume tests).
+    Writes ``run_dir/checkpoints/slice_best.safetensors`` and ``slice_last.safetensors`` (+
+    ``slice_last.state.pt``) and appends to ``run_dir/metrics.jsonl`` (rank 0 only). With
+    ``resume`` it continues from ``slice_last`` exactly where it stopped (epoch granularity).
+    ``stop_after`` ends this call after that many epochs without changing the schedule
+    (time-boxed jobs, resume tests).
     """
     ckpt_dir = Path(run_dir) / "checkpoints"
-    last, best = ckpt_dir / "slice_last.pt", ckpt_dir / "slice_best.pt"
+    last, best = ckpt_dir / f"slice_last{MODEL_SUFFIX}", ckpt_dir / f"slice_best{MODEL_SUFFIX}"
+
+    # -- data: windows x neighbours of the cached HU, augmented in training ---------------------
     chans = channel_spec(cfg)
     # uint8 windows: 4x less through the loaders' shared memory and to the device (see
     # SliceDataset); prepare_batch turns them into float32 in [0, 1] on the device.
-    train_ds = SliceDataset(cache, train_idx, chans, cfg.data.input_size, cfg.augment, "uint8")
-    val_ds = SliceDataset(cache, val_idx, chans, cfg.data.input_size, None, "uint8")
-    model: torch.nn.Module = build_slice_model(**model_args(cfg)).to(device)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp and device.type == "cuda")
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "bad_epochs": 0}
-    if resume:
-        _resume(last, model, opt, scaler, state)
-    if info.enabled:
-        model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    weights = sample_weights(cache.labels[train_idx], cfg)
+    size, seed = cfg.data.input_size, cfg.train.seed
+    train_ds = SliceDataset(cache, train_idx, chans, size, cfg.augment, "uint8", seed=seed)
+    val_ds = SliceDataset(cache, val_idx, chans, size, None, "uint8")
+    # -- model, optimizer, AMP scaler, its ModelSpec; then resume or start fresh ----------------
+    core = build_slice_model(**model_args(cfg))
+    model: torch.nn.Module = core.to(device)
     per_rank = len(train_idx) // info.world_size
     steps = max(1, per_rank // cfg.train.batch_size)  # full batches only (BatchNorm)
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
-    ctx: dict[str, Any] = {
-        "cfg": cfg,
-        "device": device,
-        "info": info,
-        "total_steps": steps * cfg.train.epochs,
-        "log": MetricsLog(run_dir, enabled=info.is_main),
-        "opt": opt,
-        "scaler": scaler,
-        "describe": describe(cfg, cache),
-    }
-    end = (
-        cfg.train.epochs
-        if stop_after is None
-        else min(cfg.train.epochs, state["epoch"] + stop_after)
+    stage = SliceStage(
+        cfg=cfg,
+        device=device,
+        info=info,
+        total_steps=steps * cfg.train.epochs,
+        log=MetricsLog(run_dir, enabled=info.is_main),
+        opt=make_optimizer(model, cfg),
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.amp and device.type == "cuda"),
+        spec=slice_spec(cfg, cache, core),
     )
-    while state["epoch"] < end:
+    state = resume_from(last, model, stage) if resume else TrainState()
+    if info.enabled:
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    how = EpochEnd(
+        stage="slice",
+        epochs=cfg.train.epochs,
+        patience=cfg.train.early_stopping_patience,
+        save_best=lambda: save_slice(model, stage, best),
+        save_last=lambda: save_resume_point(model, stage, state, last),
+    )
+    # -- one persistent loader per split; the sampler carries the epoch ------------------------
+    weights = sample_weights(cache.labels[train_idx], cfg)
+
+    def train_order(epoch: int) -> np.ndarray:
+        order = shard(epoch_order(len(train_ds), epoch, seed, weights), info, pad=True)
+        return order[: steps * cfg.train.batch_size]
+
+    bs, workers = cfg.train.batch_size, cfg.train.workers
+    train_loader, train_sampler = epoch_loader(train_ds, train_order, bs, workers, seed)
+    val_order = shard(np.arange(len(val_ds)), info, pad=False)
+    val_loader, _ = epoch_loader(val_ds, lambda _: val_order, bs, workers, seed)
+    # -- the loop -------------------------------------------------------------------------------
+    end = cfg.train.epochs
+    if stop_after is not None:
+        end = min(end, state.epoch + stop_after)
+    while state.epoch < end:
         t0 = time.time()
-        order = shard(
-            epoch_order(len(train_ds), state["epoch"], cfg.train.seed, weights), info, pad=True
-        )
-        order = order[: steps * cfg.train.batch_size]
+        train_sampler.set_epoch(state.epoch)
         # A fresh, seeded batch augmenter per epoch (and rank): resume needs no generator state.
-        ctx["augment"] = make_batch_augment(
-            cfg.augment, seed=(cfg.train.seed * 1000 + state["epoch"]) * 100 + info.rank
+        stage.augment = make_batch_augment(
+            cfg.augment, seed=(seed * 1000 + state.epoch) * 100 + info.rank
         )
-        loss = reduce_mean(
-            _train_epoch(
-                model, make_loader(train_ds, order, cfg, state["epoch"]), opt, scaler, state, ctx
-            ),
-            info,
-        )
-        val = validate(model, val_ds, cfg, device, info) if len(val_ds) else None
-        state["epoch"] += 1
-        if _end_epoch(model, state, ctx, loss, val, time.time() - t0, (best, last)):
+        loss = reduce_mean(train_epoch(model, train_loader, stage, state), info)
+        val = validate(model, val_loader, cfg, device, info) if len(val_ds) else None
+        state.epoch += 1
+        if end_epoch(how, state, stage.log, info, loss, val, time.time() - t0):
             break
-    ctx["log"].close()
-    core = _core(model)
-    return SliceResult(best, last, state["best"], state["epoch"], core)
+    stage.log.close()
+    return SliceResult(best, last, state.best, state.epoch, _core(model))

@@ -7,7 +7,9 @@ Run folder layout::
     RUN/folds.csv                image_id, patient_id, study/series uid, fold per cache row
     RUN/metrics.jsonl            one JSON per logged step / epoch, both stages
     RUN/tensorboard/             TensorBoard scalars (when tensorboard is installed)
-    RUN/checkpoints/slice_last.pt, slice_best.pt, sequence_best.pt
+    RUN/checkpoints/              model files (weights + ModelSpec, safetensors):
+                                 slice_best, slice_last, sequence_best; and
+                                 slice_last.state.pt (optimizer, RNG: --resume only)
     RUN/oof/slice_embeddings.npz image_id, fold, embeddings (N, D), logits (N, 6) (flip TTA)
     RUN/oof_predictions.parquet  validation-fold slices: ids, fold, true labels, p_* (slice
                                  model) and q_* (sequence model) probabilities
@@ -22,14 +24,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ich.atomic import atomic_path, atomic_write_text
+from ich.atomic import atomic_write_text
 from ich.config import RunConfig, save_config
 from ich.data.cache import SliceCache
-from ich.data.folds import make_folds
+from ich.data.folds import make_folds, subsample_patients, undersample_negatives
+from ich.data.tables import write_frame
 from ich.errors import CheckpointError, ConfigError
+from ich.eval.metrics import study_level
 from ich.labels import LABELS
 from ich.train.common import resolve_device, seed_everything
 from ich.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from ich.train.loop import train_slice_model
+from ich.train.sequence_stage import run_stage2
 
 FOLD_COLUMNS = (
     "image_id",
@@ -38,16 +44,6 @@ FOLD_COLUMNS = (
     "series_instance_uid",
     "slice_index",
 )
-
-
-def _write_frame(df: pd.DataFrame, path: Path) -> Path:
-    """CSV or Parquet (by suffix), atomically."""
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        if path.suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
-    return path
 
 
 def load_or_make_folds(cfg: RunConfig, cache: SliceCache, run_dir: Path, write: bool) -> np.ndarray:
@@ -66,7 +62,7 @@ def load_or_make_folds(cfg: RunConfig, cache: SliceCache, run_dir: Path, write: 
     if write:
         frame = cat[list(FOLD_COLUMNS)].copy()
         frame["fold"] = folds
-        _write_frame(frame, path)
+        write_frame(frame, path)
     return folds
 
 
@@ -82,9 +78,37 @@ def split_indices(
         )
     if cfg.data.fold >= cfg.data.folds:
         raise ConfigError(f"data.fold={cfg.data.fold} but data.folds={cfg.data.folds}")
+    if cfg.data.subsample is not None:  # whole patients, stratified (ich.data.folds)
+        labelled &= subsample_patients(cache.catalog, cfg.data.subsample, cfg.data.fold_seed)
     val = (folds == cfg.data.fold) & labelled
-    train = (folds != cfg.data.fold) & labelled
-    return np.flatnonzero(train), np.flatnonzero(val)
+    train = np.flatnonzero((folds != cfg.data.fold) & labelled)
+    if cfg.data.undersample_negatives is not None:
+        train = undersample_negatives(train, cache.labels, cfg.data.undersample_negatives,
+                                      cfg.data.fold_seed)
+    return train, np.flatnonzero(val)
+
+
+def write_sampling(
+    cfg: RunConfig, cache: SliceCache, train_idx: np.ndarray, val_idx: np.ndarray, run_dir: Path
+) -> Path:
+    """``RUN/sampling.json``: what the slice model was trained and validated on, and how drawn
+    (subsample, negative undersampling, oversampling), so a run's numbers can be read right."""
+    labelled = int((~np.isnan(cache.labels).any(axis=1)).sum())
+    positives = int((cache.labels[train_idx].max(axis=1) >= 0.5).sum()) if len(train_idx) else 0
+    data = {
+        "labelled_slices": labelled,
+        "subsample": cfg.data.subsample,
+        "undersample_negatives": cfg.data.undersample_negatives,
+        "oversample": cfg.data.oversample,
+        "oversample_positive": cfg.data.oversample_positive if cfg.data.oversample else None,
+        "oversample_rare": cfg.data.oversample_rare if cfg.data.oversample else None,
+        "train_slices": len(train_idx),
+        "train_positive_slices": positives,
+        "val_slices": len(val_idx),
+        "train_patients": int(cache.catalog["patient_id"].iloc[train_idx].nunique()),
+        "val_patients": int(cache.catalog["patient_id"].iloc[val_idx].nunique()),
+    }
+    return atomic_write_text(run_dir / "sampling.json", json.dumps(data, indent=2))
 
 
 def prepare_run(
@@ -109,8 +133,6 @@ def write_train_prevalence(cache: SliceCache, train_idx: np.ndarray, run_dir: Pa
     The constant base-rate predictor that evaluation compares against must be fitted on the
     training rows, not on the rows it is scored on.
     """
-    from ich.eval.metrics import study_level
-
     y = cache.labels[train_idx]
     studies = cache.catalog["study_instance_uid"].to_numpy()[train_idx]
     y_study = study_level(y, y, studies)[0]
@@ -134,8 +156,6 @@ def run_training(
     Under ``torchrun`` (``WORLD_SIZE > 1``) stage 1 runs data-parallel; stage 2 (a small model
     on precomputed embeddings) runs on rank 0 only.
     """
-    from ich.train.loop import train_slice_model
-
     stages = stages or tuple(cfg.train.stages)
     run_dir = Path(run_dir)
     device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -146,6 +166,7 @@ def run_training(
         train_idx, val_idx = split_indices(cfg, cache, folds)
         if info.is_main:
             write_train_prevalence(cache, train_idx, run_dir)
+            write_sampling(cfg, cache, train_idx, val_idx, run_dir)
         if info.is_main:
             print(
                 f"  device {device} x {info.world_size} process(es); slices train "
@@ -163,8 +184,6 @@ def run_training(
             summary.update(slice_best=str(res.best_path), slice_wll=res.best_wll)
         barrier(info)
         if "sequence" in stages and info.is_main:
-            from ich.train.sequence_stage import run_stage2
-
             summary.update(run_stage2(cfg, cache, folds, run_dir, device))
         barrier(info)
         return summary

@@ -4,7 +4,8 @@ Input per series: features (T, D+6) from :func:`ich.train.embeddings.sequence_fe
 z-spacing (T,); targets: the slice labels (T, 6) and the study labels (6,) = max over slices.
 Loss: the metric's weighted BCE on slice outputs plus ``study_loss_weight`` x the same on the
 study output. Random-window and reversal augmentation come from ``SequenceDataset(train=True)``.
-The best epoch by validation weighted log loss (slice level) is kept as ``sequence_best.pt``.
+The best epoch by validation weighted log loss (slice level) is kept as
+``sequence_best.safetensors``.
 """
 
 from __future__ import annotations
@@ -21,13 +22,20 @@ from torch.utils.data import DataLoader
 
 from ich.config import RunConfig
 from ich.data.sequences import SequenceDataset, collate_sequences
+from ich.data.tables import write_frame
 from ich.eval.metrics import weighted_log_loss
 from ich.labels import LABELS
 from ich.models.sequence import SequenceModel
-from ich.train.checkpoint import save_checkpoint
+from ich.models.spec import ModelSpec
+from ich.runs.checkpoint import MODEL_SUFFIX, load_slice_model, save_model
+from ich.runs.embed import sequence_features
 from ich.train.common import MetricsLog, weighted_bce
-from ich.train.embeddings import FEATURES
+from ich.train.describe import channel_spec, sequence_spec
+from ich.train.distributed import DistInfo
+from ich.train.embeddings import extract_embeddings, save_embeddings
+from ich.train.epoch import EpochEnd, end_epoch
 from ich.train.schedule import lr_at
+from ich.train.state import EvalResult, TrainState
 
 
 @dataclass
@@ -48,18 +56,6 @@ class SequenceResult:
     best_path: Path
     best_wll: float | None
     val_probs: dict[str, np.ndarray]  # series -> (T, 6)
-
-
-def sequence_model_args(cfg: RunConfig, in_dim: int) -> dict[str, Any]:
-    """Keyword arguments that rebuild the sequence model (stored in the checkpoint)."""
-    s = cfg.sequence
-    return {
-        "in_dim": in_dim,
-        "kind": s.kind,
-        "hidden": s.hidden,
-        "layers": s.layers,
-        "dropout": s.dropout,
-    }
 
 
 def _loader(
@@ -133,30 +129,45 @@ def _score(probs: dict[str, np.ndarray], data: SeriesData) -> float:
     return weighted_log_loss(y, p)
 
 
-def _sequence_epoch(
+def make_sequence_optimizer(model: SequenceModel, cfg: RunConfig) -> torch.optim.Optimizer:
+    """The stage-2 optimizer (AdamW); its learning rate is set every step by the schedule."""
+    s = cfg.sequence
+    return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+
+def sequence_lr(step: int, total_steps: int, cfg: RunConfig) -> float:
+    """The stage-2 learning rate at optimizer step ``step`` (``SequenceConfig`` schedule)."""
+    s = cfg.sequence
+    return lr_at(step, total_steps, s.lr, s.schedule, s.warmup_frac, s.min_lr_frac)
+
+
+def sequence_epoch(
     model: SequenceModel,
     opt: torch.optim.Optimizer,
     loader: DataLoader,
     cfg: RunConfig,
-    step: int,
-    total: int,
-) -> tuple[float, int]:
-    """One training pass; returns (mean loss, optimizer steps taken so far)."""
+    state: TrainState,
+    total_steps: int,
+) -> float:
+    """One training pass; advances ``state.step``; returns the mean loss (one sync, at the end)."""
     model.train()
-    loss_sum, n = 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    n = 0
     for batch in loader:
         feats, z, y, mask = _batch(batch)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, cfg.sequence.lr, "cosine", 0.05, 0.01)
+            group["lr"] = sequence_lr(state.step, total_steps, cfg)
         slice_logits, study_logits = model(feats, z, mask)  # (B, T, 6), (B, 6)
         loss = sequence_loss(slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if cfg.sequence.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.sequence.grad_clip)
         opt.step()
-        step += 1
-        loss_sum, n = loss_sum + float(loss.item()), n + 1
-    return loss_sum / max(n, 1), step
+        state.step += 1
+        loss_sum += loss.detach().double()
+        n += 1
+    return float(loss_sum.item()) / max(n, 1)
 
 
 def train_sequence_model(
@@ -165,59 +176,42 @@ def train_sequence_model(
     train_series: list[str],
     val_series: list[str],
     run_dir: Path,
-    describe: dict[str, Any],
+    spec: ModelSpec,
 ) -> SequenceResult:
-    """Train the sequence model; save ``checkpoints/sequence_best.pt``; log to metrics.jsonl.
+    """Train the sequence model; save ``checkpoints/sequence_best.safetensors``; log to
+    metrics.jsonl.
 
     Runs on the CPU in one process: the model is small and the inputs are precomputed.
     """
     torch.manual_seed(cfg.train.seed)
-    margs = sequence_model_args(cfg, next(iter(data.features.values())).shape[1])
-    model = SequenceModel(**margs)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.sequence.lr, weight_decay=cfg.sequence.weight_decay
-    )
+    assert spec.sequence_arch is not None
+    a = spec.sequence_arch
+    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout)
+    opt = make_sequence_optimizer(model, cfg)
     total = -(-len(train_series) // cfg.sequence.batch_size) * cfg.sequence.epochs
     log = MetricsLog(run_dir)
-    best_path = Path(run_dir) / "checkpoints" / "sequence_best.pt"
-    best, bad, step = None, 0, 0
+    best_path = Path(run_dir) / "checkpoints" / f"sequence_best{MODEL_SUFFIX}"
+    state = TrainState()
     val_probs: dict[str, np.ndarray] = {}
-    for epoch in range(cfg.sequence.epochs):
+    probs: dict[str, np.ndarray] = {}
+
+    def save_best() -> None:
+        nonlocal val_probs
+        val_probs = probs
+        save_model(best_path, model.state_dict(), spec)
+
+    how = EpochEnd("sequence", cfg.sequence.epochs, cfg.sequence.patience, save_best)
+    while state.epoch < cfg.sequence.epochs:
         t0 = time.time()
-        loader = _loader(data, train_series, cfg, train=True, epoch=epoch)
-        loss, step = _sequence_epoch(model, opt, loader, cfg, step, total)
-        record = {"stage": "sequence", "epoch": epoch + 1, "step": step, "split": "train"}
-        log.write({**record, "loss": loss})
+        loader = _loader(data, train_series, cfg, train=True, epoch=state.epoch)
+        loss = sequence_epoch(model, opt, loader, cfg, state, total)
         probs = predict_series(model, data, val_series, cfg) if val_series else {}
-        wll = _score(probs, data) if probs else None
-        if wll is not None:
-            log.write({**record, "split": "val", "loss": wll, "wll": wll})
-        improved = wll is None or best is None or wll < best
-        bad = 0 if improved else bad + 1
-        if improved:
-            best, val_probs = wll, probs
-            payload = {
-                "kind": "sequence",
-                "model": model.state_dict(),
-                "model_args": margs,
-                **describe,
-                "features": FEATURES,
-                "epoch": epoch + 1,
-                "step": step,
-                "best_metric": wll,
-            }
-            save_checkpoint(best_path, payload)
-        vtxt = f"  val wll {wll:.4f}" if wll is not None else ""
-        mark = "  *best" if improved and wll is not None else ""
-        print(
-            f"sequence epoch {epoch + 1}/{cfg.sequence.epochs}  train loss {loss:.4f}"
-            f"{vtxt}  ({time.time() - t0:.1f} s){mark}",
-            flush=True,
-        )
-        if cfg.sequence.patience is not None and bad >= cfg.sequence.patience:
+        val = EvalResult(_score(probs, data)) if probs else None
+        state.epoch += 1
+        if end_epoch(how, state, log, DistInfo(), loss, val, time.time() - t0):
             break
     log.close()
-    return SequenceResult(best_path, best, val_probs)
+    return SequenceResult(best_path, state.best, val_probs)
 
 
 def build_series_data(cache: Any, folds: np.ndarray, feats: np.ndarray) -> SeriesData:
@@ -268,13 +262,9 @@ def run_stage2(
 
     Args:
         features: (embeddings, logits) of every cache row, e.g. out of fold from k slice
-            models (:mod:`ich.train.foldset`); by default this run's ``slice_best.pt`` embeds
+            models (:mod:`ich.train.foldset`); by default this run's ``slice_best`` embeds
             every slice (flip TTA) and they are saved under ``RUN/oof``.
     """
-    from ich.train.embeddings import save_embeddings, sequence_features
-    from ich.train.loop import describe
-    from ich.train.runner import _write_frame
-
     run_dir = Path(run_dir)
     if features is None:
         emb, logits = embed_with_run(cfg, cache, run_dir, device)
@@ -291,19 +281,14 @@ def run_stage2(
     labelled = {s for s, idx in data.indices.items() if not np.isnan(cache.labels[idx]).any()}
     val = sorted(s for s in labelled if data.fold[s] == cfg.data.fold)
     train = sorted(s for s in labelled if data.fold[s] != cfg.data.fold)
-    # The same self-description as the slice checkpoints (resolved config of this stage,
-    # windows, offsets, input size, crop), plus what stage 2 adds.
-    info = {
-        **describe(cfg, cache),
-        "slice_checkpoint": "slice_best.pt",
-        "tta_flip": cfg.sequence.tta_flip,
-    }
-    res = train_sequence_model(cfg, data, train, val, run_dir, info)
+    # The same windows, offsets, input size and crop as the slice model, plus its architecture.
+    in_dim = next(iter(data.features.values())).shape[1]
+    res = train_sequence_model(cfg, data, train, val, run_dir, sequence_spec(cfg, cache, in_dim))
     out: dict[str, object] = {"sequence_best": str(res.best_path), "sequence_wll": res.best_wll}
     if res.val_probs:
         probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         frame = oof_frame(cache, folds, probs, data, res.val_probs)
-        out["oof_predictions"] = str(_write_frame(frame, run_dir / "oof_predictions.parquet"))
+        out["oof_predictions"] = str(write_frame(frame, run_dir / "oof_predictions.parquet"))
         y = frame[list(LABELS)].to_numpy()
         out["slice_wll_tta"] = weighted_log_loss(y, frame[[f"p_{n}" for n in LABELS]].to_numpy())
     return out
@@ -313,12 +298,8 @@ def embed_with_run(
     cfg: RunConfig, cache: Any, run_dir: Path, device: torch.device,
     indices: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and logits of ``indices`` (default all) by the run's ``slice_best.pt``."""
-    from ich.train.checkpoint import load_checkpoint, load_slice_model
-    from ich.train.embeddings import extract_embeddings
-    from ich.train.loop import channel_spec
-
-    model = load_slice_model(load_checkpoint(Path(run_dir) / "checkpoints" / "slice_best.pt"))
+    """Embeddings and logits of ``indices`` (default all) by the run's ``slice_best``."""
+    model, _ = load_slice_model(Path(run_dir) / "checkpoints" / f"slice_best{MODEL_SUFFIX}")
     return extract_embeddings(
         model,
         cache,

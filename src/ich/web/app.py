@@ -6,7 +6,6 @@ data folder; nothing lives in module globals.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -22,10 +21,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ich import __version__
+from ich.errors import ConfigError
+from ich.web.heatpool import HeatmapPool
 from ich.web.ingest import ingest
 from ich.web.jobs import Worker
 from ich.web.predictor import PredictorLike, load_predictor
 from ich.web.render import PngCache
+from ich.web.routes_docs import install_docs
+from ich.web.security import install_security
 from ich.web.settings import WebSettings
 from ich.web.store import Store
 
@@ -44,6 +47,8 @@ class AppState:
     predictor_error: str | None = None
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     worker: Worker | None = None
+    heat_pool: HeatmapPool = field(default_factory=HeatmapPool)
+    warmed: threading.Event = field(default_factory=threading.Event)
 
     def get_predictor(self) -> PredictorLike | None:
         """The predictor once loaded (the worker polls this)."""
@@ -52,7 +57,7 @@ class AppState:
     def provenance(self) -> dict[str, Any]:
         """What the model was trained on, shown on every page."""
         if self.predictor is not None:
-            return dict(self.predictor.provenance)
+            return public_provenance(self.predictor.provenance)
         if self.predictor_error:
             return {"note": f"model failed to load: {self.predictor_error}"}
         if self.settings.model_dir is None:
@@ -60,11 +65,29 @@ class AppState:
         return {"note": "model loading"}
 
 
+def public_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """Provenance for clients: run folders by name only (server paths are not their business)."""
+    out = dict(provenance)
+    if "runs" in out:
+        out["runs"] = [Path(str(r)).name for r in out["runs"]]
+    for key, value in out.items():
+        if isinstance(value, str) and Path(value).is_absolute():
+            out[key] = Path(value).name
+    return out
+
+
 def _load_model(state: AppState) -> None:
-    """Build the real predictor once (runs in a thread so pages are served meanwhile)."""
+    """Build the real predictor once (runs in a thread so pages are served meanwhile).
+
+    The predictor is published (``model_ready``) only after its first heatmap has been made,
+    so neither the first job nor the first heatmap request pays Grad-CAM's first-call set-up.
+    """
     try:
-        state.predictor = load_predictor(state.settings.model_dir, state.settings.device)
+        predictor = load_predictor(state.settings.model_dir, state.settings.device)
         log.info("model loaded from %s", state.settings.model_dir)
+        warm_heatmap(predictor)
+        state.warmed.set()
+        state.predictor = predictor
     except Exception as exc:
         state.predictor_error = f"{type(exc).__name__}: {exc}"
         log.error("could not load the model: %s", state.predictor_error)
@@ -72,43 +95,50 @@ def _load_model(state: AppState) -> None:
         state.worker.wake()
 
 
-TOKEN_COOKIE = "ich_token"
+def warm_heatmap(predictor: PredictorLike) -> None:
+    """One heatmap on a synthetic head, so that the first real request does not pay for
+    Grad-CAM's first-call set-up (hooks, allocator, kernels). Failures are logged only: real
+    requests report their own."""
+    import numpy as np
+
+    yy, xx = np.mgrid[-256:256, -256:256]
+    head = np.where(xx**2 + yy**2 < 200**2, 35.0, -1000.0).astype(np.float32)
+    try:
+        predictor.heatmap(head, "any", [head for _ in predictor.offsets])
+    except Exception:  # a failing warm-up must not stop the server
+        log.exception("heatmap warm-up failed")
 
 
-def _given_token(request: Request) -> tuple[str, bool]:
-    """The token sent (Bearer header, ``?token=``, or the cookie the page set) and whether it
-    came in the query string (then the response sets the cookie, so images and scripts loaded
-    by the page carry it without the token in every URL)."""
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip(), False
-    if "token" in request.query_params:
-        return request.query_params["token"], True
-    return request.cookies.get(TOKEN_COOKIE, ""), False
+def warm_up(state: AppState) -> None:
+    """:func:`warm_heatmap` in the heatmap pool, under the model lock, for a predictor handed
+    to :func:`create_app` ready-made; sets ``state.warmed`` when done."""
+    predictor = state.predictor
+    if predictor is None:
+        return
+
+    def run() -> bytes:
+        try:
+            with state.model_lock:
+                warm_heatmap(predictor)
+        finally:
+            state.warmed.set()
+        return b""
+
+    state.heat_pool.submit(("warm-up",), run)
 
 
 def _install_guards(app: FastAPI, settings: WebSettings) -> None:
-    """Token check on every request, body size limit, and JSON errors people can read."""
+    """Body size limit, JSON errors people can read, then (outermost) the security checks."""
 
     @app.middleware("http")
-    async def guard(
+    async def size_limit(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        from_query = False
-        if settings.token:
-            given, from_query = _given_token(request)
-            if not hmac.compare_digest(given.encode(), settings.token.encode()):
-                return JSONResponse({"detail": "missing or wrong access token: send "
-                                     "'Authorization: Bearer <token>' or add ?token=<token>"},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_upload_bytes:
             return JSONResponse({"detail": f"upload too large: the limit is "
                                  f"{settings.max_upload_bytes / 2**20:.0f} MiB"}, status_code=413)
-        response = await call_next(request)
-        if from_query and settings.token:
-            response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
-        return response
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -120,6 +150,8 @@ def _install_guards(app: FastAPI, settings: WebSettings) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    install_security(app, settings)  # added last, so it runs first on every request
 
 
 def create_app(settings: WebSettings, predictor: PredictorLike | None = None) -> FastAPI:
@@ -136,14 +168,20 @@ def create_app(settings: WebSettings, predictor: PredictorLike | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        removed = state.store.sweep()  # before any upload: files no row references
+        if removed:
+            log.info("startup sweep removed %d unreferenced file(s)", removed)
         if settings.start_worker:
             state.worker = Worker(state.store, state.get_predictor, state.model_lock)
             state.worker.start()
         if state.predictor is None and settings.model_dir is not None:
             threading.Thread(target=_load_model, args=(state,), daemon=True).start()
+        else:
+            warm_up(state)
         yield
         if state.worker is not None:
             state.worker.stop()
+        state.heat_pool.shutdown()
 
     app = FastAPI(
         title="ich — intracranial hemorrhage triage",
@@ -151,6 +189,8 @@ def create_app(settings: WebSettings, predictor: PredictorLike | None = None) ->
         description="Research use only — not for diagnosis. Upload head-CT DICOM, get per-slice "
         "and per-study probabilities of the five hemorrhage subtypes and 'any', and heatmaps.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ich = state
     _install_guards(app, settings)
@@ -159,6 +199,7 @@ def create_app(settings: WebSettings, predictor: PredictorLike | None = None) ->
 
     app.include_router(api_router)
     app.include_router(pages_router)
+    install_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
@@ -194,11 +235,37 @@ def serve(settings: WebSettings, predictor: PredictorLike | None = None) -> None
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     quiet_patient_data_logs()
+    if predictor is None and settings.model_dir is not None:
+        predictor = load_model_or_fail(settings)
+        warm_heatmap(predictor)  # before binding: the first heatmap request finds it warm
     app = create_app(settings, predictor)
-    print(f"ich: serving on http://{settings.host}:{settings.port}/  (data in {settings.data_dir}; "
-          "research use only — not for diagnosis)", flush=True)
+    scheme = "https" if settings.tls else "http"
+    print(f"ich: serving on {scheme}://{settings.host}:{settings.port}/  (data in "
+          f"{settings.data_dir}; research use only — not for diagnosis)", flush=True)
     # No access log: URLs carry search text and ?token=, which must not reach log files.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+                ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
+
+
+def load_model_or_fail(settings: WebSettings) -> PredictorLike:
+    """Load ``settings.model_dir`` before binding, or raise a ConfigError that says why.
+
+    Why before binding: a server whose model never loads accepts studies that stay "queued"
+    forever; refusing to start tells the person who typed ``--model`` at once.
+
+    Raises:
+        ConfigError: the path is missing or holds no trained run.
+    """
+    dirs = settings.model_dir if isinstance(settings.model_dir, list) else [settings.model_dir]
+    for d in dirs:
+        if d is None or not Path(d).exists():
+            raise ConfigError(f"{d}: --model path does not exist")
+    try:
+        return load_predictor(settings.model_dir, settings.device)
+    except Exception as exc:  # any failure to build the model means: nothing to serve
+        raise ConfigError(f"{', '.join(map(str, dirs))}: no trained run could be loaded "
+                          f"({type(exc).__name__}: {exc})") from exc
 
 
 def quiet_patient_data_logs() -> None:

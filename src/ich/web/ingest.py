@@ -15,6 +15,7 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -39,13 +40,17 @@ class IngestResult:
     """What an upload became: its study ids (in upload order) and per-file errors.
 
     ``existing`` lists the ids among ``study_ids`` that were already stored with exactly the
-    same files (nothing new was queued for them).
+    same files (nothing new was queued for them); ``merged`` those that completed a stored
+    partial study of the same StudyInstanceUID (same id, now with every file); ``skipped``
+    the .zip members not read, each with the reason.
     """
 
     study_ids: list[str] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     n_files: int = 0
     existing: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
 
 def hash_id(value: str) -> str:
@@ -64,28 +69,35 @@ def _store_stream(store: Store, stream: IO[bytes]) -> str:
     digest = hashlib.sha256()
     incoming = store.root / "files"
     fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".part")
-    with os.fdopen(fd, "wb") as out:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-    sha = digest.hexdigest()
-    dest = store.file_path(sha)
-    dest.parent.mkdir(exist_ok=True)
-    os.replace(tmp, dest)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        sha = digest.hexdigest()
+        store.hold(sha)
+        dest = store.file_path(sha)
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(tmp, dest)
+    except BaseException:  # a stream broken half-way leaves no partial copy behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return sha
 
 
 def _expand(
-    items: Iterable[tuple[str, IO[bytes]]], max_files: int, max_bytes: int
+    items: Iterable[tuple[str, IO[bytes]]], max_files: int, max_bytes: int,
+    skipped: list[dict[str, str]],
 ) -> Iterator[tuple[str, IO[bytes]]]:
-    """Yield (display name, stream) for every file, unpacking .zip archives in place."""
+    """Yield (display name, stream) for every file, unpacking .zip archives in place
+    (members not read are appended to ``skipped`` with the reason)."""
     count = 0
     for name, stream in items:
         head = stream.read(4)
         stream.seek(0)
         members: list[tuple[str, IO[bytes]]] = [(name, stream)]
         if head == ZIP_MAGIC:
-            members = list(_zip_members(name, stream, max_bytes))
+            members = list(_zip_members(name, stream, max_bytes, skipped))
         for member in members:
             count += 1
             if count > max_files:
@@ -93,11 +105,37 @@ def _expand(
             yield member
 
 
-def _zip_members(name: str, stream: IO[bytes], max_bytes: int) -> Iterator[tuple[str, IO[bytes]]]:
+def skip_reason(member: str, is_dir: bool) -> str | None:
+    """Why a .zip member is not read, or None to read it.
+
+    Windows tools write ``folder\\file.dcm``: the backslash is read as a folder separator, so
+    such members are read like any other; folders, hidden files and macOS resource forks are
+    skipped (and listed, so nothing disappears silently).
+    """
+    path = member.replace("\\", "/")
+    if is_dir or path.endswith("/"):
+        return "folder entry (its files are read on their own)"
+    if path.startswith("__MACOSX/") or "/__MACOSX/" in path:
+        return "macOS resource fork (__MACOSX), not an image"
+    if path.rsplit("/", 1)[-1].startswith("."):
+        return "hidden file (name starts with '.'), not an image"
+    return None
+
+
+def _zip_members(
+    name: str, stream: IO[bytes], max_bytes: int, skipped: list[dict[str, str]]
+) -> Iterator[tuple[str, IO[bytes]]]:
     """The regular files inside a .zip, refusing archives that unpack beyond the limits."""
     try:
         archive = zipfile.ZipFile(stream)
-        infos = [i for i in archive.infolist() if not i.is_dir()]
+        infos = []
+        for info in archive.infolist():
+            why = skip_reason(info.filename, info.is_dir())
+            if why is None:
+                infos.append(info)
+            else:
+                skipped.append({"file": f"{display_name(name)}/{display_name(info.filename)}",
+                                "reason": why})
     except zipfile.BadZipFile as exc:
         raise _ZipBrokenError(name, f"broken .zip archive ({exc})") from exc
     packed = max(1, sum(i.compress_size for i in infos))
@@ -105,9 +143,6 @@ def _zip_members(name: str, stream: IO[bytes], max_bytes: int) -> Iterator[tuple
     if unpacked > max_bytes or unpacked > packed * MAX_ZIP_RATIO + (64 << 20):
         raise UploadTooLargeError(f"{display_name(name)} unpacks to {unpacked} bytes: too large")
     for info in infos:
-        base = info.filename.rsplit("/", 1)[-1]
-        if base.startswith(".") or info.filename.startswith("__MACOSX/"):
-            continue  # Finder metadata, not images
         yield f"{display_name(name)}/{display_name(info.filename)}", archive.open(info)
 
 
@@ -136,15 +171,29 @@ def ingest(
 ) -> IngestResult:
     """Store and decode every file, group slices into series and studies, and queue jobs.
 
+    Files that end up in no study (not CT, truncated, duplicates, or all files of an upload
+    that failed) are removed again before this returns: a stored file always belongs to a row.
+
     Raises:
         UploadTooLargeError: more files or bytes than allowed (nothing is queued then).
     """
     result = IngestResult()
+    held: list[str] = []
+    try:
+        _ingest(store, items, max_files, max_bytes, result, held)
+    finally:
+        store.release(held)
+    return result
+
+
+def _ingest(store: Store, items: Iterable[tuple[str, IO[bytes]]], max_files: int,
+            max_bytes: int, result: IngestResult, held: list[str]) -> None:
     decoded: list[tuple[Slice, str, str]] = []  # slice, sha256, display name
     try:
-        for name, stream in _expand(items, max_files, max_bytes):
+        for name, stream in _expand(items, max_files, max_bytes, result.skipped):
             result.n_files += 1
             sha = _store_stream(store, stream)
+            held.append(sha)
             try:
                 decoded.append((read_slice(store.file_path(sha)), sha, name))
             except DicomReadError as exc:
@@ -157,20 +206,21 @@ def ingest(
     for item in decoded:
         meta = item[0].meta
         groups[meta.study_instance_uid][meta.series_instance_uid].append(item)
-    # (study uid, the stored study it repeats or None, its new series), in upload order.
-    planned: list[tuple[str, str | None, list[dict[str, Any]]]] = []
+    # (study uid, the stored study it repeats or None, its new series, the stored study it
+    # completes or None), in upload order.
+    planned: list[tuple[str, str | None, list[dict[str, Any]], str | None]] = []
     for study_uid, series_map in groups.items():
         hashes = {sha for group in series_map.values() for _, sha, _ in group}
         known = store.find_study(study_uid, hashes)
         if known is not None:
-            planned.append((study_uid, known, []))
+            planned.append((study_uid, known, [], None))
             continue
         rows = [_build_series(store, group, result.errors) for group in series_map.values()]
         rows = [s for s in rows if s["slices"]]
         if rows:
-            planned.append((study_uid, None, rows))
-    built = [uid for uid, known, _ in planned if known is None]
-    for study_uid, known, rows in planned:  # after all series: each study lists every file error
+            planned.append((study_uid, None, rows, store.find_partial(study_uid, hashes)))
+    built = [uid for uid, known, _, _ in planned if known is None]
+    for study_uid, known, rows, partial in planned:  # after all series: all file errors known
         if known is not None:
             result.study_ids.append(known)
             result.existing.append(known)
@@ -178,13 +228,13 @@ def ingest(
         first = rows[0]["slices"][0]["meta"]
         study = {"study_instance_uid": study_uid, "patient_id": first["patient_id"],
                  "description": ""}
-        result.study_ids.append(store.add_study(study, rows, result.errors))
-    if not result.study_ids and result.errors:
-        result.study_ids.append(store.add_errors_only(result.errors))
+        result.study_ids.append(store.add_study(study, rows, result.errors, replace=partial))
+        if partial is not None:
+            result.merged.append(partial)
     # StudyInstanceUIDs only as one-way digests: logs must not carry identifiers.
-    log.info("upload: %d files, %d errors, studies %s", result.n_files, len(result.errors),
+    log.info("upload: %d files, %d errors, %d skipped, studies %s", result.n_files,
+             len(result.errors), len(result.skipped),
              ",".join(hash_id(uid) for uid in built) or "none")
-    return result
 
 
 def exc_reason(exc: DicomReadError) -> str:

@@ -20,8 +20,17 @@ from ich.dicom.windowing import WINDOWS, apply_window
 PRESETS = ("brain", "subdural", "bone")
 
 
+#: Sane window bounds in HU: stored CT values fit int16, and no useful window is wider.
+CENTER_RANGE = (-32768.0, 32767.0)
+WIDTH_RANGE = (1.0, 65536.0)
+
+
 class BadRequestError(ValueError):
     """A query parameter a person typed wrong (HTTP 400)."""
+
+
+class WindowOutOfRangeError(BadRequestError):
+    """A window that parses but lies outside sane bounds (HTTP 422)."""
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -38,7 +47,13 @@ def parse_window(text: str) -> tuple[float, float]:
             f"window must be one of {', '.join(WINDOWS)} or 'center,width' in HU, got {text!r}"
         ) from None
     if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
-        raise BadRequestError(f"window width must be a positive number of HU, got {text!r}")
+        raise WindowOutOfRangeError(
+            f"window width must be a positive number of HU, got {text!r}")
+    if not (CENTER_RANGE[0] <= center <= CENTER_RANGE[1]
+            and WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]):
+        raise WindowOutOfRangeError(
+            f"window {text!r} is outside the sane bounds: center {CENTER_RANGE[0]:.0f} to "
+            f"{CENTER_RANGE[1]:.0f} HU, width {WIDTH_RANGE[0]:.0f} to {WIDTH_RANGE[1]:.0f} HU")
     return center, width
 
 
@@ -80,6 +95,21 @@ class PngCache:
         self.max_items = max_items
         self._items: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        """The cached bytes for ``key``, or None."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: tuple[object, ...], data: bytes) -> None:
+        """Keep ``data`` under ``key`` (dropping the least recently used beyond the limit)."""
+        with self._lock:
+            self._items[key] = data
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
 
     def get_or_make(self, key: tuple[object, ...], make: Callable[[], bytes]) -> bytes:
         """The cached bytes for ``key``, rendering (outside the lock) on a miss."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
@@ -22,10 +22,27 @@ from ich import __version__
 from ich.labels import LABELS
 from ich.web import views
 from ich.web.app import AppState
+from ich.web.heatpool import PoolBusyError
 from ich.web.ingest import UploadTooLargeError, ingest
-from ich.web.render import BadRequestError, heatmap_png, parse_window, slice_png
+from ich.web.render import (
+    BadRequestError,
+    WindowOutOfRangeError,
+    heatmap_png,
+    parse_window,
+    slice_png,
+)
+from ich.web.schemas import (
+    ERRORS,
+    Deleted,
+    ErrorBody,
+    Info,
+    SliceHeader,
+    StudyDetail,
+    StudySummary,
+    UploadResult,
+)
 
-router = APIRouter(prefix="/api", tags=["studies"])
+router = APIRouter(prefix="/api", tags=["studies"], responses=ERRORS)
 log = logging.getLogger("ich.web")
 
 UPLOAD_DOC = {
@@ -48,7 +65,8 @@ def _detail_or_404(state: AppState, study_id: str) -> dict[str, Any]:
     return detail
 
 
-@router.get("/info", summary="Version, labels, windows, model provenance and the notice")
+@router.get("/info", summary="Version, labels, windows, model provenance and the notice",
+            response_model=Info)
 def info(request: Request) -> dict[str, Any]:
     state = _state(request)
     return {"version": __version__, "labels": list(LABELS), "notice": views.NOTICE,
@@ -58,9 +76,10 @@ def info(request: Request) -> dict[str, Any]:
                        "max_upload_bytes": state.settings.max_upload_bytes}}
 
 
-@router.post("/studies", status_code=201, openapi_extra=UPLOAD_DOC,
-             summary="Upload DICOM files, folders or .zip; returns the new study ids")
-async def upload(request: Request) -> dict[str, Any]:
+@router.post("/studies", status_code=201, openapi_extra=UPLOAD_DOC, response_model=UploadResult,
+             summary="Upload DICOM files, folders or .zip; returns the new study ids",
+             responses={413: {"model": ErrorBody, "description": "over the configured limits"}})
+async def upload(request: Request) -> Any:
     state = _state(request)
     limit = state.settings.max_files
     try:
@@ -76,7 +95,8 @@ async def upload(request: Request) -> dict[str, Any]:
         if len(files) > limit:
             raise HTTPException(413, f"too many files: the limit is {limit} per upload")
         if sum(f.size or 0 for f in files) > state.settings.max_upload_bytes:
-            raise HTTPException(413, "upload too large")
+            raise HTTPException(413, f"upload too large: the limit is "
+                                f"{state.settings.max_upload_bytes} bytes")
         start = time.perf_counter()
         items = [(f.filename or "unnamed", f.file) for f in files]
         try:
@@ -89,13 +109,19 @@ async def upload(request: Request) -> dict[str, Any]:
     if state.worker is not None:
         state.worker.wake()
     if not result.study_ids:
-        raise HTTPException(400, "the upload contained no files")
+        what = (f"none of the {result.n_files} file(s) is a usable CT slice" if result.n_files
+                else "the upload held no file to read")
+        return JSONResponse(status_code=422, content={
+            "detail": f"nothing stored: {what}", "errors": result.errors,
+            "skipped": result.skipped})
     views.log_upload(result.study_ids, time.perf_counter() - start)
     return {"id": result.study_ids[0], "ids": result.study_ids, "files": result.n_files,
-            "errors": result.errors, "existing": result.existing}
+            "errors": result.errors, "existing": result.existing, "merged": result.merged,
+            "skipped": result.skipped}
 
 
-@router.get("/studies", summary="All studies, most suspicious first")
+@router.get("/studies", summary="All studies, most suspicious first",
+            response_model=list[StudySummary])
 def list_studies(
     request: Request, q: str = "", status: str = "", flag: str = ""
 ) -> list[dict[str, Any]]:
@@ -104,7 +130,8 @@ def list_studies(
     return views.list_studies(_state(request).store, q=q, status=status, flag=flag)
 
 
-@router.get("/studies/{study_id}", summary="Status, series, slices in order, probabilities")
+@router.get("/studies/{study_id}", summary="Status, series, slices in order, probabilities",
+            response_model=StudyDetail)
 def get_study(request: Request, study_id: str) -> dict[str, Any]:
     state = _state(request)
     detail = _detail_or_404(state, study_id)
@@ -113,7 +140,8 @@ def get_study(request: Request, study_id: str) -> dict[str, Any]:
     return detail
 
 
-@router.delete("/studies/{study_id}", summary="Delete a study, its files and results")
+@router.delete("/studies/{study_id}", summary="Delete a study, its files and results",
+               response_model=Deleted)
 def delete_study(request: Request, study_id: str) -> dict[str, str]:
     state = _state(request)
     if not state.store.delete_study(study_id):
@@ -132,7 +160,9 @@ def _ready(state: AppState, study_id: str) -> dict[str, Any]:
     return detail
 
 
-@router.get("/studies/{study_id}/results.json", summary="Results as JSON (download)")
+@router.get("/studies/{study_id}/results.json", summary="Results as JSON (download)",
+            response_class=Response, responses={
+                200: {"model": StudyDetail}, 409: {"model": ErrorBody}})
 def results_json(request: Request, study_id: str) -> Response:
     import json
 
@@ -142,7 +172,8 @@ def results_json(request: Request, study_id: str) -> Response:
 
 
 @router.get("/studies/{study_id}/results.csv", summary="Per-slice results as CSV (download)",
-            response_class=PlainTextResponse)
+            response_class=PlainTextResponse, responses={
+                200: {"content": {"text/csv": {}}}, 409: {"model": ErrorBody}})
 def results_csv(request: Request, study_id: str) -> Response:
     detail = _ready(_state(request), study_id)
     return Response(views.results_csv(detail), media_type="text/csv", headers={
@@ -164,6 +195,8 @@ def slice_image(request: Request, study_id: str, index: int, window: str = "brai
     state = _state(request)
     try:
         center, width = parse_window(window)
+    except WindowOutOfRangeError as exc:
+        raise HTTPException(422, str(exc)) from exc
     except BadRequestError as exc:
         raise HTTPException(400, str(exc)) from exc
     series_id, pos, _ = _slice(state, study_id, index)
@@ -177,18 +210,34 @@ def slice_image(request: Request, study_id: str, index: int, window: str = "brai
 
 @router.get("/studies/{study_id}/slices/{index}/heatmap.png",
             summary="Where the model looked for a label (transparent PNG overlay)",
-            response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def heatmap_image(request: Request, study_id: str, index: int, label: str = "any") -> Response:
+            response_class=Response, responses={
+                200: {"content": {"image/png": {}}},
+                409: {"model": ErrorBody, "description": "no model loaded"},
+                503: {"model": ErrorBody, "description": "too many heatmaps waiting"}})
+async def heatmap_image(
+    request: Request, study_id: str, index: int, label: str = "any"
+) -> Response:
     state = _state(request)
     if label not in LABELS:
         raise HTTPException(400, f"unknown label {label!r}: use one of {', '.join(LABELS)}")
-    series_id, pos, n = _slice(state, study_id, index)
+    key = (study_id, "heat", index, label)
+    cached = state.cache.get(key)
+    if cached is not None:
+        return Response(cached, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})
+    series_id, pos, n = await run_in_threadpool(_slice, state, study_id, index)
     predictor = state.predictor
     if predictor is None:
         raise HTTPException(409, "no model loaded yet, so no heatmap")
 
     def make() -> bytes:
-        hu = views.load_hu(state.store, series_id)
+        done = state.cache.get(key)  # made by a twin request that finished while this one queued
+        if done is not None:
+            return done
+        try:
+            hu = views.load_hu(state.store, series_id)
+        except FileNotFoundError as exc:  # deleted while this request waited
+            raise HTTPException(404, f"no study with id {study_id!r}") from exc
         neighbours = [
             np.asarray(hu[min(max(pos + o, 0), n - 1)], np.float32) for o in predictor.offsets]
         try:
@@ -198,13 +247,22 @@ def heatmap_image(request: Request, study_id: str, index: int, label: str = "any
             log.exception("heatmap failed for study %s slice %d", study_id, index)
             raise HTTPException(500, f"the model could not compute the heatmap "
                                 f"({type(exc).__name__}: {exc})") from exc
-        return heatmap_png(heat)
+        png = heatmap_png(heat)
+        # Cached here, before the shared future completes: a request arriving just after it
+        # finds the image instead of computing it again. Not for a study deleted meanwhile.
+        if state.store.query("SELECT 1 FROM studies WHERE id=?", (study_id,)):
+            state.cache.put(key, png)
+        return png
 
-    png = state.cache.get_or_make((study_id, "heat", index, label), make)
+    try:  # in the heatmap pool: a flood of these never takes the threads cheap requests use
+        png = await state.heat_pool.run(key, make)
+    except PoolBusyError as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/studies/{study_id}/slices/{index}/meta", summary="Header fields of one slice")
+@router.get("/studies/{study_id}/slices/{index}/meta", summary="Header fields of one slice",
+            response_model=SliceHeader)
 def slice_header(request: Request, study_id: str, index: int) -> dict[str, Any]:
     state = _state(request)
     series_id, pos, _ = _slice(state, study_id, index)

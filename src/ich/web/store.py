@@ -13,7 +13,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,14 @@ class Store:
         (self.root / "files").mkdir(exist_ok=True)
         (self.root / "arrays").mkdir(exist_ok=True)
         self._lock = threading.RLock()
+        self._held: Counter[str] = Counter()  # files of uploads still being ingested
         self._db = sqlite3.connect(
             self.root / "ich.sqlite", check_same_thread=False, isolation_level=None
         )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Deleted rows are overwritten with zeros, not left in free pages (patient data).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         # Where a study came from when not from an upload (the DICOM node's calling AE title).
@@ -117,9 +121,67 @@ class Store:
         with atomic_path(self.array_path(series_id), suffix=".npy") as tmp:
             np.save(tmp, arr)
 
+    def hold(self, sha256: str) -> None:
+        """Mark a stored file as part of an upload in progress (no sweep removes it)."""
+        with self._lock:
+            self._held[sha256] += 1
+
+    def release(self, hashes: Iterable[str]) -> int:
+        """End the holds of an upload and remove its files that no slice row references
+        (rejected files: not CT, truncated, duplicates). Returns how many were removed."""
+        removed = 0
+        with self._lock:
+            for sha in hashes:
+                self._held[sha] -= 1
+                if self._held[sha] <= 0:
+                    del self._held[sha]
+            unused = {sha for sha in hashes if sha not in self._held} - self._referenced(
+                set(hashes))
+            for sha in unused:
+                if self.file_path(sha).exists():
+                    self.file_path(sha).unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def _referenced(self, hashes: set[str]) -> set[str]:
+        if not hashes:
+            return set()
+        marks = ",".join("?" * len(hashes))
+        return {r["sha256"] for r in self.query(
+            f"SELECT DISTINCT sha256 FROM slices WHERE sha256 IN ({marks})", tuple(hashes))}
+
+    def sweep(self) -> int:
+        """Remove stored files no row references: partial copies of uploads killed half-way,
+        files of studies deleted while the server was down, arrays of deleted series.
+
+        Run at startup, before uploads are accepted. Returns how many files were removed.
+        """
+        with self._lock:
+            known = {r["sha256"] for r in self.query("SELECT DISTINCT sha256 FROM slices")}
+            series = {r["id"] for r in self.query("SELECT id FROM series")}
+            removed = 0
+            for path in (self.root / "files").rglob("*"):
+                if path.is_file() and (path.suffix != ".dcm" or path.stem not in known) \
+                        and path.stem not in self._held:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            for path in (self.root / "arrays").iterdir():
+                if path.is_file() and (path.suffix != ".npy" or path.stem not in series):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            self.checkpoint()
+        return removed
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database and truncate it, so deleted rows do
+        not linger in ``ich.sqlite-wal``."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     # -- writes --------------------------------------------------------------------------
     def add_study(
-        self, study: dict[str, Any], series: list[dict[str, Any]], errors: list[dict[str, str]]
+        self, study: dict[str, Any], series: list[dict[str, Any]], errors: list[dict[str, str]],
+        replace: str | None = None,
     ) -> str:
         """Insert a study with its series and slices and queue one job per series.
 
@@ -128,11 +190,17 @@ class Store:
             series: dicts with ``id``, ``series_instance_uid``, ``rows``, ``columns`` and
                 ``slices`` (list of dicts ``sop_instance_uid``, ``z``, ``sha256``, ``meta``).
             errors: per-file problems of the upload, kept with the study.
+            replace: id of a stored study this one supersedes (a partial upload completed):
+                its rows go, and the new study takes its id, so links to it stay valid.
         """
-        sid = new_id()
+        sid = replace or new_id()
         now = time.time()
         n = sum(len(s["slices"]) for s in series)
+        old_series = [r["id"] for r in self.query(
+            "SELECT id FROM series WHERE study_id=?", (replace,))] if replace else []
         with self.tx() as db:
+            if replace:
+                db.execute("DELETE FROM studies WHERE id=?", (replace,))
             db.execute(
                 "INSERT INTO studies VALUES (?,?,?,?,?,?,?)",
                 (sid, study["study_instance_uid"], study["patient_id"],
@@ -153,6 +221,8 @@ class Store:
                     "INSERT INTO jobs (series_id, status, created) VALUES (?, 'queued', ?)",
                     (s["id"], now),
                 )
+        for ser in old_series:
+            self.array_path(ser).unlink(missing_ok=True)
         return sid
 
     def find_study(self, study_instance_uid: str, hashes: set[str]) -> str | None:
@@ -171,6 +241,18 @@ class Store:
                 "SELECT sha256 FROM slices JOIN series ON slices.series_id = series.id "
                 "WHERE series.study_id=?", (row["id"],))}
             if stored == hashes:
+                return str(row["id"])
+        return None
+
+    def find_partial(self, study_instance_uid: str, hashes: set[str]) -> str | None:
+        """A stored study with this StudyInstanceUID whose files are all among ``hashes`` (a
+        partial upload that this one completes), if any."""
+        for row in self.query("SELECT id FROM studies WHERE study_instance_uid=? "
+                              "ORDER BY received DESC", (study_instance_uid,)):
+            stored = {r["sha256"] for r in self.query(
+                "SELECT sha256 FROM slices JOIN series ON slices.series_id = series.id "
+                "WHERE series.study_id=?", (row["id"],))}
+            if stored and stored < hashes:
                 return str(row["id"])
         return None
 
@@ -239,4 +321,5 @@ class Store:
             self.file_path(sha).unlink(missing_ok=True)
         for ser in series_ids:
             self.array_path(ser).unlink(missing_ok=True)
+        self.checkpoint()
         return True

@@ -164,6 +164,16 @@ def slice_meta(store: Store, series_id: str, pos: int) -> dict[str, Any]:
     return json.loads(rows[0]["meta"]) if rows else {}
 
 
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: object) -> str:
+    """A text cell safe to open in a spreadsheet: formula-like text gets a leading quote."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def results_csv(detail: dict[str, Any]) -> str:
     """One row per slice: study, series, index, SOPInstanceUID, z and the six probabilities."""
     buf = io.StringIO()
@@ -173,8 +183,9 @@ def results_csv(detail: dict[str, Any]) -> str:
     for s in detail["series"]:
         for sl in s["slices"]:
             probs = sl["probabilities"] or {}
-            writer.writerow([detail["id"], s["series_instance_uid"], sl["index"],
-                             sl["sop_instance_uid"], f"{sl['z']:.3f}",
+            # Identifiers come from DICOM headers (anyone's text): escaped; numbers stay numbers.
+            writer.writerow([csv_text(detail["id"]), csv_text(s["series_instance_uid"]),
+                             sl["index"], csv_text(sl["sop_instance_uid"]), f"{sl['z']:.3f}",
                              *(f"{probs[k]:.6f}" if k in probs else "" for k in LABELS)])
     return buf.getvalue()
 

@@ -4,6 +4,7 @@ const LABELS = ["any", "epidural", "intraparenchymal", "intraventricular", "suba
 const SHORT = {any: "ANY", epidural: "EDH", intraparenchymal: "IPH", intraventricular: "IVH",
   subarachnoid: "SAH", subdural: "SDH"};
 const $ = (id) => document.getElementById(id);
+const LIST_POLL_MS = 3000, STUDY_POLL_MS = 4000;
 const S = {study: null, series: 0, slices: [], index: 0, window: "brain", poll: null, listPoll: null};
 
 function esc(t) { return String(t ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
@@ -13,7 +14,7 @@ function colour(l) { return getComputedStyle(document.documentElement).getProper
 async function api(path, opts = {}) {
   const r = await fetch(path, {credentials: "same-origin", ...opts});
   const body = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
-  if (!r.ok) throw new Error(body?.detail || `${r.status} ${r.statusText}`);
+  if (!r.ok) throw Object.assign(new Error(body?.detail || `${r.status} ${r.statusText}`), {body});
   return body;
 }
 
@@ -42,10 +43,20 @@ async function upload(files) {
     const again = r.existing.length ? ` (${r.existing.length} already loaded: shown, not re-read)` : "";
     $("upload-message").textContent = `Received ${r.files} file(s) → ${r.ids.length} study(ies)${again}; ` +
       (r.errors.length ? `${r.errors.length} file(s) could not be used:` : "all files readable.");
-    $("upload-errors").innerHTML = r.errors.map((e) => `<li><b>${esc(e.file)}</b>: ${esc(e.reason)}</li>`).join("");
-    if (!r.errors.length) setTimeout(() => { $("upload-status").hidden = true; }, 6000);
+    showFileProblems(r);
+    if (!r.errors.length && !r.skipped.length) setTimeout(() => { $("upload-status").hidden = true; }, 6000);
     route();
-  } catch (e) { $("upload-message").textContent = "Upload failed: " + e.message; }
+  } catch (e) {
+    $("upload-message").textContent = "Upload failed: " + e.message;
+    if (e.body) showFileProblems(e.body);
+  }
+}
+
+function showFileProblems(r) {
+  // Every file that was not used, and every .zip member that was not read, with the reason.
+  const item = (e, what) => `<li><b>${esc(e.file)}</b>: ${what}${esc(e.reason)}</li>`;
+  $("upload-errors").innerHTML = (r.errors || []).map((e) => item(e, "")).join("") +
+    (r.skipped || []).map((e) => item(e, "skipped — ")).join("");
 }
 
 async function entryFiles(entry, prefix = "") {
@@ -91,6 +102,9 @@ async function loadWorklist() {
   const q = new URLSearchParams({q: $("search").value, status: $("status-filter").value, flag: $("flag-filter").value});
   let rows;
   try { rows = await api("/api/studies?" + q); } catch (e) { $("worklist-count").textContent = e.message; return; }
+  const key = q.toString() + JSON.stringify(rows);
+  if (key === S.listKey && location.pathname === "/") { scheduleWorklist(rows); return; }  // unchanged: keep the DOM
+  S.listKey = key;
   $("worklist-body").innerHTML = rows.map((s) => `<tr data-id="${esc(s.id)}" data-any="${s.probabilities?.any ?? ""}">
     <td>${pbar(s.probabilities?.any)}</td>
     <td>${s.flags.map((f) => `<span class="chip" style="color:${colour(f)}" title="${f}">${SHORT[f]}</span>`).join("") || '<span class="muted">—</span>'}</td>
@@ -102,9 +116,14 @@ async function loadWorklist() {
   $("worklist-empty").hidden = rows.length > 0;
   $("worklist-count").textContent = `${rows.length} stud${rows.length === 1 ? "y" : "ies"}`;
   for (const tr of $("worklist-body").rows) tr.onclick = () => go("/study/" + tr.dataset.id);
+  scheduleWorklist(rows);
+}
+
+function scheduleWorklist(rows) {
+  // Poll also when nothing is pending: studies deleted or added elsewhere must show up here.
   const pending = rows.some((s) => s.status === "queued" || s.status === "processing");
   clearTimeout(S.listPoll);
-  if (pending && location.pathname === "/") S.listPoll = setTimeout(loadWorklist, 1000);
+  if (location.pathname === "/") S.listPoll = setTimeout(loadWorklist, pending ? 1000 : LIST_POLL_MS);
 }
 
 // ---- viewer -------------------------------------------------------------------------------
@@ -125,7 +144,7 @@ function showSlice(i, prefetch = true) {
   if (!S.slices.length) return;
   S.index = Math.max(0, Math.min(S.slices.length - 1, i));
   const sl = S.slices[S.index];
-  $("slice-img").src = sliceUrl(S.index);
+  $("slice-img").src = sliceUrl(S.index); $("slice-img").hidden = false;
   $("slider").value = S.index;
   $("slice-index").textContent = `${S.index + 1} / ${S.slices.length}`;
   $("slice-index").dataset.index = S.index;
@@ -157,7 +176,10 @@ let metaTimer = null;
 function loadMeta() {
   clearTimeout(metaTimer);
   metaTimer = setTimeout(async () => {
-    const m = await api(`/api/studies/${S.study.id}/slices/${studyIndex(S.index)}/meta`).catch(() => ({}));
+    if (!S.study) return;
+    const sid = S.study.id;
+    const m = await api(`/api/studies/${sid}/slices/${studyIndex(S.index)}/meta`).catch(() => ({}));
+    if (!S.study || S.study.id !== sid) return;  // another study is open now
     const keys = ["sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_id", "modality",
       "instance_number", "rows", "columns", "pixel_spacing", "slice_thickness", "image_position_patient",
       "rescale_slope", "rescale_intercept", "bits_stored", "photometric_interpretation", "transfer_syntax_uid"];
@@ -193,12 +215,47 @@ function drawCursor() {
   c.setAttribute("x1", xv); c.setAttribute("x2", xv);
 }
 
+// Never the wrong patient: a failed load empties every panel before saying why.
+function clearViewer(message) {
+  clearTimeout(S.poll); clearTimeout(metaTimer);
+  S.study = null; S.slices = []; S.index = 0;
+  for (const id of ["slice-img", "heat-img"]) { $(id).removeAttribute("src"); }
+  $("heat-img").hidden = true; $("slice-img").hidden = true;
+  for (const id of ["study-probs", "slice-probs", "top-slices", "meta", "chart", "chart-legend",
+    "study-errors", "series-select"]) $(id).innerHTML = "";
+  for (const id of ["overlay-tl", "overlay-tr", "overlay-bl", "study-status"]) $(id).textContent = "";
+  $("series-select").hidden = true; $("study-status").className = "badge";
+  $("slider").max = 0; $("slider").value = 0; $("slice-index").textContent = "–";
+  setDownloads(null);
+  $("delete-study").disabled = true;
+  $("study-title").textContent = message;
+}
+
+function setDownloads(d) {
+  // Download links only where there are results to download.
+  const ready = !!d && (d.status === "done" || d.status === "partial");
+  for (const [id, ext] of [["dl-csv", "csv"], ["dl-json", "json"]]) {
+    const a = $(id);
+    if (ready) a.href = `/api/studies/${d.id}/results.${ext}`; else a.removeAttribute("href");
+    a.classList.toggle("disabled", !ready);
+    a.setAttribute("aria-disabled", String(!ready));
+    a.title = ready ? "" : "results not ready";
+  }
+}
+
+function viewing(id) {
+  const m = location.pathname.match(/^\/study\/([^/]+)/);
+  return !!m && decodeURIComponent(m[1]) === id;
+}
+
 async function loadStudy(id) {
   clearTimeout(S.poll);
   let d;
   try { d = await api(`/api/studies/${id}`); } catch (e) {
-    $("study-title").textContent = e.message; S.study = null; S.slices = []; return;
+    if (viewing(id)) clearViewer(e.message);
+    return;
   }
+  if (!viewing(id)) return;  // the user moved on while this answer was on its way
   const first = !S.study || S.study.id !== d.id;
   S.study = d;
   if (first) S.series = bestSeries(d);
@@ -211,11 +268,13 @@ async function loadStudy(id) {
   $("study-status").className = "badge " + d.status;
   probTable($("study-probs"), d.probabilities);
   $("slider").max = Math.max(0, S.slices.length - 1);
-  $("dl-csv").href = `/api/studies/${d.id}/results.csv`; $("dl-json").href = `/api/studies/${d.id}/results.json`;
+  setDownloads(d); $("delete-study").disabled = false;
   $("study-errors").innerHTML = d.errors.map((e) => `<li>${esc(e.file)}: ${esc(e.reason)}</li>`).join("");
   drawChart(); drawTops();
   showSlice(first ? bestSlice() : S.index, first);
-  if (d.status === "queued" || d.status === "processing") S.poll = setTimeout(() => loadStudy(id), 1000);
+  // Keep checking after results too: a study deleted elsewhere must vanish from this page.
+  const pending = d.status === "queued" || d.status === "processing";
+  S.poll = setTimeout(() => loadStudy(id), pending ? 1000 : STUDY_POLL_MS);
 }
 
 function bestSeries(d) {
@@ -285,6 +344,11 @@ function setupViewer() {
   };
   $("heat-toggle").onchange = updateHeat; $("heat-label").onchange = updateHeat;
   $("heat-opacity").oninput = () => { $("heat-img").style.opacity = $("heat-opacity").value / 100; };
+  // A slice that fails to load may mean the study was deleted: re-check at once.
+  $("slice-img").onerror = () => {
+    if (S.study && !S.imgRetry && $("slice-img").getAttribute("src")) { S.imgRetry = true; loadStudy(S.study.id); }
+  };
+  $("slice-img").onload = () => { S.imgRetry = false; };
   $("delete-study").onclick = async () => {
     if (!confirm("Delete this study and its results from the server?")) return;
     await api(`/api/studies/${S.study.id}`, {method: "DELETE"}); go("/");
@@ -296,7 +360,12 @@ function go(path) { history.pushState({}, "", path); route(); }
 function route() {
   const m = location.pathname.match(/^\/study\/([^/]+)/);
   $("worklist").hidden = !!m; $("viewer").hidden = !m;
-  if (m) { clearTimeout(S.listPoll); loadStudy(decodeURIComponent(m[1])); $("image-wrap").focus(); }
+  if (m) {
+    clearTimeout(S.listPoll);
+    const id = decodeURIComponent(m[1]);
+    if (!S.study || S.study.id !== id) clearViewer("Loading…");
+    loadStudy(id); $("image-wrap").focus();
+  }
   else { clearTimeout(S.poll); S.study = null; loadWorklist(); }
 }
 

@@ -1,0 +1,107 @@
+"""Benchmark: phantom generation speed per core at 512 px (target >= 60 slices/s).
+
+Rates are per CPU second of the one process (``time.process_time``), so they measure one core
+even on a busy machine; the wall-clock rate is printed beside them. Runs
+``generate_cohort(workers=1)`` (render + DICOM + masks + CSVs, one process, one core) and,
+side by side in the same run, the floor that no generator can beat: writing the same number of
+512 x 512 DICOM slices of a constant image with the same writer. The ratio says how much of the
+time the phantom itself costs. It also times rendering alone (no files), split by level of the
+head, because skull-base slices carry the most structures.
+
+Usage::
+
+    python benchmarks/bench_phantom.py --studies 8 --json benchmarks/out/phantom.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: numpy's FFT/BLAS must not fan out
+
+
+def _write_floor(out: Path, n: int, size: int) -> float:
+    """CPU seconds to write ``n`` constant slices with the phantom's DICOM writer."""
+    from ich.phantom.dicom_writer import SliceHeader, write_slice
+
+    hu = np.full((size, size), 30.0, dtype=np.float32)
+    start = time.process_time()
+    for k in range(n):
+        header = SliceHeader(
+            sop_instance_uid=f"ID_{k:09x}", patient_id="ID_00000000",
+            study_instance_uid="ID_0000000000", series_instance_uid="ID_0000000001",
+            instance_number=k + 1, image_position_patient=(-125.0, -125.0, 5.0 * k),
+            image_orientation_patient=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), pixel_spacing=0.488,
+            slice_thickness=5.0, storage="int16", explicit_vr=True, multi_valued_window=False,
+        )
+        write_slice(out / f"ID_{k:09x}.dcm", hu, header)
+    return time.process_time() - start
+
+
+def _render_only(studies: int, size: int, seed: int) -> dict[str, float]:
+    """Slices per CPU second of rendering alone (no files), overall and by level of the head."""
+    from ich.phantom.study import StudyPlan, _render_slice, _scene
+
+    times: dict[str, list[float]] = {"skull_base": [], "mid": [], "vertex": []}
+    for index in range(studies):
+        plan = StudyPlan(index, seed, index, "p", "s", "s", (), size, 1.0, index % 2 == 0)
+        rng = np.random.default_rng([seed, 2, index])
+        scene, _ = _scene(plan, rng)
+        for t in np.linspace(0.02, 0.98, 32):
+            start = time.process_time()
+            _render_slice(scene, float(t), rng, False)
+            level = "skull_base" if t < 0.3 else "vertex" if t > 0.75 else "mid"
+            times[level].append(time.process_time() - start)
+    every = [x for v in times.values() for x in v]
+    out = {f"render_{k}_slices_per_s": len(v) / sum(v) for k, v in times.items()}
+    out["render_slices_per_s"] = len(every) / sum(every)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--studies", type=int, default=8)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    from ich.phantom import generate_cohort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start, cpu = time.perf_counter(), time.process_time()
+        summary = generate_cohort(Path(tmp) / "cohort", studies=args.studies, seed=args.seed,
+                                  size=args.size, workers=1)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        floor_dir = Path(tmp) / "floor"
+        floor_dir.mkdir()
+        floor = _write_floor(floor_dir, summary.slices, args.size)
+    result: dict[str, float | int] = {
+        "size": args.size,
+        "studies": args.studies,
+        "slices": summary.slices,
+        "generate_seconds": seconds,
+        "generate_slices_per_s_wall": summary.slices / seconds,
+        # CPU seconds of this one process: the per-core rate, even on a busy shared machine.
+        "generate_slices_per_s_per_core": summary.slices / cpu,
+        "write_floor_slices_per_s": summary.slices / floor,
+        "generate_vs_write_floor": cpu / floor,
+        **_render_only(min(args.studies, 4), args.size, args.seed),
+    }
+    for key, value in result.items():
+        print(f"{key:40s} {value:.2f}" if isinstance(value, float) else f"{key:40s} {value}")
+    target = result["generate_slices_per_s_per_core"] >= 60.0
+    print(f"target >= 60 slices/s per core at 512 px: {'met' if target else 'NOT met'}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

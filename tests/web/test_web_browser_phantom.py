@@ -1,0 +1,121 @@
+"""Issue 11 point 1 in real Chromium on phantom studies: never the wrong patient.
+
+Open study A, go back, delete study B elsewhere, click B's stale row: every panel must be empty
+(no slice, no probabilities, no metadata of A), and the worklist must notice deletions and new
+studies by itself while nothing is pending.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from web_helpers import zip_bytes
+
+pytestmark = pytest.mark.browser
+GONE = "() => document.querySelector('#study-title').textContent.includes('no study')"
+
+
+def _upload_cohort(server: str, cohort: Path) -> list[str]:
+    images = sorted((cohort / "images").glob("*.dcm"))
+    archive = zip_bytes([(p.name, p.read_bytes()) for p in images])
+    r = httpx.post(server + "/api/studies", timeout=60,
+                   files=[("files", ("c.zip", archive, "application/zip"))])
+    assert r.status_code == 201, r.text
+    return list(r.json()["ids"])
+
+
+def test_stale_row_of_a_deleted_study_shows_nothing_of_another(
+    server: str, page: Any, tiny_cohort: Path, tmp_path: Path
+) -> None:
+    ids = _upload_cohort(server, tiny_cohort)
+    a, b = ids[0], ids[1]
+    page.goto(server + "/")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#worklist-body .badge')].length === 6 && "
+        "[...document.querySelectorAll('#worklist-body .badge')]"
+        ".every(b => b.textContent === 'done')", timeout=30000)
+    page.click(f"#worklist-body tr[data-id='{a}']")
+    page.wait_for_selector("#meta dt")
+    page.wait_for_selector("#study-probs tr")
+    assert page.get_attribute("#dl-csv", "href").endswith(f"{a}/results.csv")
+    page.click("a.back")
+    page.wait_for_selector(f"#worklist-body tr[data-id='{b}']")
+    assert httpx.delete(f"{server}/api/studies/{b}").status_code == 200  # "another tab"
+    page.click(f"#worklist-body tr[data-id='{b}']")  # the stale row
+    page.wait_for_function(GONE)
+    assert page.get_attribute("#slice-img", "src") is None
+    assert page.inner_text("#study-probs") == "" and page.inner_text("#slice-probs") == ""
+    assert page.inner_text("#meta") == "" and page.inner_text("#top-slices") == ""
+    assert page.locator("#chart polyline").count() == 0
+    assert page.get_attribute("#dl-csv", "href") is None
+    assert page.get_attribute("#dl-csv", "aria-disabled") == "true"
+    assert a not in page.inner_text("#viewer")
+    page.screenshot(path=str(tmp_path / "stale.png"))
+    if os.environ.get("ICH_SCREENSHOT_DIR"):
+        page.screenshot(path=os.environ["ICH_SCREENSHOT_DIR"] + "/stale.png")
+
+    # The worklist notices a deletion and a new study by itself, with nothing pending.
+    page.click("a.back")
+    page.wait_for_function("() => document.querySelectorAll('#worklist-body tr').length === 5")
+    assert httpx.delete(f"{server}/api/studies/{ids[2]}").status_code == 200
+    page.wait_for_function("() => document.querySelectorAll('#worklist-body tr').length === 4",
+                           timeout=10000)
+    _upload_cohort(server, tiny_cohort)  # b and ids[2] come back as new entries
+    page.wait_for_function("() => document.querySelectorAll('#worklist-body tr').length === 6",
+                           timeout=15000)
+
+    # An open study deleted elsewhere empties the viewer within one poll.
+    page.click(f"#worklist-body tr[data-id='{a}']")
+    page.wait_for_selector("#study-probs tr")
+    assert httpx.delete(f"{server}/api/studies/{a}").status_code == 200
+    page.wait_for_function(GONE,
+                           timeout=10000)
+    assert page.inner_text("#study-probs") == "" and page.get_attribute("#slice-img", "src") is None
+
+
+def test_token_entry_page_logs_in_and_keeps_the_token_out_of_the_address_bar(
+    page: Any, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    import uvicorn
+    from web_helpers import FakePredictor, free_port
+
+    from ich.web.app import create_app
+    from ich.web.settings import WebSettings
+
+    port = free_port()
+    settings = WebSettings(data_dir=tmp_path / "d", port=port, token="tok")
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        r = page.goto(base + "/")
+        assert r.status == 401 and page.locator("input[name=token]").count() == 1
+        page.fill("input[name=token]", "wrong")
+        page.click("button[type=submit]")
+        assert "not right" in page.inner_text("body")
+        page.fill("input[name=token]", "tok")
+        page.click("button[type=submit]")
+        page.wait_for_function(
+            "() => document.querySelector('#provenance')?.textContent.includes('test double')")
+        assert page.url == base + "/"
+        page.goto(base + "/?token=tok")
+        page.wait_for_selector("#worklist-empty")
+        assert "token" not in page.url  # redirected to the clean address
+        page.goto(base + "/docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=30000)  # offline assets, CSP ok
+        if os.environ.get("ICH_SCREENSHOT_DIR"):
+            page.screenshot(path=os.environ["ICH_SCREENSHOT_DIR"] + "/docs.png")
+    finally:
+        srv.should_exit = True
+        thread.join(10)
