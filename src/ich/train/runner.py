@@ -175,7 +175,7 @@ def run_training(
                 flush=True,
             )
         scores: dict[str, float | None] = {}
-        slice_best = sequence_best = oof = None
+        slice_best = sequence_best = oof = domain = None
         if "slice" in stages:
             res = train_slice_model(cfg, cache, train_idx, val_idx, run_dir, device, info, resume)
             slice_best, scores["slice_wll"] = res.best_path, res.best_wll
@@ -187,11 +187,15 @@ def run_training(
             for key in ("sequence_wll", "slice_wll_tta"):
                 value = stage2.get(key)
                 scores[key] = None if value is None else float(value)  # type: ignore[arg-type]
+            from ich.domain import fit_run_domain  # how far new series lie from these
+
+            domain = fit_run_domain(cache, folds, run_dir, cfg.data.fold)
         barrier(info)
         return TrainSummary(
             run_dir=run_dir, device=str(device), train_slices=len(train_idx),
             val_slices=len(val_idx), slice_best=slice_best, sequence_best=sequence_best,
-            oof_predictions=oof, scores=scores,
+            oof_predictions=oof, domain=domain,
+            scores=scores,
         )
     finally:
         cleanup_distributed(info)

@@ -69,6 +69,7 @@ class TrainSummary:
         slice_best: Best slice-CNN model file.
         sequence_best: Best sequence-model file.
         oof_predictions: The out-of-fold predictions table, when written.
+        domain: The run's domain statistics (how far new series lie from the training data).
         fold_runs: A fold set's runs, in fold order (empty for one run).
         scores: Validation weighted log losses by name (``slice_wll``, ``slice_wll_tta``,
             ``sequence_wll``, ``oof_slice_wll``, ``fold0_slice_wll``...); None where a stage
@@ -82,5 +83,6 @@ class TrainSummary:
     slice_best: Path | None = None
     sequence_best: Path | None = None
     oof_predictions: Path | None = None
+    domain: Path | None = None
     fold_runs: tuple[Path, ...] = ()
     scores: dict[str, float | None] = field(default_factory=dict)
