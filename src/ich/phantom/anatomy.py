@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, StudyGrid
+from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid
 from ich.phantom.normal import paint_normal
 from ich.phantom.skullbase import paint_skull_base
 from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
@@ -25,34 +25,6 @@ SULCUS_HU = 17.0  # thin sulci are partly volume-averaged with the cortex
 SKIN_HU = 40.0
 FAT_HU = -60.0  # subcutaneous fat of the scalp, volume-averaged with the galea
 HEADREST_HU = 300.0
-
-
-@dataclass(frozen=True)
-class Anatomy:
-    """Patient-level anatomy: stays the same across a patient's studies."""
-
-    semi_u: float  # mm, half width of the head at its widest slice
-    semi_v: float  # mm, half length (anterior-posterior)
-    egg: float  # posterior widening of the outline
-    scalp: float  # mm
-    skull: float  # mm, 5-8
-    table_hu: float  # inner/outer table
-    diploe_hu: float
-    grey_hu: float
-    white_hu: float
-    ventricle_scale: float  # >1: atrophy, larger ventricles and sulci
-    sulci: int  # number of sulci around the brain
-    phases: tuple[float, ...]  # harmonics that make outline and sulci irregular
-    height: float  # mm, skull base to vertex
-    age: float = 50.0  # years: drives atrophy and calcifications
-    sinus_hu: float = 50.0  # dural venous sinuses (40-65; high with high hematocrit)
-    falx_hu: float = 50.0  # falx and tentorium (40-70)
-    petrous_hu: float = 1500.0  # petrous bone and clivus (1,000-2,000)
-    choroid_hu: float = 0.0  # choroid plexus calcification in the atria, 0 = none
-    pineal_hu: float = 0.0  # pineal calcification, 0 = none
-    pallidus_hu: float = 0.0  # globus pallidus calcification (bilateral), 0 = none
-    plaques: tuple[tuple[float, float, float], ...] = ()  # (v mm, t, HU) calcified falx plaques
-    dural_plaque: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (theta, t, HU), HU 0 = none
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:

@@ -1,4 +1,6 @@
-"""Pixel coordinates of one phantom study in the head frame, computed once per study.
+"""Pixel coordinates of one phantom study in the head frame, computed once per study, and the
+patient's :class:`Anatomy` (here, not in :mod:`ich.phantom.anatomy`, so that the painters of
+normal structures and of the skull base can name it without importing their caller).
 
 The head frame has ``u`` (left-right, mm) and ``v`` (anterior negative, posterior positive, mm),
 centred on the head and rotated by the patient's in-plane angle. Small structures are drawn in a
@@ -80,3 +82,31 @@ class StudyGrid:
         r0, r1 = int(np.clip(row - rr, 0, size)), int(np.clip(np.ceil(row + rr) + 1, 0, size))
         c0, c1 = int(np.clip(col - rc, 0, size)), int(np.clip(np.ceil(col + rc) + 1, 0, size))
         return slice(r0, r1), slice(c0, c1)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Patient-level anatomy: stays the same across a patient's studies."""
+
+    semi_u: float  # mm, half width of the head at its widest slice
+    semi_v: float  # mm, half length (anterior-posterior)
+    egg: float  # posterior widening of the outline
+    scalp: float  # mm
+    skull: float  # mm, 5-8
+    table_hu: float  # inner/outer table
+    diploe_hu: float
+    grey_hu: float
+    white_hu: float
+    ventricle_scale: float  # >1: atrophy, larger ventricles and sulci
+    sulci: int  # number of sulci around the brain
+    phases: tuple[float, ...]  # harmonics that make outline and sulci irregular
+    height: float  # mm, skull base to vertex
+    age: float = 50.0  # years: drives atrophy and calcifications
+    sinus_hu: float = 50.0  # dural venous sinuses (40-65; high with high hematocrit)
+    falx_hu: float = 50.0  # falx and tentorium (40-70)
+    petrous_hu: float = 1500.0  # petrous bone and clivus (1,000-2,000)
+    choroid_hu: float = 0.0  # choroid plexus calcification in the atria, 0 = none
+    pineal_hu: float = 0.0  # pineal calcification, 0 = none
+    pallidus_hu: float = 0.0  # globus pallidus calcification (bilateral), 0 = none
+    plaques: tuple[tuple[float, float, float], ...] = ()  # (v mm, t, HU) calcified falx plaques
+    dural_plaque: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (theta, t, HU), HU 0 = none

@@ -10,15 +10,10 @@ never drawn over them (masks stay exact).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, StudyGrid, Window
+from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window
 from ich.phantom.structures import VENTRICLE_V
-
-if TYPE_CHECKING:  # anatomy imports this module; the type is only needed by mypy
-    from ich.phantom.anatomy import Anatomy
 
 
 class Canvas:

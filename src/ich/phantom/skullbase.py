@@ -10,14 +10,9 @@ outline (``-front``). Each structure is drawn inside its own pixel window (speed
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, StudyGrid, Window
-
-if TYPE_CHECKING:  # anatomy imports this module; the type is only needed by mypy
-    from ich.phantom.anatomy import Anatomy
+from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window
 
 GLOBE_HU, LENS_HU, ORBIT_FAT_HU = 10.0, 105.0, -100.0
 MUSCLE_HU, CSF_HU, PONS_HU, AIR_HU = 45.0, 7.0, 32.0, -1000.0
