@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ich.data import build as build_module
+from ich.data import workers as workers_module
 from ich.data.build import build_cache
 from ich.data.cache import SliceCache, chunk_paths
 from ich.data.preprocess import PreprocessSpec, preprocess_hu
@@ -217,22 +217,23 @@ def test_pool_build_strict_stops(images_copy: Path, tmp_path: Path) -> None:
 def test_fork_only_when_no_other_thread_and_no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     monkeypatch.delitem(sys.modules, "torch", raising=False)
-    assert build_module._can_fork()
+    assert workers_module.can_fork()
     monkeypatch.setitem(sys.modules, "torch", object())  # type: ignore[arg-type]
-    assert not build_module._can_fork()
+    assert not workers_module.can_fork()
     monkeypatch.delitem(sys.modules, "torch")
     monkeypatch.setattr(threading, "active_count", lambda: 2)
-    assert not build_module._can_fork()
+    assert not workers_module.can_fork()
 
 
 _FORKED_BUILD = """
 import sys, cv2, numpy as np
-from ich.data.build import _can_fork, build_cache
+from ich.data.build import build_cache
+from ich.data.workers import can_fork
 from ich.data.preprocess import PreprocessSpec
 # Start OpenCV's thread pool here first: a forked worker that resized it used to hang.
 cv2.setNumThreads(2)
 cv2.resize(np.random.rand(2048, 2048).astype(np.float32), (600, 600), interpolation=cv2.INTER_AREA)
-assert _can_fork(), "expected the fork path in a fresh interpreter"
+assert can_fork(), "expected the fork path in a fresh interpreter"
 summary = build_cache(sys.argv[1], sys.argv[2], spec=PreprocessSpec(size=64), workers=2,
                       progress=False, chunk_size=8)
 print(summary.chunks_built, summary.chunks_total, cv2.getNumThreads())
@@ -263,10 +264,10 @@ def test_workers_end_with_their_parent(tmp_path: Path) -> None:
     """A worker of a build killed hard stops at once instead of finishing its chunk."""
     script = """
 import os, sys, time
-from ich.data.build import _die_with_parent
+from ich.data.workers import die_with_parent
 child = os.fork()
 if child == 0:
-    _die_with_parent()
+    die_with_parent()
     time.sleep(60)
     os._exit(0)
 print(child, flush=True)

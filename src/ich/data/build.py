@@ -44,12 +44,11 @@ from ich.data.images import (
 )
 from ich.data.preprocess import PreprocessSpec, preprocess_files
 from ich.data.summary import CacheSummary, fill_counts, format_summary  # noqa: F401
-from ich.data.workers import (  # noqa: F401  (_can_fork, _die_with_parent: tests use them here)
-    _can_fork,
-    _die_with_parent,
+from ich.data.workers import (
     _fork_pool,
     _init_worker,
     _spawn_context,
+    can_fork,
 )
 from ich.errors import CacheError
 from ich.labels import labels_digest, match_files, read_labels
@@ -253,7 +252,7 @@ def build_cache(
     n_todo = sum(len(t[1]) for t in tasks)
     workers = max(1, min(workers, len(tasks)))
     # Forked before the progress bar, whose monitor thread would make forking unsafe.
-    pool = _fork_pool(workers) if workers > 1 and _can_fork() else None
+    pool = _fork_pool(workers) if workers > 1 and can_fork() else None
     bar = tqdm(total=n_todo, unit="slice", disable=not progress, file=sys.stderr, desc="prepare")
     try:
         _run_tasks(tasks, workers, pool, bar)

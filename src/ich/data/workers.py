@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to end this worker when its parent dies (``PR_SET_PDEATHSIG``).
 
     Why: a build process killed hard (``kill -9``, out of memory) would otherwise leave its
@@ -35,11 +35,11 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 def _init_worker() -> None:
     """Initializer of forkserver/spawn workers (fresh processes: OpenCV's pool is unused)."""
-    _die_with_parent()
+    die_with_parent()
     cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
 
 
-def _can_fork() -> bool:
+def can_fork() -> bool:
     """Whether workers may be forked from this process as it is now.
 
     Why fork when possible: a forked worker starts in milliseconds, while forkserver/spawn
@@ -69,10 +69,10 @@ def _fork_pool(workers: int) -> Any:
     try:
         with warnings.catch_warnings():
             # Python >= 3.12 warns on any fork of a process with native threads; the idle
-            # pools of numpy/OpenCV/Arrow are the case _can_fork accepts (see there).
+            # pools of numpy/OpenCV/Arrow are the case can_fork accepts (see there).
             warnings.filterwarnings("ignore", "This process .* is multi-threaded",
                                     DeprecationWarning)
-            return mp.get_context("fork").Pool(workers, initializer=_die_with_parent)
+            return mp.get_context("fork").Pool(workers, initializer=die_with_parent)
     finally:
         cv2.setNumThreads(previous)
 
