@@ -38,9 +38,3 @@ def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
     for path in paths:
         out += fold_runs(path) if is_fold_set(path) else [Path(path)]
     return out
-
-
-def member_runs(paths: Sequence[str | Path]) -> list[list[Path]]:
-    """One list of run folders per argument: a plain run is a member of one, a fold set a
-    member of k (averaged inside it, so that it counts once in an ensemble)."""
-    return [fold_runs(p) if is_fold_set(p) else [Path(p)] for p in paths]

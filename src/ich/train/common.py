@@ -43,14 +43,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def worker_init(worker_id: int) -> None:
-    """Seed numpy/python in a DataLoader worker from torch's per-worker seed (itself derived
-    from the loader's seeded generator), so augmentation is reproducible with workers > 0."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def weighted_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """BCE-with-logits weighted like the RSNA metric: any=2, subtypes=1.
 
