@@ -108,6 +108,7 @@ def test_members_with_other_preprocessing_get_their_own(
         mixed.predict_preprocessed(images, z)
 
 
+@pytest.mark.slow  # >= 5 s of CPU (20-34 s wall on the loaded 2-core machine)
 def test_ich_predict_mixed_crops_and_weights_from_a_dicom_folder(
     tmp_path: Path, tiny_cohort: Path
 ) -> None:

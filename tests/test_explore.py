@@ -14,6 +14,7 @@ from ich.eval.html import RESEARCH_BANNER
 from ich.explore import explore_folder
 
 
+@pytest.mark.slow  # >= 5 s of CPU (20-34 s wall on the loaded 2-core machine)
 def test_explore_tiny_cohort(tiny_cohort: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     s = explore_folder(
@@ -57,6 +58,7 @@ def test_explore_without_labels(tiny_cohort: Path, tmp_path: Path) -> None:
     assert (tmp_path / "grid_brain.png").is_file()
 
 
+@pytest.mark.slow  # >= 5 s of CPU (20-34 s wall on the loaded 2-core machine)
 @pytest.mark.real
 def test_explore_real_sample_with_corrupt_file(rsna_sample: Path, tmp_path: Path) -> None:
     folder = tmp_path / "dicom"

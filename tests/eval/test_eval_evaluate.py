@@ -80,6 +80,7 @@ def _write_log(path: Path) -> None:
         f.write("{not json\n")
 
 
+@pytest.mark.slow  # >= 5 s of CPU (20-34 s wall on the loaded 2-core machine)
 def test_evaluate_run_writes_consistent_metrics_and_report(tmp_path: Path) -> None:
     df = _predictions()
     df.to_parquet(tmp_path / "oof_predictions.parquet")

@@ -109,6 +109,7 @@ def test_refuses_to_overwrite_a_cohort(cohort: tuple[Path, CohortSummary]) -> No
         generate_cohort(out / "new", studies=0, seed=1, size=64)
 
 
+@pytest.mark.slow  # >= 5 s of CPU (20-34 s wall on the loaded 2-core machine)
 def test_prevalence_near_rsna_rates(tmp_path: Path) -> None:
     summary = generate_cohort(tmp_path, studies=40, seed=3, size=64)
     rate = summary.positives["any"] / summary.slices
