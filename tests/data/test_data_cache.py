@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -268,9 +270,9 @@ from ich.data.workers import die_with_parent
 child = os.fork()
 if child == 0:
     die_with_parent()
+    print(os.getpid(), flush=True)  # only now: killing the parent earlier is a race
     time.sleep(60)
     os._exit(0)
-print(child, flush=True)
 time.sleep(60)
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -281,7 +283,10 @@ time.sleep(60)
     end = time.time() + 20
     while time.time() < end and not _ended(worker):
         time.sleep(0.05)
-    assert _ended(worker)
+    ended = _ended(worker)
+    if not ended:
+        os.kill(worker, signal.SIGKILL)  # leave no sleeper behind
+    assert ended
 
 
 def _ended(pid: int) -> bool:
