@@ -123,6 +123,18 @@ def test_docs_and_redoc_are_served_offline(make_client) -> None:
                 assert client.get(u).status_code == 200, u
 
 
+def test_redoc_script_requests_nothing_outside(make_client) -> None:
+    """ReDoc's side menu shows a logo fetched from cdn.redoc.ly (blocked by the CSP, but still
+    a request attempt and a console error); the served script has it replaced."""
+    client = make_client()
+    r = client.get("/docs-assets/redoc.standalone.js")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert len(r.text) > 500_000 and "createElement" in r.text  # still the whole ReDoc bundle
+    assert "cdn.redoc.ly" not in r.text
+    assert not re.search(r"""src:\s*["']https?://""", r.text)  # no image/script from outside
+    assert 'src:"data:,"' in r.text  # the logo: an empty inline image, hidden by its onError
+
+
 @pytest.mark.net
 def test_https_serves_with_secure_cookie(tmp_path: Path) -> None:
     import shutil
