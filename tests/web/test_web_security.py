@@ -179,3 +179,39 @@ def test_https_serves_with_secure_cookie(tmp_path: Path) -> None:
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+@pytest.mark.net
+def test_bound_to_all_interfaces_answers_the_address_it_was_reached_at(tmp_path: Path) -> None:
+    """Bound to 0.0.0.0, a browser that typed one of the machine's addresses gets the app;
+    a DNS name (rebinding) or an address the connection did not arrive at gets 421."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from web_helpers import FakePredictor, free_port
+
+    from ich.web.app import create_app
+
+    port = free_port()
+    settings = WebSettings(data_dir=tmp_path / "d", host="0.0.0.0", port=port, token="tok")
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="0.0.0.0",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    end = time.time() + 20
+    while not srv.started and time.time() < end:
+        time.sleep(0.05)
+    auth = {"authorization": "Bearer tok"}
+    try:
+        # 127.0.0.2 reaches this machine through the wildcard bind (Linux routes 127/8 to lo)
+        # but is in no name list: only the connection's own local address can allow it.
+        url = f"http://127.0.0.2:{port}/api/info"
+        assert httpx.get(url, headers=auth).status_code == 200
+        for host in ("evil.example", f"10.11.12.13:{port}", "127.0.0.3"):
+            r = httpx.get(url, headers={**auth, "host": host})
+            assert r.status_code == 421, host
+    finally:
+        srv.should_exit = True
+        thread.join(10)
