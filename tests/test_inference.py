@@ -140,7 +140,37 @@ def test_ich_predict_writes_a_complete_submission_and_lists_failures(
     failed = pd.read_csv(out.with_suffix(".failed.csv"))
     assert failed["image_id"].tolist() == ["ID_broken"]
     assert "ID_broken" in set(sub["ID"].str.rsplit("_", n=1).str[0])
-    assert "could not be read" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "could not be read" in printed
+    assert "sub.series.csv" in printed
+    series = pd.read_csv(out.with_suffix(".series.csv"))
+    assert list(series.columns) == [
+        "study_instance_uid", "series_instance_uid", "n_slices", "in_domain", "domain_score",
+        *LABELS,
+    ]
+    patients = pd.read_csv(tiny_cohort / "patients.csv")
+    assert sorted(series["series_instance_uid"]) == sorted(patients["series_instance_uid"].unique())
+    per_series = patients.groupby("series_instance_uid").size()
+    counts = series.set_index("series_instance_uid")["n_slices"]
+    assert counts.sort_index().tolist() == per_series.sort_index().tolist()
+    assert series[list(LABELS)].stack().between(0, 1).all()
+    assert (series["in_domain"] == (series["domain_score"] <= 1.0)).all()
+
+
+def test_run_has_a_calibrated_domain_model_and_predictions_carry_it(
+    predictor: Predictor, tiny_run: Path, tiny_cohort: Path
+) -> None:
+    info = json.loads((tiny_run / "domain.json").read_text())
+    assert info["threshold"] > 0 and info["n_train"] >= 3
+    files = next(iter(_series_files(tiny_cohort).values()))
+    slices = [read_slice(f) for f in files]
+    pred = predictor.predict_slices([s.hu for s in slices], [s.meta for s in slices])
+    assert np.isfinite(pred.domain_score) and pred.domain_score >= 0
+    assert pred.in_domain == (pred.domain_score <= 1.0)
+    # A flat grey "scan" is nothing like the training series: far outside the domain.
+    odd = [np.full_like(s.hu, 500.0) for s in slices]
+    far = predictor.predict_slices(odd, [s.meta for s in slices])
+    assert far.in_domain is False and far.domain_score > 10 * max(pred.domain_score, 0.1)
 
 
 def test_onnx_runtime_engine_gives_the_torch_predictions(tiny_run: Path, tiny_cache: Path) -> None:
@@ -159,3 +189,24 @@ def test_onnx_runtime_engine_gives_the_torch_predictions(tiny_run: Path, tiny_ca
         strict=True,
     ):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_serving_never_unpickles(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model files are safetensors + JSON: loading a run for serving never calls torch.load."""
+    import torch
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load called while loading a model for serving")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    predictor = Predictor.from_run(tiny_run, engine="torch")
+    assert predictor.runs[0].spec.kind == "slice"
+
+
+def test_a_run_of_the_old_pickled_format_is_a_named_error(tmp_path: Path) -> None:
+    import torch
+
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    torch.save({"format": "ich-checkpoint/1"}, tmp_path / "old" / "checkpoints" / "slice_best.pt")
+    with pytest.raises(CheckpointError, match=r"older ich.*retrain"):
+        Predictor.from_run(tmp_path / "old")

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "metrics, plots and an HTML report for a trained run"),
     "predict": ("predict", "write a Kaggle submission from one or more runs"),
     "serve": ("serve", "serve the triage web application"),
+    "export": ("export", "export a run's slice CNN to ONNX or TorchScript (parity-checked)"),
     "node": ("node", "DICOM node: receive CT studies, triage them, send SR + key images back"),
     "pull": ("pull", "fetch a study from a PACS (C-GET) and triage it"),
 }

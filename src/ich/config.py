@@ -32,6 +32,7 @@ __all__ = [
     "AugmentConfig",
     "DataConfig",
     "DecisionConfig",
+    "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
@@ -83,19 +84,124 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with a per-step schedule (warmup + cosine, or one-cycle)."""
+    """Optimizer and learning-rate schedule of the slice CNN (stage 1).
 
+    The three recipes of the founding documents come from config alone:
+    SGD + Nesterov 0.9 (``name: sgd, momentum: 0.9, nesterov: true``, the Behold.ai
+    challenge's ResNet50), Adam at 1e-5 for fine-tuning (``name: adam, lr: 1.0e-5``, its
+    InceptionV3) and a rate decayed by 0.8 per epoch (``schedule: exponential, gamma: 0.8``, the
+    Keras ResNet50 report). The learning rate is set at every optimizer step from a pure
+    function of the step (:mod:`ich.train.schedule`), so ``--resume`` continues the curve
+    exactly; only ``plateau`` has extra state, saved with ``slice_last``.
+
+    Attributes:
+        name: ``adamw`` (default; decoupled weight decay, Loshchilov & Hutter), ``adam`` (weight
+            decay as an L2 term added to the gradient, as torch's Adam defines it; Adam 1e-5 is
+            the InceptionV3 fine-tuning recipe) or ``sgd`` (L2 weight decay; with ``momentum``
+            and ``nesterov``: SGD + Nesterov 0.9 is the Behold.ai challenge's ResNet50).
+        lr: Peak learning rate (after warmup) of the head; the backbone gets
+            ``lr * backbone_lr_mult``.
+        weight_decay: Weight decay, applied as the chosen optimizer defines it, to weights only.
+        momentum: SGD momentum (ignored by Adam/AdamW), e.g. 0.9.
+        nesterov: Nesterov momentum for SGD (needs ``momentum > 0``).
+        decay_norm_bias: Also decay normalisation weights and biases (off: decaying them
+            shrinks BatchNorm scales and biases for no regularisation benefit).
+        backbone_lr_mult: Discriminative learning rate: the pretrained backbone learns at this
+            fraction of ``lr`` (e.g. 0.1) while the new head learns at ``lr``.
+        schedule: ``cosine`` (warmup + cosine to ``min_lr_frac``, default), ``onecycle``
+            (Smith's one-cycle), ``step`` (times ``gamma`` every ``step_epochs`` epochs),
+            ``exponential`` (times ``gamma`` every epoch: 0.8 in the Keras ResNet50 report),
+            ``plateau`` (times ``plateau_factor`` when the validation weighted log loss has
+            not improved for ``plateau_patience`` epochs, like Keras' ReduceLROnPlateau; with
+            ``data.fold=-1`` there is no validation and it stays constant) or ``constant``.
+            Every schedule starts with the linear warmup (one-cycle has its own).
+        warmup_frac: Fraction of all steps spent in linear warmup (0 for none).
+        min_lr_frac: Final multiplier of ``cosine``/``onecycle``; the floor of ``plateau``.
+        step_epochs: Epochs between two drops of the ``step`` schedule.
+        gamma: Decay of ``step`` (per drop) and ``exponential`` (per epoch, e.g. 0.8).
+        plateau_patience: Epochs without improvement before ``plateau`` reduces.
+        plateau_factor: Multiplier applied at each ``plateau`` reduction (e.g. 0.1).
+        grad_clip: Clip the gradient norm to this value (null: no clipping).
+    """
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 5e-4
     weight_decay: float = 1e-4
-    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    momentum: float = 0.9
+    nesterov: bool = False
+    decay_norm_bias: bool = False
+    backbone_lr_mult: float = 1.0
+    schedule: Literal["cosine", "onecycle", "step", "exponential", "plateau", "constant"] = (
+        "cosine"
+    )
     warmup_frac: float = 0.05
     min_lr_frac: float = 0.01
+    step_epochs: int = 3
+    gamma: float = 0.1
+    plateau_patience: int = 2
+    plateau_factor: float = 0.1
     grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0 or self.momentum < 0:
+            raise ValueError("lr must be > 0, weight_decay and momentum >= 0")
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ValueError("nesterov needs name=sgd and momentum > 0")
+        if self.backbone_lr_mult < 0 or not 0 < self.gamma <= 1:
+            raise ValueError("backbone_lr_mult must be >= 0 and gamma in (0, 1]")
+        if self.step_epochs < 1 or self.plateau_patience < 0 or not 0 < self.plateau_factor <= 1:
+            raise ValueError("step_epochs >= 1, plateau_patience >= 0, plateau_factor in (0, 1]")
+
+
+@dataclass
+class LossConfig:
+    """Training loss of both stages (the evaluation metric stays the RSNA weighted log loss).
+
+    Attributes:
+        name: ``bce`` (default): binary cross-entropy weighted per label like the RSNA metric,
+            so the training loss is the competition's score; ``focal``: focal loss
+            (Lin et al. 2017, ``(1 - p_t) ** gamma`` times the BCE), which down-weights easy
+            negatives, with the same per-label weights.
+        gamma: Focal loss focusing parameter (2 in the paper; 0 gives the BCE).
+        smoothing: Label smoothing: targets become ``y * (1 - s) + s / 2`` (0 = off).
+        label_weights: One weight per label in the run's label order (``any`` first); null
+            means the metric's weights (``any`` = 2, each subtype 1).
+    """
+
+    name: Literal["bce", "focal"] = "bce"
+    gamma: float = 2.0
+    smoothing: float = 0.0
+    label_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.gamma < 0 or not 0 <= self.smoothing < 1:
+            raise ValueError("loss.gamma must be >= 0 and loss.smoothing in [0, 1)")
+        if self.label_weights is not None and (
+            not self.label_weights or min(self.label_weights) < 0 or sum(self.label_weights) <= 0
+        ):
+            raise ValueError("loss.label_weights must be non-negative with a positive sum")
 
 
 @dataclass
 class TrainConfig:
-    """The stage-1 loop: epochs, batch, workers, precision, stopping, logging."""
+    """The stage-1 loop: epochs, batch, workers, precision, stopping, logging.
+
+    Attributes:
+        early_stopping_patience: Stop after this many epochs without a better validation
+            weighted log loss (null: run every epoch); ``slice_best`` keeps the best one.
+        max_steps_per_epoch: Cap on optimizer steps per epoch (quick trials; null = all).
+        freeze_epochs: Transfer learning as the seeds do it: train only the new head on a
+            frozen backbone (feature extraction, BatchNorm statistics frozen too) for this many
+            epochs, then unfreeze and fine-tune everything, the backbone at
+            ``optim.backbone_lr_mult`` times the learning rate (0 = train all from the start).
+        ema_decay: Keep an exponential moving average of the weights,
+            ``ema = decay * ema + (1 - decay) * weights`` after every optimizer step (e.g.
+            0.999); validation, ``slice_best`` and everything downstream use the averaged
+            weights (null = off).
+        accumulate: Gradient accumulation: one optimizer step per this many batches of
+            ``batch_size`` (an effective batch of ``accumulate * batch_size`` on a small GPU).
+            BatchNorm still sees ``batch_size`` samples at a time.
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -108,6 +214,15 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     deterministic: bool = True
     stages: tuple[str, ...] = ("slice", "sequence")
+    freeze_epochs: int = 0
+    ema_decay: float | None = None
+    accumulate: int = 1
+
+    def __post_init__(self) -> None:
+        if self.freeze_epochs < 0 or self.accumulate < 1:
+            raise ValueError("train.freeze_epochs must be >= 0 and train.accumulate >= 1")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError("train.ema_decay must be in (0, 1), e.g. 0.999, or null")
 
 
 @dataclass
@@ -156,6 +271,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     decision: DecisionConfig = field(default_factory=DecisionConfig)

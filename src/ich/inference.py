@@ -26,6 +26,7 @@ from ich.data.preprocess import PreprocessSpec, preprocess_hu
 from ich.data.sequences import reverse_spacing
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import order_series
+from ich.domain import series_inputs
 from ich.errors import CheckpointError
 from ich.explain import grad_cam_heatmap
 from ich.models.sequence import SequenceModel
@@ -48,6 +49,10 @@ class SeriesPrediction:
         cnn_probs: (T, 6) the slice CNN's own probabilities.
         study_probs: (6,) study-level probabilities.
         issues: Problems found while ordering the series (gaps, duplicates, ...).
+        domain_score: Distance of the series from the training data over the calibrated
+            threshold (:mod:`ich.domain`); > 1: outside it. NaN when no run has a domain model.
+        in_domain: ``domain_score <= 1``; None when unknown. Out of domain, the probabilities
+            are unreliable and must be shown as such.
     """
 
     order: np.ndarray
@@ -56,6 +61,8 @@ class SeriesPrediction:
     cnn_probs: np.ndarray
     study_probs: np.ndarray
     issues: list[str] = field(default_factory=list)
+    domain_score: float = float("nan")
+    in_domain: bool | None = None
 
 
 def describe_training_data(provenance: str | Mapping[str, object]) -> str:
@@ -182,8 +189,16 @@ class Predictor:
         self, member: Member, images: np.ndarray, z_spacing: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A member's prediction: its runs (a fold set's folds) averaged equally."""
+        return self._predict_member_domain(member, images, z_spacing)[:3]
+
+    @torch.no_grad()
+    def _predict_member_domain(
+        self, member: Member, images: np.ndarray, z_spacing: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """:meth:`_predict_member` plus the mean domain score of its runs (NaN: none)."""
         outs = [self._predict_run(run, images, z_spacing) for run in member.runs]
-        return self._average([(1.0, o) for o in outs])
+        cnn, final, study = self._average([(1.0, o[:3]) for o in outs])
+        return cnn, final, study, _mean_finite([o[3] for o in outs])
 
     @torch.no_grad()
     def predict_preprocessed(
@@ -202,6 +217,21 @@ class Predictor:
             CheckpointError: The members were trained with different crops: one preprocessed
                 array cannot feed them all (:meth:`predict_slices` preprocesses per member).
         """
+        self._require_one_preprocessing()
+        cnn, final, study, _ = self._predict_all(images, z_spacing)
+        return cnn, final, study
+
+    @torch.no_grad()
+    def predict_with_domain(
+        self, images: np.ndarray, z_spacing: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """:meth:`predict_preprocessed` plus the series' domain score (mean over the members
+        that have a domain model; NaN when none has)."""
+        self._require_one_preprocessing()
+        return self._predict_all(images, z_spacing)
+
+    def _require_one_preprocessing(self) -> None:
+        """One preprocessed array can feed the members only when they share a spec."""
         groups = self.preprocess_groups()
         if len(groups) > 1:
             raise CheckpointError(
@@ -211,13 +241,19 @@ class Predictor:
                 + "): one preprocessed series cannot feed them all; predict DICOM slices "
                 "(each member preprocesses its own) or use runs with the same preprocessing"
             )
-        return self._average(
-            [(m.weight, self._predict_member(m, images, z_spacing)) for m in self.members]
+
+    def _predict_all(
+        self, images: np.ndarray, z_spacing: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        outs = [self._predict_member_domain(m, images, z_spacing) for m in self.members]
+        cnn, final, study = self._average(
+            [(m.weight, o[:3]) for m, o in zip(self.members, outs, strict=True)]
         )
+        return cnn, final, study, _mean_finite([o[3] for o in outs])
 
     def _predict_run(
         self, run: RunModels, images: np.ndarray, z_spacing: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         ds = SliceDataset(
             SeriesArrays(images),
             np.arange(len(images)),
@@ -240,14 +276,18 @@ class Predictor:
             logits.append(lg)
         emb, logit = np.concatenate(embs), np.concatenate(logits)
         cnn = _sigmoid(logit)
+        domain = float("nan")
+        if run.domain is not None:
+            intensity, mean_emb = series_inputs(images, emb)
+            domain = float(run.domain.score(intensity, mean_emb)[0])
         if run.sequence_model is None:
-            return cnn, cnn, cnn.max(axis=0)
+            return cnn, cnn, cnn.max(axis=0), domain
         feats = sequence_features(emb, logit)
         slice_l, study_l = self._sequence(run.sequence_model, feats, z_spacing)
         if self.tta > 1:
             rs, rt = self._sequence(run.sequence_model, feats[::-1], reverse_spacing(z_spacing))
             slice_l, study_l = (slice_l + rs[::-1]) / 2, (study_l + rt) / 2
-        return cnn, _sigmoid(slice_l), _sigmoid(study_l)
+        return cnn, _sigmoid(slice_l), _sigmoid(study_l), domain
 
     def _sequence(
         self, model: SequenceModel, feats: np.ndarray, z_spacing: np.ndarray
@@ -279,16 +319,20 @@ class Predictor:
         order = np.array([position[id(m)] for m in ordered.metas], dtype=np.int64)
         # Each member is fed what it was trained on: one preprocessing per distinct spec.
         images: dict[PreprocessSpec, np.ndarray] = {}
-        outs = []
+        outs, scores = [], []
         for member in self.members:
             spec = member.preprocess
             if spec not in images:
                 images[spec] = np.stack([preprocess_hu(hus[i], spec) for i in order])
-            outs.append(
-                (member.weight, self._predict_member(member, images[spec], ordered.z_spacing))
-            )
-        cnn, final, study = self._average(outs)
-        return SeriesPrediction(order, ordered.z, final, cnn, study, list(ordered.issues))
+            *probs, score = self._predict_member_domain(member, images[spec], ordered.z_spacing)
+            outs.append((member.weight, tuple(probs)))
+            scores.append(score)
+        cnn, final, study = self._average(outs)  # type: ignore[arg-type]
+        domain = _mean_finite(scores)
+        in_domain = bool(domain <= 1.0) if np.isfinite(domain) else None
+        return SeriesPrediction(
+            order, ordered.z, final, cnn, study, list(ordered.issues), domain, in_domain
+        )
 
     def heatmap(
         self, hu: np.ndarray, label: str, neighbours: Sequence[np.ndarray] | None = None
@@ -305,6 +349,12 @@ class Predictor:
             float32 (rows, columns) in [0, 1].
         """
         return grad_cam_heatmap(self.runs[0], hu, label, neighbours, self.device)
+
+
+def _mean_finite(values: Sequence[float]) -> float:
+    """Mean of the finite values, NaN when there is none."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -44,6 +44,12 @@ def check_compatible(predictor: Predictor, cache: SliceCache) -> None:
             )
 
 
+#: Columns of the per-series table (``<out>.series.csv``), then the six label names.
+SERIES_COLUMNS = (
+    "study_instance_uid", "series_instance_uid", "n_slices", "in_domain", "domain_score"
+)
+
+
 def predict_cache(
     run_dirs: Sequence[str | Path] | Predictor,
     cache: str | Path | SliceCache,
@@ -57,6 +63,18 @@ def predict_cache(
         One row per slice: ``ID_COLUMNS``, ``fold`` (-1), the true labels (NaN when the cache
         has none), ``p_<label>`` (slice CNN) and ``q_<label>`` (final, sequence-refined).
     """
+    return predict_cache_series(run_dirs, cache, tta, device, progress)[0]
+
+
+def predict_cache_series(
+    run_dirs: Sequence[str | Path] | Predictor,
+    cache: str | Path | SliceCache,
+    tta: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`predict_cache` plus one row per series: ``SERIES_COLUMNS`` and the six
+    study-level probabilities (``in_domain`` empty when the runs have no domain model)."""
     predictor = (
         run_dirs if isinstance(run_dirs, Predictor) else Predictor.from_run(run_dirs, device, tta)
     )
@@ -68,16 +86,34 @@ def predict_cache(
     spacing = cache.catalog["z_spacing"].to_numpy(dtype=np.float32)
     spacing = np.nan_to_num(spacing, nan=float(np.nanmedian(spacing)) if n else 5.0)
     series = cache.series_index()
-    for idx in tqdm(series.values(), desc="predict", unit="series", disable=not progress):
+    studies = cache.catalog["study_instance_uid"].to_numpy()
+    rows: list[dict[str, object]] = []
+    for uid, idx in tqdm(series.items(), desc="predict", unit="series", disable=not progress):
         idx = np.asarray(idx)
-        cnn[idx], final[idx], _ = predictor.predict_preprocessed(cache.images(idx), spacing[idx])
+        cnn[idx], final[idx], study, domain = predictor.predict_with_domain(
+            cache.images(idx), spacing[idx]
+        )
+        known = bool(np.isfinite(domain))
+        rows.append({
+            "study_instance_uid": studies[idx[0]],
+            "series_instance_uid": uid,
+            "n_slices": len(idx),
+            "in_domain": bool(domain <= 1.0) if known else None,
+            "domain_score": round(domain, 4) if known else None,
+            **{name: float(p) for name, p in zip(LABELS, study, strict=True)},
+        })
     frame = cache.catalog[list(ID_COLUMNS)].copy()
     frame["fold"] = -1
     frame[list(LABELS)] = cache.labels
     for j, name in enumerate(LABELS):
         frame[f"p_{name}"] = cnn[:, j]
         frame[f"q_{name}"] = final[:, j]
-    return frame
+    return frame, pd.DataFrame(rows, columns=[*SERIES_COLUMNS, *LABELS])
+
+
+def series_csv_path(out: Path) -> Path:
+    """``X.csv`` -> ``X.series.csv``: the per-series table beside a submission."""
+    return out.with_suffix(".series.csv")
 
 
 def is_cache(path: Path) -> bool:
@@ -93,6 +129,8 @@ class SubmissionResult:
     predictions: pd.DataFrame
     failed: pd.DataFrame
     failed_csv: Path | None
+    series: pd.DataFrame | None = None
+    series_csv: Path | None = None
 
 
 def predict_to_submission(
@@ -162,8 +200,11 @@ def _write(
     predictor: Predictor, cache: SliceCache, out: Path, tta: int,
     frame: pd.DataFrame | None = None,
 ) -> SubmissionResult:
+    per_series = None  # the per-series table (X.series.csv) of a single preprocessing group
     if frame is None:
-        frame = predict_cache(predictor, cache, tta=tta)
+        frame, per_series = predict_cache_series(predictor, cache, tta=tta)
+        with atomic_path(series_csv_path(out)) as tmp:
+            per_series.to_csv(tmp, index=False)
     probs = frame[[f"q_{name}" for name in LABELS]].to_numpy()
     failed = cache.errors[["image_id", "path", "error"]].copy() if len(cache.errors) else None
     ids = list(frame["image_id"])
@@ -177,5 +218,6 @@ def _write(
             failed.to_csv(tmp, index=False)
     write_submission(ids, probs, out)
     return SubmissionResult(
-        out, frame, failed if failed is not None else pd.DataFrame(), failed_csv
+        out, frame, failed if failed is not None else pd.DataFrame(), failed_csv,
+        per_series, series_csv_path(out) if per_series is not None else None,
     )

@@ -132,3 +132,11 @@ def test_run_without_folds_cannot_be_checked(tmp_path, predicting, capsys) -> No
     assert "cannot check" in capsys.readouterr().err
     saved = json.loads((run / "evaluations" / "c" / "metrics.json").read_text())
     assert saved["overlap"]["known"] is False
+
+
+def test_fold_set_and_all_fold_runs_trained_on_every_row(run) -> None:
+    (run / "config.yaml").write_text("data:\n  folds: 5\n  fold: -1\n")
+    assert training_overlap(run, _table([0, 20])).n_patients == 1  # no held-out fold
+    (run / "config.yaml").write_text("data:\n  folds: 5\n  fold: 0\n")
+    (run / "foldset.json").write_text("{}")
+    assert training_overlap(run, _table([0, 5, 20])).n_patients == 2  # each fold run's training

@@ -103,3 +103,26 @@ def test_model_args_rebuild() -> None:
     model = SliceModel(TINY, in_chans=5, drop_rate=0.3)
     again = SliceModel(**model.model_args())  # type: ignore[arg-type]
     assert again.embed_dim == model.embed_dim and again.in_chans == 5
+
+
+def test_imagenet_weights_bring_their_normalisation(tmp_path: Path) -> None:
+    """ImageNet backbone weights expect timm's mean/std (cycled over the channels); a model
+    from scratch or from an ich SliceModel file keeps [0, 1] inputs unchanged."""
+    import timm
+
+    rgb = timm.create_model(TINY, num_classes=1000, in_chans=3)
+    path = tmp_path / "rgb.pth"
+    torch.save(rgb.state_dict(), path)
+    model = SliceModel(TINY, in_chans=9, weights=path)
+    mean, std = model.normalisation
+    want_mean = tuple(rgb.pretrained_cfg["mean"])
+    assert mean == pytest.approx([float(want_mean[c % 3]) for c in range(9)])
+    assert std[:3] == pytest.approx([float(v) for v in rgb.pretrained_cfg["std"]])
+    x = torch.rand(1, 9, 32, 32)
+    m = torch.tensor(mean).reshape(1, 9, 1, 1)
+    s = torch.tensor(std).reshape(1, 9, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval().embed(x), model.backbone((x - m) / s))
+    ours = tmp_path / "ours.pth"
+    torch.save(model.state_dict(), ours)
+    assert SliceModel(TINY, in_chans=9, weights=ours).normalisation == ((0.0,) * 9, (1.0,) * 9)

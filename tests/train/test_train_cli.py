@@ -27,6 +27,9 @@ def test_without_config_the_packaged_recipe_is_used_and_offline_falls_back_to_sc
     assert main(["train", str(tiny_cache), "--out", str(run), *overrides]) == 0
     out = capsys.readouterr().out
     assert out.count("training from scratch") == 1 and "127.0.0.1:1 unreachable" in out
+    log = (run / "train.log").read_text()  # what was printed, kept with the run
+    assert log.startswith("== ") and "training from scratch" in log
+    assert "  slice epoch 1 step 1 loss" in log  # progress lines when not on a terminal
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["pretrained"] is False
     expected = config_to_dict(load_config("default", [*overrides, "model.pretrained=false"]))
@@ -72,7 +75,7 @@ def test_existing_run_is_refused_not_retrained(
     tiny_run: Path, tiny_cache: Path, tiny_overrides: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    best = tiny_run / "checkpoints" / "slice_best.pt"
+    best = tiny_run / "checkpoints" / "slice_best.safetensors"
     before = best.stat().st_mtime_ns
     assert main(["train", str(tiny_cache), "--out", str(tiny_run), *tiny_overrides]) == 1
     err = capsys.readouterr().err

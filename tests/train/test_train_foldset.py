@@ -90,7 +90,7 @@ def test_fold_set_refuses_retraining_and_resumes_without_flags(
     fold_set: Path, tiny_cache: Path, tiny_overrides: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    best = [run / "checkpoints" / "slice_best.pt" for run in fold_runs(fold_set)]
+    best = [run / "checkpoints" / "slice_best.safetensors" for run in fold_runs(fold_set)]
     before = [p.stat().st_mtime_ns for p in best]
     args = ["train", str(tiny_cache), "--out", str(fold_set), "--all-folds", *tiny_overrides]
     assert main(args) == 1

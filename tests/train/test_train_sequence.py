@@ -66,3 +66,15 @@ def test_one_slice_series_can_be_reversed() -> None:
                        {"s": np.zeros((1, 6), np.float32)}, ["s"], train=True, reverse_p=1.0)
     item = ds[0]
     assert item[0].shape == (1, 4) and item[1].tolist() == [1.0]
+
+
+def test_stage2_schedule_comes_from_sequence_config() -> None:
+    from ich.config import load_config
+    from ich.train.sequence_stage import sequence_lr
+
+    cfg = load_config(None, ["sequence.lr=0.5", "sequence.schedule=constant",
+                             "sequence.warmup_frac=0.0"])
+    assert sequence_lr(0, 10, cfg) == pytest.approx(0.5)
+    assert sequence_lr(9, 10, cfg) == pytest.approx(0.5)
+    cfg = load_config(None, ["sequence.lr=0.5", "sequence.warmup_frac=0.5"])
+    assert sequence_lr(0, 10, cfg) < 0.5  # warming up

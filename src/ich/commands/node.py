@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_patient_data_logs()
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for name in ("pynetdicom", "highdicom"):  # both log UIDs at INFO: keep them out of logs
+        logging.getLogger(name).setLevel(logging.WARNING)
     settings = node_settings(args, args.data or default_data_dir())
     settings.validate()
     model = args.model[0] if len(args.model) == 1 else list(args.model)
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"ich node: {settings.aet} on {settings.host}:{node.port} (data in "
           f"{settings.data_dir}; research use only — not for diagnosis)", flush=True)
     try:
-        stop.wait()
+        while not stop.wait(1.0):  # wake every second so SIGTERM's handler gets to run
+            pass
     except KeyboardInterrupt:
         pass
     finally:

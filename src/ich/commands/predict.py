@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
             "with one or more trained runs (several are averaged; a fold set counts as one run, "
             "its folds averaged inside it) and write a Kaggle "
             "submission (ID,Label; probabilities clipped to [1e-6, 1-1e-6]). Files that cannot "
-            "be read are listed in <out>.failed.csv with the reason."
+            "be read are listed in <out>.failed.csv with the reason. <out>.series.csv has one "
+            "row per series: study and series UID, slices, the domain check (in_domain, "
+            "domain_score: > 1 = outside the training data) and the study probabilities."
         ),
     )
     p.add_argument(
@@ -113,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
             result.predictions.to_parquet(tmp, index=False)
     n = len(result.predictions)
     print(f"submission: {result.submission} ({n:,} slices from {len(runs)} run(s), tta {args.tta})")
+    if result.series is not None:
+        flagged = int((result.series["in_domain"] == False).sum())  # noqa: E712 (None = unknown)
+        print(f"series:     {result.series_csv} ({len(result.series)} series, {flagged} outside "
+              "the model's training data: their results are unreliable)")
     if thresholds is not None:
         binary = _write_binary(args.out, thresholds)
         print(f"decisions: {binary} (0/1 at the runs' out-of-fold thresholds: "

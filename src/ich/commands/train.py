@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,25 +167,28 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--all-folds trains both stages; drop --stage")
     stages = tuple(cfg.train.stages) if args.stage == "all" else (args.stage,)
     main = int(os.environ.get("RANK", "0")) == 0
-    preflight(cfg, Path(cache), run_dir, stages, args.resume is not None, all_folds)
+    notes = preflight(cfg, Path(cache), run_dir, stages, args.resume is not None, all_folds)
+    with log_to(run_dir / "train.log") if main else contextlib.nullcontext():
+        for note in notes if main else []:
+            print(note, flush=True)
+        return _train(cfg, Path(cache), run_dir, stages, args.resume is not None, all_folds, main)
+
+
+def _train(cfg: Any, cache: Path, run_dir: Path, stages: tuple[str, ...], resume: bool,
+           all_folds: bool, main: bool) -> int:
+    """Announce, train (one run or a fold set), choose thresholds, report."""
     if main:
-        _announce(cfg, run_dir, stages, args.resume is not None, all_folds)
+        _announce(cfg, run_dir, stages, resume, all_folds)
     if all_folds:
         from ich.train.foldset import run_fold_set
 
-        summary = run_fold_set(cfg, Path(cache), run_dir, resume=args.resume is not None)
+        summary = run_fold_set(cfg, cache, run_dir, resume=resume)
         _thresholds(cfg, run_dir)
         _report(summary)
         return 0
     from ich.train.runner import run_training
 
-    summary = run_training(
-        cfg,
-        Path(cache),
-        run_dir,
-        stages=stages,
-        resume=args.resume is not None and "slice" in stages,
-    )
+    summary = run_training(cfg, cache, run_dir, stages=stages, resume=resume and "slice" in stages)
     if main:
         _thresholds(cfg, run_dir)
         _report(summary)
@@ -207,12 +214,15 @@ def _thresholds(cfg: Any, run_dir: Path) -> None:
 
 def preflight(
     cfg: Any, cache: Path, run_dir: Path, stages: tuple[str, ...], resume: bool, all_folds: bool
-) -> None:
+) -> list[str]:
     """Every check that can fail before training, run before anything is written.
 
     Why: a run that fails after creating its folder leaves a half-made run behind (which the
     next attempt then refuses or, worse, mixes with); a GPU that is not there, a weights file
     for another backbone or an unlabelled cache are known before the first batch.
+
+    Returns:
+        Lines to print once training starts (e.g. the pretrained fallback).
 
     Raises:
         ConfigError, CacheError, CheckpointError: naming the setting or file at fault.
@@ -233,7 +243,7 @@ def preflight(
     if not resume:
         _refuse_finished(run_dir, stages, all_folds)
     if "slice" not in stages or resume:
-        return
+        return []
     if cfg.model.weights:
         from ich.models.slice_cnn import build_slice_model
 
@@ -246,9 +256,10 @@ def preflight(
         if reason is not None:
             cfg.model.pretrained = False  # the saved config says what really happened
             os.environ["HF_HUB_OFFLINE"] = "1"
-            print(f"ich train: no pretrained weights for {cfg.model.backbone} ({reason}; not in "
-                  "the local cache): training from scratch. Pass --weights PATH to start from a "
-                  "downloaded file.", flush=True)
+            return [f"ich train: no pretrained weights for {cfg.model.backbone} ({reason}; not "
+                    "in the local cache): training from scratch. Pass --weights PATH to start "
+                    "from a downloaded file."]
+    return []
 
 
 def _refuse_finished(run_dir: Path, stages: tuple[str, ...], all_folds: bool) -> None:
@@ -257,11 +268,11 @@ def _refuse_finished(run_dir: Path, stages: tuple[str, ...], all_folds: bool) ->
         return
     if not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: exists and is not a folder")
-    marks = ["foldset.json", "config.yaml", "checkpoints/slice_last.pt",
-             "checkpoints/slice_best.pt"]
+    marks = ["foldset.json", "config.yaml", "checkpoints/slice_last.safetensors",
+             "checkpoints/slice_best.safetensors"]
     found = [m for m in marks if (run_dir / m).exists()]
     if not found:
-        if any(run_dir.iterdir()):
+        if any(p.name != "train.log" for p in run_dir.iterdir()):  # a log alone: failed early
             raise ConfigError(f"--out {run_dir}: exists and is not empty; choose a new folder")
         return
     if stages == ("sequence",) and not all_folds:
@@ -323,3 +334,45 @@ def _report(summary: dict[str, object]) -> None:
         f"run folder: {summary['run_dir']} (config.yaml, metrics.jsonl, checkpoints/, "
         "oof_predictions.parquet)"
     )
+
+
+class _Tee(io.TextIOBase):
+    """Writes to a stream and to the run's log file (progress-bar redraws only to the stream)."""
+
+    def __init__(self, stream: Any, log: Any) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        if "\r" not in text:  # tqdm redraws: noise in a file
+            self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return bool(self.stream.isatty())
+
+    def fileno(self) -> int:
+        return int(self.stream.fileno())
+
+
+@contextlib.contextmanager
+def log_to(path: Path) -> Iterator[None]:
+    """Copy everything ``ich train`` prints (stdout and stderr) into ``RUN/train.log``.
+
+    Appends, so a resumed run's log follows the first part; each invocation starts with a
+    header line saying when and with which command line.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as log:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        log.write(f"== {stamp}: ich {' '.join(sys.argv[1:])}\n")
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err

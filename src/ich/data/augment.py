@@ -19,6 +19,7 @@ training (it is also a no-op in ``eval()`` mode).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torchvision.transforms import v2
 
+from ich.data import randomize
 from ich.errors import ConfigError
 
 AugmentMode = Literal["batch", "sample"]
@@ -54,6 +56,15 @@ class AugmentConfig:
         blur_sigma: Blur σ range in pixels.
         contrast_p: Probability of a contrast change.
         contrast: Contrast factor range 1 ± this, around each channel's mean.
+        hu_scale: Domain randomisation (:mod:`ich.data.randomize`, batch mode, 0 = off): HU
+            slope jitter ± this fraction, coherent across a sample's channels.
+        hu_offset: HU calibration offset jitter (± HU).
+        noise_hu: Range of correlated noise σ in HU ((0, 0) = off).
+        noise_grain: Range of the noise correlation length in pixels (0 = white).
+        lowres_p: Probability of a down/up-sampling (resolution loss).
+        lowres_factor: Down-sampling factor range.
+        tilt_p: Probability of a gantry-tilt-like stretch and shear.
+        tilt_deg: Maximum tilt (degrees).
     """
 
     enabled: bool = True
@@ -72,18 +83,30 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.3, 1.2)
     contrast_p: float = 0.5
     contrast: float = 0.1
+    hu_scale: float = 0.0
+    hu_offset: float = 0.0
+    noise_hu: tuple[float, float] = (0.0, 0.0)
+    noise_grain: tuple[float, float] = (0.0, 2.0)
+    lowres_p: float = 0.0
+    lowres_factor: tuple[float, float] = (1.0, 2.0)
+    tilt_p: float = 0.0
+    tilt_deg: float = 25.0
 
     def __post_init__(self) -> None:
-        for name in ("hflip_p", "affine_p", "crop_p", "blur_p", "contrast_p"):
+        for name in ("hflip_p", "affine_p", "crop_p", "blur_p", "contrast_p", "lowres_p", "tilt_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"augment.{name} must be a probability in [0, 1], got {value}")
         if self.mode not in ("batch", "sample"):
             raise ConfigError(f"augment.mode must be 'batch' or 'sample', got {self.mode!r}")
-        for name in ("scale", "crop_scale", "blur_sigma"):
+        for name in ("scale", "crop_scale", "blur_sigma", "lowres_factor"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ConfigError(f"augment.{name} must be (low, high) with 0 < low <= high")
+        for name in ("noise_hu", "noise_grain"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ConfigError(f"augment.{name} must be (low, high) with 0 <= low <= high")
         if self.crop_scale[1] > 1.0:
             raise ConfigError("augment.crop_scale must not exceed 1.0 (a crop is a part)")
 
@@ -159,11 +182,19 @@ class BatchAugment(nn.Module):
     Args:
         cfg: The augmentation settings.
         seed: Seed of the parameter generator (``None``: a fresh random seed).
+        windows: (centre, width) HU per input channel; needed by the HU-space randomisation
+            (``hu_scale``, ``hu_offset``, ``noise_hu``), which is skipped without it.
     """
 
-    def __init__(self, cfg: AugmentConfig, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        seed: int | None = None,
+        windows: Sequence[tuple[float, float]] | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.windows = list(windows) if windows is not None else None
         self.gen = torch.Generator()
         self.gen.manual_seed(seed if seed is not None else int(torch.seed() % (2**63)))
 
@@ -173,10 +204,16 @@ class BatchAugment(nn.Module):
         if not self.training or not self.cfg.enabled or x.shape[0] == 0:
             return x
         n, cfg = x.shape[0], self.cfg
-        theta = random_affine_matrices(cfg, n, self.gen).to(x.device)  # (B, 2, 3)
+        theta = random_affine_matrices(cfg, n, self.gen)  # (B, 2, 3)
+        if cfg.tilt_p > 0:
+            theta = randomize.compose_tilt(
+                theta, randomize.tilt_matrices(n, cfg.tilt_p, cfg.tilt_deg, self.gen)
+            )
+        theta = theta.to(x.device)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         x = self._blur(x)
+        x = self._randomize(x)
         do_contrast = _chance(n, cfg.contrast_p, self.gen)
         amount = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, self.gen)
         factor = torch.where(do_contrast, amount, 1.0)
@@ -188,6 +225,19 @@ class BatchAugment(nn.Module):
             dev_gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.gen)))
             x = x + sigma * torch.randn(x.shape, generator=dev_gen, device=x.device)
         return x.clamp_(0.0, 1.0)
+
+    def _randomize(self, x: torch.Tensor) -> torch.Tensor:
+        """Domain randomisation (:mod:`ich.data.randomize`): resolution, HU calibration, noise."""
+        cfg = self.cfg
+        if cfg.lowres_p > 0:
+            x = randomize.low_resolution(x, cfg.lowres_p, cfg.lowres_factor, self.gen)
+        if self.windows is None:
+            return x
+        if cfg.hu_scale > 0 or cfg.hu_offset > 0:
+            x = randomize.hu_jitter(x, self.windows, cfg.hu_scale, cfg.hu_offset, self.gen)
+        if cfg.noise_hu[1] > 0:
+            x = randomize.correlated_noise(x, self.windows, cfg.noise_hu, cfg.noise_grain, self.gen)
+        return x
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur with a per-sample σ, on the chosen samples only."""
@@ -246,11 +296,18 @@ def prepare_batch(
     return augment(x) if augment is not None else to_unit_float(x)
 
 
-def make_batch_augment(cfg: AugmentConfig | None, seed: int | None = None) -> BatchAugment | None:
-    """The training loop's batch step for ``cfg``, or None when nothing is done per batch."""
+def make_batch_augment(
+    cfg: AugmentConfig | None,
+    seed: int | None = None,
+    windows: Sequence[tuple[float, float]] | None = None,
+) -> BatchAugment | None:
+    """The training loop's batch step for ``cfg``, or None when nothing is done per batch.
+
+    ``windows``: (centre, width) HU per channel, for the HU-space domain randomisation.
+    """
     if cfg is None or not cfg.enabled or cfg.mode != "batch":
         return None
-    return BatchAugment(cfg, seed=seed)
+    return BatchAugment(cfg, seed=seed, windows=windows)
 
 
 class RandomContrast(nn.Module):

@@ -9,23 +9,16 @@ process works on the first chunks (see :func:`_run_tasks`).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
-import multiprocessing as mp
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
-import warnings
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pandas as pd
 import pyarrow as pa
 from tqdm import tqdm
@@ -36,7 +29,6 @@ from ich.data.catalog import (
     assemble_catalog,
     check_cache_labels,
     describe_skipped,
-    duplicate_positions,
     list_dicom_files,
     skipped_files,
     write_parquet_atomic,
@@ -51,41 +43,19 @@ from ich.data.images import (
     skipped_image_files,
 )
 from ich.data.preprocess import PreprocessSpec, preprocess_files
+from ich.data.summary import CacheSummary, fill_counts, format_summary  # noqa: F401
+from ich.data.workers import (  # noqa: F401  (_can_fork, _die_with_parent: tests use them here)
+    _can_fork,
+    _die_with_parent,
+    _fork_pool,
+    _init_worker,
+    _spawn_context,
+)
 from ich.errors import CacheError
 from ich.labels import labels_digest, match_files, read_labels
 
 #: Files per chunk unless the folder is small (see :func:`auto_chunk_size`).
 DEFAULT_CHUNK_SIZE = 1024
-
-
-@dataclass
-class CacheSummary:
-    """What a build did: counts, speed and failures (for the ``ich prepare`` summary)."""
-
-    out: Path
-    files: int
-    ok: int
-    failed: int
-    chunks_built: int
-    chunks_skipped: int
-    chunks_total: int
-    seconds: float
-    finalized: bool
-    failures: dict[str, int] = field(default_factory=dict)
-    failure_examples: list[str] = field(default_factory=list)
-    labelled: int | None = None
-    label_rows_unused: int = 0
-    relabelled: bool = False
-    chunk_size: int = 0
-    workers: int = 1
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def slices_per_second(self) -> float:
-        """Files processed in this run per wall-clock second (skipped chunks excluded)."""
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-    processed: int = 0
 
 
 def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
@@ -130,27 +100,6 @@ def _chunk_done(root: Path, k: int, files: list[Path]) -> bool:
     return done == [str(p) for p in files]
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to end this worker when its parent dies (``PR_SET_PDEATHSIG``).
-
-    Why: a build process killed hard (``kill -9``, out of memory) would otherwise leave its
-    workers finishing chunks for nobody, racing the rerun that replaces them. Elsewhere a no-op.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):  # no usable libc: workers outlive it
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _init_worker() -> None:
-    """Initializer of forkserver/spawn workers (fresh processes: OpenCV's pool is unused)."""
-    _die_with_parent()
-    cv2.setNumThreads(1)  # one process per core already; threads inside would oversubscribe
-
-
 #: One chunk's work: (chunk number, its files, cache folder, settings, strict, image encoding
 #: or None for DICOM).
 _Task = tuple[int, list[Path], Path, PreprocessSpec, bool, ImageEncoding | None]
@@ -172,55 +121,6 @@ def _build_chunk(task: _Task) -> tuple[int, int]:
     os.replace(tmp_npy, npy)
     os.replace(tmp_table, table)  # last: its presence marks the chunk finished
     return k, len(files)
-
-
-def _can_fork() -> bool:
-    """Whether workers may be forked from this process as it is now.
-
-    Why fork when possible: a forked worker starts in milliseconds, while forkserver/spawn
-    workers start an interpreter and import numpy, OpenCV, pydicom and pandas, about 0.6 s of a
-    core per build: a third of a 2,000-slice build on 2 cores. Forking copies every lock as it
-    is, so it is done only when no other Python thread runs (none can hold one) and torch is not
-    loaded (its OpenMP pool does not survive fork). The native pools that numpy (OpenBLAS),
-    OpenCV (pthreads) and Arrow (jemalloc) start at import are idle then and have fork handlers.
-    """
-    return (
-        sys.platform.startswith("linux")  # macOS system libraries are not fork-safe
-        and "fork" in mp.get_all_start_methods()
-        and threading.active_count() == 1
-        and "torch" not in sys.modules
-    )
-
-
-def _fork_pool(workers: int) -> Any:
-    """A pool of forked workers whose OpenCV runs on one thread.
-
-    Why set it in this process: ``cv2.setNumThreads`` inside a forked child hangs when the
-    parent had already started OpenCV's thread pool, so the setting is made here, inherited by
-    the children at fork, and then restored for this process.
-    """
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns on any fork of a process with native threads; the idle
-            # pools of numpy/OpenCV/Arrow are the case _can_fork accepts (see there).
-            warnings.filterwarnings("ignore", "This process .* is multi-threaded",
-                                    DeprecationWarning)
-            return mp.get_context("fork").Pool(workers, initializer=_die_with_parent)
-    finally:
-        cv2.setNumThreads(previous)
-
-
-def _spawn_context() -> Any:
-    """Start method when forking is unsafe: forkserver starts workers from a clean process;
-    spawn where it is unavailable."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    # Imported once in the server, then shared by every forked worker (saves ~1 s per worker).
-    ctx.set_forkserver_preload(["ich.data.preprocess", "ich.data.catalog", "ich.data.build"])
-    return ctx
 
 
 def _run_tasks(tasks: list[_Task], workers: int, pool: Any, bar: tqdm) -> None:
@@ -375,23 +275,8 @@ def build_cache(
         notes=[describe_skipped(skipped, root, all_files or bool(images))] if skipped else [],
     )
     if catalog is not None:
-        _fill_counts(summary, catalog)
+        fill_counts(summary, catalog)
     return summary
-
-
-def _fill_counts(summary: CacheSummary, catalog: pd.DataFrame) -> None:
-    bad = catalog[catalog["status"] != "ok"]
-    summary.ok, summary.failed = len(catalog) - len(bad), len(bad)
-    summary.failures = {str(k): int(v) for k, v in bad["error_kind"].value_counts().items()}
-    summary.failure_examples = [f"{r.path}: {r.error}" for r in bad.head(5).itertuples()]
-    dups = duplicate_positions(catalog)
-    if len(dups):
-        first = dups.iloc[0]
-        summary.notes.append(
-            f"duplicate slice positions: {int(dups['duplicates'].sum())} slice(s) in "
-            f"{len(dups)} series share a position with another slice of their series, e.g. "
-            f"{first['example']} (series {first['series_instance_uid']})"
-        )
 
 
 def finalize_cache(
@@ -456,33 +341,3 @@ def _folder_chunk_size(out: Path, force: bool) -> int | None:
         return int(json.loads(manifest.read_text())["chunk_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def format_summary(summary: CacheSummary) -> str:
-    """The human summary printed by ``ich prepare``: counts, speed, location, failures."""
-    s = summary
-    lines = [
-        f"cache: {s.out}",
-        f"chunks: {s.chunks_built} built, {s.chunks_skipped} already done, {s.chunks_total} in all",
-        f"processed {s.processed} files in {s.seconds:.1f} s ({s.slices_per_second:.0f} slices/s)"
-        + (f", {s.workers} worker(s), {s.chunk_size} files per chunk" if s.chunk_size else ""),
-    ]
-    lines += [f"note: {note}" for note in s.notes]
-    if s.relabelled:
-        lines.append("labels replaced (--relabel): the catalog now holds the new labels")
-    if s.labelled is not None:
-        lines.append(f"labels: {s.labelled} of {s.files} files labelled"
-                     + (f"; {s.label_rows_unused} labelled ids match no file"
-                        if s.label_rows_unused else ""))
-    if not s.finalized:
-        lines.append("not finalized yet: other shards' chunks are missing; run the remaining "
-                     "shards (or the same command without --shard) to finish the catalog")
-        return "\n".join(lines)
-    lines.append(f"files: {s.files} ({s.ok} ok, {s.failed} failed)")
-    if s.failed:
-        lines.append("failures by reason:")
-        lines += [f"  {kind}: {n}" for kind, n in sorted(s.failures.items(), key=lambda kv: -kv[1])]
-        lines.append("first failures:")
-        lines += [f"  {example}" for example in s.failure_examples]
-        lines.append("(all failures: rows with status 'error' in catalog.parquet)")
-    return "\n".join(lines)

@@ -116,12 +116,22 @@ def _tie_blocks(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _auc_sorted(ts: np.ndarray, starts: np.ndarray, ws: np.ndarray) -> np.ndarray:
-    """:func:`weighted_auc` on rows already sorted by score (``ts`` bool, ``ws`` (R, N))."""
-    pos = np.add.reduceat(np.where(ts, ws, 0.0), starts, axis=1)
-    neg = np.add.reduceat(np.where(ts, 0.0, ws), starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each block
+    """:func:`weighted_auc` on rows already sorted by score (``ts`` bool, ``ws`` (R, N)).
+
+    Per tie block: positive weight ``pos`` and negative weight ``neg``; each positive pairs
+    correctly with the negatives below its block and half of those in it, so the numerator is
+    ``sum(pos * (cumsum(neg) - neg / 2))``. Written as few full passes over the (R, N) block
+    as possible (without ties, the common case for continuous scores, no block sums at all).
+    """
+    pos = ws * ts
+    neg = ws - pos
+    if starts.size < ts.size:  # ties: sum each block of equal scores
+        pos = np.add.reduceat(pos, starts, axis=1)
+        neg = np.add.reduceat(neg, starts, axis=1)
+    below = np.cumsum(neg, axis=1)
+    below -= 0.5 * neg
+    right = np.einsum("ij,ij->i", pos, below)
     pairs = pos.sum(axis=1) * neg.sum(axis=1)
-    right = (pos * (below + 0.5 * neg)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, right / np.where(pairs > 0, pairs, 1.0), np.nan)
 

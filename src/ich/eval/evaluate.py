@@ -122,7 +122,7 @@ def _group_column(df: pd.DataFrame) -> str:
 
 
 #: Above this many rows × replicates a level's intervals are skipped, with the reason recorded:
-#: ~25 s of CPU per model (``benchmarks/bench_bootstrap.py``: ~0.45 µs per row × replicate for
+#: ~15 s of CPU per model (``benchmarks/bench_bootstrap.py``: ~0.3 µs per row × replicate for
 #: the six labels on the 2-core development machine). At 1000
 #: replicates that is 50,000 rows: the study level of RSNA-sized sets (~22k studies) always has
 #: intervals, the slice level of a 750k-slice set does not.

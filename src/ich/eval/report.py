@@ -30,6 +30,7 @@ from ich.eval.html import (
     page,
     table,
 )
+from ich.eval.recipe import recipe_rows_from_text
 from ich.labels import LABELS
 
 _TITLES = {
@@ -290,6 +291,9 @@ def _training_section(metrics: dict[str, Any], ctx: dict[str, Any]) -> list[str]
         body.append("<p class='muted'>No training log (metrics.jsonl) in this run folder.</p>")
     if ctx["provenance"]:
         body.append(f"<p><b>Training data:</b> {esc(ctx['provenance'])}</p>")
+    recipe = recipe_rows_from_text(ctx["config_text"])
+    if recipe:
+        body.append(table(["Recipe", "Setting"], recipe, caption="Training recipe (stage 1)"))
     body.append("<h3>Configuration</h3>")
     body.append(
         Raw("<pre><code>" + esc(ctx["config_text"] or "(no config.yaml)") + "</code></pre>")

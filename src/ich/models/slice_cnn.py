@@ -22,6 +22,7 @@ from torch import nn
 
 from ich.errors import CheckpointError, ConfigError
 from ich.labels import LABELS
+from ich.models.pretrained import is_lukemelas_layout, lukemelas_to_timm, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class SliceModel(nn.Module):
         self.backbone_name = backbone
         self.in_chans = in_chans
         self.load_report: dict[str, list[str]] = {}
+        weights = resolve_weights(weights)  # "package:..." -> its file, or None (scratch)
         self.weights_from_ich = False
         use_timm = pretrained and weights is None
         self.backbone = self._create(backbone, in_chans, use_timm)
@@ -173,6 +175,12 @@ class SliceModel(nn.Module):
             CheckpointError: When the file cannot be read or nothing in it matches the backbone.
         """
         state = read_state_dict(path)
+        if is_lukemelas_layout(state):  # efficientnet_pytorch names (the Lite0 package)
+            try:
+                state = lukemelas_to_timm(state)
+            except KeyError as exc:
+                msg = f"{path}: cannot map efficientnet_pytorch keys ({exc})"
+                raise CheckpointError(msg) from exc
         if any(k.startswith("backbone.") for k in state):
             head = {k: v for k, v in state.items() if k.startswith("classifier.")}
             prefix = "backbone."

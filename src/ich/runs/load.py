@@ -16,6 +16,7 @@ import torch
 
 from ich.data.datasets import ChannelSpec
 from ich.data.preprocess import PreprocessSpec
+from ich.domain import DomainModel, load_run_domain
 from ich.errors import CheckpointError
 from ich.models.sequence import SequenceModel
 from ich.models.slice_cnn import SliceModel
@@ -42,6 +43,7 @@ class RunModels:
     sequence_model: SequenceModel | None
     sequence_spec: ModelSpec | None
     onnx: OnnxSliceModel | None = None
+    domain: DomainModel | None = None  # RUN/domain.json (ich.domain), None for older runs
 
     @property
     def channels(self) -> ChannelSpec:
@@ -131,6 +133,7 @@ def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto")
         sequence_model=seq_model.to(device) if seq_model is not None else None,
         sequence_spec=seq_spec,
         onnx=onnx,
+        domain=load_run_domain(run_dir),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,11 @@ def weighted_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits: (..., 6) raw scores.
         targets: (..., 6) in {0, 1}.
     """
+    from ich.train.losses import weighted_label_mean
+
     w = torch.as_tensor(LABEL_WEIGHTS, dtype=logits.dtype, device=logits.device)
     bce = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
-    return (bce.reshape(-1, bce.shape[-1]).mean(0) * w).sum() / w.sum()
+    return weighted_label_mean(bce, w)
 
 
 class MetricsLog:
@@ -87,6 +90,10 @@ class MetricsLog:
         rec = {"time": round(time.time(), 3), **record}
         with self.path.open("a") as fh:
             fh.write(json.dumps(rec, default=float) + "\n")
+        if rec.get("split") == "train" and "step" in rec and not sys.stdout.isatty():
+            # Progress bars draw nothing when output is not a terminal (batch jobs, `| tee`,
+            # CI): a plain line every train.log_every steps shows that the run is alive.
+            print(progress_line(rec), flush=True)
         if self._tb is not None:
             tag = f"{rec.get('stage', 'run')}/{rec.get('split', 'train')}"
             step = int(rec.get("step", 0))
@@ -97,3 +104,14 @@ class MetricsLog:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+def progress_line(record: dict[str, Any]) -> str:
+    """``slice epoch 2 step 150 loss 0.1234 lr 4.1e-04``: one metrics record as a log line."""
+    parts = [str(record.get("stage", "train")), f"epoch {record.get('epoch', '?')}",
+             f"step {record.get('step', '?')}"]
+    for key in ("loss", "lr"):
+        value = record.get(key)
+        if isinstance(value, int | float):
+            parts.append(f"{key} {value:.4f}" if key == "loss" else f"{key} {value:.2e}")
+    return "  " + " ".join(parts)

@@ -15,6 +15,7 @@ from the device once per log interval, never per step.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from ich.data.datasets import SliceDataset, oversample_weights
 from ich.data.loader import epoch_loader
 from ich.errors import CheckpointError
 from ich.eval.metrics import per_label_log_loss, weighted_log_loss
+from ich.eval.recipe import recipe_rows
 from ich.labels import LABELS
 from ich.models.slice_cnn import SliceModel, build_slice_model
 from ich.models.spec import ModelSpec
@@ -48,7 +50,10 @@ from ich.train.checkpoint import (
 from ich.train.common import MetricsLog, weighted_bce
 from ich.train.describe import channel_spec, slice_spec
 from ich.train.distributed import DistInfo, gather_objects, reduce_mean
+from ich.train.ema import ModelEma
 from ich.train.epoch import EpochEnd, end_epoch
+from ich.train.losses import build_loss
+from ich.train.optim import build_optimizer, build_scheduler, set_backbone_trainable
 from ich.train.schedule import lr_at
 from ich.train.state import EvalResult, TrainState
 
@@ -69,6 +74,9 @@ class SliceStage:
     scaler: torch.amp.GradScaler
     spec: ModelSpec
     augment: Any = None
+    sched: Any = None  # ich.train.optim.Scheduler
+    ema: ModelEma | None = None
+    loss: Any = None  # ich.train.losses.LossFn
 
 
 @dataclass
@@ -151,9 +159,8 @@ def validate(
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    """The stage-1 optimizer (AdamW); its learning rate is set every step by the schedule."""
-    o = cfg.optim
-    return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    """The stage-1 optimizer (``optim.name``, see :func:`ich.train.optim.build_optimizer`)."""
+    return build_optimizer(model, cfg.optim)
 
 
 def schedule_lr(step: int, total_steps: int, cfg: RunConfig) -> float:
@@ -163,7 +170,7 @@ def schedule_lr(step: int, total_steps: int, cfg: RunConfig) -> float:
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The stage-1 loss: the RSNA metric's weighted BCE."""
+    """The default stage-1 loss: the RSNA metric's weighted BCE (the run's is ``stage.loss``)."""
     return weighted_bce(logits, targets)
 
 
@@ -179,6 +186,7 @@ def train_epoch(
     use_amp = cfg.train.amp and device.type == "cuda"
     every = max(1, cfg.train.log_every)
     model.train()
+    set_backbone_trainable(_core(model), state.epoch >= cfg.train.freeze_epochs)
     total = torch.zeros((), dtype=torch.float64, device=device)
     window = torch.zeros((), dtype=torch.float64, device=device)
     count, in_window = 0, 0
@@ -188,26 +196,35 @@ def train_epoch(
         leave=False,
         disable=None if stage.info.is_main else True,
     )
-    for x, y, _ in bar:
-        lr = schedule_lr(state.step, stage.total_steps, cfg)
-        for group in stage.opt.param_groups:
-            group["lr"] = lr
+    accum, lr = cfg.train.accumulate, 0.0
+    for i, (x, y, _) in enumerate(bar):
+        if i % accum == 0:  # the first of `accum` micro-batches of one optimizer step
+            lr = stage.sched.apply(stage.opt, state.step)
+            stage.opt.zero_grad(set_to_none=True)
+        last = (i + 1) % accum == 0
         x = prepare_batch(x, device, stage.augment)  # (B,C,H,W) float, augmented on device
         y = y.to(device, non_blocking=True)  # (B, 6)
-        with torch.autocast(device.type, enabled=use_amp):
-            loss = loss_fn(model(x).float(), y)
-        stage.opt.zero_grad(set_to_none=True)
-        stage.scaler.scale(loss).backward()
+        # DDP all-reduces gradients on the last micro-batch only.
+        sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else None
+        with sync or contextlib.nullcontext():
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = stage.loss(model(x).float(), y)
+            stage.scaler.scale(loss / accum).backward()
+        batch_loss = loss.detach().double()
+        total += batch_loss * len(x)
+        count += len(x)
+        if not last:
+            continue
         if cfg.optim.grad_clip:
             stage.scaler.unscale_(stage.opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         stage.scaler.step(stage.opt)
         stage.scaler.update()
+        if stage.ema is not None:
+            stage.ema.update(_core(model))
         state.step += 1
-        batch_loss = loss.detach().double()
-        total += batch_loss * len(x)
         window += batch_loss
-        count, in_window = count + len(x), in_window + 1
+        in_window += 1
         if state.step % every == 0:
             mean = float(window.item()) / in_window  # the one sync of this log interval
             window.zero_()
@@ -227,23 +244,31 @@ def _core(model: torch.nn.Module) -> SliceModel:
     return core
 
 
+def _raw_path(path: Path) -> Path:
+    """``slice_last.raw.safetensors``: the non-averaged weights beside an EMA ``slice_last``."""
+    return path.with_name(path.name.replace(MODEL_SUFFIX, ".raw" + MODEL_SUFFIX))
+
+
 def save_slice(model: torch.nn.Module, stage: SliceStage, path: Path) -> Path:
-    """The slice CNN's model file (weights + spec), what inference loads."""
-    return save_model(path, _core(model).state_dict(), stage.spec)
+    """The slice CNN's model file (weights + spec), what inference loads; with
+    ``train.ema_decay`` the averaged weights."""
+    weights = stage.ema.state_dict() if stage.ema is not None else _core(model).state_dict()
+    return save_model(path, weights, stage.spec)
 
 
 def save_resume_point(model: torch.nn.Module, stage: SliceStage, state: TrainState, path: Path
                       ) -> None:
     """``slice_last`` weights and, beside them, the training state for ``--resume``."""
     save_slice(model, stage, path)
+    if stage.ema is not None:  # the raw weights the optimizer continues from
+        save_model(_raw_path(path), _core(model).state_dict(), stage.spec)
     save_train_state(
         path.with_suffix(STATE_SUFFIX),
         ResumePoint(
             state=TrainState(state.epoch, state.step, state.best, state.bad_epochs),
             optimizer=stage.opt.state_dict(),
             scaler=stage.scaler.state_dict(),
-            scheduler={"kind": stage.cfg.optim.schedule, "step": state.step,
-                       "total_steps": stage.total_steps},
+            scheduler={**stage.sched.state_dict(), "step": state.step},
             rng=rng_state(),
         ),
     )
@@ -255,8 +280,12 @@ def resume_from(path: Path, model: torch.nn.Module, stage: SliceStage) -> TrainS
         raise CheckpointError(f"{path}: no slice_last checkpoint in this run; cannot resume")
     point = load_train_state(path.with_suffix(STATE_SUFFIX))
     weights, _ = load_model_file(path)
+    if stage.ema is not None:
+        stage.ema.load_state_dict(weights)
+        weights, _ = load_model_file(_raw_path(path))
     model.load_state_dict(weights)
     stage.opt.load_state_dict(point.optimizer)
+    stage.sched.load_state_dict(point.scheduler)
     stage.scaler.load_state_dict(point.scaler)
     set_rng_state(point.rng)
     return point.state
@@ -295,7 +324,8 @@ def train_slice_model(
     core = build_slice_model(**model_args(cfg))
     model: torch.nn.Module = core.to(device)
     per_rank = len(train_idx) // info.world_size
-    steps = max(1, per_rank // cfg.train.batch_size)  # full batches only (BatchNorm)
+    batch = cfg.train.batch_size * cfg.train.accumulate  # samples per optimizer step and rank
+    steps = max(1, per_rank // batch)  # full batches only (BatchNorm)
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
     stage = SliceStage(
@@ -307,11 +337,19 @@ def train_slice_model(
         opt=make_optimizer(model, cfg),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.amp and device.type == "cuda"),
         spec=slice_spec(cfg, cache, core),
+        sched=build_scheduler(cfg.optim, steps * cfg.train.epochs, steps),
+        loss=build_loss(cfg.loss),
+        ema=ModelEma(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
     )
+    if info.is_main:
+        print("; ".join(f"{k.lower()}: {v}" for k, v in recipe_rows(cfg)), flush=True)
     state = resume_from(last, model, stage) if resume else TrainState()
     if info.enabled:
         model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # A frozen backbone produces no gradients for DDP to wait for.
+            find_unused_parameters=cfg.train.freeze_epochs > 0,
         )
     how = EpochEnd(
         stage="slice",
@@ -325,7 +363,7 @@ def train_slice_model(
 
     def train_order(epoch: int) -> np.ndarray:
         order = shard(epoch_order(len(train_ds), epoch, seed, weights), info, pad=True)
-        return order[: steps * cfg.train.batch_size]
+        return order[: steps * batch]
 
     bs, workers = cfg.train.batch_size, cfg.train.workers
     train_loader, train_sampler = epoch_loader(train_ds, train_order, bs, workers, seed)
@@ -340,10 +378,13 @@ def train_slice_model(
         train_sampler.set_epoch(state.epoch)
         # A fresh, seeded batch augmenter per epoch (and rank): resume needs no generator state.
         stage.augment = make_batch_augment(
-            cfg.augment, seed=(seed * 1000 + state.epoch) * 100 + info.rank
+            cfg.augment, seed=(seed * 1000 + state.epoch) * 100 + info.rank,
+            windows=[(w.center, w.width) for _ in chans.offsets for w in chans.resolved()],
         )
         loss = reduce_mean(train_epoch(model, train_loader, stage, state), info)
-        val = validate(model, val_loader, cfg, device, info) if len(val_ds) else None
+        scored = stage.ema.module if stage.ema is not None else model
+        val = validate(scored, val_loader, cfg, device, info) if len(val_ds) else None
+        stage.sched.epoch_end(val.wll if val is not None else None)
         state.epoch += 1
         if end_epoch(how, state, stage.log, info, loss, val, time.time() - t0):
             break

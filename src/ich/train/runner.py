@@ -185,6 +185,9 @@ def run_training(
         barrier(info)
         if "sequence" in stages and info.is_main:
             summary.update(run_stage2(cfg, cache, folds, run_dir, device))
+            from ich.domain import fit_run_domain  # how far new series lie from these
+
+            summary["domain"] = str(fit_run_domain(cache, folds, run_dir, cfg.data.fold))
         barrier(info)
         return summary
     finally:

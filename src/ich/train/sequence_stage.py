@@ -34,6 +34,7 @@ from ich.train.describe import channel_spec, sequence_spec
 from ich.train.distributed import DistInfo
 from ich.train.embeddings import extract_embeddings, save_embeddings
 from ich.train.epoch import EpochEnd, end_epoch
+from ich.train.losses import LossFn, build_loss
 from ich.train.schedule import lr_at
 from ich.train.state import EvalResult, TrainState
 
@@ -94,15 +95,16 @@ def sequence_loss(
     y: torch.Tensor,
     mask: torch.Tensor,
     study_weight: float,
+    loss_fn: LossFn = weighted_bce,
 ) -> torch.Tensor:
     """Weighted BCE on real (unpadded) slices + ``study_weight`` x weighted BCE on the study.
 
     Args:
         slice_logits: (B, T, 6). study_logits: (B, 6). y: (B, T, 6). mask: (B, T) bool.
     """
-    loss = weighted_bce(slice_logits[mask], y[mask])
+    loss = loss_fn(slice_logits[mask], y[mask])
     y_study = torch.where(mask[..., None], y, torch.zeros_like(y)).amax(dim=1)  # (B, 6)
-    return loss + study_weight * weighted_bce(study_logits, y_study)
+    return loss + study_weight * loss_fn(study_logits, y_study)
 
 
 @torch.no_grad()
@@ -158,7 +160,10 @@ def sequence_epoch(
         for group in opt.param_groups:
             group["lr"] = sequence_lr(state.step, total_steps, cfg)
         slice_logits, study_logits = model(feats, z, mask)  # (B, T, 6), (B, 6)
-        loss = sequence_loss(slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight)
+        loss = sequence_loss(
+            slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight,
+            build_loss(cfg.loss),
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.sequence.grad_clip:

@@ -75,7 +75,11 @@ def run_job(store: Store, predictor: PredictorLike, series_id: str) -> None:
     cnn_probs = np.empty((len(hus), 6), np.float64)
     slice_probs[order] = np.asarray(pred.slice_probs)
     cnn_probs[order] = np.asarray(pred.cnn_probs)
-    store.set_result(series_id, slice_probs, cnn_probs, np.asarray(pred.study_probs))
+    in_domain = getattr(pred, "in_domain", None)  # None: the model has no domain check
+    domain = None if in_domain is None else {
+        "in_domain": bool(in_domain),
+        "domain_score": round(float(getattr(pred, "domain_score", "nan")), 4)}
+    store.set_result(series_id, slice_probs, cnn_probs, np.asarray(pred.study_probs), domain)
 
 
 class Worker:

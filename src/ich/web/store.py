@@ -75,6 +75,9 @@ class Store:
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        # Domain check per result (added later): JSON {"in_domain", "domain_score"} or NULL.
+        if "domain" not in {r[1] for r in self._db.execute("PRAGMA table_info(results)")}:
+            self._db.execute("ALTER TABLE results ADD COLUMN domain TEXT")
         # Where a study came from when not from an upload (the DICOM node's calling AE title).
         self._db.execute("CREATE TABLE IF NOT EXISTS study_sources (study_id TEXT PRIMARY KEY "
                          "REFERENCES studies(id) ON DELETE CASCADE, source TEXT)")
@@ -267,14 +270,16 @@ class Store:
         return sid
 
     def set_result(self, series_id: str, slice_probs: np.ndarray, cnn_probs: np.ndarray,
-                   study_probs: np.ndarray) -> None:
-        """Store a series' probabilities (slice arrays in the stored slice order)."""
+                   study_probs: np.ndarray, domain: dict[str, Any] | None = None) -> None:
+        """Store a series' probabilities (slice arrays in the stored slice order) and its
+        domain check (``{"in_domain", "domain_score"}``, None when the model has none)."""
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?)",
+                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?)",
                 (series_id, json.dumps(np.asarray(slice_probs, float).round(6).tolist()),
                  json.dumps(np.asarray(cnn_probs, float).round(6).tolist()),
-                 json.dumps(np.asarray(study_probs, float).round(6).tolist()), time.time()),
+                 json.dumps(np.asarray(study_probs, float).round(6).tolist()), time.time(),
+                 json.dumps(domain) if domain is not None else None),
             )
 
     def set_source(self, study_id: str, source: str) -> None:

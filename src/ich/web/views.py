@@ -45,7 +45,7 @@ def _series_rows(store: Store, study_ids: list[str] | None) -> dict[str, list[di
     """Series of the given studies (all when None) with job state and results, grouped."""
     sql = (
         "SELECT s.*, j.status AS job_status, j.error AS job_error, r.study_probs, "
-        "r.slice_probs, r.cnn_probs FROM series s "
+        "r.slice_probs, r.cnn_probs, r.domain FROM series s "
         "LEFT JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE series_id = s.id) "
         "LEFT JOIN results r ON r.series_id = s.id"
     )
@@ -81,7 +81,27 @@ def _summary(study: dict[str, Any], series: list[dict[str, Any]]) -> dict[str, A
         "flags": [k for k, v in (labelled or {}).items() if k != "any" and v >= FLAG_THRESHOLD],
         "n_errors": len(json.loads(study["errors"] or "[]")),
         "source": study.get("source") or "upload",  # set by the callers that know it
+        **_domain_summary(done),
     }
+
+
+#: What the app says about a series outside the model's training data.
+OUT_OF_DOMAIN_NOTE = "outside the model's training data: results unreliable"
+
+
+def _domain(series_row: dict[str, Any]) -> dict[str, Any]:
+    """``in_domain`` (None: unknown) and ``domain_score`` of one series' stored result."""
+    d = json.loads(series_row.get("domain") or "null") or {}
+    return {"in_domain": d.get("in_domain"), "domain_score": d.get("domain_score")}
+
+
+def _domain_summary(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """A study is out of domain when any finished series is: its results are unreliable."""
+    flags = [_domain(s)["in_domain"] for s in done]
+    known = [f for f in flags if f is not None]
+    in_domain = None if not known else all(known)
+    return {"in_domain": in_domain,
+            "domain_note": OUT_OF_DOMAIN_NOTE if in_domain is False else None}
 
 
 def _rank(item: dict[str, Any]) -> tuple[int, float]:
@@ -135,6 +155,7 @@ def study_detail(store: Store, study_id: str) -> dict[str, Any] | None:
             "n_slices": s["n_slices"], "rows": s["rows"], "columns": s["columns"],
             "status": s["job_status"] or "queued", "error": s["job_error"],
             "probabilities": _labelled(json.loads(s["study_probs"]) if s["study_probs"] else None),
+            **_domain(s),
             "first_index": index,
             "slices": [{
                 "index": index + k, "sop_instance_uid": r["sop_instance_uid"], "z": r["z"],

@@ -91,6 +91,12 @@ function setupUpload() {
 }
 
 // ---- worklist ---------------------------------------------------------------------------
+// A study outside the model's training data: say so plainly instead of showing an alarm.
+function outOfDomain(s) {
+  return `<span class="chip ood" title="${esc(s.domain_note || "")}">outside training data</span>` +
+    `<span class="muted mono"> ${pct(s.probabilities?.any)} unreliable</span>`;
+}
+
 function pbar(p) {
   if (p == null) return '<span class="muted">–</span>';
   const cls = p >= 0.5 ? "hi" : p >= 0.2 ? "mid" : "";
@@ -106,8 +112,8 @@ async function loadWorklist() {
   if (key === S.listKey && location.pathname === "/") { scheduleWorklist(rows); return; }  // unchanged: keep the DOM
   S.listKey = key;
   $("worklist-body").innerHTML = rows.map((s) => `<tr data-id="${esc(s.id)}" data-any="${s.probabilities?.any ?? ""}">
-    <td>${pbar(s.probabilities?.any)}</td>
-    <td>${s.flags.map((f) => `<span class="chip" style="color:${colour(f)}" title="${f}">${SHORT[f]}</span>`).join("") || '<span class="muted">—</span>'}</td>
+    <td>${s.in_domain === false ? outOfDomain(s) : pbar(s.probabilities?.any)}</td>
+    <td>${s.in_domain === false ? "" : s.flags.map((f) => `<span class="chip" style="color:${colour(f)}" title="${f}">${SHORT[f]}</span>`).join("") || '<span class="muted">—</span>'}</td>
     <td>${esc(s.patient_id) || '<span class="muted">—</span>'}</td><td class="mono">${s.n_slices}</td>
     <td class="mono">${new Date(s.received * 1000).toLocaleString()}${s.source && s.source !== "upload" ? `<div class="muted" title="received over DICOM">${esc(s.source)}</div>` : ""}</td>
     <td><span class="badge ${s.status}">${s.status}${s.status === "processing" ? " " + pct(s.progress) : ""}</span>
@@ -267,6 +273,9 @@ async function loadStudy(id) {
   $("study-status").textContent = d.status === "processing" ? `processing ${pct(d.progress)}` : d.status;
   $("study-status").className = "badge " + d.status;
   probTable($("study-probs"), d.probabilities);
+  const ood = d.series.filter((s) => s.in_domain === false).length;
+  $("domain-banner").hidden = !ood;
+  $("domain-banner").textContent = ood ? `${ood === d.series.length ? "This study is" : `${ood} of ${d.series.length} series are`} ${d.domain_note}.` : "";
   $("slider").max = Math.max(0, S.slices.length - 1);
   setDownloads(d); $("delete-study").disabled = false;
   $("study-errors").innerHTML = d.errors.map((e) => `<li>${esc(e.file)}: ${esc(e.reason)}</li>`).join("");
@@ -290,7 +299,7 @@ function drawSeriesPicker(d) {
   const pick = $("series-select");
   pick.hidden = d.series.length < 2;
   pick.innerHTML = d.series.map((s, k) => {
-    const p = s.probabilities ? ` · any ${pct(s.probabilities.any)}` : "";
+    const p = s.probabilities ? ` · any ${pct(s.probabilities.any)}${s.in_domain === false ? " (outside training data)" : ""}` : "";
     return `<option value="${k}">Series ${k + 1}: ${s.n_slices} slices${p} · …${esc(s.series_instance_uid.slice(-8))}</option>`;
   }).join("");
   pick.value = String(S.series);
