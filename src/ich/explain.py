@@ -33,6 +33,8 @@ def crop_box(hu: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, int]:
 
 #: ``last_conv`` per model, found once (walking a backbone's modules costs ~1.5 ms).
 _LAST_CONV: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+#: ``cam_layer`` per model, found once (it costs one forward pass).
+_CAM_LAYER: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
 def last_conv(model: nn.Module) -> nn.Module:
@@ -44,6 +46,36 @@ def last_conv(model: nn.Module) -> nn.Module:
         if not convs:
             raise ValueError("the slice model has no Conv2d layer for Grad-CAM")
         found = _LAST_CONV[model] = convs[-1]
+    return found
+
+
+def cam_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """The backbone's last stage: the module whose output is the final feature map.
+
+    Why not simply the last ``Conv2d``: in a ResNet the last convolution registered is the
+    shortcut's (``layer4.0.downsample``), a side branch, so Grad-CAM there is not where the
+    model looked. The backbone's top-level children are run once on ``x`` and the last one
+    whose output is still a spatial (h x w > 1) map is taken: ``layer4`` in a ResNet, ``bn2``
+    (after ``conv_head``) in an EfficientNet. Falls back to :func:`last_conv`.
+    """
+    found = _CAM_LAYER.get(model)
+    if found is not None:
+        return found
+    backbone = getattr(model, "backbone", model)
+    spatial: list[nn.Module] = []
+
+    def record(module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-2:].numel() > 1:
+            spatial.append(module)
+
+    handles = [child.register_forward_hook(record) for child in backbone.children()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    found = _CAM_LAYER[model] = spatial[-1] if spatial else last_conv(model)
     return found
 
 
@@ -168,6 +200,7 @@ def grad_cam_heatmap(
     model = run.slice_model
     if model.training:  # eval() walks every module (~4 ms): only when needed
         model.eval()
-    grayscale = grad_cam(model, last_conv(model), x.to(device), LABELS.index(label))
+    x = x.to(device)
+    grayscale = grad_cam(model, cam_layer(model, x), x, LABELS.index(label))
     hu = np.asarray(hu, dtype=np.float32)
     return np.clip(follow_head(paste_back(grayscale, box, hu.shape[:2]), hu), 0.0, 1.0)

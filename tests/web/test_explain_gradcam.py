@@ -56,3 +56,17 @@ def test_a_layer_the_forward_never_uses_is_a_clear_error() -> None:
     net = _net(False)
     with pytest.raises(ValueError, match="not used"):
         grad_cam(net, nn.Conv2d(3, 3, 1), torch.rand(1, 3, 8, 8), 0)
+
+
+@pytest.mark.parametrize(("backbone", "layer"), [("resnet10t", "layer4"),
+                                                 ("efficientnet_b0", "bn2")])
+def test_cam_layer_is_the_backbones_last_stage(backbone: str, layer: str) -> None:
+    # The last Conv2d of a ResNet is the shortcut's (layer4.0.downsample): a side branch.
+    from ich.explain import cam_layer
+    from ich.models.slice_cnn import build_slice_model
+
+    model = build_slice_model(backbone=backbone, in_chans=3, pretrained=False).eval()
+    found = cam_layer(model, torch.rand(1, 3, 64, 64))
+    assert found is model.backbone.get_submodule(layer)
+    if backbone == "resnet10t":
+        assert last_conv(model) is not found  # what the heatmap used before
