@@ -29,7 +29,7 @@ from ich.net.outbox import enqueue
 from ich.net.peers import hash_id
 from ich.net.sc import build_sc, render_key_image
 from ich.net.selection import SelectionRules, SeriesDecision, select_series
-from ich.net.sr import TriageResult, build_sr
+from ich.net.sr import OUT_OF_DOMAIN_NOTE, TriageResult, build_sr
 from ich.net.state import Instance, NodeState
 from ich.web.ingest import ingest
 from ich.web.predictor import PredictorLike
@@ -110,19 +110,34 @@ class _SeriesResult:
     slice_probs: np.ndarray  # (T, 6) in stored (z) order
     study_probs: np.ndarray  # (6,)
     sops: list[str]  # SOP Instance UID per stored slice
+    in_domain: bool | None = None  # None: the model has no domain check
+    domain_score: float | None = None
 
 
 def _results(state: NodeState, study_id: str) -> list[_SeriesResult]:
     out = []
     for r in state.store.query(
-            "SELECT series.id AS id, results.slice_probs AS sp, results.study_probs AS st FROM "
-            "series JOIN results ON results.series_id = series.id WHERE series.study_id=?",
-            (study_id,)):
+            "SELECT series.id AS id, results.slice_probs AS sp, results.study_probs AS st, "
+            "results.domain AS domain FROM series JOIN results ON results.series_id = series.id "
+            "WHERE series.study_id=?", (study_id,)):
         sops = [str(s["sop_instance_uid"]) for s in state.store.query(
             "SELECT sop_instance_uid FROM slices WHERE series_id=? ORDER BY idx", (r["id"],))]
-        out.append(_SeriesResult(str(r["id"]), np.asarray(json.loads(r["sp"]), float),
-                                 np.asarray(json.loads(r["st"]), float), sops))
+        domain = json.loads(r["domain"] or "null") or {}
+        flag, score = domain.get("in_domain"), domain.get("domain_score")
+        out.append(_SeriesResult(
+            str(r["id"]), np.asarray(json.loads(r["sp"]), float),
+            np.asarray(json.loads(r["st"]), float), sops,
+            None if flag is None else bool(flag),
+            None if score is None or not np.isfinite(float(score)) else float(score)))
     return out
+
+
+def _study_domain(series: list[_SeriesResult]) -> tuple[bool | None, float | None]:
+    """The study is outside the training data when any analysed series is (as in the web
+    app); its score is the largest series score. (None, None) when no series has a check."""
+    flags = [s.in_domain for s in series if s.in_domain is not None]
+    scores = [s.domain_score for s in series if s.domain_score is not None]
+    return (all(flags) if flags else None), (max(scores) if scores else None)
 
 
 def _provenance(predictor: PredictorLike) -> str:
@@ -218,8 +233,10 @@ def _triage(state: NodeState, uid: str, config: TriageConfig, services: Services
         for k, label in enumerate(LABELS):
             best = max(series, key=lambda s: float(s.slice_probs[:, k].max()))
             key_images[label] = [headers[best.sops[int(best.slice_probs[:, k].argmax())]]]
+        in_domain, domain_score = _study_domain(series)
         result = TriageResult(probs, config.threshold, key_images, not_analysed,
-                              _provenance(predictor) if predictor else "")
+                              _provenance(predictor) if predictor else "", in_domain,
+                              domain_score)
         key_sc = _key_images(state, series, probs, config, services)
     evidence = [headers[i.sop_instance_uid] for i in (eligible or instances)
                 if i.sop_instance_uid in headers]
@@ -229,8 +246,9 @@ def _triage(state: NodeState, uid: str, config: TriageConfig, services: Services
 
 def _key_images(state: NodeState, series: list[_SeriesResult], probs: np.ndarray,
                 config: TriageConfig, services: Services
-                ) -> list[tuple[str, np.ndarray]]:
-    """(source SOP Instance UID, RGB image) for the slices with the highest p(any)."""
+                ) -> list[tuple[str, np.ndarray, str | None]]:
+    """(source SOP Instance UID, RGB image, out-of-domain warning or None) for the slices with
+    the highest p(any)."""
     ranked = sorted(((float(s.slice_probs[i, 0]), n, i) for n, s in enumerate(series)
                      for i in range(len(s.sops))), reverse=True)[:config.key_images]
     predictor = services.get_predictor()
@@ -250,13 +268,23 @@ def _key_images(state: NodeState, series: list[_SeriesResult], probs: np.ndarray
             except Exception as exc:  # the key image is still useful without the overlay
                 log.warning("heatmap failed: %s", type(exc).__name__)
         title = f"slice {i + 1}/{len(s.sops)}: p(any) {p_any:.2f}, heatmap {LABELS[label_k]}"
-        out.append((s.sops[i], render_key_image(hu, heat, s.slice_probs[i], title)))
+        warning = _key_warning(s)
+        out.append((s.sops[i], render_key_image(hu, heat, s.slice_probs[i], title, warning),
+                    warning))
     return out
+
+
+def _key_warning(series: _SeriesResult) -> str | None:
+    """The burnt-in warning of a key image from an out-of-domain series (None otherwise)."""
+    if series.in_domain is not False:
+        return None
+    score = "" if series.domain_score is None else f" (score {series.domain_score:.2f})"
+    return f"{OUT_OF_DOMAIN_NOTE}{score}"
 
 
 def _write_outputs(state: NodeState, uid: str, study_id: str, evidence: list[Dataset],
                    result: TriageResult | None, not_analysed: list[str],
-                   key_sc: list[tuple[str, np.ndarray]], config: TriageConfig,
+                   key_sc: list[tuple[str, np.ndarray, str | None]], config: TriageConfig,
                    headers: dict[str, Dataset], previous_sr: str
                    ) -> tuple[str, Path, list[tuple[str, str, str]]]:
     folder = state.outputs_dir / hash_id(uid) / study_id
@@ -272,8 +300,8 @@ def _write_outputs(state: NodeState, uid: str, study_id: str, evidence: list[Dat
     _save(sr, sr_path)
     objects.append((str(sr.SOPInstanceUID), str(sr.SOPClassUID), str(sr_path)))
     sc_series = str(generate_uid())
-    for n, (sop, rgb) in enumerate(key_sc, start=1):
-        sc = build_sc(headers[sop], rgb, sc_series, n)
+    for n, (sop, rgb, warning) in enumerate(key_sc, start=1):
+        sc = build_sc(headers[sop], rgb, sc_series, n, warning)
         path = folder / f"sc_{sc.SOPInstanceUID}.dcm"
         _save(sc, path)
         objects.append((str(sc.SOPInstanceUID), str(sc.SOPClassUID), str(path)))
