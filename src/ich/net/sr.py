@@ -86,6 +86,24 @@ def with_type2(ds: Dataset) -> Dataset:
     return out
 
 
+#: What an SR needs of every evidence instance but the first (highdicom reads the patient and
+#: study from the first one only, and of the others just these references).
+EVIDENCE_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
+
+
+def evidence_header(ds: Dataset) -> Dataset:
+    """The four references of one evidence instance, as a new small dataset.
+
+    Why: deep-copying 40 full headers to list them as evidence cost ~0.5 s per SR; the values
+    written are the same.
+    """
+    out = Dataset()
+    for keyword in EVIDENCE_KEYWORDS:
+        if keyword in ds:
+            setattr(out, keyword, ds.data_element(keyword).value)  # type: ignore[union-attr]
+    return out
+
+
 def device_uid(aet: str) -> str:
     """A stable Device Observer UID for this node (the same AE title gives the same UID)."""
     return str(generate_uid(entropy_srcs=["ich-device", aet]))
@@ -130,7 +148,7 @@ def build_sr(
         instance_number: Increases with each version.
         previous: Earlier SRs of this study that this one supersedes (Predecessor Documents).
     """
-    evidence = [with_type2(ds) for ds in evidence]
+    evidence = [with_type2(evidence[0])] + [evidence_header(ds) for ds in evidence[1:]]
     observer = hd.sr.ObserverContext(
         observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
