@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -221,27 +222,34 @@ def _triage(state: NodeState, uid: str, config: TriageConfig, services: Services
     study_id = _web_study(state, uid, eligible, str(row.get("calling_aet") or ""), decisions,
                           headers)
     not_analysed = [f"{d.label()}: {'; '.join(d.reasons)}" for d in decisions if not d.eligible]
-    result, key_sc = None, []
-    if eligible:
-        _wait_for_jobs(state, study_id, services, config.job_timeout)
-        series = _results(state, study_id)
-        if not series:
-            raise TriageError("prediction failed for every eligible series")
-        predictor = services.get_predictor()
-        probs = np.max([s.study_probs for s in series], axis=0)
-        key_images: dict[str, list[Dataset]] = {}
-        for k, label in enumerate(LABELS):
-            best = max(series, key=lambda s: float(s.slice_probs[:, k].max()))
-            key_images[label] = [headers[best.sops[int(best.slice_probs[:, k].argmax())]]]
-        in_domain, domain_score = _study_domain(series)
-        result = TriageResult(probs, config.threshold, key_images, not_analysed,
-                              _provenance(predictor) if predictor else "", in_domain,
-                              domain_score)
-        key_sc = _key_images(state, series, probs, config, services)
     evidence = [headers[i.sop_instance_uid] for i in (eligible or instances)
                 if i.sop_instance_uid in headers]
-    return _write_outputs(state, uid, study_id, evidence, result, not_analysed, key_sc, config,
-                          headers, str(row.get("sr_path") or ""))
+    previous_sr = str(row.get("sr_path") or "")
+    if not eligible:
+        sr = _build_sr(uid, evidence, None, not_analysed, config, previous_sr)
+        return _write_outputs(state, uid, study_id, sr, [], headers)
+    _wait_for_jobs(state, study_id, services, config.job_timeout)
+    series = _results(state, study_id)
+    if not series:
+        raise TriageError("prediction failed for every eligible series")
+    predictor = services.get_predictor()
+    probs = np.max([s.study_probs for s in series], axis=0)
+    key_images: dict[str, list[Dataset]] = {}
+    for k, label in enumerate(LABELS):
+        best = max(series, key=lambda s: float(s.slice_probs[:, k].max()))
+        key_images[label] = [headers[best.sops[int(best.slice_probs[:, k].argmax())]]]
+    in_domain, domain_score = _study_domain(series)
+    result = TriageResult(probs, config.threshold, key_images, not_analysed,
+                          _provenance(predictor) if predictor else "", in_domain,
+                          domain_score)
+    # The SR (pure Python in highdicom) is built while the key images' Grad-CAM runs in torch,
+    # which releases the GIL: on two cores the two overlap instead of adding up.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ich-sr") as pool:
+        sr_future = pool.submit(_build_sr, uid, evidence, result, not_analysed, config,
+                                previous_sr)
+        key_sc = _key_images(state, series, probs, config, services)
+        sr = sr_future.result()
+    return _write_outputs(state, uid, study_id, sr, key_sc, headers)
 
 
 def _key_images(state: NodeState, series: list[_SeriesResult], probs: np.ndarray,
@@ -282,19 +290,23 @@ def _key_warning(series: _SeriesResult) -> str | None:
     return f"{OUT_OF_DOMAIN_NOTE}{score}"
 
 
-def _write_outputs(state: NodeState, uid: str, study_id: str, evidence: list[Dataset],
-                   result: TriageResult | None, not_analysed: list[str],
-                   key_sc: list[tuple[str, np.ndarray, str | None]], config: TriageConfig,
-                   headers: dict[str, Dataset], previous_sr: str
-                   ) -> tuple[str, Path, list[tuple[str, str, str]]]:
-    folder = state.outputs_dir / hash_id(uid) / study_id
+def _build_sr(uid: str, evidence: list[Dataset], result: TriageResult | None,
+              not_analysed: list[str], config: TriageConfig, previous_sr: str) -> Dataset:
+    """The study's SR, superseding the previous version when there is one."""
     previous = []
     if previous_sr and Path(previous_sr).is_file():
         previous = [pydicom.dcmread(previous_sr)]
     number = 1 + (int(previous[0].get("InstanceNumber", 0) or 0) if previous else 0)
-    sr = build_sr(evidence, result, not_analysed, config.aet,
-                  str(generate_uid(entropy_srcs=["ich-sr-series", uid, config.aet])), number,
-                  previous)
+    return build_sr(evidence, result, not_analysed, config.aet,
+                    str(generate_uid(entropy_srcs=["ich-sr-series", uid, config.aet])), number,
+                    previous)
+
+
+def _write_outputs(state: NodeState, uid: str, study_id: str, sr: Dataset,
+                   key_sc: list[tuple[str, np.ndarray, str | None]],
+                   headers: dict[str, Dataset]
+                   ) -> tuple[str, Path, list[tuple[str, str, str]]]:
+    folder = state.outputs_dir / hash_id(uid) / study_id
     objects: list[tuple[str, str, str]] = []
     sr_path = folder / f"sr_{sr.SOPInstanceUID}.dcm"
     _save(sr, sr_path)
