@@ -13,8 +13,9 @@ wrong SNOMED meaning. Sources checked:
   written, hence local codes; replace them by SCT codes once verified. Checked and not found:
   DICOM PS3.16's concept tables as shipped in pydicom 3.0.2 (``pydicom.sr._concepts_dict``:
   no subdural, extradural/epidural or intraventricular hemorrhage concept) and highdicom; the
-  SCT values seen in third-party repositories were not taken (one of them labels 274100004
-  "Intracranial hemorrhage", which it is not), nor codes from memory.
+  SCT values seen in third-party repositories were not taken (one labels 274100004
+  "Intracranial hemorrhage", while OHDSI's vocabulary names it "Cerebral hemorrhage"), nor
+  codes from memory.
 """
 
 from __future__ import annotations
