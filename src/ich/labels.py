@@ -30,6 +30,24 @@ LABELS: tuple[str, ...] = (
 SUBTYPES: tuple[str, ...] = LABELS[1:]
 #: Weights of the RSNA 2019 metric: ``any`` counts twice.
 LABEL_WEIGHTS: np.ndarray = np.array([2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def label_weights(labels: Sequence[str] = LABELS) -> np.ndarray:
+    """Metric and loss weights of a run's labels: ``any`` counts twice (as in the RSNA 2019
+    metric) only when the run has it; every other label counts once.
+
+    A run trained on a label subset (one ``hemorrhage`` label, or three subtypes) must not get
+    the six-label weights, which would not even have the right length.
+
+    Raises:
+        LabelsError: No label, or a label named twice.
+    """
+    names = list(labels)
+    if not names or len(set(names)) != len(names):
+        raise LabelsError(f"label names must be non-empty and distinct, got {names}")
+    return np.array([2.0 if n == "any" else 1.0 for n in names])
+
+
 #: Clip applied to submitted probabilities (the evaluation clips at 1e-7; 1e-6 is safer).
 SUBMISSION_EPS = 1e-6
 
