@@ -64,3 +64,30 @@ def test_the_cache_refuses_other_label_sets_clearly(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists()
     six = read_labels(_csv(tmp_path, pd.DataFrame({"file": ["a"], **{n: [0] for n in LABELS}})))
     require_rsna_labels(six, "six")  # the six pass
+
+
+def test_serving_refuses_a_run_with_other_labels_clearly(
+    tiny_run: Path, tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dataclasses
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from ich.cli import main
+    from ich.errors import CheckpointError
+    from ich.inference import Predictor
+    from ich.runs.checkpoint import read_spec, save_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (slice_file,) = (run / "checkpoints").glob("slice_best*")
+    spec = dataclasses.replace(read_spec(slice_file), labels=("hemorrhage",))
+    save_model(slice_file, load_file(str(slice_file)), spec)
+    # Inference, the web app and the DICOM node all load runs through ich.runs.load.
+    with pytest.raises(CheckpointError, match=r"\['hemorrhage'\].*six-label runs only"):
+        Predictor.from_run(run)
+    out = tmp_path / "sub.csv"
+    assert main(["predict", str(run), str(tiny_cache), "--out", str(out)]) != 0
+    assert "six-label runs only" in capsys.readouterr().err
+    assert not out.exists()
