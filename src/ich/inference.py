@@ -143,6 +143,11 @@ class Predictor:
         return [r for m in self.members for r in m.runs]
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """The output names of the first run's slice CNN, in column order (its ModelSpec)."""
+        return tuple(self.runs[0].spec.labels)
+
+    @property
     def preprocess(self) -> PreprocessSpec:
         """The preprocessing of the first member (:meth:`preprocess_groups` lists them all)."""
         return self.members[0].preprocess
