@@ -91,3 +91,12 @@ def test_serving_refuses_a_run_with_other_labels_clearly(
     assert main(["predict", str(run), str(tiny_cache), "--out", str(out)]) != 0
     assert "six-label runs only" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_explore_refuses_other_label_sets_clearly(tmp_path: Path) -> None:
+    from ich.explore.core import collect
+
+    (tmp_path / "images").mkdir()
+    csv = _csv(tmp_path, pd.DataFrame({"file": ["a"], "hemorrhage": [1]}))
+    with pytest.raises(LabelsError, match=r"labels \['hemorrhage'\]"):
+        collect(tmp_path / "images", csv, workers=1, progress=False)
