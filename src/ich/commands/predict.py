@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         help=(
             "test-time augmentation views, averaged: 1 none; 2 + left-right flip (and the "
             "sequence model reads the series in reverse too); 4 + two small shifted crops; "
-            "8 + four shifted crops and flips"
+            "8 + those crops flipped and two more shifted crops"
         ),
     )
     p.add_argument(
