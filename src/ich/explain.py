@@ -1,5 +1,4 @@
-"""Heatmaps that show where the slice CNN looked: Grad-CAM (``grad-cam`` package) mapped back
-onto the original slice.
+"""Heatmaps that show where the slice CNN looked: Grad-CAM mapped back onto the original slice.
 
 The model sees a head-cropped, resized copy of the slice; the map is computed there and then
 pasted back through the same crop box (the inverse of the same ``cv2.resize`` pixel-centre
@@ -11,6 +10,7 @@ crop is built from, feathered by a few pixels), so the overlay follows the skull
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import cv2
@@ -31,13 +31,52 @@ def crop_box(hu: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, int]:
     return head_bbox(hu, spec.margin) if spec.crop else full_box(hu.shape)
 
 
+#: ``last_conv`` per model, found once (walking a backbone's modules costs ~1.5 ms).
+_LAST_CONV: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+#: ``cam_layer`` per model, found once (it costs one forward pass).
+_CAM_LAYER: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
 def last_conv(model: nn.Module) -> nn.Module:
     """The last 2-D convolution: the deepest layer that still has a spatial map, which is
     what Grad-CAM needs, whatever the timm backbone."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError("the slice model has no Conv2d layer for Grad-CAM")
-    return convs[-1]
+    found = _LAST_CONV.get(model)
+    if found is None:
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise ValueError("the slice model has no Conv2d layer for Grad-CAM")
+        found = _LAST_CONV[model] = convs[-1]
+    return found
+
+
+def cam_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """The backbone's last stage: the module whose output is the final feature map.
+
+    Why not simply the last ``Conv2d``: in a ResNet the last convolution registered is the
+    shortcut's (``layer4.0.downsample``), a side branch, so Grad-CAM there is not where the
+    model looked. The backbone's top-level children are run once on ``x`` and the last one
+    whose output is still a spatial (h x w > 1) map is taken: ``layer4`` in a ResNet, ``bn2``
+    (after ``conv_head``) in an EfficientNet. Falls back to :func:`last_conv`.
+    """
+    found = _CAM_LAYER.get(model)
+    if found is not None:
+        return found
+    backbone = getattr(model, "backbone", model)
+    spatial: list[nn.Module] = []
+
+    def record(module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-2:].numel() > 1:
+            spatial.append(module)
+
+    handles = [child.register_forward_hook(record) for child in backbone.children()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    found = _CAM_LAYER[model] = spatial[-1] if spatial else last_conv(model)
+    return found
 
 
 def paste_back(
@@ -97,6 +136,56 @@ def model_input(
     return x, crop_box(hu, run.preprocess)
 
 
+def _unit(img: np.ndarray) -> np.ndarray:
+    """Shift to 0 and scale to a maximum of ~1 (Grad-CAM's usual normalisation)."""
+    img = img - img.min()
+    return (img / (1e-7 + img.max())).astype(np.float32)
+
+
+def grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al., 2017) of logit ``target`` at ``layer`` for one input.
+
+    The same numbers as ``pytorch_grad_cam.GradCAM`` (a test compares them), at about the cost
+    of one forward pass. Why not that package: it back-propagates through the whole network and
+    accumulates every parameter's ``.grad`` on the shared serving model, although Grad-CAM needs
+    only d logit / d activation at one layer. Here the forward runs without autograd up to
+    ``layer``; its output becomes a fresh leaf that requires grad, so the recorded graph holds
+    only the layers after it, and ``torch.autograd.grad`` computes just that one gradient.
+
+    Args:
+        model: Maps (1, C, S, S) to logits (1, K); in eval mode.
+        layer: A module of ``model`` whose output is a (1, D, h, w) feature map.
+        x: The model input (1, C, S, S), on the model's device.
+        target: Index of the logit to explain.
+
+    Returns:
+        float32 (S, S) in [0, 1].
+    """
+    leaves: list[torch.Tensor] = []
+
+    def make_leaf(_m: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        torch.set_grad_enabled(True)  # record from here on; the no_grad block restores the mode
+        leaf = output.detach().requires_grad_(True)
+        leaves.append(leaf)
+        return leaf.clone()  # a non-leaf, so later in-place ops (ReLU) stay legal
+
+    handle = layer.register_forward_hook(make_leaf)
+    try:
+        with torch.no_grad():
+            logits = model(x)
+        if not leaves:
+            raise ValueError("the Grad-CAM layer was not used by the model's forward pass")
+        with torch.enable_grad():  # the indexing is recorded too, whatever the caller's mode
+            (grads,) = torch.autograd.grad(logits[0, target], leaves[-1])
+    finally:
+        handle.remove()
+    act = leaves[-1].detach()[0].float().cpu().numpy()  # (D, h, w)
+    weights = grads[0].float().cpu().numpy().mean(axis=(1, 2))  # (D,) pooled gradients
+    cam = np.maximum((weights[:, None, None] * act).sum(axis=0), 0.0)  # (h, w)
+    size = (int(x.shape[-1]), int(x.shape[-2]))
+    return _unit(cv2.resize(_unit(cam), size))  # (S, S)
+
+
 def grad_cam_heatmap(
     run: RunModels,
     hu: np.ndarray,
@@ -105,16 +194,13 @@ def grad_cam_heatmap(
     device: torch.device,
 ) -> np.ndarray:
     """Grad-CAM for ``label`` on one slice: float32 (rows, columns) in [0, 1]."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
     if label not in LABELS:
         raise ValueError(f"unknown label {label!r}; use one of {', '.join(LABELS)}")
     x, box = model_input(run, np.asarray(hu, dtype=np.float32), neighbours)
-    model = run.slice_model.eval()
-    with GradCAM(model=model, target_layers=[last_conv(model)]) as cam:
-        grayscale = cam(
-            input_tensor=x.to(device), targets=[ClassifierOutputTarget(LABELS.index(label))]
-        )[0]  # (S, S) in [0, 1]
+    model = run.slice_model
+    if model.training:  # eval() walks every module (~4 ms): only when needed
+        model.eval()
+    x = x.to(device)
+    grayscale = grad_cam(model, cam_layer(model, x), x, LABELS.index(label))
     hu = np.asarray(hu, dtype=np.float32)
     return np.clip(follow_head(paste_back(grayscale, box, hu.shape[:2]), hu), 0.0, 1.0)

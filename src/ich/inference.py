@@ -5,9 +5,11 @@ settings) is read from the checkpoints, never from constants, so a run trained w
 settings is fed exactly what it saw in training. Several runs form an ensemble: their
 probabilities are averaged.
 
-Test-time augmentation (``tta``): 1 = none; 2 = the slice CNN also sees each slice flipped
-left-right (when the run did not already train its sequence model on flip-averaged
-embeddings) and the sequence model also reads the series in reverse; the views are averaged.
+Test-time augmentation (``tta``, :mod:`ich.runs.tta`): 1 = none; 2 = + a left-right flip;
+4 = + two shifted crops; 8 = + more crops and their flips. A run without a sequence model
+averages the slice CNN's logits over the views. A run with one keeps its features as it was
+trained (flip-averaged or not): the sequence model reads the series once per crop position,
+forwards and (tta > 1) in reverse, and those outputs are averaged.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ich.models.sequence import SequenceModel
 from ich.runs.embed import embed_batch, sequence_features
 from ich.runs.load import Engine, Member, RunModels, load_member, member_weights
 from ich.runs.provenance import MemberInfo, ModelProvenance
+from ich.runs.tta import View, apply_view, tta_views
 
 #: What a model trained by ``ich demo`` (or on any phantom cohort) may be used for.
 PHANTOM_NOTE = "trained on a synthetic phantom cohort: for demonstration and testing only"
@@ -89,7 +92,7 @@ class Predictor:
     Args:
         runs: The ensemble's members, or loaded runs (each then a member of weight 1).
         device: Where the models run.
-        tta: 1 (none) or 2 (flip + reversed-series views), see the module docstring.
+        tta: Number of test-time views (1, 2, 4 or 8), see the module docstring.
         batch_size: Slices per CNN forward pass.
     """
 
@@ -102,8 +105,7 @@ class Predictor:
     ) -> None:
         if not runs:
             raise CheckpointError("no run given")
-        if tta not in (1, 2):
-            raise ValueError(f"tta must be 1 or 2, got {tta}")
+        tta_views(tta)  # ValueError unless one of TTA_CHOICES
         self.members = [m if isinstance(m, Member) else Member(m.run_dir, [m]) for m in runs]
         self.device, self.tta, self.batch_size = device, tta, batch_size
 
@@ -121,7 +123,7 @@ class Predictor:
         Args:
             run_dir: Run folder(s) or fold set(s); each counts once in the ensemble.
             device: Torch device name.
-            tta: Test-time augmentation views (1 or 2).
+            tta: Test-time augmentation views (1, 2, 4 or 8).
             engine: How the slice CNN runs (see :func:`ich.runs.load.load_run`).
             weights: One positive weight per ``run_dir`` entry (default: equal).
         """
@@ -139,6 +141,11 @@ class Predictor:
     def runs(self) -> list[RunModels]:
         """Every loaded run, member after member (fold runs included)."""
         return [r for m in self.members for r in m.runs]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The output names of the first run's slice CNN, in column order (its ModelSpec)."""
+        return tuple(self.runs[0].spec.labels)
 
     @property
     def preprocess(self) -> PreprocessSpec:
@@ -260,19 +267,14 @@ class Predictor:
             None,
             "uint8",
         )
-        flip = run.flip_features or (self.tta > 1 and run.sequence_model is None)
-        embs, logits = [], []
-        for start in range(0, len(ds), self.batch_size):
-            ks = list(range(start, min(start + self.batch_size, len(ds))))
-            x = prepare_batch(collate_slices(ds.__getitems__(ks))[0], self.device)  # (B, C, S, S)
-            if run.onnx is not None:
-                e, lg = run.onnx.embed_batch(x.numpy(), flip)
-            else:
-                e_t, lg_t = embed_batch(run.slice_model, x, flip)
-                e, lg = e_t.float().cpu().numpy(), lg_t.float().cpu().numpy()
-            embs.append(e)
-            logits.append(lg)
-        emb, logit = np.concatenate(embs), np.concatenate(logits)
+        views = tta_views(self.tta)
+        if run.sequence_model is None:  # every view, flips included, averaged in logit space
+            groups = [(v, False) for v in views]
+        else:  # one feature set per crop position, made as in training
+            groups = [(View(v.dy, v.dx), run.flip_features) for v in views if not v.flip]
+        embs = [self._embed(run, ds, v, flip) for v, flip in groups]  # each ((T, D), (T, 6))
+        emb = np.mean([e for e, _ in embs], axis=0)
+        logit = np.mean([lg for _, lg in embs], axis=0)
         cnn = _sigmoid(logit)
         domain = float("nan")
         if run.domain is not None:
@@ -280,12 +282,39 @@ class Predictor:
             domain = float(run.domain.score(intensity, mean_emb)[0])
         if run.sequence_model is None:
             return cnn, cnn, cnn.max(axis=0), domain
-        feats = sequence_features(emb, logit)
-        slice_l, study_l = self._sequence(run.sequence_model, feats, z_spacing)
-        if self.tta > 1:
-            rs, rt = self._sequence(run.sequence_model, feats[::-1], reverse_spacing(z_spacing))
-            slice_l, study_l = (slice_l + rs[::-1]) / 2, (study_l + rt) / 2
+        slice_ls, study_ls = [], []
+        for e, lg in embs:
+            feats = sequence_features(e, lg)
+            sl, st = self._sequence(run.sequence_model, feats, z_spacing)
+            slice_ls.append(sl)
+            study_ls.append(st)
+            if self.tta > 1:
+                rs, rt = self._sequence(
+                    run.sequence_model, feats[::-1], reverse_spacing(z_spacing)
+                )
+                slice_ls.append(rs[::-1])
+                study_ls.append(rt)
+        slice_l, study_l = np.mean(slice_ls, axis=0), np.mean(study_ls, axis=0)
         return cnn, _sigmoid(slice_l), _sigmoid(study_l), domain
+
+    def _embed(
+        self, run: RunModels, ds: SliceDataset, view: View, flip: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings (T, D) and logits (T, 6) of every slice of ``ds`` seen through ``view``
+        (averaged with the view's flip when ``flip``)."""
+        embs, logits = [], []
+        for start in range(0, len(ds), self.batch_size):
+            ks = list(range(start, min(start + self.batch_size, len(ds))))
+            x = prepare_batch(collate_slices(ds.__getitems__(ks))[0], self.device)  # (B, C, S, S)
+            x = apply_view(x, view)
+            if run.onnx is not None:
+                e, lg = run.onnx.embed_batch(x.cpu().numpy(), flip)
+            else:
+                e_t, lg_t = embed_batch(run.slice_model, x, flip)
+                e, lg = e_t.float().cpu().numpy(), lg_t.float().cpu().numpy()
+            embs.append(e)
+            logits.append(lg)
+        return np.concatenate(embs), np.concatenate(logits)
 
     def _sequence(
         self, model: SequenceModel, feats: np.ndarray, z_spacing: np.ndarray

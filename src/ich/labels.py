@@ -30,6 +30,39 @@ LABELS: tuple[str, ...] = (
 SUBTYPES: tuple[str, ...] = LABELS[1:]
 #: Weights of the RSNA 2019 metric: ``any`` counts twice.
 LABEL_WEIGHTS: np.ndarray = np.array([2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def label_weights(labels: Sequence[str] = LABELS) -> np.ndarray:
+    """Metric and loss weights of a run's labels: ``any`` counts twice (as in the RSNA 2019
+    metric) only when the run has it; every other label counts once.
+
+    A run trained on a label subset (one ``hemorrhage`` label, or three subtypes) must not get
+    the six-label weights, which would not even have the right length.
+
+    Raises:
+        LabelsError: No label, or a label named twice.
+    """
+    names = list(labels)
+    if not names or len(set(names)) != len(names):
+        raise LabelsError(f"label names must be non-empty and distinct, got {names}")
+    return np.array([2.0 if n == "any" else 1.0 for n in names])
+
+
+def require_rsna_labels(wide: pd.DataFrame, source: str) -> None:
+    """Refuse a label table whose labels are not the six :data:`LABELS`, where a consumer
+    (the preprocessing cache, for now) still stores exactly those six.
+
+    Raises:
+        LabelsError: naming the file and the label set found.
+    """
+    if list(wide.columns) != list(LABELS):
+        raise LabelsError(
+            f"{source}: labels {list(wide.columns)}: the cache stores the six RSNA labels "
+            f"({', '.join(LABELS)}) only for now; other label sets are read and validated "
+            "but cannot be prepared yet"
+        )
+
+
 #: Clip applied to submitted probabilities (the evaluation clips at 1e-7; 1e-6 is safer).
 SUBMISSION_EPS = 1e-6
 
@@ -158,41 +191,66 @@ def wide_from_table(df: pd.DataFrame, source: str = "labels", soft: bool = False
     """Validate a wide label table (one row per image: an id column, one column per label).
 
     The id column is the first of :data:`ID_COLUMNS` present; names may carry an image
-    extension (``.dcm``, ``.png``, ...), which is dropped. The label columns must be exactly
-    :data:`LABELS` (any order); anything else is an error that names the columns.
+    extension (``.dcm``, ``.png``, ...), which is dropped. The other columns are the labels,
+    0/1 each, named by the file: the six :data:`LABELS` (any order, returned in ``LABELS``
+    order), a subset of them (e.g. three subtypes, file order), or the user's own names (e.g.
+    one ``hemorrhage`` column). A mix of RSNA names and other names is refused as a likely typo.
     """
     id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
     if id_col is None:
         raise LabelsError(f"{source}: no image column: expected one of {list(ID_COLUMNS)} "
                           f"(or the Kaggle long format ID,Label), found {list(df.columns)}")
     label_cols = [str(c) for c in df.columns if c != id_col]
-    unknown = [c for c in label_cols if c not in LABELS]
-    missing = [c for c in LABELS if c not in label_cols]
-    if unknown or missing:
-        raise LabelsError(
-            f"{source}: label columns must be {', '.join(LABELS)}"
-            + (f"; unknown column(s) {unknown}" if unknown else "")
-            + (f"; missing column(s) {missing}" if missing else "")
-        )
+    df = df.set_axis([str(c) for c in df.columns], axis=1)
+    names = label_names_of(label_cols, source)
     ids = df[id_col].astype(str).map(strip_extension)
     if ids.duplicated().any():
-        frame = df[list(LABELS)].set_axis(ids.to_numpy(), axis=0)
+        frame = df[list(names)].set_axis(ids.to_numpy(), axis=0)
         conflicting = frame.groupby(level=0).nunique().gt(1).any(axis=1)
         if conflicting.any():
             raise LabelsError(f"{source}: conflicting rows for {conflicting.index[conflicting][0]}")
         df = df[~ids.duplicated()]
         ids = ids[~ids.duplicated()]
-    wide = df[list(LABELS)].set_axis(pd.Index(ids.to_numpy(), name="image_id"), axis=0)
+    wide = df[list(names)].set_axis(pd.Index(ids.to_numpy(), name="image_id"), axis=0)
     wide = _check_values(wide, source, soft)
     wide.columns.name = None
     return wide.sort_index()
 
 
-def read_labels(path: str | Path, soft: bool = False) -> pd.DataFrame:
-    """Read and validate a label CSV into the wide form (index ``image_id``, columns ``LABELS``).
+def label_names_of(columns: Sequence[str], source: str = "labels") -> tuple[str, ...]:
+    """The label set of a wide label file's label columns (see :func:`wide_from_table`).
 
-    Two layouts are accepted: Kaggle's long ``ID,Label`` (``ID_<image>_<label>`` rows) and a
-    wide table (``ID`` or ``file`` column, then one 0/1 column per label). Every check runs here,
+    Raises:
+        LabelsError: No label column, an empty, unnamed or repeated name, or RSNA names mixed
+            with unknown ones (``any,bleed``: most likely a typo).
+    """
+    cols = [str(c) for c in columns]
+    if not cols:
+        raise LabelsError(f"{source}: no label column after the image column")
+    bad = [c for c in cols if not c.strip() or c.startswith("Unnamed:")]
+    # pandas renames a repeated column "x" to "x.1": a repeated name in the file.
+    bad += [c for c in cols if c.rpartition(".")[2].isdigit() and c.rpartition(".")[0] in cols]
+    if bad or len(set(cols)) != len(cols):
+        raise LabelsError(f"{source}: label columns need distinct, non-empty names, got {cols}")
+    if set(cols) == set(LABELS):
+        return LABELS
+    unknown = [c for c in cols if c not in LABELS]
+    if unknown and len(unknown) < len(cols):
+        missing = [c for c in LABELS if c not in cols]
+        raise LabelsError(
+            f"{source}: label columns mix RSNA names ({', '.join(LABELS)}) with "
+            f"unknown column(s) {unknown}; missing column(s) {missing}: use the six RSNA "
+            "names, a subset of them, or only your own names"
+        )
+    return tuple(cols)
+
+
+def read_labels(path: str | Path, soft: bool = False) -> pd.DataFrame:
+    """Read and validate a label CSV into the wide form (index ``image_id``, one column per label).
+
+    Two layouts are accepted: Kaggle's long ``ID,Label`` (``ID_<image>_<label>`` rows, the six
+    ``LABELS``) and a wide table (``ID`` or ``file`` column, then one 0/1 column per label, the
+    label names from the file: :func:`wide_from_table`). Every check runs here,
     before any image is read: columns, a row for every label of every image, values in {0, 1}
     (in [0, 1] with ``soft``), ``any`` consistent with the subtypes, no conflicting duplicates.
 
@@ -228,13 +286,14 @@ def match_files(wide: pd.DataFrame, image_ids: Sequence[str], source: str) -> tu
     return int(hit.sum()), int((~wide.index.isin(ids)).sum())
 
 
-def wide_to_long(wide: pd.DataFrame) -> pd.DataFrame:
-    """Convert a wide table (index image ids, columns ``LABELS``) to Kaggle ``ID,Label`` rows."""
-    missing = [name for name in LABELS if name not in wide.columns]
+def wide_to_long(wide: pd.DataFrame, labels: Sequence[str] = LABELS) -> pd.DataFrame:
+    """Convert a wide table (index image ids, one column per label) to Kaggle ``ID,Label``
+    rows, ``labels`` in order (a run's own labels, default the six)."""
+    missing = [name for name in labels if name not in wide.columns]
     if missing:
         raise LabelsError(f"wide table lacks label columns {missing}")
-    values = wide[list(LABELS)].to_numpy()
-    ids = [f"{image_id}_{label}" for image_id in wide.index for label in LABELS]
+    values = wide[list(labels)].to_numpy()
+    ids = [f"{image_id}_{label}" for image_id in wide.index for label in labels]
     return pd.DataFrame({"ID": ids, "Label": values.reshape(-1)})
 
 
@@ -243,6 +302,7 @@ def write_submission(
     probabilities: np.ndarray,
     path: str | Path,
     eps: float = SUBMISSION_EPS,
+    labels: Sequence[str] = LABELS,
 ) -> Path:
     """Write a Kaggle submission (``ID,Label``, probabilities clipped to [eps, 1-eps]).
 
@@ -251,19 +311,20 @@ def write_submission(
 
     Args:
         image_ids: ``ID_<image>`` per row of ``probabilities``.
-        probabilities: (N, 6) array in :data:`LABELS` order.
+        probabilities: (N, L) array in ``labels`` order.
         path: Output CSV.
         eps: Clip margin.
+        labels: The run's label names (default the six RSNA labels).
     """
     probs = np.asarray(probabilities, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[1] != len(LABELS) or probs.shape[0] != len(image_ids):
+    if probs.ndim != 2 or probs.shape[1] != len(labels) or probs.shape[0] != len(image_ids):
         raise ValueError(
-            f"probabilities must be ({len(image_ids)}, {len(LABELS)}), got {probs.shape}"
+            f"probabilities must be ({len(image_ids)}, {len(labels)}), got {probs.shape}"
         )
     if not np.isfinite(probs).all():
         raise ValueError("probabilities contain NaN or infinity")
-    wide = pd.DataFrame(np.clip(probs, eps, 1 - eps), index=list(image_ids), columns=list(LABELS))
+    wide = pd.DataFrame(np.clip(probs, eps, 1 - eps), index=list(image_ids), columns=list(labels))
     path = Path(path)
     with atomic_path(path) as tmp:
-        wide_to_long(wide).to_csv(tmp, index=False, float_format="%.6f")
+        wide_to_long(wide, labels).to_csv(tmp, index=False, float_format="%.6f")
     return path

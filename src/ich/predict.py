@@ -205,18 +205,19 @@ def _write(
         frame, per_series = predict_cache_series(predictor, cache, tta=tta)
         with atomic_path(series_csv_path(out)) as tmp:
             per_series.to_csv(tmp, index=False)
-    probs = frame[[f"q_{name}" for name in LABELS]].to_numpy()
+    labels = predictor.labels  # the submission names the run's own labels
+    probs = frame[[f"q_{name}" for name in labels]].to_numpy()
     failed = cache.errors[["image_id", "path", "error"]].copy() if len(cache.errors) else None
     ids = list(frame["image_id"])
     failed_csv = None
     if failed is not None and len(failed):
-        fill = probs.mean(axis=0) if len(probs) else np.full(len(LABELS), 0.5)
+        fill = probs.mean(axis=0) if len(probs) else np.full(len(labels), 0.5)
         ids += list(failed["image_id"])
         probs = np.vstack([probs, np.tile(fill, (len(failed), 1))])
         failed_csv = out.with_suffix(".failed.csv")
         with atomic_path(failed_csv) as tmp:
             failed.to_csv(tmp, index=False)
-    write_submission(ids, probs, out)
+    write_submission(ids, probs, out, labels=labels)
     return SubmissionResult(
         out, frame, failed if failed is not None else pd.DataFrame(), failed_csv,
         per_series, series_csv_path(out) if per_series is not None else None,

@@ -193,3 +193,18 @@ def test_conformant_copies_fix_rsna_uids(phantom_studies: list[list[Path]],
     copies = conformant_copies(src, tmp_path)
     ds = pydicom.dcmread(copies[0])
     assert ds.StudyInstanceUID.is_valid and "SOPClassUID" in ds
+
+
+def test_release_reported_after_connection_close_still_counts(tmp_path: Path) -> None:
+    st = _state(tmp_path)
+    a = st.open_association("CT0")
+    st.add_instance(Instance("1.1", "7.7", "8.8", "c", "ab"), a, "CT0")
+    st.end_association(a, "closed")  # socket thread first: not complete yet
+    assert st.ready_studies(0, now=time.time() + 100) == []
+    st.end_association(a, "released")  # then the association thread's release
+    assert st.ready_studies(0, now=time.time() + 100) == ["7.7"]
+    b = st.open_association("CT1")
+    st.add_instance(Instance("2.1", "6.6", "8.8", "d", "cd"), b, "CT1")
+    st.end_association(b, "aborted")  # a real A-ABORT is final
+    st.end_association(b, "released")
+    assert st.ready_studies(0, now=time.time() + 100) == ["7.7"]

@@ -119,3 +119,52 @@ def test_token_entry_page_logs_in_and_keeps_the_token_out_of_the_address_bar(
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+def test_upload_open_series_heatmap_and_delete(server: str, page: Any, phantom,
+                                               tmp_path: Path) -> None:
+    """The main viewer flows with no real sample: upload through the file input, open the
+    study, switch series, show a heatmap, delete it from the viewer."""
+    import io
+
+    import pydicom
+
+    files = []
+    for k, paths in enumerate(phantom[:2]):  # two phantom series made one study
+        for p in paths[: 4 + k]:
+            ds = pydicom.dcmread(p)
+            ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.4242"
+            buf = io.BytesIO()
+            ds.save_as(buf)
+            (tmp_path / f"{k}_{p.name}").write_bytes(buf.getvalue())
+            files.append(str(tmp_path / f"{k}_{p.name}"))
+    page.goto(server + "/")
+    page.set_input_files("#upload-input", files)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#worklist-body .badge')]"
+        ".some(b => b.textContent === 'done')", timeout=30000)
+    page.click("#worklist-body tr:first-child")
+    page.wait_for_selector("#chart polyline")
+    assert page.locator("#series-select option").count() == 2
+    assert "2 series" in page.inner_text("#study-title")
+    chosen = int(page.eval_on_selector("#series-select", "e => +e.value"))
+    n_chosen = int(page.inner_text("#slice-index").rsplit("/", 1)[1])
+    page.select_option("#series-select", str(1 - chosen))
+    assert int(page.inner_text("#slice-index").rsplit("/", 1)[1]) == 9 - n_chosen
+    assert page.locator("#heat-img").is_hidden()
+    page.check("#heat-toggle")
+    page.select_option("#heat-label", "subdural")
+    page.wait_for_function("() => document.querySelector('#heat-img').complete && "
+                           "document.querySelector('#heat-img').naturalWidth === 128")
+    assert "label=subdural" in page.get_attribute("#heat-img", "src")
+    page.on("dialog", lambda d: d.accept())
+    page.click("#delete-study")
+    page.wait_for_url(server + "/")
+    page.wait_for_selector("#worklist-empty")
+    assert httpx.get(server + "/api/studies").json() == []
+    # The API reference asks nothing of any other host (ReDoc's logo included).
+    asked: list[str] = []
+    page.on("request", lambda req: asked.append(req.url))
+    page.goto(server + "/redoc")
+    page.wait_for_selector("text=Upload head-CT DICOM", timeout=30000)
+    assert asked and all(u.startswith((server, "data:", "blob:")) for u in asked), asked

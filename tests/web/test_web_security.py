@@ -123,6 +123,18 @@ def test_docs_and_redoc_are_served_offline(make_client) -> None:
                 assert client.get(u).status_code == 200, u
 
 
+def test_redoc_script_requests_nothing_outside(make_client) -> None:
+    """ReDoc's side menu shows a logo fetched from cdn.redoc.ly (blocked by the CSP, but still
+    a request attempt and a console error); the served script has it replaced."""
+    client = make_client()
+    r = client.get("/docs-assets/redoc.standalone.js")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert len(r.text) > 500_000 and "createElement" in r.text  # still the whole ReDoc bundle
+    assert "cdn.redoc.ly" not in r.text
+    assert not re.search(r"""src:\s*["']https?://""", r.text)  # no image/script from outside
+    assert 'src:"data:,"' in r.text  # the logo: an empty inline image, hidden by its onError
+
+
 @pytest.mark.net
 def test_https_serves_with_secure_cookie(tmp_path: Path) -> None:
     import shutil
@@ -164,6 +176,42 @@ def test_https_serves_with_secure_cookie(tmp_path: Path) -> None:
             assert "max-age" in r.headers.get("strict-transport-security", "")
         with pytest.raises(httpx.HTTPError):  # plain HTTP is not answered on that port
             httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=5)
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.mark.net
+def test_bound_to_all_interfaces_answers_the_address_it_was_reached_at(tmp_path: Path) -> None:
+    """Bound to 0.0.0.0, a browser that typed one of the machine's addresses gets the app;
+    a DNS name (rebinding) or an address the connection did not arrive at gets 421."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from web_helpers import FakePredictor, free_port
+
+    from ich.web.app import create_app
+
+    port = free_port()
+    settings = WebSettings(data_dir=tmp_path / "d", host="0.0.0.0", port=port, token="tok")
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="0.0.0.0",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    end = time.time() + 20
+    while not srv.started and time.time() < end:
+        time.sleep(0.05)
+    auth = {"authorization": "Bearer tok"}
+    try:
+        # 127.0.0.2 reaches this machine through the wildcard bind (Linux routes 127/8 to lo)
+        # but is in no name list: only the connection's own local address can allow it.
+        url = f"http://127.0.0.2:{port}/api/info"
+        assert httpx.get(url, headers=auth).status_code == 200
+        for host in ("evil.example", f"10.11.12.13:{port}", "127.0.0.3"):
+            r = httpx.get(url, headers={**auth, "host": host})
+            assert r.status_code == 421, host
     finally:
         srv.should_exit = True
         thread.join(10)

@@ -11,7 +11,14 @@ import pytest
 from ich.errors import ConfigError
 from ich.web.ingest import display_name, slice_z
 from ich.web.predictor import PredictorLike
-from ich.web.render import BadRequestError, PngCache, heatmap_rgba, parse_window, slice_png
+from ich.web.render import (
+    BadRequestError,
+    PngCache,
+    heatmap_png,
+    heatmap_rgba,
+    parse_window,
+    slice_png,
+)
 from ich.web.settings import WebSettings, default_data_dir
 
 
@@ -32,6 +39,22 @@ def test_slice_png_and_heatmap_alpha() -> None:
     assert img.tolist() == [[0, 0], [128, 255]]
     rgba = heatmap_rgba(np.array([[0.0, 1.0]]))
     assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] > 200
+
+
+def test_heatmap_png_is_indexed_with_the_rgba_pixels() -> None:
+    import io
+
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:37, 0:53]  # not square: rows and columns must not swap
+    heat = np.clip(np.hypot(yy - 18, xx - 30) / 30, 0, 1).astype(np.float32)
+    heat[0, 0] = np.nan
+    png = heatmap_png(heat)
+    image = Image.open(io.BytesIO(png))
+    assert image.mode == "P" and image.size == (53, 37)  # one byte per pixel, not RGBA
+    decoded = np.asarray(image.convert("RGBA"))
+    assert np.array_equal(decoded, heatmap_rgba(heat))
+    assert decoded[0, 0, 3] == 0 and decoded[18, 30, 3] == 0 and decoded[36, 0, 3] > 200
 
 
 def test_png_cache_lru() -> None:

@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         default=0.5,
         help="decision threshold for sensitivity/specificity (default 0.5)",
     )
-    p.add_argument("--tta", type=int, default=1, help="test-time augmentations with --data")
+    p.add_argument("--tta", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="test-time augmentation views with --data (see `ich predict --help`)")
     p.add_argument(
         "--out",
         type=Path,

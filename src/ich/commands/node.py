@@ -32,6 +32,12 @@ def add_listening_options(p: Any, aet_flag: str) -> None:
                    help="a study is complete after this long without a new instance (10)")
     p.add_argument("--allow-aet", action="append", default=[], metavar="AET",
                    help="calling AE titles accepted (required off loopback; repeatable)")
+    p.add_argument("--tls-cert", type=Path, default=None, metavar="PEM",
+                   help="certificate: accept DICOM over TLS only (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, default=None, metavar="PEM",
+                   help="private key of --tls-cert")
+    p.add_argument("--tls-ca", type=Path, default=None, metavar="PEM",
+                   help="CA bundle: require senders' client certificates signed by it")
     add_sending_options(p)
 
 
@@ -61,7 +67,8 @@ def node_settings(args: argparse.Namespace, data: Path) -> Any:
     return settings_from_args(data, args.host if hasattr(args, "host") else "127.0.0.1",
                               args.dicom_port, args.aet, args.destination, args.stow,
                               args.stable_seconds, args.allow_aet, args.rules, args.threshold,
-                              args.key_images)
+                              args.key_images, getattr(args, "tls_cert", None),
+                              getattr(args, "tls_key", None), getattr(args, "tls_ca", None))
 
 
 def run(args: argparse.Namespace) -> int:

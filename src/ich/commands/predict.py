@@ -36,8 +36,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
         "--tta",
         type=int,
         default=1,
-        choices=(1, 2),
-        help="test-time augmentation views: 1 none, 2 flip + reversed series",
+        choices=(1, 2, 4, 8),  # ich.runs.tta.TTA_CHOICES (not imported: keeps --help fast)
+        help=(
+            "test-time augmentation views, averaged: 1 none; 2 + left-right flip (and the "
+            "sequence model reads the series in reverse too); 4 + two small shifted crops; "
+            "8 + those crops flipped and two more shifted crops"
+        ),
     )
     p.add_argument(
         "--weights",

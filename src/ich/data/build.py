@@ -51,7 +51,7 @@ from ich.data.workers import (
     can_fork,
 )
 from ich.errors import CacheError
-from ich.labels import labels_digest, match_files, read_labels
+from ich.labels import labels_digest, match_files, read_labels, require_rsna_labels
 
 #: Files per chunk unless the folder is small (see :func:`auto_chunk_size`).
 DEFAULT_CHUNK_SIZE = 1024
@@ -219,6 +219,8 @@ def build_cache(
         raise CacheError(f"shard {index}/{n_shards}: expected 0 <= I < N")
     # Every check that can fail runs before anything is written (no half-made cache folder).
     labels = read_labels(labels_csv, soft=soft_labels) if labels_csv is not None else None
+    if labels is not None:
+        require_rsna_labels(labels, str(labels_csv))
     if images is not None:
         spec = images.spec(spec)
         files = list_image_files(root)
@@ -301,6 +303,7 @@ def finalize_cache(
     if labels is not None and not isinstance(labels, pd.DataFrame):
         labels_csv = labels_csv or labels
         labels = read_labels(labels, soft=soft_labels)
+        require_rsna_labels(labels, str(labels_csv))
     manifest = json.loads((out / "build.json").read_text())
     if n_chunks is None:
         n_chunks = len(list((out / "chunks").glob("*.parquet")))

@@ -35,7 +35,13 @@ from ich.atomic import atomic_path
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import TUPLE_FIELDS, flatten_meta, order_catalog
 from ich.errors import CacheError
-from ich.labels import LABELS, labels_digest, read_labels, strip_extension
+from ich.labels import (
+    LABELS,
+    labels_digest,
+    read_labels,
+    require_rsna_labels,
+    strip_extension,
+)
 
 #: Columns every row has besides the SliceMeta fields.
 BASE_COLUMNS: tuple[str, ...] = (
@@ -225,6 +231,7 @@ def _add_labels(frame: pd.DataFrame, labels: Path | pd.DataFrame | None) -> pd.D
             out[name] = np.float32(np.nan)
         return out
     wide = (labels if isinstance(labels, pd.DataFrame) else read_labels(labels)).astype(np.float32)
+    require_rsna_labels(wide, str(labels) if isinstance(labels, Path) else "labels")
     joined = wide.reindex([strip_extension(i) for i in out["image_id"]])
     for name in LABELS:
         out[name] = joined[name].to_numpy(dtype=np.float32)

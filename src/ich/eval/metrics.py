@@ -6,36 +6,55 @@ Pure numpy so that training, evaluation and tests all compute the same number.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ich.labels import LABEL_WEIGHTS, LABELS
+from ich.labels import LABELS, label_weights
 
 #: Clip used by the competition's evaluation.
 EVAL_EPS = 1e-7
 
 
-def _check(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str] = LABELS
+) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(y_pred, dtype=np.float64)
-    if t.shape != p.shape or t.ndim != 2 or t.shape[1] != len(LABELS):
+    if t.shape != p.shape or t.ndim != 2 or t.shape[1] != len(labels):
         raise ValueError(
-            f"y_true and y_pred must both be (N, {len(LABELS)}); got {t.shape}, {p.shape}"
+            f"y_true and y_pred must both be (N, {len(labels)}) for labels {list(labels)}; "
+            f"got {t.shape}, {p.shape}"
         )
     return t, p
 
 
-def per_label_log_loss(y_true: np.ndarray, y_pred: np.ndarray, eps: float = EVAL_EPS) -> np.ndarray:
-    """Binary log loss of each label, averaged over rows: (N, 6), (N, 6) -> (6,)."""
-    t, p = _check(y_true, y_pred)
+def per_label_log_loss(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    eps: float = EVAL_EPS,
+    labels: Sequence[str] = LABELS,
+) -> np.ndarray:
+    """Binary log loss of each label, averaged over rows: (N, L), (N, L) -> (L,)."""
+    t, p = _check(y_true, y_pred, labels)
     p = np.clip(p, eps, 1 - eps)
     return -(t * np.log(p) + (1 - t) * np.log(1 - p)).mean(axis=0)
 
 
-def weighted_log_loss(y_true: np.ndarray, y_pred: np.ndarray, eps: float = EVAL_EPS) -> float:
-    """The RSNA 2019 metric: per-label log losses averaged with weights any=2, subtypes=1."""
-    return float(np.average(per_label_log_loss(y_true, y_pred, eps), weights=LABEL_WEIGHTS))
+def weighted_log_loss(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    eps: float = EVAL_EPS,
+    labels: Sequence[str] = LABELS,
+) -> float:
+    """The RSNA 2019 metric: per-label log losses averaged with weights any=2, subtypes=1.
+
+    For a run with other labels (``labels``), ``any`` weighs 2 only when present
+    (:func:`ich.labels.label_weights`).
+    """
+    per_label = per_label_log_loss(y_true, y_pred, eps, labels)
+    return float(np.average(per_label, weights=label_weights(labels)))
 
 
 #: Sensitivity the "high-sensitivity" operating point must reach (triage use: miss few bleeds).
@@ -148,14 +167,18 @@ def _label_metrics(t: np.ndarray, p: np.ndarray, ll: float, threshold: float) ->
 
 
 def compute_metrics(
-    y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    threshold: float = 0.5,
+    labels: Sequence[str] = LABELS,
 ) -> dict[str, Any]:
-    """All evaluation metrics of a (N, 6) prediction in :data:`LABELS` order.
+    """All evaluation metrics of a (N, L) prediction, columns in ``labels`` order.
 
     Args:
-        y_true: (N, 6) 0/1 labels.
-        y_prob: (N, 6) probabilities.
+        y_true: (N, L) 0/1 labels.
+        y_prob: (N, L) probabilities.
         threshold: Decision threshold for the sensitivity/specificity/precision/accuracy block.
+        labels: The run's label names (default the six RSNA labels).
 
     Returns:
         ``{"n", "weighted_log_loss", "threshold", "labels": {label: {...}}}``; per label:
@@ -164,41 +187,46 @@ def compute_metrics(
         specificity, precision, accuracy, tp, fp, tn, fn}``.
         JSON-serialisable (floats, ints, None, str).
     """
-    t, p = _check(y_true, y_prob)
+    t, p = _check(y_true, y_prob, labels)
     if t.shape[0] == 0:
         raise ValueError("cannot compute metrics on zero rows")
-    ll = per_label_log_loss(t, p)
-    labels = {
+    ll = per_label_log_loss(t, p, labels=labels)
+    per_label = {
         name: _label_metrics(t[:, j], p[:, j], float(ll[j]), threshold)
-        for j, name in enumerate(LABELS)
+        for j, name in enumerate(labels)
     }
     return {
         "n": int(t.shape[0]),
-        "weighted_log_loss": weighted_log_loss(t, p),
+        "weighted_log_loss": weighted_log_loss(t, p, labels=labels),
         "threshold": float(threshold),
-        "labels": labels,
+        "labels": per_label,
     }
 
 
-def base_rate_predictor(y_train: np.ndarray) -> np.ndarray:
-    """Per-label prevalence (6,): the constant predictor every model must beat.
+def base_rate_predictor(y_train: np.ndarray, labels: Sequence[str] = LABELS) -> np.ndarray:
+    """Per-label prevalence (L,): the constant predictor every model must beat.
 
     Its log loss is the entropy of the labels; a model's ratio to it says how much the images
     taught the model beyond the class frequencies.
     """
     t = np.asarray(y_train, dtype=np.float64)
-    if t.ndim != 2 or t.shape[1] != len(LABELS) or t.shape[0] == 0:
-        raise ValueError(f"y_train must be (N>0, {len(LABELS)}); got {t.shape}")
+    if t.ndim != 2 or t.shape[1] != len(labels) or t.shape[0] == 0:
+        raise ValueError(f"y_train must be (N>0, {len(labels)}); got {t.shape}")
     return np.asarray(np.nanmean(t, axis=0))
 
 
-def base_rate_predictions(y_train: np.ndarray, n: int) -> np.ndarray:
-    """The base-rate predictor repeated for ``n`` rows: (n, 6)."""
-    return np.tile(base_rate_predictor(y_train), (n, 1))
+def base_rate_predictions(
+    y_train: np.ndarray, n: int, labels: Sequence[str] = LABELS
+) -> np.ndarray:
+    """The base-rate predictor repeated for ``n`` rows: (n, L)."""
+    return np.tile(base_rate_predictor(y_train, labels), (n, 1))
 
 
 def study_level(
-    y: np.ndarray, p: np.ndarray, groups: np.ndarray | list[str]
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: np.ndarray | list[str],
+    labels: Sequence[str] = LABELS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Aggregate slices to studies by taking the max over each study's slices.
 
@@ -213,7 +241,7 @@ def study_level(
     Returns:
         (Y (S, 6), P (S, 6), group_ids (S,)) with studies in sorted id order.
     """
-    t, q = _check(y, p)
+    t, q = _check(y, p, labels)
     g = np.asarray(groups)
     if g.shape[0] != t.shape[0]:
         raise ValueError(f"groups has {g.shape[0]} rows, y has {t.shape[0]}")

@@ -26,7 +26,7 @@ from ich.explore.scan import (
     scan_pixels,
     stable_key,
 )
-from ich.labels import LABELS, SUBTYPES, read_labels
+from ich.labels import LABELS, SUBTYPES, read_labels, require_rsna_labels
 
 #: Thumbnails per category in the image grids.
 EXAMPLES_PER_CATEGORY = 6
@@ -107,6 +107,8 @@ def collect(
     files = list_dicom_files(dicom_dir)
     headers = scan_headers(files, workers, progress)
     labels = read_labels(labels_csv) if labels_csv is not None else None
+    if labels is not None:  # the report's label sections use the six RSNA labels
+        require_rsna_labels(labels, str(labels_csv))
     if headers.empty:
         headers = pd.DataFrame(columns=["path", "image_id", "status", "error"])
     ok = _join_labels(headers[headers["status"] == "ok"].copy(), labels)

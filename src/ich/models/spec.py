@@ -165,9 +165,15 @@ class ModelSpec:
         return spec
 
     def check_labels(self, where: str) -> None:
-        """Refuse a model whose outputs are not ``ich.LABELS`` in order."""
+        """Refuse a model whose outputs are not ``ich.LABELS`` in order: prediction, the web
+        app and the DICOM node (which all load runs through :mod:`ich.runs.load`) serve
+        six-label runs only for now, and must say so rather than mislabel outputs."""
         if list(self.labels) != list(LABELS):
-            raise CheckpointError(f"{where}: label order {list(self.labels)} differs from {LABELS}")
+            raise CheckpointError(
+                f"{where}: the run's labels {list(self.labels)} are not the six RSNA labels "
+                f"({', '.join(LABELS)}) in this order: ich predict, the web app and the DICOM "
+                "node serve six-label runs only for now"
+            )
 
 
 def _sub(cls: type[Any], data: dict[str, Any] | None) -> Any:

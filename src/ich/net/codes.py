@@ -10,7 +10,12 @@ wrong SNOMED meaning. Sources checked:
 - SCT 21454007 "Subarachnoid hemorrhage" and SCT 274100004 "Cerebral hemorrhage": the project's
   design notes (verified there against SNOMED CT).
 - Epidural, intraventricular and subdural: no primary source was reachable when this was
-  written, hence local codes; replace them by SCT codes once verified.
+  written, hence local codes; replace them by SCT codes once verified. Checked and not found:
+  DICOM PS3.16's concept tables as shipped in pydicom 3.0.2 (``pydicom.sr._concepts_dict``:
+  no subdural, extradural/epidural or intraventricular hemorrhage concept) and highdicom; the
+  SCT values seen in third-party repositories were not taken (one labels 274100004
+  "Intracranial hemorrhage", while OHDSI's vocabulary names it "Cerebral hemorrhage"), nor
+  codes from memory.
 """
 
 from __future__ import annotations

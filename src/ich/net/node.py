@@ -9,6 +9,7 @@ and ``ich-worker`` (the web app's job runner) when no web app shares the process
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ class NodeSettings:
         rules: Series selection rules.
         threshold: Operating threshold for present/absent.
         key_images: Secondary Capture key images per study.
+        tls_cert, tls_key: PEM certificate and private key: the SCP then speaks DICOM over TLS
+            only (PS3.15 B.1 secure transport).
+        tls_ca: PEM CA bundle: with it, senders must present a certificate it signed.
     """
 
     data_dir: Path
@@ -57,6 +61,32 @@ class NodeSettings:
     rules: SelectionRules = field(default_factory=SelectionRules)
     threshold: float = 0.5
     key_images: int = 3
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server TLS context, or None without ``tls_cert``.
+
+        Raises:
+            ConfigError: a missing or unreadable certificate, key or CA file.
+        """
+        if self.tls_cert is None and self.tls_key is None:
+            if self.tls_ca is not None:
+                raise ConfigError("--tls-ca needs --tls-cert and --tls-key")
+            return None
+        if self.tls_cert is None or self.tls_key is None:
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+            if self.tls_ca is not None:
+                ctx.load_verify_locations(cafile=str(self.tls_ca))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"TLS files {self.tls_cert}, {self.tls_key}"
+                              f"{', ' + str(self.tls_ca) if self.tls_ca else ''}: {exc}") from exc
+        return ctx
 
     def validate(self) -> None:
         """Refuse unsafe or impossible settings before binding.
@@ -74,6 +104,7 @@ class NodeSettings:
             raise ConfigError(f"port {self.port} is not a valid TCP port")
         if self.stable_seconds < 0 or not 0 < self.threshold < 1:
             raise ConfigError("--stable-seconds must be >= 0 and --threshold within (0, 1)")
+        self.ssl_context()  # unreadable TLS files are refused before binding
 
     def triage_config(self) -> TriageConfig:
         dests = [f"dimse:{p}" for p in self.destinations] + [f"stow:{u}" for u in self.stow]
@@ -142,7 +173,8 @@ class Node:
         ae.maximum_pdu_size = 0  # no limit: fewer PDUs for 0.5 MB slices
         handlers = StoreHandlers(self.state, self._wake.set)
         self._server = ae.start_server((self.settings.host, self.settings.port), block=False,
-                                       evt_handlers=handlers.handlers())
+                                       evt_handlers=handlers.handlers(),
+                                       ssl_context=self.settings.ssl_context())
         self._thread.start()
         self.outbox.start()
         log.info("DICOM node %s listening on %s:%d (stable after %g s; research use only)",
@@ -187,10 +219,13 @@ class Node:
 def settings_from_args(data: Path, host: str, port: int, aet: str,
                        destinations: Sequence[Peer], stow: Sequence[str],
                        stable_seconds: float, allow_aet: Sequence[str],
-                       rules: Path | None, threshold: float, key_images: int) -> NodeSettings:
+                       rules: Path | None, threshold: float, key_images: int,
+                       tls_cert: Path | None = None, tls_key: Path | None = None,
+                       tls_ca: Path | None = None) -> NodeSettings:
     """NodeSettings from command-line values (rules read from YAML when given)."""
     return NodeSettings(
         data_dir=data, host=host, port=port, aet=aet, destinations=list(destinations),
         stow=list(stow), stable_seconds=stable_seconds, allow_aet=list(allow_aet),
         rules=SelectionRules.from_yaml(rules) if rules else SelectionRules(),
-        threshold=threshold, key_images=key_images)
+        threshold=threshold, key_images=key_images, tls_cert=tls_cert, tls_key=tls_key,
+        tls_ca=tls_ca)

@@ -21,10 +21,12 @@ BRAIN_WINDOW = (40.0, 80.0)
 
 
 def render_key_image(hu: np.ndarray, heat: np.ndarray | None, probabilities: np.ndarray,
-                     title: str) -> np.ndarray:
+                     title: str, warning: str | None = None) -> np.ndarray:
     """RGB uint8 (H', W', 3): brain window, heatmap in red/yellow, text at top and bottom.
 
-    Small images are enlarged (to at least 512 px wide) so the text stays readable.
+    Small images are enlarged (to at least 512 px wide) so the text stays readable. ``warning``
+    (the out-of-domain note) is burnt in, in red, above the probabilities: a viewer that shows
+    only pixels must still tell the reader the numbers are unreliable.
     """
     gray = (apply_window(hu, *BRAIN_WINDOW) * 255).astype(np.float32)
     rgb = np.repeat(gray[..., None], 3, axis=2)
@@ -52,17 +54,23 @@ def render_key_image(hu: np.ndarray, heat: np.ndarray | None, probabilities: np.
         draw.text((6, y), text, fill=(255, 255, 0), font=font, stroke_width=2,
                   stroke_fill=(0, 0, 0))
         y += size + 4
-    y = img.height - 2 * (size + 4) - 4
-    for text in lines_bottom:
-        draw.text((6, y), text, fill=(255, 255, 255), font=font, stroke_width=2,
-                  stroke_fill=(0, 0, 0))
+    if warning:
+        lines_bottom.insert(0, warning)
+    y = img.height - len(lines_bottom) * (size + 4) - 4
+    for n, text in enumerate(lines_bottom):
+        ink = (255, 64, 64) if warning and n == 0 else (255, 255, 255)
+        draw.text((6, y), text, fill=ink, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
         y += size + 4
     return np.asarray(img, dtype=np.uint8)
 
 
 def build_sc(source: Dataset, rgb: np.ndarray, series_instance_uid: str,
-             instance_number: int) -> hd.sc.SCImage:
-    """A Secondary Capture of ``rgb`` in the study of ``source`` (patient/study copied)."""
+             instance_number: int, comment: str | None = None) -> hd.sc.SCImage:
+    """A Secondary Capture of ``rgb`` in the study of ``source`` (patient/study copied).
+
+    ``comment`` (e.g. the out-of-domain warning) also goes into (0020,4000) Image Comments, so
+    software that reads headers sees what the pixels say.
+    """
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=with_type2(source), pixel_array=rgb, photometric_interpretation="RGB",
         bits_allocated=8, coordinate_system="PATIENT", series_instance_uid=series_instance_uid,
@@ -74,4 +82,6 @@ def build_sc(source: Dataset, rgb: np.ndarray, series_instance_uid: str,
     sc.BurnedInAnnotation = "YES"
     sc.Laterality = ""  # (0020,0060) Type 2C in General Series; unknown for a key image
     sc.SpecificCharacterSet = "ISO_IR 192"
+    if comment:
+        sc.ImageComments = comment[:10240]  # LT
     return sc

@@ -116,9 +116,10 @@ class StoreHandlers:
                  self._aid(event.assoc)[:8])
 
     def on_closed(self, event: Any) -> None:
-        # A connection that closes without release or abort (sender killed): treat as aborted.
+        # A connection that closes without release or abort (sender killed) counts as aborted;
+        # "closed" lets a release reported late by the association thread still win.
         if getattr(event.assoc, "ich_id", None) is not None:
-            self.state.end_association(event.assoc.ich_id, "aborted")
+            self.state.end_association(event.assoc.ich_id, "closed")
 
     def on_store(self, event: Any) -> int:
         """Write the instance as received; answer a failure status (never raise) on error."""

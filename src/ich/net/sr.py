@@ -4,7 +4,8 @@ Per label (the five subtypes and ``any``) one measurement group: finding type = 
 a qualitative evaluation present/absent at the operating threshold, the probability as a
 measurement (UCUM "1"), and the key slices it was read on. The observer is this device; the
 model's provenance (what data it was trained on) is in the algorithm identification. Series the
-node did not analyse, with the reasons, and the research-use notice are TEXT comments at the
+node did not analyse, with the reasons, the research-use notice and the domain check (a study
+outside the model's training data is said to be so, with its score) are TEXT comments at the
 root. Patient and study attributes come from the source exactly (missing Type 2 ones empty).
 """
 
@@ -24,6 +25,8 @@ from ich.labels import LABELS
 from ich.net import codes
 
 RESEARCH_NOTICE = "RESEARCH USE ONLY — NOT FOR DIAGNOSIS"
+#: What the outputs say when a series lies outside the model's training data (the web app's words).
+OUT_OF_DOMAIN_NOTE = "outside the model's training data: results unreliable"
 
 #: Type 2 attributes of the Patient and General Study modules that highdicom copies from the
 #: evidence; RSNA files lack them, and an SR must carry them (empty when unknown).
@@ -41,6 +44,9 @@ class TriageResult:
         key_images: Per label, the headers of the slices that scored highest for it.
         not_analysed: Series not triaged, as "series 2 'Scout' (2 images): a localizer image".
         provenance: The model's description (name, training data) for the observer context.
+        in_domain: False when any analysed series lies outside the model's training data (its
+            probabilities are then unreliable); None when the model has no domain check.
+        domain_score: The largest series domain score (> 1: outside); None when unknown.
     """
 
     probabilities: np.ndarray
@@ -48,6 +54,23 @@ class TriageResult:
     key_images: dict[str, list[Dataset]]
     not_analysed: list[str] = field(default_factory=list)
     provenance: str = ""
+    in_domain: bool | None = None
+    domain_score: float | None = None
+
+
+def domain_text(in_domain: bool | None, domain_score: float | None) -> str | None:
+    """The domain check in words for the SR and the key images; None when there is none.
+
+    Why plain words: a reader who sees only the report must learn that the numbers are not to
+    be trusted for this study, not decode a flag.
+    """
+    if in_domain is None:
+        return None
+    score = ("" if domain_score is None
+             else f" (domain score {domain_score:.2f}; above 1 is outside)")
+    if in_domain:
+        return f"Domain check: inside the model's training data{score}."
+    return f"WARNING: {OUT_OF_DOMAIN_NOTE}{score}."
 
 
 def with_type2(ds: Dataset) -> Dataset:
@@ -60,6 +83,24 @@ def with_type2(ds: Dataset) -> Dataset:
     for keyword in TYPE2_COPIED:
         if keyword not in out:
             setattr(out, keyword, "")
+    return out
+
+
+#: What an SR needs of every evidence instance but the first (highdicom reads the patient and
+#: study from the first one only, and of the others just these references).
+EVIDENCE_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
+
+
+def evidence_header(ds: Dataset) -> Dataset:
+    """The four references of one evidence instance, as a new small dataset.
+
+    Why: deep-copying 40 full headers to list them as evidence cost ~0.5 s per SR; the values
+    written are the same.
+    """
+    out = Dataset()
+    for keyword in EVIDENCE_KEYWORDS:
+        if keyword in ds:
+            setattr(out, keyword, ds.data_element(keyword).value)  # type: ignore[union-attr]
     return out
 
 
@@ -107,7 +148,7 @@ def build_sr(
         instance_number: Increases with each version.
         previous: Earlier SRs of this study that this one supersedes (Predecessor Documents).
     """
-    evidence = [with_type2(ds) for ds in evidence]
+    evidence = [with_type2(evidence[0])] + [evidence_header(ds) for ds in evidence[1:]]
     observer = hd.sr.ObserverContext(
         observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -118,6 +159,8 @@ def build_sr(
     if result is not None:
         params = [f"operating threshold {result.threshold:g}",
                   f"model: {result.provenance or 'not described'}"]
+        if result.in_domain is False:
+            params.append(OUT_OF_DOMAIN_NOTE)
         algorithm = hd.sr.AlgorithmIdentification(
             name=codes.ALGORITHM_NAME, version=__version__, parameters=params)
         for k, label in enumerate(LABELS):
@@ -147,6 +190,10 @@ def build_sr(
              "model outputs, not findings confirmed by a radiologist."]
     if result is None:
         texts.append("No series of this study could be analysed.")
+    else:
+        domain = domain_text(result.in_domain, result.domain_score)
+        if domain is not None:
+            texts.append(domain)
     texts += [f"Not analysed: {reason}" for reason in not_analysed]
     for text in texts:
         root.ContentSequence.append(hd.sr.TextContentItem(

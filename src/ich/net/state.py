@@ -70,10 +70,20 @@ class NodeState:
         return aid
 
     def end_association(self, aid: str, status: str) -> None:
-        """Mark an association ``released`` or ``aborted`` (an open one only)."""
+        """Mark an association ``released``, ``aborted`` or ``closed`` (connection closed
+        without either; treated as aborted) — an open one only, except that a release also
+        replaces ``closed``.
+
+        Why: pynetdicom reports the closed connection from its socket thread and the release
+        from the association thread; when the sender hangs up right after the A-RELEASE
+        response (storescu does), the close can be recorded first, and the study of a
+        complete, released association would then wait for a retry that never comes.
+        """
+        allowed = ("open", "closed") if status == "released" else ("open",)
         with self.store.tx() as db:
-            db.execute("UPDATE node_associations SET status=?, ended=? WHERE id=? AND "
-                       "status='open'", (status, time.time(), aid))
+            db.execute(f"UPDATE node_associations SET status=?, ended=? WHERE id=? AND "
+                       f"status IN ({', '.join('?' * len(allowed))})",
+                       (status, time.time(), aid, *allowed))
 
     def recover(self) -> tuple[int, int]:
         """After a restart: open associations died with the process (aborted: their studies

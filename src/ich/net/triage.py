@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -29,7 +30,7 @@ from ich.net.outbox import enqueue
 from ich.net.peers import hash_id
 from ich.net.sc import build_sc, render_key_image
 from ich.net.selection import SelectionRules, SeriesDecision, select_series
-from ich.net.sr import TriageResult, build_sr
+from ich.net.sr import OUT_OF_DOMAIN_NOTE, TriageResult, build_sr
 from ich.net.state import Instance, NodeState
 from ich.web.ingest import ingest
 from ich.web.predictor import PredictorLike
@@ -110,19 +111,34 @@ class _SeriesResult:
     slice_probs: np.ndarray  # (T, 6) in stored (z) order
     study_probs: np.ndarray  # (6,)
     sops: list[str]  # SOP Instance UID per stored slice
+    in_domain: bool | None = None  # None: the model has no domain check
+    domain_score: float | None = None
 
 
 def _results(state: NodeState, study_id: str) -> list[_SeriesResult]:
     out = []
     for r in state.store.query(
-            "SELECT series.id AS id, results.slice_probs AS sp, results.study_probs AS st FROM "
-            "series JOIN results ON results.series_id = series.id WHERE series.study_id=?",
-            (study_id,)):
+            "SELECT series.id AS id, results.slice_probs AS sp, results.study_probs AS st, "
+            "results.domain AS domain FROM series JOIN results ON results.series_id = series.id "
+            "WHERE series.study_id=?", (study_id,)):
         sops = [str(s["sop_instance_uid"]) for s in state.store.query(
             "SELECT sop_instance_uid FROM slices WHERE series_id=? ORDER BY idx", (r["id"],))]
-        out.append(_SeriesResult(str(r["id"]), np.asarray(json.loads(r["sp"]), float),
-                                 np.asarray(json.loads(r["st"]), float), sops))
+        domain = json.loads(r["domain"] or "null") or {}
+        flag, score = domain.get("in_domain"), domain.get("domain_score")
+        out.append(_SeriesResult(
+            str(r["id"]), np.asarray(json.loads(r["sp"]), float),
+            np.asarray(json.loads(r["st"]), float), sops,
+            None if flag is None else bool(flag),
+            None if score is None or not np.isfinite(float(score)) else float(score)))
     return out
+
+
+def _study_domain(series: list[_SeriesResult]) -> tuple[bool | None, float | None]:
+    """The study is outside the training data when any analysed series is (as in the web
+    app); its score is the largest series score. (None, None) when no series has a check."""
+    flags = [s.in_domain for s in series if s.in_domain is not None]
+    scores = [s.domain_score for s in series if s.domain_score is not None]
+    return (all(flags) if flags else None), (max(scores) if scores else None)
 
 
 def _provenance(predictor: PredictorLike) -> str:
@@ -204,31 +220,41 @@ def _triage(state: NodeState, uid: str, config: TriageConfig, services: Services
     study_id = _web_study(state, uid, eligible, str(row.get("calling_aet") or ""), decisions,
                           headers)
     not_analysed = [f"{d.label()}: {'; '.join(d.reasons)}" for d in decisions if not d.eligible]
-    result, key_sc = None, []
-    if eligible:
-        _wait_for_jobs(state, study_id, services, config.job_timeout)
-        series = _results(state, study_id)
-        if not series:
-            raise TriageError("prediction failed for every eligible series")
-        predictor = services.get_predictor()
-        probs = np.max([s.study_probs for s in series], axis=0)
-        key_images: dict[str, list[Dataset]] = {}
-        for k, label in enumerate(LABELS):
-            best = max(series, key=lambda s: float(s.slice_probs[:, k].max()))
-            key_images[label] = [headers[best.sops[int(best.slice_probs[:, k].argmax())]]]
-        result = TriageResult(probs, config.threshold, key_images, not_analysed,
-                              _provenance(predictor) if predictor else "")
-        key_sc = _key_images(state, series, probs, config, services)
     evidence = [headers[i.sop_instance_uid] for i in (eligible or instances)
                 if i.sop_instance_uid in headers]
-    return _write_outputs(state, uid, study_id, evidence, result, not_analysed, key_sc, config,
-                          headers, str(row.get("sr_path") or ""))
+    previous_sr = str(row.get("sr_path") or "")
+    if not eligible:
+        sr = _build_sr(uid, evidence, None, not_analysed, config, previous_sr)
+        return _write_outputs(state, uid, study_id, sr, [], headers)
+    _wait_for_jobs(state, study_id, services, config.job_timeout)
+    series = _results(state, study_id)
+    if not series:
+        raise TriageError("prediction failed for every eligible series")
+    predictor = services.get_predictor()
+    probs = np.max([s.study_probs for s in series], axis=0)
+    key_images: dict[str, list[Dataset]] = {}
+    for k, label in enumerate(LABELS):
+        best = max(series, key=lambda s: float(s.slice_probs[:, k].max()))
+        key_images[label] = [headers[best.sops[int(best.slice_probs[:, k].argmax())]]]
+    in_domain, domain_score = _study_domain(series)
+    result = TriageResult(probs, config.threshold, key_images, not_analysed,
+                          _provenance(predictor) if predictor else "", in_domain,
+                          domain_score)
+    # The SR (pure Python in highdicom) is built while the key images' Grad-CAM runs in torch,
+    # which releases the GIL: on two cores the two overlap instead of adding up.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ich-sr") as pool:
+        sr_future = pool.submit(_build_sr, uid, evidence, result, not_analysed, config,
+                                previous_sr)
+        key_sc = _key_images(state, series, probs, config, services)
+        sr = sr_future.result()
+    return _write_outputs(state, uid, study_id, sr, key_sc, headers)
 
 
 def _key_images(state: NodeState, series: list[_SeriesResult], probs: np.ndarray,
                 config: TriageConfig, services: Services
-                ) -> list[tuple[str, np.ndarray]]:
-    """(source SOP Instance UID, RGB image) for the slices with the highest p(any)."""
+                ) -> list[tuple[str, np.ndarray, str | None]]:
+    """(source SOP Instance UID, RGB image, out-of-domain warning or None) for the slices with
+    the highest p(any)."""
     ranked = sorted(((float(s.slice_probs[i, 0]), n, i) for n, s in enumerate(series)
                      for i in range(len(s.sops))), reverse=True)[:config.key_images]
     predictor = services.get_predictor()
@@ -248,30 +274,44 @@ def _key_images(state: NodeState, series: list[_SeriesResult], probs: np.ndarray
             except Exception as exc:  # the key image is still useful without the overlay
                 log.warning("heatmap failed: %s", type(exc).__name__)
         title = f"slice {i + 1}/{len(s.sops)}: p(any) {p_any:.2f}, heatmap {LABELS[label_k]}"
-        out.append((s.sops[i], render_key_image(hu, heat, s.slice_probs[i], title)))
+        warning = _key_warning(s)
+        out.append((s.sops[i], render_key_image(hu, heat, s.slice_probs[i], title, warning),
+                    warning))
     return out
 
 
-def _write_outputs(state: NodeState, uid: str, study_id: str, evidence: list[Dataset],
-                   result: TriageResult | None, not_analysed: list[str],
-                   key_sc: list[tuple[str, np.ndarray]], config: TriageConfig,
-                   headers: dict[str, Dataset], previous_sr: str
-                   ) -> tuple[str, Path, list[tuple[str, str, str]]]:
-    folder = state.outputs_dir / hash_id(uid) / study_id
+def _key_warning(series: _SeriesResult) -> str | None:
+    """The burnt-in warning of a key image from an out-of-domain series (None otherwise)."""
+    if series.in_domain is not False:
+        return None
+    score = "" if series.domain_score is None else f" (score {series.domain_score:.2f})"
+    return f"{OUT_OF_DOMAIN_NOTE}{score}"
+
+
+def _build_sr(uid: str, evidence: list[Dataset], result: TriageResult | None,
+              not_analysed: list[str], config: TriageConfig, previous_sr: str) -> Dataset:
+    """The study's SR, superseding the previous version when there is one."""
     previous = []
     if previous_sr and Path(previous_sr).is_file():
         previous = [pydicom.dcmread(previous_sr)]
     number = 1 + (int(previous[0].get("InstanceNumber", 0) or 0) if previous else 0)
-    sr = build_sr(evidence, result, not_analysed, config.aet,
-                  str(generate_uid(entropy_srcs=["ich-sr-series", uid, config.aet])), number,
-                  previous)
+    return build_sr(evidence, result, not_analysed, config.aet,
+                    str(generate_uid(entropy_srcs=["ich-sr-series", uid, config.aet])), number,
+                    previous)
+
+
+def _write_outputs(state: NodeState, uid: str, study_id: str, sr: Dataset,
+                   key_sc: list[tuple[str, np.ndarray, str | None]],
+                   headers: dict[str, Dataset]
+                   ) -> tuple[str, Path, list[tuple[str, str, str]]]:
+    folder = state.outputs_dir / hash_id(uid) / study_id
     objects: list[tuple[str, str, str]] = []
     sr_path = folder / f"sr_{sr.SOPInstanceUID}.dcm"
     _save(sr, sr_path)
     objects.append((str(sr.SOPInstanceUID), str(sr.SOPClassUID), str(sr_path)))
     sc_series = str(generate_uid())
-    for n, (sop, rgb) in enumerate(key_sc, start=1):
-        sc = build_sc(headers[sop], rgb, sc_series, n)
+    for n, (sop, rgb, warning) in enumerate(key_sc, start=1):
+        sc = build_sc(headers[sop], rgb, sc_series, n, warning)
         path = folder / f"sc_{sc.SOPInstanceUID}.dcm"
         _save(sc, path)
         objects.append((str(sc.SOPInstanceUID), str(sc.SOPClassUID), str(path)))

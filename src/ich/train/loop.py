@@ -35,7 +35,7 @@ from ich.data.loader import epoch_loader
 from ich.errors import CheckpointError
 from ich.eval.metrics import per_label_log_loss, weighted_log_loss
 from ich.eval.recipe import recipe_rows
-from ich.labels import LABELS
+from ich.labels import LABELS, label_weights
 from ich.models.slice_cnn import SliceModel, build_slice_model
 from ich.models.spec import ModelSpec
 from ich.runs.checkpoint import MODEL_SUFFIX, load_model_file, save_model
@@ -328,6 +328,7 @@ def train_slice_model(
     steps = max(1, per_rank // batch)  # full batches only (BatchNorm)
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
+    spec = slice_spec(cfg, cache, core)
     stage = SliceStage(
         cfg=cfg,
         device=device,
@@ -336,9 +337,9 @@ def train_slice_model(
         log=MetricsLog(run_dir, enabled=info.is_main),
         opt=make_optimizer(model, cfg),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.train.amp and device.type == "cuda"),
-        spec=slice_spec(cfg, cache, core),
+        spec=spec,
         sched=build_scheduler(cfg.optim, steps * cfg.train.epochs, steps),
-        loss=build_loss(cfg.loss),
+        loss=build_loss(cfg.loss, label_weights(spec.labels)),  # any x2 only when present
         ema=ModelEma(model, cfg.train.ema_decay) if cfg.train.ema_decay else None,
     )
     if info.is_main:

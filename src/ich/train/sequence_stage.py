@@ -11,6 +11,7 @@ The best epoch by validation weighted log loss (slice level) is kept as
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ich.config import RunConfig
 from ich.data.sequences import SequenceDataset, collate_sequences
 from ich.data.tables import write_frame
 from ich.eval.metrics import weighted_log_loss
-from ich.labels import LABELS
+from ich.labels import LABELS, label_weights
 from ich.models.sequence import SequenceModel
 from ich.models.spec import ModelSpec
 from ich.runs.checkpoint import MODEL_SUFFIX, load_slice_model, save_model
@@ -150,8 +151,13 @@ def sequence_epoch(
     cfg: RunConfig,
     state: TrainState,
     total_steps: int,
+    labels: Sequence[str] = LABELS,
 ) -> float:
-    """One training pass; advances ``state.step``; returns the mean loss (one sync, at the end)."""
+    """One training pass; advances ``state.step``; returns the mean loss (one sync, at the end).
+
+    The loss weighs the run's ``labels`` as the metric does (``any`` x2 only when present).
+    """
+    loss_fn = build_loss(cfg.loss, label_weights(labels))
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64)
     n = 0
@@ -161,8 +167,7 @@ def sequence_epoch(
             group["lr"] = sequence_lr(state.step, total_steps, cfg)
         slice_logits, study_logits = model(feats, z, mask)  # (B, T, 6), (B, 6)
         loss = sequence_loss(
-            slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight,
-            build_loss(cfg.loss),
+            slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight, loss_fn
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -209,7 +214,7 @@ def train_sequence_model(
     while state.epoch < cfg.sequence.epochs:
         t0 = time.time()
         loader = _loader(data, train_series, cfg, train=True, epoch=state.epoch)
-        loss = sequence_epoch(model, opt, loader, cfg, state, total)
+        loss = sequence_epoch(model, opt, loader, cfg, state, total, spec.labels)
         probs = predict_series(model, data, val_series, cfg) if val_series else {}
         val = EvalResult(_score(probs, data)) if probs else None
         state.epoch += 1

@@ -64,6 +64,11 @@ def display_name(name: str | None) -> str:
     return "".join(ch for ch in text if ch.isprintable())[-200:] or "unnamed"
 
 
+def member_name(name: str) -> str:
+    """A .zip member's name cleaned for display, backslashes kept (they are why it is skipped)."""
+    return "".join(ch for ch in name if ch.isprintable())[-200:] or "unnamed"
+
+
 def _store_stream(store: Store, stream: IO[bytes]) -> str:
     """Copy a stream into the content-addressed file area; return its SHA-256."""
     digest = hashlib.sha256()
@@ -108,16 +113,20 @@ def _expand(
 def skip_reason(member: str, is_dir: bool) -> str | None:
     """Why a .zip member is not read, or None to read it.
 
-    Windows tools write ``folder\\file.dcm``: the backslash is read as a folder separator, so
-    such members are read like any other; folders, hidden files and macOS resource forks are
-    skipped (and listed, so nothing disappears silently).
+    The .zip format (APPNOTE 4.4.17) allows only ``/`` as separator; a backslash in a member
+    name is either a non-conforming Windows tool or a crafted name, and guessing which folder
+    it meant could silently mix files of different folders, so such members are skipped.
+    Folders, hidden files and macOS resource forks are skipped too; every skip is listed, so
+    nothing disappears silently.
     """
-    path = member.replace("\\", "/")
-    if is_dir or path.endswith("/"):
+    if "\\" in member:
+        return "backslash in the member name (not a .zip path separator): re-create the " \
+               "archive with a tool that writes '/'"
+    if is_dir or member.endswith("/"):
         return "folder entry (its files are read on their own)"
-    if path.startswith("__MACOSX/") or "/__MACOSX/" in path:
+    if member.startswith("__MACOSX/") or "/__MACOSX/" in member:
         return "macOS resource fork (__MACOSX), not an image"
-    if path.rsplit("/", 1)[-1].startswith("."):
+    if member.rsplit("/", 1)[-1].startswith("."):
         return "hidden file (name starts with '.'), not an image"
     return None
 
@@ -134,7 +143,7 @@ def _zip_members(
             if why is None:
                 infos.append(info)
             else:
-                skipped.append({"file": f"{display_name(name)}/{display_name(info.filename)}",
+                skipped.append({"file": f"{display_name(name)}/{member_name(info.filename)}",
                                 "reason": why})
     except zipfile.BadZipFile as exc:
         raise _ZipBrokenError(name, f"broken .zip archive ({exc})") from exc

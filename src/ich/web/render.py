@@ -7,12 +7,14 @@ and an LRU keeps recent images so scrolling back is instant.
 
 from __future__ import annotations
 
+import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ich.dicom.windowing import WINDOWS, apply_window
 
@@ -73,19 +75,45 @@ def slice_png(hu: np.ndarray, center: float, width: float) -> bytes:
     return encode_png((grey * 255.0 + 0.5).astype(np.uint8))
 
 
-def heatmap_rgba(heat: np.ndarray) -> np.ndarray:
-    """Colour (jet) with alpha rising with the heat, so cold areas leave the slice visible."""
-    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
-    colour = cv2.applyColorMap((h * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    rgba = np.empty((*h.shape, 4), np.uint8)
-    rgba[..., :3] = colour[..., ::-1]
-    rgba[..., 3] = (np.clip((h - 0.15) / 0.85, 0, 1) ** 0.7 * 230).astype(np.uint8)
+def _heat_palette() -> np.ndarray:
+    """(256, 4) uint8 RGBA per heat level: jet colour, opacity rising with the heat (0 below
+    0.15, so cold areas leave the slice visible)."""
+    levels = np.arange(256, dtype=np.uint8)
+    rgba = np.empty((256, 4), np.uint8)
+    rgba[:, :3] = cv2.applyColorMap(levels[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    rgba[:, 3] = (np.clip((levels / 255.0 - 0.15) / 0.85, 0, 1) ** 0.7 * 230).astype(np.uint8)
     return rgba
 
 
+#: The overlay's colours: heat level 0-255 → RGBA.
+HEAT_PALETTE = _heat_palette()
+
+
+def heat_levels(heat: np.ndarray) -> np.ndarray:
+    """A [0, 1] heatmap as uint8 levels 0-255 (NaN → 0)."""
+    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
+    return (h * 255).astype(np.uint8)
+
+
+def heatmap_rgba(heat: np.ndarray) -> np.ndarray:
+    """The overlay as (H, W, 4) RGBA: :data:`HEAT_PALETTE` of each pixel's heat level."""
+    return HEAT_PALETTE[heat_levels(heat)]
+
+
 def heatmap_png(heat: np.ndarray) -> bytes:
-    """Transparent PNG overlay of a [0, 1] heatmap (opacity is then set by the viewer)."""
-    return encode_png(heatmap_rgba(heat))
+    """Transparent PNG overlay of a [0, 1] heatmap (opacity is then set by the viewer).
+
+    Written as an indexed-colour PNG (colour type 3, each level's opacity in its tRNS chunk):
+    the heat has only 256 levels anyway, so one byte per pixel carries exactly the pixels of
+    :func:`heatmap_rgba` with a quarter of the data to compress (a 512² overlay: ~3 ms of CPU
+    instead of ~18 ms as RGBA, and half the bytes).
+    """
+    levels = np.ascontiguousarray(heat_levels(heat))  # (H, W): one palette index per pixel
+    image = Image.frombytes("P", (levels.shape[1], levels.shape[0]), levels.tobytes())
+    image.putpalette(HEAT_PALETTE[:, :3].tobytes(), rawmode="RGB")
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1, transparency=HEAT_PALETTE[:, 3].tobytes())
+    return out.getvalue()
 
 
 class PngCache:

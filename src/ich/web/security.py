@@ -10,6 +10,7 @@ sniffing, referrer leaks of study ids, and any script not served by the app itse
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable
 from html import escape
 from urllib.parse import urlencode, urlsplit
@@ -17,7 +18,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from ich.web.settings import WebSettings
+from ich.web.settings import WILDCARD_HOSTS, WebSettings
 
 TOKEN_COOKIE = "ich_token"
 LOGIN_PATH = "/login"
@@ -57,6 +58,29 @@ def _host_name(value: str) -> str:
 def host_allowed(host_header: str, allowed: frozenset[str]) -> bool:
     """Whether a request's Host header names one of the allowed hosts (any port)."""
     return bool(host_header) and _host_name(host_header) in allowed
+
+
+def _address(value: str) -> str | None:
+    """An IP address in one canonical spelling (IPv4-mapped IPv6 as IPv4), or None."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def reached_address(host_header: str, request: Request) -> bool:
+    """Whether the Host header is the very address this connection arrived at.
+
+    Why this is enough for a server bound to all interfaces: the machine's addresses can change
+    (DHCP, VPN) and listing them needs platform code, but a browser that typed an address sends
+    it as Host, and a connection can only arrive at an address of this machine. DNS rebinding
+    always sends a name, never an address, so it stays refused.
+    """
+    server = request.scope.get("server")
+    here = _address(str(server[0])) if server else None
+    return here is not None and _address(_host_name(host_header)) == here
 
 
 def same_origin(request: Request) -> bool:
@@ -159,6 +183,7 @@ def _refuse(status: int, detail: str) -> JSONResponse:
 def install_security(app: FastAPI, settings: WebSettings) -> None:
     """Add the Host/Origin/token middleware and the security headers to ``app``."""
     allowed = settings.allowed_host_names()
+    wildcard = settings.host in WILDCARD_HOSTS
 
     @app.middleware("http")
     async def security(
@@ -175,7 +200,7 @@ def install_security(app: FastAPI, settings: WebSettings) -> None:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         host = request.headers.get("host", "")
-        if not host_allowed(host, allowed):
+        if not (host_allowed(host, allowed) or (wildcard and reached_address(host, request))):
             return _refuse(421, f"host {_host_name(host) or '(none)'!r} is not served here; "
                            "start the server with --allowed-host NAME to allow it")
         if request.method in STATE_CHANGING and not same_origin(request):
