@@ -11,6 +11,7 @@ an exact resume.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -60,6 +61,12 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def loader_workers(requested: int) -> int:
+    """``requested`` loader processes, at most one per CPU core: more only compete for the same
+    cores (the recipe's 4 on a 2-core machine). Results do not depend on the count."""
+    return max(0, min(requested, os.cpu_count() or 1))
+
+
 def epoch_loader(
     dataset: Dataset[Any],
     order: OrderFn,
@@ -74,6 +81,7 @@ def epoch_loader(
     """
     sampler = EpochSampler(order)
     gen = torch.Generator().manual_seed(seed)
+    workers = loader_workers(workers)
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=collate_fn, generator=gen, worker_init_fn=seed_worker,

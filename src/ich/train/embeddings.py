@@ -23,6 +23,7 @@ from ich.atomic import atomic_path
 from ich.data.augment import prepare_batch
 from ich.data.cache import SliceCache
 from ich.data.datasets import ChannelSpec, SliceDataset, collate_slices
+from ich.data.loader import loader_workers
 from ich.models.slice_cnn import SliceModel
 from ich.runs.embed import embed_batch
 
@@ -46,7 +47,8 @@ def extract_embeddings(
     rows = np.arange(len(cache.catalog)) if indices is None else np.asarray(indices)
     ds = SliceDataset(cache, rows, channels, input_size, None, "uint8")
     loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_slices
+        ds, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers),
+        collate_fn=collate_slices,
     )
     embs, logits = [], []
     for x, _, _ in tqdm(loader, desc="embeddings", leave=False, disable=None):
