@@ -6,6 +6,8 @@ windows, offsets, input size, crop and normalisation the model was trained with.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ich import __version__
 from ich.config import RunConfig, config_to_dict
 from ich.data.cache import SliceCache
@@ -35,38 +37,39 @@ def provenance(cfg: RunConfig) -> Provenance:
     )
 
 
+def _inputs(cfg: RunConfig, cache: SliceCache) -> dict[str, Any]:
+    """What both stages' specs share: labels, how the input is made, provenance."""
+    windows = resolve_windows(tuple(cfg.data.windows))
+    return {
+        "labels": tuple(LABELS),
+        "windows": tuple((w.name, float(w.center), float(w.width)) for w in windows),
+        "offsets": tuple(int(o) for o in cfg.data.offsets),
+        "input_size": int(cfg.data.input_size),
+        "preprocess": cache.spec,
+        "provenance": provenance(cfg),
+    }
+
+
 def slice_spec(cfg: RunConfig, cache: SliceCache, model: SliceModel) -> ModelSpec:
     """The spec of this run's slice CNN (``model`` gives its architecture and normalisation)."""
-    windows = resolve_windows(tuple(cfg.data.windows))
     mean, std = model.normalisation
     return ModelSpec(
         kind="slice",
-        labels=tuple(LABELS),
-        windows=tuple((w.name, float(w.center), float(w.width)) for w in windows),
-        offsets=tuple(int(o) for o in cfg.data.offsets),
-        input_size=int(cfg.data.input_size),
-        preprocess=cache.spec,
         mean=mean,
         std=std,
         slice_arch=SliceArch(model.backbone_name, model.in_chans, float(model.dropout.p)),
-        provenance=provenance(cfg),
+        **_inputs(cfg, cache),
     )
 
 
 def sequence_spec(cfg: RunConfig, cache: SliceCache, in_dim: int) -> ModelSpec:
     """The spec of this run's study sequence model over ``in_dim`` features per slice."""
-    windows = resolve_windows(tuple(cfg.data.windows))
     s = cfg.sequence
     return ModelSpec(
         kind="sequence",
-        labels=tuple(LABELS),
-        windows=tuple((w.name, float(w.center), float(w.width)) for w in windows),
-        offsets=tuple(int(o) for o in cfg.data.offsets),
-        input_size=int(cfg.data.input_size),
-        preprocess=cache.spec,
         sequence_arch=SequenceArch(
             in_dim=in_dim, kind=s.kind, hidden=s.hidden, layers=s.layers, dropout=s.dropout,
             features=FEATURES, tta_flip=s.tta_flip,
         ),
-        provenance=provenance(cfg),
+        **_inputs(cfg, cache),
     )
