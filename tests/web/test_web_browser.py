@@ -122,8 +122,13 @@ def test_search_filter_and_delete(server: str, page: Any, tmp_path: Path, rsna_s
     page.click("#delete-study")
     page.wait_for_url(server + "/")
     page.fill("#search", "")
-    page.wait_for_function("() => document.querySelectorAll('#worklist-body tr').length === 1")
+    # Wait for the worklist as the server now has it: until its next refresh the page can
+    # still show the filtered list of before the delete (one row, PAT_x2).
+    page.wait_for_function(
+        "() => document.querySelectorAll('#worklist-body tr').length === 1"
+        " && document.querySelector('#worklist-body').textContent.includes('PAT_x1')")
     assert "PAT_x1" in page.inner_text("#worklist-body")
+    assert "PAT_x2" not in page.inner_text("#worklist-body")
 
 
 def test_drop_and_folder_upload(server: str, page: Any, tmp_path: Path, rsna_sample) -> None:
