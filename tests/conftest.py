@@ -93,3 +93,46 @@ def tiny_run(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     cfg = load_config(None, [f"data.cache={tiny_cache}", "train.epochs=1", *TINY_TRAIN])
     run_training(cfg, tiny_cache, run)
     return run
+
+
+@pytest.fixture(scope="session")
+def make_run():  # type: ignore[no-untyped-def]
+    """A factory of run folders with untrained (seeded) models for any label set.
+
+    ``make_run(path, labels=("hemorrhage",), seed=0, sequence=True)`` writes a resnet10t slice
+    CNN (one brain-window channel, 32 px input, 64 px cache) and, with ``sequence``, a study
+    sequence model: enough to test everything downstream of training on the run's labels.
+    """
+    import torch
+
+    from ich.data.preprocess import PreprocessSpec
+    from ich.labels import LABELS
+    from ich.models.sequence import SequenceModel
+    from ich.models.slice_cnn import SliceModel
+    from ich.models.spec import ModelSpec, Provenance, SequenceArch, SliceArch
+    from ich.runs.checkpoint import save_model
+
+    def factory(path: Path, labels: tuple[str, ...] = LABELS, seed: int = 0,
+                sequence: bool = True) -> Path:
+        torch.manual_seed(seed)
+        k = len(labels)
+        model = SliceModel("resnet10t", in_chans=1, num_labels=k)
+        common = {
+            "labels": tuple(labels), "windows": (("brain", 40.0, 80.0),), "offsets": (0,),
+            "input_size": 32, "preprocess": PreprocessSpec(size=64),
+            "provenance": Provenance("synthetic phantom cohort (test)"),
+        }
+        spec = ModelSpec(kind="slice", mean=(0.0,), std=(1.0,),
+                         slice_arch=SliceArch("resnet10t", 1), **common)  # type: ignore[arg-type]
+        save_model(path / "checkpoints" / "slice_best.safetensors", model.state_dict(), spec)
+        if sequence:
+            in_dim = model.embed_dim + k
+            seq = SequenceModel(in_dim, "gru", hidden=16, layers=1, dropout=0.0, num_labels=k)
+            seq_spec = ModelSpec(kind="sequence", sequence_arch=SequenceArch(
+                in_dim=in_dim, kind="gru", hidden=16, layers=1, dropout=0.0),
+                **common)  # type: ignore[arg-type]
+            save_model(path / "checkpoints" / "sequence_best.safetensors", seq.state_dict(),
+                       seq_spec)
+        return path
+
+    return factory

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ich.errors import LabelsError
-from ich.labels import LABELS, read_labels, require_rsna_labels, write_submission
+from ich.errors import CacheError, LabelsError
+from ich.labels import LABELS, read_labels, write_submission
 
 
 def _csv(tmp_path: Path, frame: pd.DataFrame) -> Path:
@@ -53,20 +53,27 @@ def test_submission_with_the_runs_labels(tmp_path: Path) -> None:
     assert not (tmp_path / "t.csv").exists()
 
 
-def test_the_cache_refuses_other_label_sets_clearly(tmp_path: Path) -> None:
+def test_label_names_that_would_break_ids_or_the_catalog_are_refused(
+    tmp_path: Path, tiny_cohort: Path
+) -> None:
     from ich.data.build import build_cache
 
-    images = tmp_path / "images"
-    images.mkdir()
-    csv = _csv(tmp_path, pd.DataFrame({"file": ["a.dcm"], "hemorrhage": [1]}))
-    with pytest.raises(LabelsError, match=r"labels.csv: labels \['hemorrhage'\].*six RSNA"):
+    with pytest.raises(LabelsError, match=r"\['ich_any'\] must be letters and digits"):
+        read_labels(_csv(tmp_path, pd.DataFrame({"file": ["a"], "ich_any": [1]})))
+    images = tiny_cohort / "images"
+    first = sorted(images.glob("*.dcm"))[0]
+    csv = _csv(tmp_path, pd.DataFrame({"file": [first.name], "status": [1]}))
+    with pytest.raises(CacheError, match=r"\['status'\] have the name of a catalog column"):
         build_cache(images, tmp_path / "cache", labels_csv=csv, progress=False)
-    assert not (tmp_path / "cache").exists()
-    six = read_labels(_csv(tmp_path, pd.DataFrame({"file": ["a"], **{n: [0] for n in LABELS}})))
-    require_rsna_labels(six, "six")  # the six pass
 
 
-def test_serving_refuses_a_run_with_other_labels_clearly(
+def test_long_format_with_a_label_of_its_own(tmp_path: Path) -> None:
+    long = pd.DataFrame({"ID": ["ID_a_hemorrhage", "ID_b_hemorrhage"], "Label": [1, 0]})
+    wide = read_labels(_csv(tmp_path, long))
+    assert list(wide.columns) == ["hemorrhage"] and wide["hemorrhage"].tolist() == [1, 0]
+
+
+def test_serving_refuses_a_run_whose_weights_do_not_fit_its_labels(
     tiny_run: Path, tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import dataclasses
@@ -83,20 +90,24 @@ def test_serving_refuses_a_run_with_other_labels_clearly(
     shutil.copytree(tiny_run, run)
     (slice_file,) = (run / "checkpoints").glob("slice_best*")
     spec = dataclasses.replace(read_spec(slice_file), labels=("hemorrhage",))
-    save_model(slice_file, load_file(str(slice_file)), spec)
+    save_model(slice_file, load_file(str(slice_file)), spec)  # six outputs, one label
     # Inference, the web app and the DICOM node all load runs through ich.runs.load.
-    with pytest.raises(CheckpointError, match=r"\['hemorrhage'\].*six-label runs only"):
+    with pytest.raises(CheckpointError, match="weights do not fit"):
         Predictor.from_run(run)
     out = tmp_path / "sub.csv"
     assert main(["predict", str(run), str(tiny_cache), "--out", str(out)]) != 0
-    assert "six-label runs only" in capsys.readouterr().err
+    assert "weights do not fit" in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_explore_refuses_other_label_sets_clearly(tmp_path: Path) -> None:
-    from ich.explore.core import collect
+def test_an_ensemble_of_runs_with_different_labels_is_refused(
+    make_run, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    from ich.errors import CheckpointError
+    from ich.inference import Predictor
 
-    (tmp_path / "images").mkdir()
-    csv = _csv(tmp_path, pd.DataFrame({"file": ["a"], "hemorrhage": [1]}))
-    with pytest.raises(LabelsError, match=r"labels \['hemorrhage'\]"):
-        collect(tmp_path / "images", csv, workers=1, progress=False)
+    six = make_run(tmp_path / "six", LABELS, sequence=False)
+    one = make_run(tmp_path / "one", ("hemorrhage",), sequence=False)
+    assert Predictor.from_run(one, engine="torch").labels == ("hemorrhage",)
+    with pytest.raises(CheckpointError, match="predict different labels"):
+        Predictor.from_run([six, one], engine="torch")

@@ -51,8 +51,11 @@ def test_conflicting_duplicates_and_missing_labels_are_errors() -> None:
         long_to_wide(_long([*rows, ("ID_a_any", 1)]))
     with pytest.raises(LabelsError, match="lack some labels"):
         long_to_wide(_long([*rows[:-1], ("ID_b_any", 0)]))
-    with pytest.raises(LabelsError, match="ID_<image>_<label>"):
-        long_to_wide(_long([("ID_a_bleed", 1)]))
+    with pytest.raises(LabelsError, match="mix RSNA names"):  # a typo among the six
+        long_to_wide(_long([*rows, ("ID_a_bleed", 1)]))
+    for bad in ("ID_a_sub-dural", "nounderscore"):
+        with pytest.raises(LabelsError, match="ID_<image>_<label>"):
+            long_to_wide(_long([(bad, 1)]))
 
 
 def test_submission_is_clipped_long_and_atomic(tmp_path: Path) -> None:

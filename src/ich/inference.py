@@ -108,6 +108,14 @@ class Predictor:
         tta_views(tta)  # ValueError unless one of TTA_CHOICES
         self.members = [m if isinstance(m, Member) else Member(m.run_dir, [m]) for m in runs]
         self.device, self.tta, self.batch_size = device, tta, batch_size
+        label_sets = {tuple(r.spec.labels): r.run_dir for r in self.runs}
+        if len(label_sets) > 1:
+            # Averaging columns that mean different things would be silently wrong.
+            raise CheckpointError(
+                "the ensemble's runs predict different labels ("
+                + "; ".join(f"{d}: {', '.join(ls)}" for ls, d in label_sets.items())
+                + "): combine only runs trained on the same label set"
+            )
 
     @classmethod
     def from_run(
@@ -144,7 +152,7 @@ class Predictor:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """The output names of the first run's slice CNN, in column order (its ModelSpec)."""
+        """The output names of every run (they share them), in column order (its ModelSpec)."""
         return tuple(self.runs[0].spec.labels)
 
     @property

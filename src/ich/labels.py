@@ -8,6 +8,7 @@ one column per label in :data:`LABELS` order.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,25 +43,34 @@ def label_weights(labels: Sequence[str] = LABELS) -> np.ndarray:
     Raises:
         LabelsError: No label, or a label named twice.
     """
-    names = list(labels)
-    if not names or len(set(names)) != len(names):
-        raise LabelsError(f"label names must be non-empty and distinct, got {names}")
+    names = check_label_names(labels)
     return np.array([2.0 if n == "any" else 1.0 for n in names])
 
 
-def require_rsna_labels(wide: pd.DataFrame, source: str) -> None:
-    """Refuse a label table whose labels are not the six :data:`LABELS`, where a consumer
-    (the preprocessing cache, for now) still stores exactly those six.
+#: What a label name may look like: it becomes a CSV column (``p_<label>``), the tail of a
+#: Kaggle row id (``ID_<image>_<label>``, split at the last underscore) and a URL segment.
+LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
+def check_label_names(labels: Sequence[str], source: str = "labels") -> tuple[str, ...]:
+    """Validate a run's or a file's label names and return them as a tuple.
 
     Raises:
-        LabelsError: naming the file and the label set found.
+        LabelsError: No label, a repeated name, or a name that is not letters and digits
+            (an underscore would make ``ID_<image>_<label>`` ambiguous).
     """
-    if list(wide.columns) != list(LABELS):
+    names = tuple(str(n) for n in labels)
+    if not names or len(set(names)) != len(names):
         raise LabelsError(
-            f"{source}: labels {list(wide.columns)}: the cache stores the six RSNA labels "
-            f"({', '.join(LABELS)}) only for now; other label sets are read and validated "
-            "but cannot be prepared yet"
+            f"{source}: label names must be non-empty and distinct, got {list(names)}"
         )
+    bad = [n for n in names if not LABEL_NAME.fullmatch(n)]
+    if bad:
+        raise LabelsError(
+            f"{source}: label name(s) {bad} must be letters and digits, starting with a letter "
+            "(they become CSV columns and the <label> of ID_<image>_<label>): rename the columns"
+        )
+    return names
 
 
 #: Clip applied to submitted probabilities (the evaluation clips at 1e-7; 1e-6 is safer).
@@ -70,7 +80,7 @@ SUBMISSION_EPS = 1e-6
 def split_long_id(long_id: str) -> tuple[str, str]:
     """Split ``ID_000039fa0_subdural`` into (``ID_000039fa0``, ``subdural``)."""
     image_id, sep, label = long_id.rpartition("_")
-    if not sep or label not in LABELS:
+    if not sep or not image_id or not LABEL_NAME.fullmatch(label):
         raise LabelsError(f"{long_id!r} is not of the form ID_<image>_<label> with a known label")
     return image_id, label
 
@@ -154,16 +164,25 @@ def long_to_wide(long: pd.DataFrame, source: str = "labels", soft: bool = False)
     """Convert ``ID,Label`` rows to one row per image and one column per label.
 
     Duplicate rows (present in the RSNA stage-2 CSV) are dropped when they agree and rejected
-    when they conflict. Images that lack any of the six labels (e.g. a missing ``any`` row) are
-    rejected, as are values outside {0, 1} (outside [0, 1] with ``soft``).
+    when they conflict. The labels are the six RSNA labels, or the user's own names (e.g.
+    ``ID_<image>_hemorrhage`` rows); subsets of the six are written as wide tables. Images that
+    lack one of the labels (e.g. a missing ``any`` row) are rejected, as are values outside
+    {0, 1} (outside [0, 1] with ``soft``).
 
     Returns:
         int8 columns, or float32 with ``soft``.
     """
     parts = long["ID"].astype(str).str.rsplit("_", n=1, expand=True)
-    if parts.shape[1] != 2 or not parts[1].isin(LABELS).all():
-        bad = long["ID"][~parts[1].isin(LABELS)].iloc[0] if parts.shape[1] == 2 else long["ID"][0]
+    ok = (parts[1].str.fullmatch(LABEL_NAME.pattern).fillna(False).astype(bool)
+          if parts.shape[1] == 2 else pd.Series(False, index=long.index))
+    if not ok.all():
+        bad = long["ID"][~ok].iloc[0]
         raise LabelsError(f"{source}: ID {bad!r} is not of the form ID_<image>_<label>")
+    names = label_names_of(list(dict.fromkeys(parts[1])), source)
+    if set(names) <= set(LABELS):
+        # Kaggle's long files carry the six labels: a missing one (a lost "any" row) is an
+        # error, not a subset (subsets are written as wide tables).
+        names = LABELS
     frame = pd.DataFrame({"image_id": parts[0], "label": parts[1], "value": long["Label"]})
     if frame["value"].isna().any():
         raise LabelsError(f"{source}: empty Label values")
@@ -172,16 +191,14 @@ def long_to_wide(long: pd.DataFrame, source: str = "labels", soft: bool = False)
         dup = frame[frame.duplicated(["image_id", "label"])].iloc[0]
         raise LabelsError(f"{source}: conflicting values for {dup.image_id}_{dup.label}")
     wide = frame.pivot(index="image_id", columns="label", values="value")
-    for name in LABELS:  # a label with no row at all leaves no column
-        if name not in wide.columns:
-            wide[name] = np.nan
+    wide = wide.reindex(columns=list(names))
     missing = wide.isna().any(axis=1)
     if missing.any():
         n, example = int(missing.sum()), wide.index[missing][0]
-        lacks = [name for name in LABELS if pd.isna(wide.loc[example, name])]
+        lacks = [name for name in names if pd.isna(wide.loc[example, name])]
         raise LabelsError(f"{source}: {n} image(s) lack some labels, e.g. {example} has no "
                           f"row for {', '.join(lacks)}")
-    wide = _check_values(wide[list(LABELS)], source, soft)
+    wide = _check_values(wide, source, soft)
     wide.columns.name = None
     wide.index.name = "image_id"
     return wide.sort_index()
@@ -232,6 +249,7 @@ def label_names_of(columns: Sequence[str], source: str = "labels") -> tuple[str,
     bad += [c for c in cols if c.rpartition(".")[2].isdigit() and c.rpartition(".")[0] in cols]
     if bad or len(set(cols)) != len(cols):
         raise LabelsError(f"{source}: label columns need distinct, non-empty names, got {cols}")
+    check_label_names(cols, source)
     if set(cols) == set(LABELS):
         return LABELS
     unknown = [c for c in cols if c not in LABELS]

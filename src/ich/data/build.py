@@ -51,7 +51,7 @@ from ich.data.workers import (
     can_fork,
 )
 from ich.errors import CacheError
-from ich.labels import labels_digest, match_files, read_labels, require_rsna_labels
+from ich.labels import LABELS, labels_digest, match_files, read_labels
 
 #: Files per chunk unless the folder is small (see :func:`auto_chunk_size`).
 DEFAULT_CHUNK_SIZE = 1024
@@ -219,8 +219,6 @@ def build_cache(
         raise CacheError(f"shard {index}/{n_shards}: expected 0 <= I < N")
     # Every check that can fail runs before anything is written (no half-made cache folder).
     labels = read_labels(labels_csv, soft=soft_labels) if labels_csv is not None else None
-    if labels is not None:
-        require_rsna_labels(labels, str(labels_csv))
     if images is not None:
         spec = images.spec(spec)
         files = list_image_files(root)
@@ -303,7 +301,6 @@ def finalize_cache(
     if labels is not None and not isinstance(labels, pd.DataFrame):
         labels_csv = labels_csv or labels
         labels = read_labels(labels, soft=soft_labels)
-        require_rsna_labels(labels, str(labels_csv))
     manifest = json.loads((out / "build.json").read_text())
     if n_chunks is None:
         n_chunks = len(list((out / "chunks").glob("*.parquet")))
@@ -311,12 +308,14 @@ def finalize_cache(
     catalog = assemble_catalog(tables, labels)
     write_parquet_atomic(catalog, out / "catalog.parquet")
     ok = int((catalog["status"] == "ok").sum())
+    names = [str(c) for c in labels.columns] if labels is not None else list(LABELS)
     info = {
         "format": CACHE_FORMAT, "spec": manifest["spec"], "spec_key": manifest["spec_key"],
         "chunk_size": manifest["chunk_size"], "chunks": n_chunks,
         "counts": {"files": len(catalog), "ok": ok, "error": len(catalog) - ok},
         "labels_csv": str(labels_csv) if labels_csv else None,
-        "has_labels": bool(ok) and bool(catalog.loc[: ok - 1, "any"].notna().all()),
+        "label_names": names,
+        "has_labels": bool(ok) and bool(catalog.loc[: ok - 1, names].notna().all(axis=None)),
         "labels_digest": labels_digest(labels) if labels is not None else None,
         "soft_labels": bool(soft_labels),
     }

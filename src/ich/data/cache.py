@@ -80,7 +80,9 @@ class SliceCache:
         self.catalog: pd.DataFrame = cat.reset_index(drop=True)
         self._chunk = self.catalog["chunk"].to_numpy(dtype=np.int64)
         self._row = self.catalog["row"].to_numpy(dtype=np.int64)
-        self._labels = self.catalog[list(LABELS)].to_numpy(dtype=np.float32)
+        # Caches made before label sets were free hold the six RSNA labels.
+        self.label_names: tuple[str, ...] = tuple(info.get("label_names", LABELS))
+        self._labels = self.catalog[list(self.label_names)].to_numpy(dtype=np.float32)
         series = self.catalog["series_instance_uid"].astype(str).to_numpy()
         starts = np.r_[True, series[1:] != series[:-1]] if len(series) else np.zeros(0, bool)
         start_pos = np.flatnonzero(starts)
@@ -132,7 +134,7 @@ class SliceCache:
 
     @property
     def labels(self) -> np.ndarray:
-        """float32 (N, 6) in :data:`ich.labels.LABELS` order; NaN where unlabelled."""
+        """float32 (N, K), one column per :attr:`label_names` entry; NaN where unlabelled."""
         return self._labels
 
     @property

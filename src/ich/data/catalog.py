@@ -10,7 +10,8 @@ Columns (see also ``docs`` in ``ich.data.cache``):
   when absent);
 * ``slice_index``, ``z``, ``z_spacing``, ``n_slices``, ``ordered_by`` from
   :func:`ich.dicom.series.order_catalog` (``-1``/NaN/``""`` on error rows);
-* the six label columns named as :data:`ich.labels.LABELS` (float32, NaN when unlabelled);
+* one column per label, named as in the label file (the six :data:`ich.labels.LABELS` when
+  there is none; float32, NaN when unlabelled); ``cache.json`` lists them as ``label_names``;
 * ``chunk`` and ``row``: where the image lives (``chunks/<chunk>.npy[row]``; ``-1`` on errors).
 
 Rows are built as plain dicts per file (cheap) and written as one Arrow table per chunk, so no
@@ -39,7 +40,6 @@ from ich.labels import (
     LABELS,
     labels_digest,
     read_labels,
-    require_rsna_labels,
     strip_extension,
 )
 
@@ -223,7 +223,12 @@ def _add_order(frame: pd.DataFrame) -> pd.DataFrame:
 def _add_labels(frame: pd.DataFrame, labels: Path | pd.DataFrame | None) -> pd.DataFrame:
     """Label columns (float32; NaN for images absent from the labels, or with none).
 
-    ``labels`` is a label CSV or a table already validated by :func:`ich.labels.read_labels`.
+    ``labels`` is a label CSV or a table already validated by :func:`ich.labels.read_labels`;
+    its columns (the six RSNA labels, a subset or the user's own) become the catalog's label
+    columns. Without labels the catalog gets the six RSNA columns, all NaN.
+
+    Raises:
+        CacheError: A label named like a catalog column (``path``, ``z``, ...).
     """
     out = frame
     if labels is None:
@@ -231,9 +236,11 @@ def _add_labels(frame: pd.DataFrame, labels: Path | pd.DataFrame | None) -> pd.D
             out[name] = np.float32(np.nan)
         return out
     wide = (labels if isinstance(labels, pd.DataFrame) else read_labels(labels)).astype(np.float32)
-    require_rsna_labels(wide, str(labels) if isinstance(labels, Path) else "labels")
+    clash = [name for name in wide.columns if name in out.columns]
+    if clash:
+        raise CacheError(f"label column(s) {clash} have the name of a catalog column: rename them")
     joined = wide.reindex([strip_extension(i) for i in out["image_id"]])
-    for name in LABELS:
+    for name in wide.columns:
         out[name] = joined[name].to_numpy(dtype=np.float32)
     return out
 

@@ -34,6 +34,13 @@ LABEL_COLORS: dict[str, str] = {
     "subarachnoid": "#9467bd",
     "subdural": "#ff7f0e",
 }
+#: Colours for labels of other label sets (a user's ``hemorrhage``, ...), in turn.
+OTHER_COLORS: tuple[str, ...] = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+
+
+def label_color(name: str, k: int = 0) -> str:
+    """The colour of label ``name`` (the ``k``-th of its run) in every plot."""
+    return LABEL_COLORS.get(name, OTHER_COLORS[k % len(OTHER_COLORS)])
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:

@@ -26,7 +26,7 @@ from ich.explore.scan import (
     scan_pixels,
     stable_key,
 )
-from ich.labels import LABELS, SUBTYPES, read_labels, require_rsna_labels
+from ich.labels import LABELS, read_labels
 
 #: Thumbnails per category in the image grids.
 EXAMPLES_PER_CATEGORY = 6
@@ -45,20 +45,21 @@ def _join_labels(ok: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _pick_examples(
-    ok: pd.DataFrame, labelled: bool, n: int = EXAMPLES_PER_CATEGORY
+    ok: pd.DataFrame, label_names: tuple[str, ...], n: int = EXAMPLES_PER_CATEGORY
 ) -> dict[str, list[str]]:
     """Paths of grid examples per category, picked by a hash of the image id (deterministic).
 
-    With labels: each subtype (slices positive for it) and negatives (``any`` = 0); without
-    labels: a sample of slices. Examples are spread over series where possible, so one large
+    With labels: each label but ``any`` (slices positive for it; ``any`` too when it is the
+    only one) and negatives (every label 0); without labels (empty ``label_names``): a sample
+    of slices. Examples are spread over series where possible, so one large
     series does not fill a whole row.
     """
     keyed = ok.assign(_key=ok["image_id"].map(stable_key)).sort_values("_key")
     cats: dict[str, pd.DataFrame] = {}
-    if labelled:
-        for sub in SUBTYPES:
-            cats[sub] = keyed[keyed[sub] == 1]
-        cats["negative"] = keyed[keyed["any"] == 0]
+    if label_names:
+        for name in [n for n in label_names if n != "any"] or list(label_names):
+            cats[name] = keyed[keyed[name] == 1]
+        cats["negative"] = keyed[(keyed[list(label_names)] == 0).all(axis=1)]
     else:
         cats["sample"] = keyed
     out: dict[str, list[str]] = {}
@@ -107,13 +108,12 @@ def collect(
     files = list_dicom_files(dicom_dir)
     headers = scan_headers(files, workers, progress)
     labels = read_labels(labels_csv) if labels_csv is not None else None
-    if labels is not None:  # the report's label sections use the six RSNA labels
-        require_rsna_labels(labels, str(labels_csv))
     if headers.empty:
         headers = pd.DataFrame(columns=["path", "image_id", "status", "error"])
     ok = _join_labels(headers[headers["status"] == "ok"].copy(), labels)
-    labelled = labels is not None and bool(ok["any"].notna().any())
-    picks = _pick_examples(ok, labelled) if len(ok) else {}
+    names = tuple(str(c) for c in labels.columns) if labels is not None else ()
+    labelled = bool(names) and bool(ok[names[0]].notna().any())
+    picks = _pick_examples(ok, names if labelled else ()) if len(ok) else {}
     hist, n_hist, px_fail, thumbs = _sample_pixels(ok, picks, sample, workers, progress)
     ids = dict(zip(ok["path"], ok["image_id"], strict=True))
     examples = {

@@ -14,8 +14,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from ich.dicom.windowing import WINDOWS, Window, apply_window
-from ich.eval.plots import LABEL_COLORS, save_figure
-from ich.labels import LABELS
+from ich.eval.plots import label_color, save_figure
 
 _WINDOW_COLORS = {
     "brain": "#1f77b4",
@@ -90,9 +89,9 @@ def fig_hu_histogram(edges: np.ndarray, hist: np.ndarray, n_slices: int, path: P
 def fig_label_counts(counts: Mapping[str, int], n_images: int, path: Path) -> Path:
     """Positive slices per label, with the share of labelled slices."""
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
-    names = list(LABELS)[::-1]
-    values = [counts.get(n, 0) for n in names]
-    ax.barh(names, values, color=[LABEL_COLORS[n] for n in names])
+    names = list(counts)[::-1]
+    values = [counts[n] for n in names]
+    ax.barh(names, values, color=[label_color(n, k) for k, n in enumerate(names)])
     for i, v in enumerate(values):
         share = 100 * v / n_images if n_images else 0
         ax.text(v, i, f"  {v:,} ({share:.1f}%)", va="center", fontsize=9)
@@ -102,7 +101,7 @@ def fig_label_counts(counts: Mapping[str, int], n_images: int, path: Path) -> Pa
     return save_figure(fig, path)
 
 
-def fig_cooccurrence(matrix: np.ndarray, path: Path) -> Path:
+def fig_cooccurrence(matrix: np.ndarray, names: Sequence[str], path: Path) -> Path:
     """Co-occurrence heatmap: slices positive for both labels (diagonal = label count)."""
     fig, ax = plt.subplots(figsize=(6.8, 5.6))
     shown = np.log1p(matrix.astype(float))
@@ -113,8 +112,8 @@ def fig_cooccurrence(matrix: np.ndarray, path: Path) -> Path:
             ax.text(
                 j, i, f"{int(matrix[i, j]):,}", ha="center", va="center", fontsize=9, color=color
             )
-    ax.set_xticks(range(len(LABELS)), LABELS, rotation=35, ha="right")
-    ax.set_yticks(range(len(LABELS)), LABELS)
+    ax.set_xticks(range(len(names)), list(names), rotation=35, ha="right")
+    ax.set_yticks(range(len(names)), list(names))
     ax.set_title("Label co-occurrence (slices positive for both)")
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cbar.set_label("log(1 + count)")
@@ -147,7 +146,7 @@ def fig_image_grid(
     )
     for r, cat in enumerate(cats):
         items = list(examples[cat])[:columns]
-        color = LABEL_COLORS.get(cat, "#1d2733")
+        color = "#1d2733" if cat in ("negative", "sample") else label_color(cat, r)
         for c in range(columns):
             ax = axes[r][c]
             ax.set_axis_off()

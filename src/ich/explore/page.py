@@ -159,20 +159,21 @@ def _series_section(ok: pd.DataFrame, out: Path) -> list[str]:
 def _label_section(data: ExploreData, ok: pd.DataFrame, out: Path) -> list[str]:
     if data.labels is None:
         return ["<h2>Labels</h2><p class='muted'>No label CSV given (use --labels).</p>"]
-    lab = ok.dropna(subset=["any"])
+    names = [str(c) for c in data.labels.columns]
+    lab = ok.dropna(subset=names[:1])
     res = [
         "<h2>Labels</h2>",
         f"<p>{esc(data.labels_path)}: {len(data.labels):,} images labelled, "
         f"{len(lab):,} of them among the readable files here; "
-        f"{int(ok['any'].isna().sum()):,} readable files without labels.</p>",
+        f"{int(ok[names[0]].isna().sum()):,} readable files without labels.</p>",
     ]
     if lab.empty:
         return res
-    y = lab[list(LABELS)].to_numpy(dtype=np.int64)
-    counts = {name: int(y[:, j].sum()) for j, name in enumerate(LABELS)}
-    rows = [[name, counts[name], f"{100 * counts[name] / len(y):.2f}%"] for name in LABELS]
+    y = lab[names].to_numpy(dtype=np.int64)
+    counts = {name: int(y[:, j].sum()) for j, name in enumerate(names)}
+    rows = [[name, counts[name], f"{100 * counts[name] / len(y):.2f}%"] for name in names]
     f1 = fig_label_counts(counts, len(y), out / "label_counts.png")
-    f2 = fig_cooccurrence(y.T @ y, out / "label_cooccurrence.png")
+    f2 = fig_cooccurrence(y.T @ y, names, out / "label_cooccurrence.png")
     res += [
         table(["label", "positive slices", "share"], rows),
         "<div class='grid2'>",
@@ -191,7 +192,7 @@ def _grid_section(data: ExploreData, out: Path) -> list[str]:
         "<h2>Image grids</h2>",
         "<p class='muted'>"
         + (
-            "Up to 6 slices per subtype (and negatives), "
+            "Up to 6 slices per label (and negatives), "
             if labelled
             else "Sampled slices (no labels), "
         )

@@ -76,6 +76,7 @@ class SequenceModel(nn.Module):
         hidden: Width of the projection and of the per-slice representation.
         layers: RNN / transformer layers.
         dropout: Dropout after the projection and between layers.
+        num_labels: Outputs per slice and per study (the run's labels).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class SequenceModel(nn.Module):
         hidden: int = 128,
         layers: int = 2,
         dropout: float = 0.2,
+        num_labels: int = len(LABELS),
     ) -> None:
         super().__init__()
         if kind not in ("gru", "lstm", "transformer"):
@@ -112,14 +114,15 @@ class SequenceModel(nn.Module):
                 dropout=dropout if layers > 1 else 0.0,
             )
         self.norm = nn.LayerNorm(hidden)
-        self.slice_head = nn.Linear(hidden, len(LABELS))
-        self.study_head = nn.Linear(2 * hidden, len(LABELS))
+        self.num_labels = num_labels
+        self.slice_head = nn.Linear(hidden, num_labels)
+        self.study_head = nn.Linear(2 * hidden, num_labels)
 
     def model_args(self) -> dict[str, object]:
         """Keyword arguments that rebuild this architecture (for checkpoints)."""
         return {
             "in_dim": self.in_dim, "kind": self.kind, "hidden": self.hidden,
-            "layers": self.layers, "dropout": self.dropout_p,
+            "layers": self.layers, "dropout": self.dropout_p, "num_labels": self.num_labels,
         }
 
     def _encode(self, h: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

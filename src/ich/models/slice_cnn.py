@@ -111,9 +111,12 @@ class SliceModel(nn.Module):
         drop_rate: float = 0.0,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
+        num_labels: int = len(LABELS),
     ) -> None:
         super().__init__()
         check_backbone(backbone)
+        if num_labels < 1:
+            raise ConfigError(f"num_labels must be >= 1, got {num_labels}")
         if in_chans < 1:
             raise ConfigError(f"in_chans must be >= 1, got {in_chans}")
         self.backbone_name = backbone
@@ -127,7 +130,7 @@ class SliceModel(nn.Module):
         width: Any = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.embed_dim = int(width)
         self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(self.embed_dim, len(LABELS))
+        self.classifier = nn.Linear(self.embed_dim, num_labels)
         self.init_source: InitSource = "timm" if use_timm else "scratch"
         imagenet = use_timm
         if weights is not None:
@@ -273,12 +276,12 @@ class SliceModel(nn.Module):
         return out
 
     def head(self, emb: torch.Tensor) -> torch.Tensor:
-        """Six logits from embeddings: (B, D) -> (B, 6), in ``ich.LABELS`` order."""
+        """Logits from embeddings: (B, D) -> (B, K), one per label of the run, in its order."""
         out: torch.Tensor = self.classifier(self.dropout(emb))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, 6) for a batch of slices (B, C, H, W)."""
+        """Logits (B, K) for a batch of slices (B, C, H, W)."""
         return self.head(self.embed(x))
 
     def model_args(self) -> dict[str, Any]:
@@ -290,6 +293,7 @@ class SliceModel(nn.Module):
             "backbone": self.backbone_name,
             "in_chans": self.in_chans,
             "drop_rate": float(self.dropout.p),
+            "num_labels": int(self.classifier.out_features),
         }
 
 

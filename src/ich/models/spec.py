@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from ich.data.datasets import ChannelSpec
 from ich.data.preprocess import PreprocessSpec
-from ich.errors import CheckpointError
-from ich.labels import LABELS
+from ich.errors import CheckpointError, LabelsError
+from ich.labels import check_label_names
 from ich.models.sequence import SequenceKind
 
 #: Format tag of the spec JSON; bumped when a field changes meaning.
@@ -119,6 +119,10 @@ class ModelSpec:
             raise CheckpointError("a sequence ModelSpec needs sequence_arch")
         if len(self.mean) != len(self.std):
             raise CheckpointError(f"mean {self.mean} and std {self.std} differ in length")
+        try:
+            check_label_names(self.labels, "model spec")
+        except LabelsError as exc:
+            raise CheckpointError(str(exc)) from exc
 
     @property
     def channels(self) -> ChannelSpec:
@@ -163,17 +167,6 @@ class ModelSpec:
         if data:
             raise CheckpointError(f"{where}: unknown model spec keys {sorted(data)}")
         return spec
-
-    def check_labels(self, where: str) -> None:
-        """Refuse a model whose outputs are not ``ich.LABELS`` in order: prediction, the web
-        app and the DICOM node (which all load runs through :mod:`ich.runs.load`) serve
-        six-label runs only for now, and must say so rather than mislabel outputs."""
-        if list(self.labels) != list(LABELS):
-            raise CheckpointError(
-                f"{where}: the run's labels {list(self.labels)} are not the six RSNA labels "
-                f"({', '.join(LABELS)}) in this order: ich predict, the web app and the DICOM "
-                "node serve six-label runs only for now"
-            )
 
 
 def _sub(cls: type[Any], data: dict[str, Any] | None) -> Any:

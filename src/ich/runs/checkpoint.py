@@ -96,7 +96,7 @@ def load_slice_model(path: Path | str) -> tuple[SliceModel, ModelSpec]:
     try:
         model = SliceModel(
             arch.backbone, arch.in_chans, drop_rate=arch.drop_rate,
-            mean=spec.mean or None, std=spec.std or None,
+            mean=spec.mean or None, std=spec.std or None, num_labels=len(spec.labels),
         )
     finally:
         log.setLevel(level)
@@ -110,7 +110,7 @@ def load_sequence_model(path: Path | str) -> tuple[SequenceModel, ModelSpec]:
     if spec.kind != "sequence" or spec.sequence_arch is None:
         raise CheckpointError(f"{path}: a {spec.kind!r} model file, expected 'sequence'")
     a = spec.sequence_arch
-    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout)
+    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels))
     _load_state(model, state, path)
     return model.eval(), spec
 

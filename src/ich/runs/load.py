@@ -105,7 +105,7 @@ def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto")
     ``"auto"`` takes ONNX Runtime on the CPU when it is installed.
 
     Raises:
-        CheckpointError: No model file, a fold set given as one run, labels out of order.
+        CheckpointError: No model file, or a fold set given as one run.
     """
     run_dir = Path(run_dir)
     if is_fold_set(run_dir):
@@ -116,7 +116,6 @@ def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto")
             f"{run_dir}: no checkpoints/slice_best{MODEL_SUFFIX}; is this an `ich train` run?"
         )
     slice_model, spec = load_slice_model(slice_path)
-    spec.check_labels(str(slice_path))
     seq_path = model_file(run_dir, SEQUENCE_FILES)
     seq_model, seq_spec = load_sequence_model(seq_path) if seq_path else (None, None)
     slice_model = slice_model.to(device)

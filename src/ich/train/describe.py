@@ -13,7 +13,6 @@ from ich.config import RunConfig, config_to_dict
 from ich.data.cache import SliceCache
 from ich.data.datasets import ChannelSpec
 from ich.dicom.windowing import resolve_windows
-from ich.labels import LABELS
 from ich.models.slice_cnn import SliceModel
 from ich.models.spec import ModelSpec, Provenance, SequenceArch, SliceArch, config_hash
 from ich.runs.embed import FEATURES
@@ -38,10 +37,11 @@ def provenance(cfg: RunConfig) -> Provenance:
 
 
 def _inputs(cfg: RunConfig, cache: SliceCache) -> dict[str, Any]:
-    """What both stages' specs share: labels, how the input is made, provenance."""
+    """What both stages' specs share: labels (the cache's, from its label file), how the input
+    is made, provenance."""
     windows = resolve_windows(tuple(cfg.data.windows))
     return {
-        "labels": tuple(LABELS),
+        "labels": tuple(cache.label_names),
         "windows": tuple((w.name, float(w.center), float(w.width)) for w in windows),
         "offsets": tuple(int(o) for o in cfg.data.offsets),
         "input_size": int(cfg.data.input_size),
