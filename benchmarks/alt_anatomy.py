@@ -13,9 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from alt_lesions import SUBTYPES, draw_lesion, extra_axial, paint_lesions
+from alt_shapes import (
+    angle_diff,
+    ball,
+    calcifications,
+    dome,
+    posterior_fossa,
+    segment,
+    skull_base,
+    zw,
+)
 from scipy.ndimage import gaussian_filter
-
-SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 
 Arr = np.ndarray
 
@@ -97,7 +106,8 @@ def draw_patient(rng: np.random.Generator, size: int, subtypes: list[str], seed:
     header = {"storage": storage, "tilt": float(rng.uniform(0, 22)) if rng.random() < 0.6 else 0.0,
               "descending": bool(rng.random() < 0.3), "pad": bool(rng.random() < 0.4),
               "multi_window": bool(rng.random() < 0.5), "fov": fov, "seed": seed,
-              "index": index, "cy": float(cy), "kernel": "SOFT" if noise["kernel_mm"] > 0.8 else "SHARP"}
+              "index": index, "cy": float(cy),
+              "kernel": "SOFT" if noise["kernel_mm"] > 0.8 else "SHARP"}
     entropy = [f"alt-{seed}-{index}"]
     p = Patient(size=size, spacing=spacing, x=x, y=y, xi=xi.astype(np.float32),
                 yi=yi.astype(np.float32), a=rng.uniform(68, 78), b=b,
@@ -109,86 +119,10 @@ def draw_patient(rng: np.random.Generator, size: int, subtypes: list[str], seed:
                 series_uid=generate_uid(entropy_srcs=[*entropy, "series"]))
     if rng.random() < 0.06:
         p.motion = {int(k) for k in rng.choice(len(slice_z), size=3, replace=False)}
-    p.lesions = [_draw_lesion(rng, kind, p) for kind in subtypes]
+    p.lesions = [draw_lesion(rng, kind, p) for kind in subtypes]
     if "intraparenchymal" in subtypes and rng.random() < 0.3:
-        p.lesions.append(_draw_lesion(rng, "intraparenchymal", p))
+        p.lesions.append(draw_lesion(rng, "intraparenchymal", p))
     return p
-
-
-def _draw_lesion(rng: np.random.Generator, kind: str, p: Patient) -> dict[str, Any]:
-    """One lesion's parameters (angles in the head frame, z as a fraction of the height)."""
-    side = rng.choice([0.0, np.pi])
-    if kind == "subdural":
-        small = rng.random() < 0.15
-        state = str(rng.choice(["acute", "chronic", "mixed"], p=[0.65, 0.2, 0.15]))
-        return {"kind": kind, "theta": side + rng.uniform(-0.7, 0.7), "hw": rng.uniform(0.5, 1.1),
-                "tc": rng.uniform(0.4, 0.75), "hz": rng.uniform(0.05, 0.08) if small
-                else rng.uniform(0.12, 0.28), "tmax": rng.uniform(2.5, 4) if small
-                else rng.uniform(4, 14), "state": state,
-                "value": rng.uniform(10, 24) if state == "chronic" else rng.uniform(55, 85)}
-    if kind == "epidural":
-        return {"kind": kind, "theta": rng.uniform(0, 2 * np.pi), "hw": rng.uniform(0.25, 0.45),
-                "tc": rng.uniform(0.4, 0.75), "hz": rng.uniform(0.07, 0.14),
-                "tmax": rng.uniform(8, 22), "value": rng.uniform(60, 90),
-                "fracture": bool(rng.random() < 0.5)}
-    if kind == "intraparenchymal":
-        small = rng.random() < 0.3
-        r0 = rng.uniform(3, 5) if small else rng.uniform(7, 18)
-        if rng.random() < 0.5:  # basal ganglia / thalamus
-            s = rng.choice([-1, 1])
-            c = np.array([s * rng.uniform(12, 24), rng.uniform(-8, 10), rng.uniform(0.38, 0.5)])
-        else:  # lobar: 20-35 mm under the inner table
-            ang, t = rng.uniform(0, 2 * np.pi), rng.uniform(0.45, 0.8)
-            rad = 0.62 * p.b * _dome(t) - rng.uniform(10, 25)
-            c = np.array([np.cos(ang) * rad * p.a / p.b, np.sin(ang) * rad, t])
-        n = 1 if small else int(rng.integers(2, 5))
-        balls = [(c[0] + rng.normal(0, r0 * 0.4), c[1] + rng.normal(0, r0 * 0.4),
-                  c[2] * p.height + rng.normal(0, r0 * 0.3), r0 * rng.uniform(0.6, 1.0))
-                 for _ in range(n)]
-        return {"kind": kind, "balls": balls, "value": rng.uniform(58, 85),
-                "edema": rng.uniform(12, 22) if rng.random() < 0.7 else None,
-                "hct": bool(r0 > 12 and rng.random() < 0.4)}
-    if kind == "intraventricular":
-        return {"kind": kind, "tc": rng.uniform(0.42, 0.5), "hz": rng.uniform(0.08, 0.16),
-                "level": rng.uniform(12, 30), "cast": bool(rng.random() < 0.35),
-                "value": rng.uniform(55, 80)}
-    sites = [str(s) for s in ("sulci", "sylvian", "cisterns") if rng.random() < 0.5] or ["sulci"]
-    return {"kind": kind, "sites": sites, "theta": rng.uniform(0, 2 * np.pi),
-            "hw": rng.uniform(0.4, 1.2), "tc": rng.uniform(0.45, 0.85), "hz": rng.uniform(0.08, 0.22),
-            "side": float(rng.choice([-1, 1])), "value": rng.uniform(50, 75)}
-
-
-def _dome(t: float) -> float:
-    """In-plane scale of the head at height fraction ``t`` (widest just above the ears)."""
-    return float(np.sqrt(max(0.02, 1 - ((t - 0.38) / 0.66) ** 2)))
-
-
-def _ball(x: Arr, y: Arr, cx: float, cy: float, sigma: float) -> Arr:
-    """A Gaussian metaball of width ``sigma`` (mm) centred at (cx, cy)."""
-    return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma * sigma))
-
-
-def _zw(t: float, tc: float, tw: float) -> float:
-    """Weight of a structure centred at height ``tc`` with half-width ``tw`` (fractions)."""
-    return float(np.exp(-(((t - tc) / tw) ** 2)))
-
-
-def _segment(x: Arr, y: Arr, p0: tuple[float, float], p1: tuple[float, float]) -> Arr:
-    """Distance (mm) from each pixel to the segment p0-p1."""
-    vx, vy = p1[0] - p0[0], p1[1] - p0[1]
-    u = np.clip(((x - p0[0]) * vx + (y - p0[1]) * vy) / (vx * vx + vy * vy), 0, 1)
-    return np.hypot(x - p0[0] - u * vx, y - p0[1] - u * vy)
-
-
-def _air_cells(x: Arr, y: Arr, period: float) -> Arr:
-    """Air cells with thin bone septa: True where air."""
-    u = x * np.pi / period + 0.9 * np.sin(y * 0.37)
-    v = y * np.pi / period + 0.9 * np.sin(x * 0.41)
-    return (np.abs(np.sin(u)) > 0.22) & (np.abs(np.sin(v)) > 0.22)
-
-
-def _angle_diff(theta: Arr, theta0: float) -> Arr:
-    return np.abs(np.angle(np.exp(1j * (theta - theta0))))
 
 
 def _ventricles(p: Patient, x: Arr, y: Arr, t: float) -> Arr:
@@ -201,39 +135,13 @@ def _ventricles(p: Patient, x: Arr, y: Arr, t: float) -> Arr:
               (30, -8, 0.3, 0.04, 1.5 + 2 * p.atrophy)]
     f = np.zeros_like(x)
     for px, py, tc, tw, sg in points:
-        w = _zw(t, tc, tw)
+        w = zw(t, tc, tw)
         if w > 0.05:
             for s in (-1, 1):
-                f += w * _ball(x, y, s * (px + 2 * p.atrophy), py, sg * grow)
-    f += 0.9 * _zw(t, 0.15, 0.05) * _ball(x, y, 0, 12 + 0.1 * p.b, 4 * grow)
+                f += w * ball(x, y, s * (px + 2 * p.atrophy), py, sg * grow)
+    f += 0.9 * zw(t, 0.15, 0.05) * ball(x, y, 0, 12 + 0.1 * p.b, 4 * grow)
     third = (np.abs(x) < 1 + 2.5 * p.atrophy) & (y > -14) & (y < 8) & (0.32 < t < 0.45)
     return (f > 0.5) | third
-
-
-def _extra_axial(p: Patient, theta: Arr, t: float) -> tuple[Arr, Arr, Arr, float]:
-    """Thickness maps (mm) of subdural and epidural collections at this level, and the
-    midline shift they cause (mm, positive = to the patient's left)."""
-    sdh, edh = np.zeros_like(theta), np.zeros_like(theta)
-    fracture = np.zeros(theta.shape, bool)
-    push = 0.0
-    for les in p.lesions:
-        if les["kind"] not in ("subdural", "epidural"):
-            continue
-        u = 1 - ((t - les["tc"]) / les["hz"]) ** 2
-        if u <= 0:
-            continue
-        da = _angle_diff(theta, les["theta"])
-        if les["kind"] == "subdural":  # crescent: long, thin, cosine-tapered
-            a = np.clip(1 - da / les["hw"], 0, 1)
-            thick = les["tmax"] * np.sqrt(u) * np.sin(np.pi / 2 * a) ** 0.7
-            sdh = np.maximum(sdh, thick)
-        else:  # lens: short, thick, parabolic (biconvex)
-            thick = les["tmax"] * np.sqrt(np.clip(u - (da / les["hw"]) ** 2, 0, None))
-            edh = np.maximum(edh, thick)
-            if les["fracture"] and u > 0.5:
-                fracture |= da < 0.025
-        push -= np.sign(np.cos(les["theta"])) * 0.35 * les["tmax"] * np.sqrt(u)
-    return sdh, edh, fracture, float(np.clip(push, -12, 12))
 
 
 def _render(p: Patient, z: float) -> tuple[Arr, dict[str, Arr], Arr]:
@@ -245,10 +153,10 @@ def _render(p: Patient, z: float) -> tuple[Arr, dict[str, Arr], Arr]:
     radius = (c**p.power + s**p.power) ** (-1 / p.power)
     for k, amp, ph in p.harmonics:
         radius = radius * (1 + amp * np.cos(k * theta + ph))
-    dome = _dome(t)
-    slope = abs(_dome(t + 0.01) - _dome(t - 0.01)) / 0.02 * p.b / p.height
+    scale = dome(t)
+    slope = abs(dome(t + 0.01) - dome(t - 0.01)) / 0.02 * p.b / p.height
     bone = p.bone * min(4.0, float(np.sqrt(1 + slope**2)))  # obliquely cut bone looks thicker
-    depth = radius * dome - r  # mm below the scalp surface
+    depth = radius * scale - r  # mm below the scalp surface
     out = np.full(x.shape, -1000.0, np.float32)
     # headrest (image frame): a curved plastic shell on foam, under the back of the head
     shell = p.header["cy"] + p.b + 10 + p.xi**2 / 260
@@ -256,18 +164,18 @@ def _render(p: Patient, z: float) -> tuple[Arr, dict[str, Arr], Arr]:
     out[(p.yi > shell - 10) & (p.yi < shell - 2.5) & (np.abs(p.xi) < 85)] = -820
     if p.calc["scalp_hematoma"] is not None and t > 0.3:  # not intracranial: never labelled
         th0, hw, tmax, val = p.calc["scalp_hematoma"]
-        bulge = tmax * np.clip(1 - (_angle_diff(theta, th0) / hw) ** 2, 0, None) * (t < 0.85)
+        bulge = tmax * np.clip(1 - (angle_diff(theta, th0) / hw) ** 2, 0, None) * (t < 0.85)
         out[(depth < 0) & (depth > -bulge)] = val
     head = depth > 0
     out[head] = p.hu["scalp"]
-    sdh, edh, fracture, push = _extra_axial(p, theta, t)
+    sdh, edh, fracture, push = extra_axial(p, theta, t)
     inner = depth - p.scalp - bone  # depth below the inner table
     u = np.clip((depth - p.scalp) / bone, 0, 1)
     skull = head & (depth > p.scalp) & (inner <= 0) & ~fracture
     out[skull] = (p.hu["diploe"] + (p.hu["table"] - p.hu["diploe"]) * (2 * u - 1) ** 2)[skull]
     cranial = inner > 0
     # the face and anterior skull base take the front of the lowest levels
-    y_face = -p.b * dome * (0.35 - 2.5 * max(0.0, 0.2 - t)) if t < 0.2 else -1e9
+    y_face = -p.b * scale * (0.35 - 2.5 * max(0.0, 0.2 - t)) if t < 0.2 else -1e9
     face = cranial & (y < y_face)
     brain = cranial & ~face
     dbrain = inner - sdh - edh  # the brain is pushed in by extra-axial blood
@@ -282,22 +190,22 @@ def _render(p: Patient, z: float) -> tuple[Arr, dict[str, Arr], Arr]:
     sphase = np.abs(np.sin(phase))
     grey = brain & ((dcx < 2.8) | ((sphase < ws + 0.3) & (dcx < sdepth + 2.5)))
     out[grey] = p.hu["gm"]
-    nuclei = sum(_zw(t, tc, tw) * _ball(xm, y, sx * px, py, sg)
+    nuclei = sum(zw(t, tc, tw) * ball(xm, y, sx * px, py, sg)
                  for px, py, tc, tw, sg in ((12, -18, 0.47, 0.07, 5), (21, -4, 0.41, 0.06, 7),
                                             (9, 8, 0.39, 0.05, 7.5)) for sx in (-1, 1))
     out[brain & (np.asarray(nuclei) > 0.5)] = p.hu["gm"] + 2
     sulci = brain & supra & (sphase < ws) & (dcx < sdepth) | brain & (dbrain < rim)
     fissure = brain & (t > 0.3) & (np.abs(xm) < 0.8 + 2 * p.atrophy)
     sylvian = brain & (0.3 < t < 0.42) & (np.minimum(
-        _segment(xm, y, (18, -4), (60, -14)), _segment(xm, y, (-18, -4), (-60, -14)))
+        segment(xm, y, (18, -4), (60, -14)), segment(xm, y, (-18, -4), (-60, -14)))
         < 1 + 1.5 * p.atrophy)
-    cisterns = brain & (((0.24 < t < 0.3) & (_ball(xm, y, 0, -8, 6) > 0.5))
+    cisterns = brain & (((0.24 < t < 0.3) & (ball(xm, y, 0, -8, 6) > 0.5))
                         | ((0.26 < t < 0.33) & (np.abs(np.hypot(xm, y - 2) - 13) < 1.5))
-                        | ((0.3 < t < 0.36) & (_ball(xm, y, 0, 16, 3) > 0.5)))
+                        | ((0.3 < t < 0.36) & (ball(xm, y, 0, 16, 3) > 0.5)))
     vent = brain & _ventricles(p, xm, y, t)
     out[sulci | fissure | sylvian | cisterns | vent] = p.hu["csf"]
-    _posterior_fossa(p, out, brain, x, y, t)
-    _skull_base(p, out, face, cranial, x, y, t, dome)
+    posterior_fossa(p, out, brain, x, y, t)
+    skull_base(p, out, face, cranial, x, y, t, scale)
     # falx, sinuses, tentorium: thin normal hyperdensities
     if t > 0.3:
         falx_here = brain & ((np.abs(y) > 35) | (t > 0.6))
@@ -307,134 +215,16 @@ def _render(p: Patient, z: float) -> tuple[Arr, dict[str, Arr], Arr]:
         (y > 0) | (t > 0.55))
     transverse = brain & (0.17 < t < 0.26) & (inner < 4) & (y > 0.3 * p.b)
     out[sinus | transverse] = p.hu["sinus"]
-    _calcifications(p, out, brain, xm, y, t)
-    masks = _lesions(p, out, brain, sdh, edh, inner, xm, y, t, vent, sulci, sylvian, cisterns,
+    calcifications(p, out, brain, xm, y, t)
+    masks = paint_lesions(p, out, brain, sdh, edh, inner, xm, y, t, vent, sulci, sylvian, cisterns,
                      theta)
     # beam hardening: bright rim under the inner table, cupping, Hounsfield bar
     rimw = np.exp(-np.clip(inner, 0, None) / 1.2) * cranial
-    out += (p.noise["rim"] * rimw - p.noise["cup"] * (1 - (r / np.maximum(radius * dome, 1)) ** 2)
+    out += (p.noise["rim"] * rimw - p.noise["cup"] * (1 - (r / np.maximum(radius * scale, 1)) ** 2)
             * brain).astype(np.float32)
     if 0.12 < t < 0.22:
         out[brain & (np.abs(y - 4) < 4) & (np.abs(x) < 30)] -= 14
     return out, masks, head
-
-
-def _posterior_fossa(p: Patient, out: Arr, brain: Arr, x: Arr, y: Arr, t: float) -> None:
-    """Cerebellum with folia, brainstem, tentorium below the supratentorial brain."""
-    if t > 0.33:
-        return
-    y_tent = 10 + 0.45 * np.abs(x) - 120 * max(0.0, 0.27 - t)
-    if t < 0.27:
-        pf = brain & (y > y_tent)
-        folia = np.abs(np.sin(0.9 * np.hypot(x, y - p.b * 0.4))) < 0.1 + 0.15 * p.atrophy
-        out[pf] = p.hu["gm"] - 2
-        out[pf & folia] = p.hu["wm"] - 4
-    stem = (_zw(t, 0.29, 0.05) * _ball(x, y, 0, 2, 11) + _zw(t, 0.18, 0.06) * _ball(x, y, 0, -2, 13)
-            + _zw(t, 0.07, 0.05) * _ball(x, y, 0, 2, 9))
-    out[brain & (stem > 0.5)] = p.hu["stem"]
-    fourth = brain & (_zw(t, 0.15, 0.05) * _ball(x, y, 0, 12 + 0.1 * p.b, 4) > 0.45)
-    out[fourth] = p.hu["csf"]
-    if 0.2 < t < 0.3:
-        w = np.exp(-(((y - y_tent) / 0.9) ** 2)) * brain
-        out[:] = out * (1 - w) + p.hu["falx"] * w
-
-
-def _skull_base(p: Patient, out: Arr, face: Arr, cranial: Arr, x: Arr, y: Arr, t: float,
-                dome: float) -> None:
-    """Orbits, ethmoid/sphenoid air, petrous bone, mastoid cells, clivus, sella, basilar."""
-    if t > 0.26:
-        return
-    out[face] = p.hu["scalp"] + 5
-    gy = -0.72 * p.b * dome
-    for sx in (-1, 1):
-        if 0.05 < t < 0.21:
-            rg = 11 * np.sqrt(max(0.0, 1 - ((t - 0.13) / 0.08) ** 2))
-            globe = face & (_ball(x, y, sx * 30, gy, rg / 1.18) > 0.5)
-            fat = face & (_segment(x, y, (sx * 30, gy + 4), (sx * 12, gy + 34)) < 9) & ~globe
-            out[fat] = -100
-            out[globe] = 10
-            if 0.11 < t < 0.15:
-                out[face & ((x - sx * 30) ** 2 / 16 + (y - gy + rg - 2) ** 2 / 3 < 1)] = 110
-        if 0.1 < t < 0.24:
-            petrous = cranial & (_segment(x, y, (sx * 55, 20), (sx * 14, -6)) < 5)
-            out[petrous] = 1500
-        if 0.08 < t < 0.2:
-            mastoid = cranial & (_ball(x, y, sx * 52, 28, 9) > 0.5)
-            out[mastoid] = np.where(_air_cells(x, y, 3.5), -900, 600)[mastoid]
-    ethmoid = face & (np.abs(x) < 12) & (y < -30)
-    out[ethmoid] = np.where(_air_cells(x, y, 4.0), -950, 700)[ethmoid]
-    if t < 0.14:
-        sph = cranial & (np.abs(x) < 16) & (y > -30) & (y < -12)
-        out[sph] = np.where(_air_cells(x, y, 6.0), -950, 800)[sph]
-    if t < 0.2:
-        out[cranial & (np.abs(x) < 7) & (y > -18 + 40 * (0.2 - t)) & (y < -6)] = 1300
-        out[~face & cranial & (np.abs(y - (-p.b * dome * (0.35 - 2.5 * (0.2 - t)))) < 2.5)] = 900
-    if 0.2 < t < 0.24:
-        out[cranial & (np.abs(np.hypot(x, y + 16) - 6) < 1.2) & (y > -16)] = 800
-    if 0.12 < t < 0.26:
-        out[cranial & (_ball(x, y, 0, -9, 1.6) > 0.5)] = 45
-
-
-def _calcifications(p: Patient, out: Arr, brain: Arr, xm: Arr, y: Arr, t: float) -> None:
-    """Pineal, choroid plexus, pallidal and falx calcifications (normal, never labelled)."""
-    cal = p.calc
-    if cal["pineal"] and abs(t - 0.38) < 0.03:
-        out[brain & (_ball(xm, y, 0, 12, 2.5) > 0.5)] = cal["pineal"]
-    for sx in (-1, 1):
-        if cal["choroid"] and abs(t - 0.46) < 0.035:
-            out[brain & (_ball(xm, y, sx * 18, 24, 2.2) > 0.5)] = cal["choroid"]
-        if cal["pallidal"] and abs(t - 0.41) < 0.03:
-            out[brain & (_ball(xm, y, sx * 17, -3, 2.0) > 0.5)] = cal["pallidal"]
-    for py, tc, rad, val in cal["falx"]:
-        if abs(t - tc) < rad / p.height:
-            out[brain & (_ball(xm, y, 0, py, rad / 1.18) > 0.5)] = val
-
-
-def _lesions(p: Patient, out: Arr, brain: Arr, sdh: Arr, edh: Arr, inner: Arr, xm: Arr, y: Arr,
-             t: float, vent: Arr, sulci: Arr, sylvian: Arr, cisterns: Arr, theta: Arr
-             ) -> dict[str, Arr]:
-    """Paint the hemorrhages of this level into ``out`` and return their masks."""
-    masks = {k: np.zeros(out.shape, bool) for k in SUBTYPES}
-    cranial_brain = brain & (inner > 0)
-    z = t * p.height
-    for les in p.lesions:
-        kind = les["kind"]
-        if kind == "subdural":
-            m = cranial_brain & (inner < sdh) & (sdh > 0.3)
-            if les["state"] == "mixed" and m.any():  # hypodense, a dependent acute layer
-                out[m] = np.where(y > np.median(y[m]), 65, les["value"] * 0.3)[m]
-            else:
-                out[m] = les["value"]
-        elif kind == "epidural":
-            m = cranial_brain & (inner < edh) & (edh > 0.3)
-            out[m] = les["value"]
-        elif kind == "intraparenchymal":
-            f = sum(np.exp(-((xm - bx) ** 2 + (y - by) ** 2 + (z - bz) ** 2) / (2 * (br / 1.4) ** 2))
-                    for bx, by, bz, br in les["balls"])
-            f = np.asarray(f)
-            m = cranial_brain & (f > 0.6)
-            if les["edema"] is not None:
-                out[cranial_brain & (f > 0.22) & ~m] = les["edema"]
-            if les["hct"] and m.any():
-                out[m] = np.where(y > np.mean(y[m]), les["value"] + 10, 45)[m]
-            else:
-                out[m] = les["value"]
-        elif kind == "intraventricular":
-            if abs(t - les["tc"]) > les["hz"]:
-                continue
-            m = vent & ((y > les["level"]) | les["cast"])
-            out[m] = les["value"]
-        else:
-            m = np.zeros(out.shape, bool)
-            if "sulci" in les["sites"] and abs(t - les["tc"]) < les["hz"]:
-                m |= sulci & (_angle_diff(theta, les["theta"]) < les["hw"])
-            if "sylvian" in les["sites"]:
-                m |= sylvian & (np.sign(xm) == les["side"])
-            if "cisterns" in les["sites"]:
-                m |= cisterns
-            out[m] = les["value"]
-        masks[kind] |= m
-    return masks
 
 
 def render_slice(p: Patient, z: float, rng: np.random.Generator, index: int = -1
@@ -459,6 +249,6 @@ def render_slice(p: Patient, z: float, rng: np.random.Generator, index: int = -1
             hu += (rng.choice([-1, 1]) * p.noise["streak"] * np.exp(-((dist / 1.5) ** 2))
                    * head).astype(np.float32)
     if index in p.motion:
-        shift = max(1, int(round(2.0 / p.spacing)))
+        shift = max(1, round(2.0 / p.spacing))
         hu = (hu + np.roll(hu, shift, axis=1) + np.roll(hu, -shift, axis=0)) / 3
     return hu.astype(np.float32), masks

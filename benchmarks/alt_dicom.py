@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from alt_anatomy import Patient
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from alt_anatomy import Patient
 from ich.atomic import atomic_path
 
 #: (0028,0101) Bits Stored, (0028,0103) Pixel Representation, Rescale Intercept, padding HU.

@@ -41,8 +41,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from alt_anatomy import SUBTYPES, Patient, draw_patient, render_slice  # noqa: E402
-from alt_dicom import write_slice  # noqa: E402
+from alt_anatomy import SUBTYPES, Patient, draw_patient, render_slice
+from alt_dicom import write_slice
 
 LABELS = ("any", *SUBTYPES)
 
@@ -52,15 +52,15 @@ MIN_AREA_MM2 = 4.0
 
 def _subtype_plan(studies: int, rng: np.random.Generator, bleed_frac: float) -> list[list[str]]:
     """Which subtypes each study gets: every subtype appears when >= 2 studies bleed."""
-    n_bleed = max(1, int(round(bleed_frac * studies))) if studies else 0
-    which = rng.choice(studies, size=n_bleed, replace=False) if studies else []
+    n_bleed = max(1, round(bleed_frac * studies)) if studies else 0
+    which = rng.choice(studies, size=n_bleed, replace=False) if studies else np.zeros(0, int)
     plan: list[list[str]] = [[] for _ in range(studies)]
     order = list(rng.permutation(SUBTYPES))
     for k, kind in enumerate(order):  # spread the five subtypes over the bleeding studies
         plan[int(which[k % n_bleed])].append(str(kind))
     # RSNA-like relative frequencies for the extras (epidural rare).
     weights = np.array([0.02, 0.27, 0.18, 0.25, 0.33])
-    for i in which[5:] if n_bleed > 5 else []:
+    for i in which[5:]:
         extra = rng.choice(SUBTYPES, size=rng.integers(1, 3), replace=False, p=weights)
         plan[int(i)] = sorted(set(plan[int(i)]) | {str(e) for e in extra})
     return plan
