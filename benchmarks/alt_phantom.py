@@ -59,7 +59,8 @@ def _subtype_plan(studies: int, rng: np.random.Generator, bleed_frac: float) -> 
     for k, kind in enumerate(order):  # spread the five subtypes over the bleeding studies
         plan[int(which[k % n_bleed])].append(str(kind))
     # RSNA-like relative frequencies for the extras (epidural rare).
-    weights = np.array([0.02, 0.27, 0.18, 0.25, 0.33])
+    weights = np.array([0.4, 4.8, 3.5, 4.8, 6.3])
+    weights = weights / weights.sum()
     for i in which[5:]:
         extra = rng.choice(SUBTYPES, size=rng.integers(1, 3), replace=False, p=weights)
         plan[int(i)] = sorted(set(plan[int(i)]) | {str(e) for e in extra})
