@@ -111,7 +111,7 @@ def draw_patient(rng: np.random.Generator, size: int, subtypes: list[str], seed:
     entropy = [f"alt-{seed}-{index}"]
     p = Patient(size=size, spacing=spacing, x=x, y=y, xi=xi.astype(np.float32),
                 yi=yi.astype(np.float32), a=rng.uniform(68, 78), b=b,
-                power=rng.uniform(2.1, 2.8), harmonics=harmonics, scalp=rng.uniform(4, 7),
+                power=rng.uniform(2.0, 2.5), harmonics=harmonics, scalp=rng.uniform(4, 7),
                 bone=rng.uniform(4.5, 7), height=height, thickness=thickness, slice_z=slice_z,
                 atrophy=atrophy, hu=hu, noise=noise, calc=calc, lesions=[], header=header,
                 patient_id=f"ALT{seed:02d}{index:04d}",
@@ -175,8 +175,10 @@ def _render(p: Patient, z: float) -> tuple[Arr, dict[str, Arr], Arr]:
     out[skull] = (p.hu["diploe"] + (p.hu["table"] - p.hu["diploe"]) * (2 * u - 1) ** 2)[skull]
     cranial = inner > 0
     # the face and anterior skull base take the front of the lowest levels
+    # (a curved floor: the middle cranial fossae reach further forward than the midline)
     y_face = -p.b * scale * (0.35 - 2.5 * max(0.0, 0.2 - t)) if t < 0.2 else -1e9
-    face = cranial & (y < y_face)
+    y_floor = y_face + 12 * np.exp(-((x / 22) ** 2)) - 10 * np.exp(-(((np.abs(x) - 40) / 18) ** 2))
+    face = cranial & (y < y_floor)
     brain = cranial & ~face
     dbrain = inner - sdh - edh  # the brain is pushed in by extra-axial blood
     xm = x - push * np.exp(-((y / 70) ** 2))  # midline shift, largest at the centre
@@ -205,7 +207,7 @@ def _render(p: Patient, z: float) -> tuple[Arr, dict[str, Arr], Arr]:
     vent = brain & _ventricles(p, xm, y, t)
     out[sulci | fissure | sylvian | cisterns | vent] = p.hu["csf"]
     posterior_fossa(p, out, brain, x, y, t)
-    skull_base(p, out, face, cranial, x, y, t, scale)
+    skull_base(p, out, face, cranial, x, y, t, scale, y_floor)
     # falx, sinuses, tentorium: thin normal hyperdensities
     if t > 0.3:
         falx_here = brain & ((np.abs(y) > 35) | (t > 0.6))

@@ -69,8 +69,9 @@ def posterior_fossa(p: Patient, out: Arr, brain: Arr, x: Arr, y: Arr, t: float) 
 
 
 def skull_base(p: Patient, out: Arr, face: Arr, cranial: Arr, x: Arr, y: Arr, t: float,
-                dome: float) -> None:
-    """Orbits, ethmoid/sphenoid air, petrous bone, mastoid cells, clivus, sella, basilar."""
+               dome: float, y_floor: Arr) -> None:
+    """Orbits, ethmoid/sphenoid air, petrous bone, mastoid cells, clivus, sella, basilar
+    (``y_floor``: the bony floor between the face and the cranial fossae)."""
     if t > 0.26:
         return
     out[face] = p.hu["scalp"] + 5
@@ -97,7 +98,7 @@ def skull_base(p: Patient, out: Arr, face: Arr, cranial: Arr, x: Arr, y: Arr, t:
         out[sph] = np.where(air_cells(x, y, 6.0), -950, 800)[sph]
     if t < 0.2:
         out[cranial & (np.abs(x) < 7) & (y > -18 + 40 * (0.2 - t)) & (y < -6)] = 1300
-        out[~face & cranial & (np.abs(y - (-p.b * dome * (0.35 - 2.5 * (0.2 - t)))) < 2.5)] = 900
+        out[~face & cranial & (np.abs(y - y_floor) < 2.5)] = 900
     if 0.2 < t < 0.24:
         out[cranial & (np.abs(np.hypot(x, y + 16) - 6) < 1.2) & (y > -16)] = 800
     if 0.12 < t < 0.26:

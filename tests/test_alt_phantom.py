@@ -17,7 +17,7 @@ from ich.data.cache import SliceCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from alt_phantom import LABELS, generate  # noqa: E402
+from alt_phantom import LABELS, generate
 
 SUBTYPES = LABELS[1:]
 
