@@ -26,7 +26,7 @@ def draw_lesion(rng: np.random.Generator, kind: str, p: Patient) -> dict[str, An
         state = str(rng.choice(["acute", "chronic", "mixed"], p=[0.65, 0.2, 0.15]))
         return {"kind": kind, "theta": side + rng.uniform(-0.7, 0.7), "hw": rng.uniform(0.5, 1.1),
                 "tc": rng.uniform(0.4, 0.75), "hz": rng.uniform(0.05, 0.08) if small
-                else rng.uniform(0.12, 0.28), "tmax": rng.uniform(2.5, 4) if small
+                else rng.uniform(0.1, 0.22), "tmax": rng.uniform(2.5, 4) if small
                 else rng.uniform(4, 14), "state": state,
                 "value": rng.uniform(10, 24) if state == "chronic" else rng.uniform(55, 85)}
     if kind == "epidural":
@@ -36,7 +36,7 @@ def draw_lesion(rng: np.random.Generator, kind: str, p: Patient) -> dict[str, An
                 "fracture": bool(rng.random() < 0.5)}
     if kind == "intraparenchymal":
         small = rng.random() < 0.3
-        r0 = rng.uniform(3, 5) if small else rng.uniform(7, 18)
+        r0 = rng.uniform(3, 5) if small else rng.uniform(8, 20)
         if rng.random() < 0.5:  # basal ganglia / thalamus
             s = rng.choice([-1, 1])
             c = np.array([s * rng.uniform(12, 24), rng.uniform(-8, 10), rng.uniform(0.38, 0.5)])
@@ -52,7 +52,7 @@ def draw_lesion(rng: np.random.Generator, kind: str, p: Patient) -> dict[str, An
                 "edema": rng.uniform(12, 22) if rng.random() < 0.7 else None,
                 "hct": bool(r0 > 12 and rng.random() < 0.4)}
     if kind == "intraventricular":
-        return {"kind": kind, "tc": rng.uniform(0.42, 0.5), "hz": rng.uniform(0.08, 0.16),
+        return {"kind": kind, "tc": rng.uniform(0.42, 0.5), "hz": rng.uniform(0.1, 0.2),
                 "level": rng.uniform(12, 30), "cast": bool(rng.random() < 0.35),
                 "value": rng.uniform(55, 80)}
     sites = [str(s) for s in ("sulci", "sylvian", "cisterns") if rng.random() < 0.5] or ["sulci"]

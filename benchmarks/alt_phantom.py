@@ -51,18 +51,21 @@ MIN_AREA_MM2 = 4.0
 
 
 def _subtype_plan(studies: int, rng: np.random.Generator, bleed_frac: float) -> list[list[str]]:
-    """Which subtypes each study gets: every subtype appears when >= 2 studies bleed."""
+    """Which subtypes each study gets: every bleeding study at least one, every subtype appears
+    when >= 2 studies bleed."""
     n_bleed = max(1, round(bleed_frac * studies)) if studies else 0
     which = rng.choice(studies, size=n_bleed, replace=False) if studies else np.zeros(0, int)
     plan: list[list[str]] = [[] for _ in range(studies)]
     order = list(rng.permutation(SUBTYPES))
     for k, kind in enumerate(order):  # spread the five subtypes over the bleeding studies
         plan[int(which[k % n_bleed])].append(str(kind))
-    # RSNA-like relative frequencies for the extras (epidural rare).
+    # Co-occurring extras with RSNA-like relative frequencies (epidural rare): in RSNA the
+    # subtype rates add up to ~1.4x the "any" rate.
     weights = np.array([0.4, 4.8, 3.5, 4.8, 6.3])
     weights = weights / weights.sum()
-    for i in which[5:]:
-        extra = rng.choice(SUBTYPES, size=rng.integers(1, 3), replace=False, p=weights)
+    for i in which:
+        n_extra = int(rng.choice([0, 1, 2], p=[0.25, 0.45, 0.3])) + (not plan[int(i)])
+        extra = rng.choice(SUBTYPES, size=n_extra, replace=False, p=weights)
         plan[int(i)] = sorted(set(plan[int(i)]) | {str(e) for e in extra})
     return plan
 
