@@ -73,6 +73,10 @@ def write_slice(path: Path, patient: Patient, k: int, hu: np.ndarray) -> None:
     ds.SeriesInstanceUID = patient.series_uid
     ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[*entropy, "frame"])
     ds.SeriesNumber = 2
+    ds.AcquisitionNumber = 1
+    ds.PatientPosition = "HFS"
+    ds.Laterality = ""
+    ds.PositionReferenceIndicator = ""
     ds.InstanceNumber = n - k if h["descending"] else k + 1
     ds.ImagePositionPatient = [round(float(v), 4) for v in position]
     ds.ImageOrientationPatient = [round(float(v), 6) for v in (*row, *col)]

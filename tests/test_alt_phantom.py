@@ -3,6 +3,8 @@ accepts with its labels, every subtype over a small cohort, deterministic per se
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,6 +71,10 @@ def test_headers_are_valid_ct(alt_cohort: tuple[Path, pd.DataFrame]) -> None:
         hu = first.pixel_array * float(first.RescaleSlope) + float(first.RescaleIntercept)
         assert hu.min() < -500 and hu.max() > 700  # air and bone
     assert len(seen_storage) >= 2  # signed and unsigned storage both occur
+    if shutil.which("dciodvfy"):  # dicom3tools: the CT Image IOD's required attributes
+        path = out / "images" / f"{frame['image_id'].iloc[0]}.dcm"
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        assert "Error" not in report.stdout + report.stderr
 
 
 @pytest.mark.slow
