@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from ich.labels import LABELS
+from ich.labels import LABELS, check_label_names
 
 LOCAL_SCHEME = "99ICH"
 
@@ -57,6 +57,26 @@ FINDING_CODES: dict[str, LabelCode] = {
                           "local code (SNOMED CT code not yet verified)"),
 }
 assert tuple(FINDING_CODES) == LABELS
+
+
+def finding_code(label: str) -> LabelCode:
+    """The finding code of any label a run may predict.
+
+    The six RSNA labels keep their pinned codes above. Any other label (a run trained on its own
+    label set, e.g. a single ``hemorrhage`` or a challenge's subset) gets a code in the local
+    scheme ``99ICH`` whose value and meaning are the label name itself: a receiver sees plainly
+    that it is this project's own concept, never a SNOMED CT meaning guessed for it.
+
+    Raises:
+        LabelsError: the label is not a valid label name (letters and digits).
+    """
+    known = FINDING_CODES.get(label)
+    if known is not None:
+        return known
+    check_label_names((label,))
+    # SH (code value) holds at most 16 characters; the full name is the code meaning (LO, 64).
+    return LabelCode(label, Code(label[:16], LOCAL_SCHEME, label[:64]),
+                     "local code: a label of the run's own label set")
 
 PRESENT = codes.SCT.Present  # SCT 52101004
 ABSENT = codes.SCT.Absent  # SCT 272519000
