@@ -32,7 +32,7 @@ from ich.net.selection import SelectionRules, SeriesDecision, select_series
 from ich.net.sr import OUT_OF_DOMAIN_NOTE, TriageResult, build_sr
 from ich.net.state import Instance, NodeState
 from ich.web.ingest import ingest
-from ich.web.predictor import DEFAULT_THRESHOLD, PredictorLike, run_thresholds, triage_label
+from ich.web.predictor import DEFAULT_THRESHOLD, PredictorLike, run_thresholds, triage_name
 from ich.web.views import result_labels
 
 log = logging.getLogger("ich.net")
@@ -310,8 +310,8 @@ def _key_images(state: NodeState, series: list[_SeriesResult], probs: np.ndarray
                     heat = predictor.heatmap(hu, label, neighbours)
             except Exception as exc:  # the key image is still useful without the overlay
                 log.warning("heatmap failed: %s", type(exc).__name__)
-        top = triage_label(s.labels) or "max"
-        title = f"slice {i + 1}/{len(s.sops)}: p({top}) {p_top:.2f}, heatmap {label}"
+        title = (f"slice {i + 1}/{len(s.sops)}: p({triage_name(s.labels)}) {p_top:.2f}, "
+                 f"heatmap {label}")
         warning = _key_warning(s)
         out.append((s.sops[i], render_key_image(hu, heat, s.slice_probs[i], title, warning,
                                                 s.labels), warning))

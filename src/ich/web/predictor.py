@@ -89,6 +89,11 @@ def triage_label(labels: Sequence[str]) -> str | None:
     return "any" if "any" in labels else None
 
 
+def triage_name(labels: Sequence[str]) -> str:
+    """What the triage score is called: ``any``, the one label of a one-label run, or ``max``."""
+    return triage_label(labels) or (labels[0] if len(labels) == 1 else "max")
+
+
 def triage_score(probabilities: Mapping[str, float] | None) -> float | None:
     """The number a worklist sorts by: p(any), or the maximum over the labels without ``any``;
     None before results."""
