@@ -29,6 +29,10 @@ def test_finding_code_for_any_label() -> None:
                                                                "hemorrhage")
     with pytest.raises(LabelsError):
         codes.finding_code("not a label")
+    # Code Value is SH (16 characters): long names that share a prefix still differ.
+    a, b = (codes.finding_code(f"chronicsubdural{n}").code for n in ("left", "right"))
+    assert len(a.value) <= 16 and len(b.value) <= 16 and a.value != b.value
+    assert a.meaning == "chronicsubduralleft"
 
 
 def _findings(sr: pydicom.Dataset) -> dict[str, str]:

@@ -20,6 +20,7 @@ wrong SNOMED meaning. Sources checked:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from pydicom.sr.codedict import codes
@@ -74,8 +75,11 @@ def finding_code(label: str) -> LabelCode:
     if known is not None:
         return known
     check_label_names((label,))
-    # SH (code value) holds at most 16 characters; the full name is the code meaning (LO, 64).
-    return LabelCode(label, Code(label[:16], LOCAL_SCHEME, label[:64]),
+    # (0008,0100) Code Value is SH (16 characters): a longer name keeps 10 of them and a digest
+    # of the whole, so two long names never share a code; the meaning (LO, 64) is the name.
+    value = label if len(label) <= 16 else (
+        label[:10] + hashlib.sha256(label.encode()).hexdigest()[:6])
+    return LabelCode(label, Code(value, LOCAL_SCHEME, label[:64]),
                      "local code: a label of the run's own label set")
 
 PRESENT = codes.SCT.Present  # SCT 52101004

@@ -232,7 +232,7 @@ def build_sr(
     sr.SeriesDescription = "ich hemorrhage triage (research use only)"
     scheme = Dataset()  # declare the local coding scheme (PS3.3 C.12.1.1.2)
     scheme.CodingSchemeDesignator = codes.LOCAL_SCHEME
-    scheme.CodingSchemeName = "ich local codes for hemorrhage subtypes"
+    scheme.CodingSchemeName = "ich local codes for hemorrhage findings and run labels"
     scheme.CodingSchemeResponsibleOrganization = "ich project"
     sr.CodingSchemeIdentificationSequence = [scheme]
     sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: the notice has an em dash, names may too
