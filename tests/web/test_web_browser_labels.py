@@ -44,7 +44,7 @@ def _options(page: Any, select: str) -> list[str]:
 
 
 def test_viewer_shows_the_runs_one_label(one_label_server: str, page: Any,
-                                         phantom: list[list[Path]]) -> None:
+                                         phantom: list[list[Path]], tmp_path: Path) -> None:
     server = one_label_server
     r = httpx.post(server + "/api/studies", files=as_files(phantom[0]), timeout=60)
     assert r.status_code == 201, r.text
@@ -60,6 +60,7 @@ def test_viewer_shows_the_runs_one_label(one_label_server: str, page: Any,
     page.select_option("#flag-filter", "hemorrhage")
     page.wait_for_function("() => document.querySelector('#worklist-count').textContent "
                            "=== '1 study'")
+    page.screenshot(path=str(tmp_path / "worklist.png"))
     page.click(f"#worklist-body tr[data-id='{sid}']")
     page.wait_for_selector("#chart polyline")
     assert page.locator("#chart polyline").count() == 1
@@ -74,3 +75,4 @@ def test_viewer_shows_the_runs_one_label(one_label_server: str, page: Any,
     with page.expect_response(lambda resp: "heatmap.png?label=hemorrhage" in resp.url) as got:
         page.check("#heat-toggle")
     assert got.value.status == 200
+    page.screenshot(path=str(tmp_path / "viewer.png"))
