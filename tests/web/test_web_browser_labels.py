@@ -57,6 +57,8 @@ def test_viewer_shows_the_runs_one_label(one_label_server: str, page: Any,
                            ".some(b => b.textContent === 'done')", timeout=30000)
     chip = page.inner_text(f"#worklist-body tr[data-id='{sid}'] .chip")
     assert chip == "hemorrhage"  # flagged at the run's threshold, named by the run's label
+    # The ranking bar is highlighted at the run's threshold (1e-6), not at 0.5.
+    assert page.locator(f"#worklist-body tr[data-id='{sid}'] .pbar i.hi").count() == 1
     page.select_option("#flag-filter", "hemorrhage")
     page.wait_for_function("() => document.querySelector('#worklist-count').textContent "
                            "=== '1 study'")

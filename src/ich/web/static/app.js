@@ -31,6 +31,8 @@ function scoreName(labels) {
   return labels.includes("any") ? "any" : labels.length === 1 ? labels[0] : "max";
 }
 function threshold(l) { return S.thresholds[l] ?? 0.5; }
+// The threshold of the ranking number: that of "any" or of a one-label run's label, else 0.5.
+function scoreThreshold() { const n = scoreName(S.labels); return n === "max" ? 0.5 : threshold(n); }
 function labelsOf(probs) { return probs ? Object.keys(probs) : S.labels; }
 function setLabelOptions(sel, options) {
   const keep = sel.value;
@@ -136,7 +138,7 @@ function outOfDomain(s) {
 
 function pbar(p) {
   if (p == null) return '<span class="muted">–</span>';
-  const cls = p >= 0.5 ? "hi" : p >= 0.2 ? "mid" : "";
+  const t = scoreThreshold(), cls = p >= t ? "hi" : p >= 0.4 * t ? "mid" : "";
   return `<div class="pbar"><div class="bar"><i class="${cls}" style="width:${(100 * p).toFixed(1)}%"></i></div>` +
     `<span class="mono">${pct(p)}</span></div>`;
 }
@@ -348,7 +350,7 @@ function drawTops() {
   const ranked = S.slices.map((s, i) => [score(s.probabilities) ?? -1, i]).filter(([p]) => p >= 0)
     .sort((a, b) => b[0] - a[0]).slice(0, 5);
   $("top-slices").innerHTML = ranked.map(([p, i]) =>
-    `<button type="button" data-index="${i}">#${i + 1} <b class="${p >= 0.5 ? "hi" : ""}">${pct(p)}</b></button>`).join("") ||
+    `<button type="button" data-index="${i}">#${i + 1} <b class="${p >= scoreThreshold() ? "hi" : ""}">${pct(p)}</b></button>`).join("") ||
     '<span class="muted">results pending</span>';
   for (const b of $("top-slices").querySelectorAll("button")) b.onclick = () => showSlice(+b.dataset.index);
 }
