@@ -112,12 +112,15 @@ def run_thresholds(predictor: PredictorLike) -> dict[str, float]:
     does. A label without a chosen threshold is left out (callers use
     :data:`DEFAULT_THRESHOLD`); a run without the file is logged once, never an error.
     """
-    own = getattr(predictor, "thresholds", None)
-    if isinstance(own, Mapping):
-        return {k: float(v) for k, v in own.items() if k in predictor.labels}
     from ich.errors import CheckpointError
     from ich.eval.thresholds import load_thresholds
 
+    try:
+        own = getattr(predictor, "thresholds", None)
+    except CheckpointError:  # a predictor whose run has no thresholds file
+        own = None
+    if isinstance(own, Mapping):
+        return {k: float(v) for k, v in own.items() if k in predictor.labels}
     found: list[dict[str, float]] = []
     for member in predictor.provenance.members or ():
         try:
