@@ -47,6 +47,9 @@ function applyLabels(info) {
     ...(S.labels.includes("any") ? [["any", "Any hemorrhage"]] : []), ...findings]);
   setLabelOptions($("heat-label"), S.labels.map((l) => [l, l]));
   $("score-head").textContent = `P(${scoreName(S.labels)})`;
+  // Rows drawn before the labels and thresholds arrived are drawn again with them.
+  S.listKey = null;
+  if (location.pathname === "/") loadWorklist();
 }
 
 async function api(path, opts = {}) {
