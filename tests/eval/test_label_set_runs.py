@@ -245,3 +245,20 @@ def test_fidelity_scores_mapped_labels_and_skips_the_others(
     assert rows and {r.label for r in rows} <= set(SUBSET)
     assert explanation_fidelity(predictor.heatmap, tiny_cohort, predictor.offsets, 1,
                                 labels=ONE) == []
+
+
+def test_binary_refuses_thresholds_of_other_label_sets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = []
+    for name, labels in (("a", ONE), ("b", SUBSET)):
+        run = tmp_path / name
+        run.mkdir()
+        cuts = {n: {"threshold": 0.5} for n in labels}
+        (run / "thresholds.json").write_text(json.dumps({"labels": cuts}))
+        runs.append(str(run))
+    (tmp_path / "in").mkdir()
+    out = tmp_path / "sub.csv"
+    assert main(["predict", *runs, str(tmp_path / "in"), "--out", str(out), "--binary"]) == 1
+    err = capsys.readouterr().err
+    assert "combine runs of one label set" in err and "hemorrhage" in err and not out.exists()
