@@ -118,14 +118,13 @@ def _headline_auc(h: dict[str, Any]) -> Any:
 
 def _wll_caption(labels: list[str]) -> str:
     """What the weighted log loss weighs, for this run's labels."""
+    ratio = "A ratio below 1 means the model beats guessing the prevalence."
+    if len(labels) == 1:
+        return f"wll = log loss of the run's one label, {labels[0]} (lower is better). {ratio}"
+    how = "any ×2" if "any" in labels else "labels weighed equally"
     weights = label_weights(labels)
-    if "any" in labels:
-        how = "any ×2" if len(labels) > 1 else "one label"
-    else:
-        how = "one label" if len(labels) == 1 else "labels weighed equally"
     names = ", ".join(f"{n} {w:g}" for n, w in zip(labels, weights, strict=True))
-    return (f"wll = RSNA weighted log loss (lower is better; {how}: {names}). "
-            "A ratio below 1 means the model beats guessing the prevalence.")
+    return f"wll = RSNA weighted log loss (lower is better; {how}: {names}). {ratio}"
 
 
 def _headline_table(metrics: dict[str, Any]) -> Raw:
