@@ -116,3 +116,27 @@ def test_explore_reports_skipped_files(
     assert main(["explore", str(src), "--out", str(tmp_path / "x"), "--workers", "1",
                  "--sample", "3"]) == 0
     assert "skipped 1 file(s) not taken as DICOM" in capsys.readouterr().out
+
+
+def test_explore_reports_slices_at_the_same_position_and_any_label_set(
+    tiny_cohort: Path, tmp_path: Path
+) -> None:
+    import pydicom
+
+    src = tmp_path / "images"
+    src.mkdir()
+    files = sorted((tiny_cohort / "images").glob("*.dcm"))[:4]
+    for path in files:
+        shutil.copy(path, src / path.name)
+    twin = pydicom.dcmread(files[0])  # the same slice exported again under a new UID
+    twin.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.999"
+    twin.save_as(src / "ID_twin.dcm")
+    labels = tmp_path / "one.csv"
+    pd.DataFrame({"file": [p.name for p in files], "hemorrhage": [1, 0, 0, 1]}).to_csv(
+        labels, index=False)
+    s = explore_folder(src, tmp_path / "out", labels, sample=5, workers=1, progress=False)
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert s.n_ok == 5
+    assert "1 slice(s) in 1 series sit at the same position" in html
+    assert "hemorrhage" in html and "intraparenchymal" not in html
+    assert (tmp_path / "out" / "label_counts.png").is_file()

@@ -89,6 +89,9 @@ def split_long_id(long_id: str) -> tuple[str, str]:
 IMAGE_EXTENSIONS: tuple[str, ...] = (".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Columns that may name the image in a wide label CSV, in order of preference.
 ID_COLUMNS: tuple[str, ...] = ("ID", "file", "image_id", "filename")
+#: Columns that may name the image's patient in a wide label CSV (not labels: the grouping
+#: that keeps one patient's images in one fold when the images themselves do not say it).
+PATIENT_COLUMNS: tuple[str, ...] = ("patient_id", "PatientID", "patient")
 
 
 def strip_extension(name: str) -> str:
@@ -217,7 +220,7 @@ def wide_from_table(df: pd.DataFrame, source: str = "labels", soft: bool = False
     if id_col is None:
         raise LabelsError(f"{source}: no image column: expected one of {list(ID_COLUMNS)} "
                           f"(or the Kaggle long format ID,Label), found {list(df.columns)}")
-    label_cols = [str(c) for c in df.columns if c != id_col]
+    label_cols = [str(c) for c in df.columns if c != id_col and c not in PATIENT_COLUMNS]
     df = df.set_axis([str(c) for c in df.columns], axis=1)
     names = label_names_of(label_cols, source)
     ids = df[id_col].astype(str).map(strip_extension)
@@ -232,6 +235,34 @@ def wide_from_table(df: pd.DataFrame, source: str = "labels", soft: bool = False
     wide = _check_values(wide, source, soft)
     wide.columns.name = None
     return wide.sort_index()
+
+
+def read_patient_groups(path: str | Path) -> pd.Series | None:
+    """The patient of each image from a wide label CSV's ``patient_id`` column, if it has one.
+
+    Image folders (PNG exports) carry no patient: without this every image is its own
+    patient, and slices of one patient could land in training and validation folds alike.
+
+    Returns:
+        image id (extension stripped) -> patient id, or None without a patient column.
+
+    Raises:
+        LabelsError: An image without a patient, or one image given two patients.
+    """
+    df = _read_csv(path)
+    id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
+    col = next((c for c in PATIENT_COLUMNS if c in df.columns), None)
+    if id_col is None or col is None or "Label" in df.columns:
+        return None
+    if df[col].isna().any() or (df[col].astype(str).str.strip() == "").any():
+        example = df.loc[df[col].isna() | (df[col].astype(str).str.strip() == ""), id_col]
+        raise LabelsError(f"{path}: {example.iloc[0]}: no {col} (every image needs a patient)")
+    groups = pd.Series(df[col].astype(str).to_numpy(),
+                       index=df[id_col].astype(str).map(strip_extension).to_numpy())
+    two = groups.groupby(level=0).nunique() > 1
+    if two.any():
+        raise LabelsError(f"{path}: {two.index[two][0]} is given two patients")
+    return groups[~groups.index.duplicated()]
 
 
 def label_names_of(columns: Sequence[str], source: str = "labels") -> tuple[str, ...]:

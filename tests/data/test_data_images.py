@@ -113,3 +113,31 @@ def test_a_model_trained_on_windowed_images_windows_dicom_the_same_way(
         (src / path.name).write_bytes(path.read_bytes())
     assert main(["predict", str(run), str(src), "--out", str(sub), "--workers", "1"]) == 0
     assert len(pd.read_csv(sub)) == 4 * len(LABELS)
+
+
+def test_a_patient_column_in_the_label_file_groups_images_into_patients(
+    tiny_cohort: Path, tmp_path: Path
+) -> None:
+    from ich.data.folds import make_folds
+    from ich.errors import LabelsError
+
+    dicoms = _export(tiny_cohort, tmp_path / "png", "windowed8", n=12)
+    table = pd.read_csv(_labels(tiny_cohort, dicoms, tmp_path / "labels.csv"))
+    table.insert(1, "patient_id", [f"P{i // 4}" for i in range(len(table))])  # 3 patients
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "cache"
+    assert main(["prepare", str(tmp_path / "png"), "--images", "windowed8", "--labels",
+                 str(tmp_path / "labels.csv"), "--out", str(out), "--size", "32",
+                 "--workers", "1", "--quiet"]) == 0
+    cache = SliceCache(out)
+    assert cache.label_names == LABELS  # patient_id is no label
+    assert sorted(cache.catalog["patient_id"].unique()) == ["P0", "P1", "P2"]
+    folds = make_folds(cache.catalog, k=3, seed=0).to_numpy()
+    for patient in ("P0", "P1", "P2"):
+        assert len(set(folds[cache.catalog["patient_id"] == patient])) == 1
+    table.loc[2, "patient_id"] = None
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(LabelsError, match="no patient_id"):
+        from ich.labels import read_patient_groups
+
+        read_patient_groups(tmp_path / "bad.csv")

@@ -37,8 +37,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> No
                    help="folder of DICOM files (searched recursively)")
     p.add_argument("--out", type=Path, required=True, metavar="CACHE", help="cache folder to write")
     p.add_argument("--labels", type=Path, metavar="CSV",
-                   help="label CSV: Kaggle long format (ID,Label) or wide (ID or file column, "
-                   "then one 0/1 column per label); checked before any image is read")
+                   help="label CSV: Kaggle long format (ID,Label: the six RSNA labels or your "
+                   "own name, e.g. ID_x_hemorrhage) or wide (ID or file column, then one 0/1 "
+                   "column per label, named as you like: the run's labels come from here; an "
+                   "optional patient_id column groups images into patients for the folds); "
+                   "checked before any image is read")
     p.add_argument("--soft-labels", action="store_true",
                    help="accept label values in [0, 1] (probabilities), not only 0 and 1")
     p.add_argument("--relabel", action="store_true",

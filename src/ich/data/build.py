@@ -51,7 +51,7 @@ from ich.data.workers import (
     can_fork,
 )
 from ich.errors import CacheError
-from ich.labels import LABELS, labels_digest, match_files, read_labels
+from ich.labels import LABELS, labels_digest, match_files, read_labels, read_patient_groups
 
 #: Files per chunk unless the folder is small (see :func:`auto_chunk_size`).
 DEFAULT_CHUNK_SIZE = 1024
@@ -287,6 +287,9 @@ def finalize_cache(
 ) -> pd.DataFrame:
     """Merge the chunk tables into ``catalog.parquet`` (ordered, labelled) and write cache.json.
 
+    A wide label file's ``patient_id`` column (:func:`ich.labels.read_patient_groups`) sets
+    the patient of the images it names (image folders carry none).
+
     Runs once every chunk exists; safe to rerun (e.g. with another label CSV).
 
     Args:
@@ -305,7 +308,8 @@ def finalize_cache(
     if n_chunks is None:
         n_chunks = len(list((out / "chunks").glob("*.parquet")))
     tables = (pd.read_parquet(chunk_paths(out, k)[1]) for k in range(n_chunks))
-    catalog = assemble_catalog(tables, labels)
+    patients = read_patient_groups(labels_csv) if labels_csv is not None else None
+    catalog = assemble_catalog(tables, labels, patients)
     write_parquet_atomic(catalog, out / "catalog.parquet")
     ok = int((catalog["status"] == "ok").sum())
     names = [str(c) for c in labels.columns] if labels is not None else list(LABELS)
@@ -315,6 +319,7 @@ def finalize_cache(
         "counts": {"files": len(catalog), "ok": ok, "error": len(catalog) - ok},
         "labels_csv": str(labels_csv) if labels_csv else None,
         "label_names": names,
+        "patients_from_labels": patients is not None,
         "has_labels": bool(ok) and bool(catalog.loc[: ok - 1, names].notna().all(axis=None)),
         "labels_digest": labels_digest(labels) if labels is not None else None,
         "soft_labels": bool(soft_labels),

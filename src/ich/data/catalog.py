@@ -246,14 +246,19 @@ def _add_labels(frame: pd.DataFrame, labels: Path | pd.DataFrame | None) -> pd.D
 
 
 def assemble_catalog(
-    tables: Iterator[pd.DataFrame], labels_csv: Path | pd.DataFrame | None
+    tables: Iterator[pd.DataFrame], labels_csv: Path | pd.DataFrame | None,
+    patients: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Merge chunk tables into the final catalog: series order, labels, sorted rows.
 
     Ok rows come first, ordered by (study, series, slice_index) — the order of the cache index
-    of :class:`~ich.data.cache.SliceCache`; failed files follow, by path.
+    of :class:`~ich.data.cache.SliceCache`; failed files follow, by path. ``patients`` (image id
+    -> patient, from the label file) replaces the ``patient_id`` of the images it names.
     """
     frame = frame_dtypes(pd.concat(list(tables), ignore_index=True))
+    if patients is not None:
+        given = frame["image_id"].map(strip_extension).map(patients)
+        frame["patient_id"] = given.fillna(frame["patient_id"]).astype(frame["patient_id"].dtype)
     frame = _add_labels(_add_order(frame), labels_csv)
     frame["_bad"] = frame["status"] != "ok"
     frame = frame.sort_values(

@@ -322,16 +322,17 @@ def oversample_weights(
 ) -> np.ndarray:
     """Per-sample weights (n,) for ``WeightedRandomSampler`` against class imbalance.
 
-    A slice with any bleed gets ``positive`` x; one with a subtype rarer than ``rare_threshold``
-    (epidural at 0.4% in RSNA) gets ``rare`` x on top. 1.0 / 1.0 means uniform sampling.
-    Unlabelled (NaN) rows count as negatives.
+    A slice positive for any label (a bleed, for the RSNA labels) gets ``positive`` x; one
+    positive for a label rarer than ``rare_threshold`` (epidural at 0.4% in RSNA) gets ``rare``
+    x on top. 1.0 / 1.0 means uniform sampling. Unlabelled (NaN) rows count as negatives.
+    Works for any label set: no column is assumed to be ``any``.
     """
-    y = np.nan_to_num(np.asarray(labels, dtype=np.float32), nan=0.0)  # (n, 6)
+    y = np.nan_to_num(np.asarray(labels, dtype=np.float32), nan=0.0)  # (n, K)
     w = np.ones(len(y), dtype=np.float64)
     if len(y) == 0:
         return w
-    w[y[:, 0] > 0.5] *= positive
-    rare_cols = np.flatnonzero(y[:, 1:].mean(axis=0) < rare_threshold) + 1
+    w[y.max(axis=1) > 0.5] *= positive
+    rare_cols = np.flatnonzero(y.mean(axis=0) < rare_threshold)
     if len(rare_cols):
         w[(y[:, rare_cols] > 0.5).any(axis=1)] *= rare
     return w

@@ -9,6 +9,8 @@ says nothing about them. Iterative stratification (Sechidis et al. 2011, package
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -16,10 +18,12 @@ from ich.errors import ConfigError
 from ich.labels import LABELS
 
 
-def _patient_labels(catalog: pd.DataFrame, patients: pd.Index) -> np.ndarray | None:
-    """(P, 6) int: 1 where any slice of the patient is positive; None when nothing is labelled."""
-    cols = [c for c in LABELS if c in catalog.columns]
-    if len(cols) != len(LABELS):
+def _patient_labels(
+    catalog: pd.DataFrame, patients: pd.Index, labels: Sequence[str]
+) -> np.ndarray | None:
+    """(P, K) int: 1 where any slice of the patient is positive; None when nothing is labelled."""
+    cols = [c for c in labels if c in catalog.columns]
+    if not cols or len(cols) != len(labels):
         return None
     values = catalog[cols].astype("float64")
     if values.isna().all().all():
@@ -37,9 +41,11 @@ def _group_only(n_patients: int, k: int, seed: int) -> np.ndarray:
 
 
 def _stratified(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold per patient by multilabel iterative stratification on (P, 6) patient labels."""
+    """Fold per patient by multilabel iterative stratification on (P, K) patient labels."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
+    if y.shape[1] == 1:  # one label: its complement makes the multilabel indicator it wants
+        y = np.hstack([y, 1 - y])
     folds = np.full(len(y), -1, dtype=np.int64)
     splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for fold, (_, val) in enumerate(splitter.split(np.zeros((len(y), 1)), y)):
@@ -58,15 +64,17 @@ def _fill_empty_folds(folds: np.ndarray, k: int) -> np.ndarray:
     return folds
 
 
-def make_folds(catalog: pd.DataFrame, k: int, seed: int) -> pd.Series:
+def make_folds(
+    catalog: pd.DataFrame, k: int, seed: int, labels: Sequence[str] = LABELS
+) -> pd.Series:
     """Assign every catalog row to one of ``k`` folds, keeping each patient in one fold.
 
     Args:
-        catalog: One row per slice with ``patient_id`` and (optionally) the label columns of
-            :data:`ich.labels.LABELS`; a catalog without labels (or all NaN) gets folds grouped by
-            patient only.
+        catalog: One row per slice with ``patient_id`` and (optionally) the ``labels`` columns;
+            a catalog without them (or all NaN) gets folds grouped by patient only.
         k: Number of folds (>= 2, <= number of patients).
         seed: The same seed and catalog give the same folds.
+        labels: The label columns to stratify on (the cache's label names).
 
     Returns:
         int64 Series named ``"fold"`` aligned with ``catalog.index``, values 0..k-1.
@@ -88,7 +96,9 @@ def make_folds(catalog: pd.DataFrame, k: int, seed: int) -> pd.Series:
             "lower k or add data"
         )
     # Sorting the patient ids makes folds independent of the catalog's row order.
-    y = _patient_labels(catalog.assign(patient_id=catalog["patient_id"].astype(str)), patients)
+    y = _patient_labels(
+        catalog.assign(patient_id=catalog["patient_id"].astype(str)), patients, labels
+    )
     per_patient = _group_only(len(patients), k, seed) if y is None else _stratified(y, k, seed)
     per_patient = _fill_empty_folds(per_patient, k)
     fold_of = pd.Series(per_patient, index=patients)
@@ -96,27 +106,32 @@ def make_folds(catalog: pd.DataFrame, k: int, seed: int) -> pd.Series:
     return pd.Series(values, index=catalog.index, name="fold", dtype="int64")
 
 
-def fold_summary(catalog: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
+def fold_summary(
+    catalog: pd.DataFrame, folds: pd.Series, labels: Sequence[str] = LABELS
+) -> pd.DataFrame:
     """Per fold: patients, slices and positive rate per label (to check the balance by eye)."""
     frame = catalog.assign(fold=folds.to_numpy())
     out = frame.groupby("fold").agg(patients=("patient_id", "nunique"), slices=("fold", "size"))
-    for label in LABELS:
+    for label in labels:
         if label in frame.columns:
             out[label] = frame.groupby("fold")[label].mean()
     return out
 
 
-def subsample_patients(catalog: pd.DataFrame, amount: float, seed: int) -> np.ndarray:
+def subsample_patients(
+    catalog: pd.DataFrame, amount: float, seed: int, labels: Sequence[str] = LABELS
+) -> np.ndarray:
     """Rows of a stratified subset of the patients (``data.subsample``), for quick prototyping.
 
     Whole patients are kept (folds stay grouped), in the same proportion from each stratum:
-    patients by their rarest positive label (epidural first, then the others by prevalence in
-    the catalog), negatives last, so rare subtypes survive a 5 % sample.
+    patients by their rarest positive label (by prevalence in the catalog, e.g. epidural first
+    for the six RSNA labels), negatives last, so rare subtypes survive a 5 % sample.
 
     Args:
-        catalog: One row per slice with ``patient_id`` and the label columns.
+        catalog: One row per slice with ``patient_id`` and the ``labels`` columns.
         amount: A fraction of the patients in (0, 1), or a number of patients (>= 1).
         seed: Draw seed.
+        labels: The label columns (the cache's label names).
 
     Returns:
         bool (N,) mask of the rows kept.
@@ -126,14 +141,14 @@ def subsample_patients(catalog: pd.DataFrame, amount: float, seed: int) -> np.nd
     patients = pd.Index(pd.unique(catalog["patient_id"].to_numpy()))
     n_keep = round(amount * len(patients)) if amount < 1 else int(amount)
     n_keep = max(1, min(len(patients), n_keep))
-    y = _patient_labels(catalog, patients)
+    y = _patient_labels(catalog, patients, labels)
     if y is None:
         stratum = np.zeros(len(patients), dtype=np.int64)
     else:
         rarity = np.argsort(y.sum(axis=0), kind="stable")  # rarest label first
-        stratum = np.full(len(patients), len(LABELS), dtype=np.int64)
+        stratum = np.full(len(patients), y.shape[1], dtype=np.int64)
         for rank, j in enumerate(rarity[::-1]):  # rarest last, so it wins
-            stratum[y[:, j] == 1] = len(LABELS) - 1 - rank
+            stratum[y[:, j] == 1] = y.shape[1] - 1 - rank
     rng = np.random.default_rng(seed)
     keep = np.zeros(len(patients), dtype=bool)
     strata, counts = np.unique(stratum, return_counts=True)
@@ -150,7 +165,7 @@ def subsample_patients(catalog: pd.DataFrame, amount: float, seed: int) -> np.nd
 def undersample_negatives(
     rows: np.ndarray, labels: np.ndarray, keep: float, seed: int
 ) -> np.ndarray:
-    """Training rows with only a fraction ``keep`` of the negative slices (``any`` = 0).
+    """Training rows with only a fraction ``keep`` of the negative slices (every label 0).
 
     Why: RSNA is 86 % negative slices; keeping, e.g., a third of them triples the share of
     positives per epoch at a third of the cost. Positives are all kept. Sorted result.

@@ -64,7 +64,7 @@ class SequenceDataset(Dataset[SequenceItem]):
         features: series uid -> (T, D) per-slice features in slice order (e.g. out-of-fold CNN
             embeddings, optionally with logits concatenated).
         z_spacing: series uid -> (T,) spacing to the previous slice (mm).
-        labels: series uid -> (T, 6) labels, or None (prediction).
+        labels: series uid -> (T, K) labels, or None (prediction: six NaN columns).
         series: The series of this dataset (e.g. one fold's).
         train: Augment: random contiguous window of ``max_len`` slices when a series is longer,
             and reversal with probability ``reverse_p`` (a head read upwards or downwards is the
@@ -96,6 +96,8 @@ class SequenceDataset(Dataset[SequenceItem]):
                 f"no features or z_spacing for {len(missing)} series, e.g. {missing[0]}"
             )
         self.features, self.z_spacing, self.labels = features, z_spacing, labels
+        first = next(iter(labels.values()), None) if labels else None
+        self.num_labels = int(np.shape(first)[1]) if first is not None else len(LABELS)
         self.series = list(series)
         self.train, self.max_len, self.reverse_p = train, int(max_len), float(reverse_p)
         self.seed = int(torch.randint(0, 2**62, (1,))) if seed is None else int(seed)
@@ -117,7 +119,7 @@ class SequenceDataset(Dataset[SequenceItem]):
         y = (
             np.asarray(self.labels[uid], dtype=np.float32)
             if self.labels is not None and uid in self.labels
-            else np.full((n, len(LABELS)), np.nan, np.float32)
+            else np.full((n, self.num_labels), np.nan, np.float32)
         )
         pos = np.arange(n)
         # Drawn in a fixed order (crop, then reversal) so both are a function of the seed only.
@@ -149,7 +151,7 @@ def collate_sequences(items: list[SequenceItem]) -> SequenceBatch:
     d = items[0].features.shape[1]
     feats = torch.zeros(b, t, d)
     z = torch.zeros(b, t)
-    y = torch.zeros(b, t, len(LABELS))
+    y = torch.zeros(b, t, items[0].labels.shape[1])
     mask = torch.zeros(b, t, dtype=torch.bool)
     pos = torch.full((b, t), -1, dtype=torch.int64)
     for j, it in enumerate(items):

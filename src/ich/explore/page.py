@@ -15,7 +15,9 @@ import pandas as pd
 
 from ich import __version__
 from ich.atomic import atomic_write_text
+from ich.data.catalog import duplicate_positions
 from ich.dicom.io import transfer_syntax_name
+from ich.dicom.series import IPP_COLUMNS, order_catalog
 from ich.dicom.windowing import WINDOWS
 from ich.eval.html import (
     RESEARCH_BANNER,
@@ -152,8 +154,31 @@ def _series_section(ok: pd.DataFrame, out: Path) -> list[str]:
                 "info",
             )
         )
+    dups = _duplicate_positions(ok)
+    if len(dups):
+        examples = ", ".join(f"{r.series_instance_uid} ({r.duplicates}, e.g. {r.example})"
+                             for r in dups.head(5).itertuples())
+        res.append(
+            banner(
+                f"{int(dups['duplicates'].sum()):,} slice(s) in {len(dups):,} series sit at the "
+                f"same position as another slice of their series: {examples}"
+                f"{' ...' if len(dups) > 5 else ''}. Such series were often exported twice "
+                "or hold two reconstructions; ich keeps both slices in order.",
+                "warn",
+            )
+        )
     res.append(figure(fig.name, "Number of slices in each series", cls="wide"))
     return res
+
+
+def _duplicate_positions(ok: pd.DataFrame) -> pd.DataFrame:
+    """Series with two slices at one position along the normal (``duplicate_positions``)."""
+    if not set(IPP_COLUMNS) <= set(ok.columns):
+        return pd.DataFrame(columns=["series_instance_uid", "duplicates", "example"])
+    frame = ok.assign(status="ok")
+    for col in ("study_instance_uid", "series_instance_uid"):
+        frame[col] = frame[col].astype(str)
+    return duplicate_positions(order_catalog(frame))
 
 
 def _label_section(data: ExploreData, ok: pd.DataFrame, out: Path) -> list[str]:

@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ich.dicom.io import read_meta, read_slice
+from ich.dicom.series import IOP_COLUMNS, IPP_COLUMNS, flatten_meta
 from ich.dicom.windowing import needs_wrap_fix
 from ich.errors import IchError
 
@@ -91,6 +92,10 @@ def scan_header(path: Path) -> dict[str, Any]:
         meta.bits_stored, meta.pixel_representation, row["rescale_intercept"]
     )
     row["window_multivalued"] = meta.window_center_vm > 1
+    # Geometry, so the report can order series and find slices at the same position.
+    flat = flatten_meta(meta)
+    row.update({c: flat[c] for c in (*IPP_COLUMNS, *IOP_COLUMNS)})
+    row["instance_number"] = flat["instance_number"]
     row.update(status="ok", error="")
     return row
 

@@ -165,8 +165,10 @@ class SliceModel(nn.Module):
     def load_weights(self, path: str | Path) -> dict[str, list[str]]:
         """Load a local state dict into the backbone (and head, when the file has ours).
 
-        Accepts a plain timm backbone state dict (its classifier is dropped: our head has six
-        outputs) or a ``SliceModel`` state dict (``backbone.*`` / ``classifier.*`` keys). A first
+        Accepts a plain timm backbone state dict (its classifier is dropped: ImageNet's classes
+        are not ours) or a ``SliceModel`` state dict (``backbone.*`` / ``classifier.*`` keys;
+        its head is kept when it has this model's number of labels, else it starts fresh:
+        fine-tuning an RSNA model on a one-label data set). A first
         convolution trained on another number of channels is adapted with timm's
         ``adapt_input_conv`` (RGB weights summed / repeated), so ImageNet weights work for 1 or 9
         channels.
@@ -206,10 +208,12 @@ class SliceModel(nn.Module):
         own = set(self.backbone.state_dict())
         if not own & set(state):
             raise CheckpointError(f"{path}: no key matches backbone {self.backbone_name!r}")
-        if head:
-            self.classifier.load_state_dict(
-                {k[len("classifier.") :]: v for k, v in head.items()}, strict=True
-            )
+        head = {k[len("classifier.") :]: v for k, v in head.items()}
+        if head and head.get("weight", torch.empty(0)).shape == self.classifier.weight.shape:
+            self.classifier.load_state_dict(head, strict=True)
+        elif head:  # transfer to another label set: the backbone carries over, the head not
+            log.info("%s: its head has %d outputs, this model %d: the head starts fresh",
+                     path, len(head.get("weight", ())), self.classifier.out_features)
         report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
         self.weights_from_ich = from_ich
         if report["missing"] or report["unexpected"]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,6 @@ from ich.data.cache import SliceCache
 from ich.data.tables import write_frame
 from ich.errors import ConfigError
 from ich.eval.metrics import weighted_log_loss
-from ich.labels import LABELS
 from ich.runs.checkpoint import MODEL_SUFFIX
 from ich.runs.foldset import FOLDSET_FILE, FOLDSET_FORMAT
 from ich.train.common import resolve_device, seed_everything
@@ -84,7 +84,7 @@ def run_fold_set(
     folds = load_or_make_folds(cfg, cache, out, write=True)
     device = resolve_device(cfg.train.device)
     emb: np.ndarray | None = None
-    logits = np.zeros((len(cache), len(LABELS)), dtype=np.float32)
+    logits = np.zeros((len(cache), len(cache.label_names)), dtype=np.float32)
     for i, (name, cfg_i) in enumerate(zip(runs, configs, strict=True)):
         rows = np.flatnonzero(folds == i)
         if len(rows) == 0:
@@ -111,8 +111,9 @@ def run_fold_set(
     if frames:
         oof = pd.concat(frames, ignore_index=True)
         oof_path = write_frame(oof, out / "oof_predictions.parquet")
-        scores.update(_oof_scores(oof))
-    _average_prevalence([out / r for r in runs], out / "train_prevalence.json")
+        scores.update(_oof_scores(oof, cache.label_names))
+    _average_prevalence([out / r for r in runs], out / "train_prevalence.json",
+                        cache.label_names)
     return TrainSummary(run_dir=out, oof_predictions=oof_path,
                         fold_runs=tuple(out / r for r in runs), scores=scores)
 
@@ -124,18 +125,19 @@ def _with_fold(cfg: RunConfig, fold: int) -> RunConfig:
     return out
 
 
-def _oof_scores(oof: pd.DataFrame) -> dict[str, float]:
+def _oof_scores(oof: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
     """Weighted log loss of both models over every out-of-fold slice."""
-    y = oof[list(LABELS)].to_numpy(dtype=np.float64)
+    y = oof[list(labels)].to_numpy(dtype=np.float64)
     scores = {}
     for key, prefix in (("oof_slice_wll", "p_"), ("oof_sequence_wll", "q_")):
-        cols = [f"{prefix}{name}" for name in LABELS]
+        cols = [f"{prefix}{name}" for name in labels]
         if all(c in oof.columns for c in cols) and oof[cols].notna().all(axis=None):
-            scores[key] = weighted_log_loss(y, oof[cols].to_numpy(dtype=np.float64))
+            scores[key] = weighted_log_loss(y, oof[cols].to_numpy(dtype=np.float64),
+                                            labels=labels)
     return scores
 
 
-def _average_prevalence(run_dirs: list[Path], path: Path) -> None:
+def _average_prevalence(run_dirs: list[Path], path: Path, labels: Sequence[str]) -> None:
     """The base-rate baseline of the fold set: the fold runs' training prevalences, averaged.
 
     Each slice is in the training rows of k - 1 folds, so the average is about the prevalence
@@ -146,6 +148,6 @@ def _average_prevalence(run_dirs: list[Path], path: Path) -> None:
              for d in run_dirs if (d / "train_prevalence.json").is_file()]
     if not found:
         return
-    data = {level: {name: float(np.mean([f[level][name] for f in found])) for name in LABELS}
+    data = {level: {name: float(np.mean([f[level][name] for f in found])) for name in labels}
             for level in ("slice", "study")}
     atomic_write_text(path, json.dumps(data, indent=2))

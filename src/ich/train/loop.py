@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,8 @@ class SliceResult:
     model: torch.nn.Module
 
 
-def model_args(cfg: RunConfig) -> dict[str, Any]:
-    """Keyword arguments that rebuild the slice CNN (stored in checkpoints)."""
+def model_args(cfg: RunConfig, num_labels: int = len(LABELS)) -> dict[str, Any]:
+    """Keyword arguments that build the slice CNN of a run with ``num_labels`` outputs."""
     n_chans = len(cfg.data.windows) * len(cfg.data.offsets)
     return {
         "backbone": cfg.model.backbone,
@@ -99,6 +100,7 @@ def model_args(cfg: RunConfig) -> dict[str, Any]:
         "pretrained": cfg.model.pretrained,
         "weights": cfg.model.weights,
         "drop_rate": cfg.model.drop_rate,
+        "num_labels": num_labels,
     }
 
 
@@ -132,30 +134,32 @@ def shard(order: np.ndarray, info: DistInfo, pad: bool) -> np.ndarray:
 def predict(
     model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Probabilities (N, 6), labels (N, 6) and cache indices (N,) over ``loader``."""
+    """Probabilities (N, K), labels (N, K) and cache indices (N,) over ``loader``."""
     model.eval()
     probs, ys, idx = [], [], []
     for x, y, index in loader:
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            logits = model(prepare_batch(x, device))  # (B, 6)
+            logits = model(prepare_batch(x, device))  # (B, K)
         probs.append(torch.sigmoid(logits.float()).cpu().numpy())
         ys.append(y.numpy())
         idx.append(np.asarray(index))
     if not probs:
-        return np.zeros((0, len(LABELS))), np.zeros((0, len(LABELS))), np.zeros(0, dtype=np.int64)
+        k = loader.dataset.cache.labels.shape[1]  # type: ignore[attr-defined]
+        return np.zeros((0, k)), np.zeros((0, k)), np.zeros(0, dtype=np.int64)
     return np.concatenate(probs), np.concatenate(ys), np.concatenate(idx)
 
 
 def validate(
     model: torch.nn.Module, loader: DataLoader, cfg: RunConfig, device: torch.device,
-    info: DistInfo,
+    info: DistInfo, labels: Sequence[str] = LABELS,
 ) -> EvalResult:
-    """Weighted log loss on the held-out fold; each rank predicts a share, rank 0 scores all."""
+    """Weighted log loss (over the run's ``labels``) on the held-out fold; each rank predicts a
+    share, rank 0 scores all."""
     parts = gather_objects(predict(model, loader, device, cfg.train.amp), info)
     p = np.concatenate([q[0] for q in parts])
     y = np.concatenate([q[1] for q in parts])
-    per = tuple(float(v) for v in per_label_log_loss(y, p))
-    return EvalResult(weighted_log_loss(y, p), per)
+    per = tuple(float(v) for v in per_label_log_loss(y, p, labels=labels))
+    return EvalResult(weighted_log_loss(y, p, labels=labels), per, tuple(labels))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -321,7 +325,7 @@ def train_slice_model(
     train_ds = SliceDataset(cache, train_idx, chans, size, cfg.augment, "uint8", seed=seed)
     val_ds = SliceDataset(cache, val_idx, chans, size, None, "uint8")
     # -- model, optimizer, AMP scaler, its ModelSpec; then resume or start fresh ----------------
-    core = build_slice_model(**model_args(cfg))
+    core = build_slice_model(**model_args(cfg, len(cache.label_names)))
     model: torch.nn.Module = core.to(device)
     per_rank = len(train_idx) // info.world_size
     batch = cfg.train.batch_size * cfg.train.accumulate  # samples per optimizer step and rank
@@ -384,7 +388,8 @@ def train_slice_model(
         )
         loss = reduce_mean(train_epoch(model, train_loader, stage, state), info)
         scored = stage.ema.module if stage.ema is not None else model
-        val = validate(scored, val_loader, cfg, device, info) if len(val_ds) else None
+        val = (validate(scored, val_loader, cfg, device, info, spec.labels) if len(val_ds)
+               else None)
         stage.sched.epoch_end(val.wll if val is not None else None)
         state.epoch += 1
         if end_epoch(how, state, stage.log, info, loss, val, time.time() - t0):

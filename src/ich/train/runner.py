@@ -31,7 +31,6 @@ from ich.data.folds import make_folds, subsample_patients, undersample_negatives
 from ich.data.tables import write_frame
 from ich.errors import CheckpointError, ConfigError
 from ich.eval.metrics import study_level
-from ich.labels import LABELS
 from ich.train.common import resolve_device, seed_everything
 from ich.train.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from ich.train.loop import train_slice_model
@@ -58,7 +57,7 @@ def load_or_make_folds(cfg: RunConfig, cache: SliceCache, run_dir: Path, write: 
         if mapped.isna().any():
             raise CheckpointError(f"{path}: does not cover every slice of the cache")
         return mapped.to_numpy(dtype=np.int64)
-    folds_s = make_folds(cat, k=cfg.data.folds, seed=cfg.data.fold_seed)
+    folds_s = make_folds(cat, k=cfg.data.folds, seed=cfg.data.fold_seed, labels=cache.label_names)
     folds = np.asarray(folds_s, dtype=np.int64)
     if write:
         frame = cat[list(FOLD_COLUMNS)].copy()
@@ -80,7 +79,8 @@ def split_indices(
     if cfg.data.fold >= cfg.data.folds:
         raise ConfigError(f"data.fold={cfg.data.fold} but data.folds={cfg.data.folds}")
     if cfg.data.subsample is not None:  # whole patients, stratified (ich.data.folds)
-        labelled &= subsample_patients(cache.catalog, cfg.data.subsample, cfg.data.fold_seed)
+        labelled &= subsample_patients(cache.catalog, cfg.data.subsample, cfg.data.fold_seed,
+                                       cache.label_names)
     val = (folds == cfg.data.fold) & labelled
     train = np.flatnonzero((folds != cfg.data.fold) & labelled)
     if cfg.data.undersample_negatives is not None:
@@ -136,9 +136,9 @@ def write_train_prevalence(cache: SliceCache, train_idx: np.ndarray, run_dir: Pa
     """
     y = cache.labels[train_idx]
     studies = cache.catalog["study_instance_uid"].to_numpy()[train_idx]
-    y_study = study_level(y, y, studies)[0]
+    y_study = study_level(y, y, studies, cache.label_names)[0]
     data = {
-        level: {name: float(v) for name, v in zip(LABELS, arr.mean(axis=0), strict=True)}
+        level: {name: float(v) for name, v in zip(cache.label_names, arr.mean(axis=0), strict=True)}
         for level, arr in (("slice", y), ("study", y_study))
     }
     path = run_dir / "train_prevalence.json"

@@ -101,10 +101,10 @@ def sequence_loss(
     """Weighted BCE on real (unpadded) slices + ``study_weight`` x weighted BCE on the study.
 
     Args:
-        slice_logits: (B, T, 6). study_logits: (B, 6). y: (B, T, 6). mask: (B, T) bool.
+        slice_logits: (B, T, K). study_logits: (B, K). y: (B, T, K). mask: (B, T) bool.
     """
     loss = loss_fn(slice_logits[mask], y[mask])
-    y_study = torch.where(mask[..., None], y, torch.zeros_like(y)).amax(dim=1)  # (B, 6)
+    y_study = torch.where(mask[..., None], y, torch.zeros_like(y)).amax(dim=1)  # (B, K)
     return loss + study_weight * loss_fn(study_logits, y_study)
 
 
@@ -112,13 +112,13 @@ def sequence_loss(
 def predict_series(
     model: SequenceModel, data: SeriesData, series: list[str], cfg: RunConfig
 ) -> dict[str, np.ndarray]:
-    """Sequence-model probabilities per slice (T, 6) for each series in ``series``."""
+    """Sequence-model probabilities per slice (T, K) for each series in ``series``."""
     model.eval()
     out: dict[str, np.ndarray] = {}
     pos = 0
     for batch in _loader(data, series, cfg, train=False, epoch=0):
         feats, z, _, mask = _batch(batch)
-        probs = torch.sigmoid(model(feats, z, mask)[0]).numpy()  # (B, T, 6)
+        probs = torch.sigmoid(model(feats, z, mask)[0]).numpy()  # (B, T, K)
         for b in range(len(feats)):
             uid = series[pos]
             out[uid] = probs[b, : int(mask[b].sum())]
@@ -126,10 +126,10 @@ def predict_series(
     return out
 
 
-def _score(probs: dict[str, np.ndarray], data: SeriesData) -> float:
+def _score(probs: dict[str, np.ndarray], data: SeriesData, labels: Sequence[str]) -> float:
     y = np.concatenate([data.labels[s] for s in probs])
     p = np.concatenate([probs[s] for s in probs])
-    return weighted_log_loss(y, p)
+    return weighted_log_loss(y, p, labels=labels)
 
 
 def make_sequence_optimizer(model: SequenceModel, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -165,7 +165,7 @@ def sequence_epoch(
         feats, z, y, mask = _batch(batch)
         for group in opt.param_groups:
             group["lr"] = sequence_lr(state.step, total_steps, cfg)
-        slice_logits, study_logits = model(feats, z, mask)  # (B, T, 6), (B, 6)
+        slice_logits, study_logits = model(feats, z, mask)  # (B, T, K), (B, K)
         loss = sequence_loss(
             slice_logits, study_logits, y, mask, cfg.sequence.study_loss_weight, loss_fn
         )
@@ -196,7 +196,7 @@ def train_sequence_model(
     torch.manual_seed(cfg.train.seed)
     assert spec.sequence_arch is not None
     a = spec.sequence_arch
-    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout)
+    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels))
     opt = make_sequence_optimizer(model, cfg)
     total = -(-len(train_series) // cfg.sequence.batch_size) * cfg.sequence.epochs
     log = MetricsLog(run_dir)
@@ -216,7 +216,7 @@ def train_sequence_model(
         loader = _loader(data, train_series, cfg, train=True, epoch=state.epoch)
         loss = sequence_epoch(model, opt, loader, cfg, state, total, spec.labels)
         probs = predict_series(model, data, val_series, cfg) if val_series else {}
-        val = EvalResult(_score(probs, data)) if probs else None
+        val = EvalResult(_score(probs, data, spec.labels), labels=spec.labels) if probs else None
         state.epoch += 1
         if end_epoch(how, state, log, DistInfo(), loss, val, time.time() - t0):
             break
@@ -255,11 +255,11 @@ def oof_frame(
     frame = cache.catalog.iloc[idx][cols].reset_index(drop=True)
     frame["fold"] = folds[idx]
     y = cache.labels[idx]
-    for j, name in enumerate(LABELS):
+    for j, name in enumerate(cache.label_names):
         frame[name] = y[:, j]
-    for j, name in enumerate(LABELS):
+    for j, name in enumerate(cache.label_names):
         frame[f"p_{name}"] = slice_probs[idx, j]
-    for j, name in enumerate(LABELS):
+    for j, name in enumerate(cache.label_names):
         frame[f"q_{name}"] = q[:, j]
     return frame
 
@@ -299,8 +299,10 @@ def run_stage2(
         probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         frame = oof_frame(cache, folds, probs, data, res.val_probs)
         out["oof_predictions"] = str(write_frame(frame, run_dir / "oof_predictions.parquet"))
-        y = frame[list(LABELS)].to_numpy()
-        out["slice_wll_tta"] = weighted_log_loss(y, frame[[f"p_{n}" for n in LABELS]].to_numpy())
+        names = list(cache.label_names)
+        out["slice_wll_tta"] = weighted_log_loss(
+            frame[names].to_numpy(), frame[[f"p_{n}" for n in names]].to_numpy(), labels=names
+        )
     return out
 
 

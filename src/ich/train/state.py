@@ -43,17 +43,19 @@ class EvalResult:
     """Validation scores: the RSNA weighted log loss and the per-label log losses.
 
     Attributes:
-        wll: Weighted multi-label log loss (``any`` x2).
-        per_label: Log loss per label, in ``ich.LABELS`` order (empty when not computed).
+        wll: Weighted multi-label log loss (``any`` x2 when the run has it).
+        per_label: Log loss per label, in ``labels`` order (empty when not computed).
+        labels: The run's label names (default the six RSNA labels).
     """
 
     wll: float
     per_label: tuple[float, ...] = ()
+    labels: tuple[str, ...] = LABELS
 
     def record(self) -> dict[str, float]:
         """Flat numbers for the metrics log: ``wll`` and ``ll_<label>``."""
         out = {"wll": float(self.wll)}
-        out.update({f"ll_{k}": float(v) for k, v in zip(LABELS, self.per_label, strict=False)})
+        out.update({f"ll_{k}": float(v) for k, v in zip(self.labels, self.per_label, strict=False)})
         return out
 
 
