@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import log_loss
 
 from ich.cli import main
@@ -25,6 +26,7 @@ from ich.eval.thresholds import load_thresholds, thresholds_from_oof
 from ich.inference import Predictor
 from ich.labels import LABELS, label_weights
 from ich.predict import predict_cache
+from ich.runs.checkpoint import read_spec
 
 ONE = ("hemorrhage",)
 SUBSET = ("intraparenchymal", "epidural", "subarachnoid")
@@ -96,7 +98,7 @@ def _rows_per_image(submission: pd.DataFrame, labels: tuple[str, ...]) -> None:
 def test_predict_one_label_run_on_a_six_label_cache(
     one_run: Path, tiny_cache: Path, tmp_path: Path
 ) -> None:
-    submission, table = _predict(one_run, tiny_cache, tmp_path / "sub.csv")
+    submission, table = _predict(one_run, tiny_cache, tmp_path / "sub.csv", "--tta", "2")
     _rows_per_image(submission, ONE)
     assert len(submission) == len(table)  # N images x 1 label
     assert {"p_hemorrhage", "q_hemorrhage"} <= set(table.columns)
@@ -214,14 +216,27 @@ def test_confusion_panels_follow_the_label_count() -> None:
     assert label_weights(ONE).tolist() == [1.0]
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_export_one_label_run(fmt: str, one_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("run_fixture", "fmt"), [
+    ("one_run", "torchscript"), ("one_run", "onnx"), ("subset_run", "onnx")])
+def test_export_runs_of_other_label_sets(
+    run_fixture: str, fmt: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
+    run: Path = request.getfixturevalue(run_fixture)
+    labels = read_spec(run / "checkpoints" / "slice_best.safetensors").labels
     out = tmp_path / f"slice.{fmt}"
-    assert main(["export", str(one_run), "--format", fmt, "--out", str(out)]) == 0
+    assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
     meta = json.loads((tmp_path / f"slice.{fmt}.json").read_text())
-    assert meta["labels"] == ["hemorrhage"] and meta["parity_max_abs_diff"] <= 1e-3
+    assert meta["labels"] == list(labels) and meta["parity_max_abs_diff"] <= 1e-3
+    x = torch.rand(2, *meta["inputs"]["x"][1:], generator=torch.Generator().manual_seed(5))
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        logits = ort.InferenceSession(str(out)).run(None, {"x": x.numpy()})[1]
+    else:
+        logits = torch.jit.load(str(out))(x)[1].detach().numpy()
+    assert logits.shape == (2, len(labels))
 
 
 def test_heatmap_labels_are_the_runs(one_run: Path, tiny_cohort: Path) -> None:
