@@ -80,7 +80,7 @@ def plot_roc(
             continue
         fpr, tpr, _ = roc_curve(t, s)
         auc = roc_auc_score(t, s)
-        lw = 2.4 if name == "any" else 1.6
+        lw = 2.4 if name == "any" or len(labels) == 1 else 1.6  # the headline curve
         ax.plot(fpr, tpr, color=color, lw=lw, label=f"{name} (AUC {auc:.3f})")
     ax.set(
         xlim=(0, 1),
@@ -110,7 +110,7 @@ def plot_pr(
             continue
         prec, rec, _ = precision_recall_curve(t, s)
         ap = average_precision_score(t, s)
-        lw = 2.4 if name == "any" else 1.6
+        lw = 2.4 if name == "any" or len(labels) == 1 else 1.6  # the headline curve
         label = f"{name} (AP {ap:.3f}, prev. {t.mean():.3f})"
         ax.step(rec, prec, where="post", color=color, lw=lw, label=label)
     ax.set(
