@@ -71,6 +71,24 @@ def test_skull_base_and_posterior_fossa_levels(old_head) -> None:  # type: ignor
     assert "globe" not in {STRUCTURES[i] for i in np.unique(high.labels)}
 
 
+def test_face_and_neck_below_the_skull_base_and_a_skull_cap_hold_no_brain(
+    old_head,  # type: ignore[no-untyped-def]
+) -> None:
+    """Real series start in the face or neck and end in the skull cap: bright normal
+    structures (mandible, teeth, vertebra, sinus walls) where no bleed can be."""
+    anat, grid = old_head
+    for t in (-0.11, -0.06, -0.02):
+        sa = render_anatomy(grid, anat, t)
+        names = {STRUCTURES[i] for i in np.unique(label_map(sa, anat))}
+        assert not sa.brain.any() and not sa.deep.any(), t  # lesions need brain
+        assert {"bone", "muscle"} <= names, (t, names)
+        assert (sa.hu > 600).sum() > (sa.hu > 600).size * 0.02
+    assert (render_anatomy(grid, anat, -0.11).hu >= 1300).any()  # mandible cortex
+    assert (render_anatomy(grid, anat, -0.02).hu <= -900).any()  # maxillary sinus air
+    cap = render_anatomy(grid, anat, 1.005)
+    assert not cap.brain.any() and (cap.hu > 300).any()
+
+
 def test_atrophy_widens_ventricles_and_sulci(old_head) -> None:  # type: ignore[no-untyped-def]
     anat, grid = old_head
     young = dataclasses.replace(anat, ventricle_scale=0.75)

@@ -88,9 +88,11 @@ def test_png_folder_with_one_label_trains_evaluates_and_predicts_that_label(
     assert "hemorrhage" in series.columns and "any" not in series.columns
 
 
-def test_a_three_label_subset_trains_and_predicts_three_rows_per_image(
-    tiny_cohort: Path, tmp_path: Path, tiny_overrides: list[str]
+def test_a_three_label_subset_fine_tunes_a_six_label_run_and_predicts_three_rows(
+    tiny_cohort: Path, tmp_path: Path, tiny_overrides: list[str], tiny_run: Path
 ) -> None:
+    """The seeds' transfer workflow: start from an RSNA (six-label) model, keep its backbone,
+    train a fresh three-label head."""
     six = read_labels(tiny_cohort / "labels.csv")
     table = six[list(SUBSET)].reset_index().rename(columns={"image_id": "ID"})
     csv = tmp_path / "three.csv"
@@ -100,8 +102,9 @@ def test_a_three_label_subset_trains_and_predicts_three_rows_per_image(
                  str(cache), "--size", "64", "--workers", "1", "--quiet"]) == 0
     assert SliceCache(cache).label_names == SUBSET
     run = tmp_path / "run"
-    assert main(["train", str(cache), "--out", str(run), *tiny_overrides,
-                 "train.epochs=1"]) == 0
+    rsna = tiny_run / "checkpoints" / "slice_best.safetensors"
+    assert main(["train", str(cache), "--out", str(run), "--weights", str(rsna),
+                 *tiny_overrides, "train.epochs=1"]) == 0
     assert read_spec(run / "checkpoints" / "slice_best.safetensors").labels == SUBSET
     first = sorted((tiny_cohort / "images").glob("*.dcm"))[:3]
     src = tmp_path / "dicom"

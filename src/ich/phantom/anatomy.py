@@ -168,7 +168,8 @@ def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
                      scale: float) -> float:
     """Paint skin, fat and skull into ``hu``; return the apparent skull thickness (mm)."""
     # Near the vertex the slice cuts the skull obliquely: it looks thicker there.
-    base = 1.0 + 1.2 * max(0.25 - t, 0.0) / 0.25  # occipital and temporal bone thicken below
+    # Occipital and temporal bone thicken toward the skull base (the face below is no thicker).
+    base = 1.0 + 1.2 * min(max(0.25 - t, 0.0) / 0.25, 1.0)
     skull = min(anat.skull * base * obliquity(anat, t), 25.0, 0.9 * anat.semi_u * scale)
     scalp = anat.scalp
     head = depth >= 0

@@ -1,4 +1,5 @@
-"""Skull base and posterior fossa of the phantom (slices below t = 0.3).
+"""Skull base and posterior fossa of the phantom (slices below t = 0.3), and the face and upper
+neck below it (t < 0), where many real series start.
 
 What makes the lowest slices of a real head CT hard: orbits (globes, lenses, retro-orbital fat),
 air-filled paranasal sinuses and mastoid cells with thin bone septa, dense petrous bones and
@@ -164,6 +165,59 @@ def _posterior_fossa(p: _Painter, a: Anatomy, t: float, vents: np.ndarray,
     return fossa, cistern
 
 
+def _below_base(p: _Painter, a: Anatomy, t: float, front: float, ru: float) -> None:
+    """Slices below the skull base (t < 0), where real series often start: face and upper neck.
+
+    No brain is left: maxillary sinuses and the nasal cavity in front (air behind thin bony
+    walls, turbinates), the mandible and teeth lower down, an upper cervical vertebra with the
+    spinal canal behind, neck muscles with fat planes, and a few small dense fragments
+    (styloid, hyoid, vessel calcification) where a patient's anatomy puts them. Everything
+    bright here is normal: a model that reads bright as blood must learn otherwise.
+    """
+    grid, cavity = p.grid, p.cavity
+    d = min(-t / 0.12, 1.0)  # 0 at the skull base .. 1 at the second vertebra
+    w = grid.window(0.0, 0.0, max(front, ru) + 4.0)
+    u, v = grid.u[w], grid.v[w]
+    fat_planes = np.cos(u * 0.45 + 2.0 * np.sin(v * 0.21)) > 0.93
+    p.put("muscle", w, np.ones_like(u, dtype=bool), MUSCLE_HU)
+    p.put("other", w, fat_planes, -95.0)
+    rng = np.random.default_rng([int(a.semi_u * 100), int(a.semi_v * 100), round(-t * 400)])
+    if d < 0.75:  # maxillary sinuses beside the nasal cavity and its turbinates
+        for side in (-1.0, 1.0):
+            wall = _ell(grid, w, side * 0.3 * ru, -0.55 * front, 0.2 * ru + 2.0, 0.28 * front + 2.0)
+            air = _ell(grid, w, side * 0.3 * ru, -0.55 * front, 0.2 * ru, 0.28 * front)
+            p.put("bone", w, wall, 550.0)
+            p.put("air_cells", w, air, AIR_HU)
+        nasal = (np.abs(u) < 0.1 * ru + 3.0) & (v < -0.25 * front)
+        p.put("air_cells", w, nasal, AIR_HU)
+        turbinate = nasal & (np.cos(v * 0.6) > 0.55) & (np.abs(u) > 1.5)
+        p.put("muscle", w, turbinate, 30.0)
+        p.put("bone", w, nasal & (np.abs(u) <= max(1.0, grid.spacing)), 400.0)
+    if d > 0.45:  # mandible (a U of dense cortex) with teeth, across the front of the face
+        w2 = grid.window(0.0, -0.5 * front, max(front, ru) + 8.0)
+        u2, v2 = grid.u[w2], grid.v[w2]
+        r = np.hypot(u2, (v2 + 0.2 * front) * 1.2)
+        arc = (r < 0.8 * ru) & (r > 0.8 * ru - 7.0) & (v2 < -0.2 * front)
+        p.put("bone", w2, arc, 1400.0, in_head=True)
+        if d < 0.85:
+            teeth = arc & (np.cos(np.arctan2(u2, -v2) * 14.0) > 0.3)
+            p.put("bone", w2, teeth, 2500.0, in_head=True)
+    # Upper cervical vertebra: body and ring of cortex, marrow, spinal canal with the cord.
+    vc = 0.15 * front + 4.0
+    p.put("bone", w, _ell(grid, w, 0.0, vc, 13.0, 9.0), 850.0)
+    p.put("other", w, _ell(grid, w, 0.0, vc, 11.0, 7.0), 240.0)
+    ring = _ell(grid, w, 0.0, vc + 17.0, 15.0, 11.0)
+    canal = _ell(grid, w, 0.0, vc + 17.0, 10.0, 8.0)
+    p.put("bone", w, ring & ~canal, 700.0)
+    p.put("cistern", w, canal, CSF_HU)
+    p.put("brainstem", w, _ell(grid, w, 0.0, vc + 17.0, 5.0, 4.0), PONS_HU)
+    for _ in range(int(rng.integers(0, 4))):  # small dense fragments, here or not
+        uc, vc2 = rng.uniform(-0.6, 0.6) * ru, rng.uniform(-0.5, 0.6) * front
+        p.put("bone", w, _ell(grid, w, uc, vc2, rng.uniform(1.5, 4.0), rng.uniform(1.5, 6.0)),
+              float(rng.uniform(200.0, 900.0)))
+    p.excluded[w] |= cavity[w]
+
+
 def paint_skull_base(hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, anat: Anatomy, t: float,
                      cavity: np.ndarray, front: float, vents: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,6 +241,9 @@ def paint_skull_base(hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, anat: 
     spacing = grid.spacing
     p = _Painter(hu, labels, grid, cavity)
     ru = anat.semi_u * 0.8
+    if t < 0.0:
+        _below_base(p, anat, t, front, ru)
+        return p.excluded, np.zeros_like(cavity), np.zeros_like(cavity)
     if t < 0.17:
         _orbits(p, t, front, ru, spacing)
     elif t < 0.3:  # orbital roofs: two domes of bone rising from the front, crista between
