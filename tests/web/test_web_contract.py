@@ -32,8 +32,13 @@ def test_openapi_has_real_schemas_for_every_json_route(make_client) -> None:
         errors = doc["paths"][path][method]["responses"]
         assert errors["404"]["content"]["application/json"]["schema"]["$ref"].endswith(
             "ErrorBody"), path
-    assert set(schemas["LabelProbabilities"]["properties"]) == {
+    # Probabilities are keyed by the run's labels (any label set): a label -> number mapping,
+    # documented with the six RSNA labels as the example.
+    probs = schemas["LabelProbabilities"]
+    assert probs["type"] == "object" and probs["additionalProperties"] == {"type": "number"}
+    assert set(probs["example"]) == {
         "any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"}
+    assert {"labels", "thresholds", "triage"} <= set(schemas["Info"]["properties"])
 
 
 def test_live_answers_match_the_models(make_client, study) -> None:

@@ -41,9 +41,14 @@ class FakePrediction:
 
 
 class FakePredictor:
-    """Probability per label from the share of head pixels in the acute-blood HU range."""
+    """Probability per label from the share of head pixels in the acute-blood HU range.
 
-    def __init__(self, delay: float = 0.0, heat_delay: float = 0.0) -> None:
+    ``labels``: the run's label set it stands in for (the six RSNA labels by default).
+    """
+
+    def __init__(self, delay: float = 0.0, heat_delay: float = 0.0,
+                 labels: tuple[str, ...] = LABELS) -> None:
+        self.labels = tuple(labels)
         self.provenance = ModelProvenance(training_data="none (test double)", note="tests only")
         self.delay = delay
         self.heat_delay = heat_delay  # seconds per heatmap, standing in for Grad-CAM's cost
@@ -56,8 +61,9 @@ class FakePredictor:
         blood = (hu >= BLOOD_HU[0]) & (hu <= BLOOD_HU[1]) & head
         frac = blood.sum() / max(1, head.sum())
         base = float(np.clip(frac * 1.5, 0.0, 1.0))
-        # Subtypes differ by a fixed factor so the six curves are distinguishable.
-        return np.array([base * f for f in (1.0, 0.2, 0.9, 0.6, 0.7, 0.8)], np.float32)
+        # Labels differ by a fixed factor so the curves are distinguishable.
+        factors = (1.0, 0.2, 0.9, 0.6, 0.7, 0.8)
+        return np.array([base * factors[k % 6] for k in range(len(self.labels))], np.float32)
 
     def predict_slices(self, hus: list[np.ndarray], metas: list[SliceMeta]) -> FakePrediction:
         self.calls += 1
@@ -70,7 +76,7 @@ class FakePredictor:
 
     def heatmap(self, hu: np.ndarray, label: str,
                 neighbours: list[np.ndarray] | None = None) -> np.ndarray:
-        assert label in LABELS
+        assert label in self.labels
         self.heat_calls += 1
         if self.heat_delay:
             time.sleep(self.heat_delay)

@@ -20,8 +20,9 @@ def add_sending_options(p: argparse.ArgumentParser) -> None:
                    help="send results by DICOMweb STOW-RS to this base URL (repeatable)")
     p.add_argument("--rules", type=Path, default=None, metavar="YAML",
                    help="series selection rules (default: non-contrast head CT)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="probability at or above which a finding is reported present")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability at or above which a finding is reported present, for "
+                   "every label (default: the run's per-label thresholds, 0.5 where it has none)")
     p.add_argument("--key-images", type=int, default=3, help="key images per study")
 
 

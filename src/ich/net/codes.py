@@ -20,12 +20,13 @@ wrong SNOMED meaning. Sources checked:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from ich.labels import LABELS
+from ich.labels import check_label_names
 
 LOCAL_SCHEME = "99ICH"
 
@@ -56,7 +57,30 @@ FINDING_CODES: dict[str, LabelCode] = {
     "subdural": LabelCode("subdural", Code("SDH", LOCAL_SCHEME, "Subdural hemorrhage"),
                           "local code (SNOMED CT code not yet verified)"),
 }
-assert tuple(FINDING_CODES) == LABELS
+
+
+def finding_code(label: str) -> LabelCode:
+    """The finding code of any label a run may predict.
+
+    The six RSNA labels keep their pinned codes above (``FINDING_CODES``: exactly those six, in
+    ``LABELS`` order, checked by the tests). Any other label (a run trained on its own
+    label set, e.g. a single ``hemorrhage`` or a challenge's subset) gets a code in the local
+    scheme ``99ICH`` whose value and meaning are the label name itself: a receiver sees plainly
+    that it is this project's own concept, never a SNOMED CT meaning guessed for it.
+
+    Raises:
+        LabelsError: the label is not a valid label name (letters and digits).
+    """
+    known = FINDING_CODES.get(label)
+    if known is not None:
+        return known
+    check_label_names((label,))
+    # (0008,0100) Code Value is SH (16 characters): a longer name keeps 10 of them and a digest
+    # of the whole, so two long names never share a code; the meaning (LO, 64) is the name.
+    value = label if len(label) <= 16 else (
+        label[:10] + hashlib.sha256(label.encode()).hexdigest()[:6])
+    return LabelCode(label, Code(value, LOCAL_SCHEME, label[:64]),
+                     "local code: a label of the run's own label set")
 
 PRESENT = codes.SCT.Present  # SCT 52101004
 ABSENT = codes.SCT.Absent  # SCT 272519000

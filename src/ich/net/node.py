@@ -43,7 +43,8 @@ class NodeSettings:
         stable_seconds: Quiet time after which a study counts as complete.
         allow_aet: Calling AE titles accepted (required when binding beyond loopback).
         rules: Series selection rules.
-        threshold: Operating threshold for present/absent.
+        threshold: Operating threshold for present/absent of every label; None: the run's own
+            per-label thresholds (``RUN/thresholds.json``), 0.5 for a label without one.
         key_images: Secondary Capture key images per study.
         tls_cert, tls_key: PEM certificate and private key: the SCP then speaks DICOM over TLS
             only (PS3.15 B.1 secure transport).
@@ -59,7 +60,7 @@ class NodeSettings:
     stable_seconds: float = 10.0
     allow_aet: list[str] = field(default_factory=list)
     rules: SelectionRules = field(default_factory=SelectionRules)
-    threshold: float = 0.5
+    threshold: float | None = None
     key_images: int = 3
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -102,7 +103,8 @@ class NodeSettings:
                               "name the senders with --allow-aet AET")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} is not a valid TCP port")
-        if self.stable_seconds < 0 or not 0 < self.threshold < 1:
+        if self.stable_seconds < 0 or (self.threshold is not None
+                                       and not 0 < self.threshold < 1):
             raise ConfigError("--stable-seconds must be >= 0 and --threshold within (0, 1)")
         self.ssl_context()  # unreadable TLS files are refused before binding
 
@@ -219,7 +221,7 @@ class Node:
 def settings_from_args(data: Path, host: str, port: int, aet: str,
                        destinations: Sequence[Peer], stow: Sequence[str],
                        stable_seconds: float, allow_aet: Sequence[str],
-                       rules: Path | None, threshold: float, key_images: int,
+                       rules: Path | None, threshold: float | None, key_images: int,
                        tls_cert: Path | None = None, tls_key: Path | None = None,
                        tls_ca: Path | None = None) -> NodeSettings:
     """NodeSettings from command-line values (rules read from YAML when given)."""

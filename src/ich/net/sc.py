@@ -7,6 +7,8 @@ numbers must be part of the image (Burned In Annotation = YES).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -20,9 +22,27 @@ from ich.net.sr import RESEARCH_NOTICE, with_type2
 BRAIN_WINDOW = (40.0, 80.0)
 
 
+#: Label probabilities per burnt-in text line (three fit a 512 px wide image).
+PER_LINE = 3
+
+
+def probability_lines(labels: Sequence[str], probabilities: np.ndarray) -> list[str]:
+    """The burnt-in probability text: ``label p`` for each of the run's labels, three a line
+    (RSNA names shortened to five letters as before; the run's own names in full)."""
+    if len(labels) != len(probabilities):
+        raise ValueError(f"{len(probabilities)} probabilities for {len(labels)} labels")
+    items = [f"{label[:5] if label in LABELS else label} {float(p):.2f}"
+             for label, p in zip(labels, probabilities, strict=True)]
+    return ["  ".join(items[i:i + PER_LINE]) for i in range(0, len(items), PER_LINE)]
+
+
 def render_key_image(hu: np.ndarray, heat: np.ndarray | None, probabilities: np.ndarray,
-                     title: str, warning: str | None = None) -> np.ndarray:
+                     title: str, warning: str | None = None,
+                     labels: Sequence[str] = LABELS) -> np.ndarray:
     """RGB uint8 (H', W', 3): brain window, heatmap in red/yellow, text at top and bottom.
+
+    ``probabilities`` has one value per entry of ``labels`` (the run's labels; the six RSNA
+    labels by default).
 
     Small images are enlarged (to at least 512 px wide) so the text stays readable. ``warning``
     (the out-of-domain note) is burnt in, in red, above the probabilities: a viewer that shows
@@ -43,12 +63,7 @@ def render_key_image(hu: np.ndarray, heat: np.ndarray | None, probabilities: np.
     size = max(12, img.width // 40)
     font = ImageFont.load_default(size=size)
     lines_top = [RESEARCH_NOTICE, title]
-    lines_bottom = ["  ".join(f"{label[:5]} {p:.2f}" for label, p in zip(LABELS[:3],
-                                                                       probabilities[:3],
-                                                                       strict=True)),
-                    "  ".join(f"{label[:5]} {p:.2f}" for label, p in zip(LABELS[3:],
-                                                                       probabilities[3:],
-                                                                       strict=True))]
+    lines_bottom = probability_lines(labels, probabilities)
     y = 4
     for text in lines_top:
         draw.text((6, y), text, fill=(255, 255, 0), font=font, stroke_width=2,

@@ -1,7 +1,8 @@
 """The Comprehensive 3D SR (TID 1500 Measurement Report) that carries a study's triage result.
 
-Per label (the five subtypes and ``any``) one measurement group: finding type = the label's code,
-a qualitative evaluation present/absent at the operating threshold, the probability as a
+Per label of the run (the five subtypes and ``any``, or the run's own label set) one measurement
+group: finding type = the label's code (:func:`ich.net.codes.finding_code`), a qualitative
+evaluation present/absent at the label's operating threshold, the probability as a
 measurement (UCUM "1"), and the key slices it was read on. The observer is this device; the
 model's provenance (what data it was trained on) is in the algorithm identification. Series the
 node did not analyse, with the reasons, the research-use notice and the domain check (a study
@@ -12,7 +13,7 @@ root. Patient and study attributes come from the source exactly (missing Type 2 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import highdicom as hd
@@ -39,14 +40,18 @@ class TriageResult:
     """What the model said about a study (the SR's content).
 
     Attributes:
-        probabilities: (6,) study-level probabilities in ``LABELS`` order.
-        threshold: Operating threshold: at or above it a finding is reported present.
+        probabilities: (L,) study-level probabilities, one per entry of ``labels``.
+        threshold: Operating threshold for labels without one in ``thresholds``: at or above
+            it a finding is reported present.
         key_images: Per label, the headers of the slices that scored highest for it.
         not_analysed: Series not triaged, as "series 2 'Scout' (2 images): a localizer image".
         provenance: The model's description (name, training data) for the observer context.
         in_domain: False when any analysed series lies outside the model's training data (its
             probabilities are then unreliable); None when the model has no domain check.
         domain_score: The largest series domain score (> 1: outside); None when unknown.
+        labels: The run's labels, in the columns' order (default: the six RSNA labels).
+        thresholds: Per-label operating thresholds (the run's, chosen on its out-of-fold
+            predictions); a label missing here uses ``threshold``.
     """
 
     probabilities: np.ndarray
@@ -56,6 +61,25 @@ class TriageResult:
     provenance: str = ""
     in_domain: bool | None = None
     domain_score: float | None = None
+    labels: tuple[str, ...] = LABELS
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.probabilities) != len(self.labels):
+            raise ValueError(f"{len(self.probabilities)} probabilities for "
+                             f"{len(self.labels)} labels ({', '.join(self.labels)})")
+
+    def threshold_of(self, label: str) -> float:
+        """The operating threshold of one label."""
+        return float(self.thresholds.get(label, self.threshold))
+
+    def thresholds_text(self) -> str:
+        """The operating thresholds in words (one number when every label shares it)."""
+        values = {self.threshold_of(label) for label in self.labels}
+        if len(values) == 1:
+            return f"operating threshold {values.pop():g}"
+        return "operating thresholds " + ", ".join(
+            f"{label} {self.threshold_of(label):g}" for label in self.labels)
 
 
 def domain_text(in_domain: bool | None, domain_score: float | None) -> str | None:
@@ -111,7 +135,7 @@ def device_uid(aet: str) -> str:
 
 def _group(label: str, p: float, result: TriageResult,
            algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    code = codes.FINDING_CODES[label].code
+    code = codes.finding_code(label).code
     keys = result.key_images.get(label, [])
     refs = [hd.sr.SourceImageForMeasurement(str(k.SOPClassUID), str(k.SOPInstanceUID))
             for k in keys]
@@ -119,10 +143,11 @@ def _group(label: str, p: float, result: TriageResult,
         name=codes.PROBABILITY, value=round(float(p), 6), unit=codes.NO_UNITS,
         algorithm_id=algorithm, referenced_images=refs or None)
     evaluation = hd.sr.QualitativeEvaluation(
-        name=code, value=codes.PRESENT if p >= result.threshold else codes.ABSENT)
+        name=code, value=codes.PRESENT if p >= result.threshold_of(label) else codes.ABSENT)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"{label} hemorrhage"),
+            uid=generate_uid(),
+            identifier=f"{label} hemorrhage" if label in LABELS else label),
         finding_type=code, algorithm_id=algorithm, measurements=[measurement],
         qualitative_evaluations=[evaluation],
         source_images=[hd.sr.SourceImageForMeasurementGroup(
@@ -157,13 +182,13 @@ def build_sr(
     groups = []
     key_datasets: list[Dataset] = []
     if result is not None:
-        params = [f"operating threshold {result.threshold:g}",
+        params = [result.thresholds_text(),
                   f"model: {result.provenance or 'not described'}"]
         if result.in_domain is False:
             params.append(OUT_OF_DOMAIN_NOTE)
         algorithm = hd.sr.AlgorithmIdentification(
             name=codes.ALGORITHM_NAME, version=__version__, parameters=params)
-        for k, label in enumerate(LABELS):
+        for k, label in enumerate(result.labels):
             groups.append(_group(label, float(result.probabilities[k]), result, algorithm))
         seen: set[str] = set()
         for keys in result.key_images.values():
@@ -175,7 +200,7 @@ def build_sr(
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=generate_uid(), identifier="not analysed"),
-            finding_type=codes.FINDING_CODES["any"].code))
+            finding_type=codes.FINDING_CODES["any"].code))  # ICH, whatever the run's labels
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.CT_HEAD_PROCEDURE,
@@ -207,7 +232,7 @@ def build_sr(
     sr.SeriesDescription = "ich hemorrhage triage (research use only)"
     scheme = Dataset()  # declare the local coding scheme (PS3.3 C.12.1.1.2)
     scheme.CodingSchemeDesignator = codes.LOCAL_SCHEME
-    scheme.CodingSchemeName = "ich local codes for hemorrhage subtypes"
+    scheme.CodingSchemeName = "ich local codes for hemorrhage findings and run labels"
     scheme.CodingSchemeResponsibleOrganization = "ich project"
     sr.CodingSchemeIdentificationSequence = [scheme]
     sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: the notice has an em dash, names may too

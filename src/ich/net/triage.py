@@ -25,7 +25,6 @@ from pydicom.uid import generate_uid
 
 from ich.atomic import atomic_path
 from ich.errors import IchError
-from ich.labels import LABELS
 from ich.net.outbox import enqueue
 from ich.net.peers import hash_id
 from ich.net.sc import build_sc, render_key_image
@@ -33,7 +32,8 @@ from ich.net.selection import SelectionRules, SeriesDecision, select_series
 from ich.net.sr import OUT_OF_DOMAIN_NOTE, TriageResult, build_sr
 from ich.net.state import Instance, NodeState
 from ich.web.ingest import ingest
-from ich.web.predictor import PredictorLike
+from ich.web.predictor import DEFAULT_THRESHOLD, PredictorLike, run_thresholds, triage_name
+from ich.web.views import result_labels
 
 log = logging.getLogger("ich.net")
 
@@ -50,7 +50,8 @@ class TriageConfig:
         aet: This node's AE title (names the SR's observer device).
         destinations: ``dimse:AET@HOST:PORT`` and ``stow:URL`` targets of every result.
         rules: Series selection rules.
-        threshold: Probability at or above which a finding is reported present.
+        threshold: Probability at or above which a finding is reported present, for every
+            label; None: the run's per-label thresholds (0.5 where it has none).
         key_images: Secondary Capture key images per study.
         job_timeout: Seconds to wait for the study's prediction jobs.
     """
@@ -58,7 +59,7 @@ class TriageConfig:
     aet: str = "ICH"
     destinations: list[str] = field(default_factory=list)
     rules: SelectionRules = field(default_factory=SelectionRules)
-    threshold: float = 0.5
+    threshold: float | None = None
     key_images: int = 3
     job_timeout: float = 600.0
 
@@ -108,18 +109,29 @@ def _wait_for_jobs(state: NodeState, study_id: str, services: Services, timeout:
 @dataclass
 class _SeriesResult:
     series_id: str
-    slice_probs: np.ndarray  # (T, 6) in stored (z) order
-    study_probs: np.ndarray  # (6,)
+    slice_probs: np.ndarray  # (T, L) in stored (z) order, columns named by labels
+    study_probs: np.ndarray  # (L,)
     sops: list[str]  # SOP Instance UID per stored slice
     in_domain: bool | None = None  # None: the model has no domain check
     domain_score: float | None = None
+    labels: tuple[str, ...] = ()  # the run's labels the result was made with
+
+    def column(self, label: str) -> int | None:
+        """The column of ``label`` (None when this result has no such label)."""
+        return self.labels.index(label) if label in self.labels else None
+
+    def scores(self) -> np.ndarray:
+        """(T,) per-slice triage score: p(any), or the largest label's p without ``any``."""
+        k = self.column("any")
+        return self.slice_probs[:, k] if k is not None else self.slice_probs.max(axis=1)
 
 
 def _results(state: NodeState, study_id: str) -> list[_SeriesResult]:
     out = []
     for r in state.store.query(
             "SELECT series.id AS id, results.slice_probs AS sp, results.study_probs AS st, "
-            "results.domain AS domain FROM series JOIN results ON results.series_id = series.id "
+            "results.domain AS domain, results.labels AS labels "
+            "FROM series JOIN results ON results.series_id = series.id "
             "WHERE series.study_id=?", (study_id,)):
         sops = [str(s["sop_instance_uid"]) for s in state.store.query(
             "SELECT sop_instance_uid FROM slices WHERE series_id=? ORDER BY idx", (r["id"],))]
@@ -129,8 +141,29 @@ def _results(state: NodeState, study_id: str) -> list[_SeriesResult]:
             str(r["id"]), np.asarray(json.loads(r["sp"]), float),
             np.asarray(json.loads(r["st"]), float), sops,
             None if flag is None else bool(flag),
-            None if score is None or not np.isfinite(float(score)) else float(score)))
+            None if score is None or not np.isfinite(float(score)) else float(score),
+            result_labels(dict(r))))
     return out
+
+
+def _study_labels(series: list[_SeriesResult]) -> tuple[tuple[str, ...], np.ndarray]:
+    """The study's labels (in the order first seen) and per label the maximum over the series
+    that predicted it (as the web app's study probabilities)."""
+    labels: list[str] = []
+    for s in series:
+        labels += [label for label in s.labels if label not in labels]
+    probs = [max(float(s.study_probs[k]) for s in series
+                 if (k := s.column(label)) is not None) for label in labels]
+    return tuple(labels), np.asarray(probs, float)
+
+
+def _thresholds(config: TriageConfig, predictor: PredictorLike | None
+                ) -> tuple[float, dict[str, float]]:
+    """(threshold for labels without their own, per-label thresholds): ``--threshold`` for
+    every label when given, else the run's choice per label and 0.5 for the rest."""
+    if config.threshold is not None:
+        return config.threshold, {}
+    return DEFAULT_THRESHOLD, run_thresholds(predictor) if predictor is not None else {}
 
 
 def _study_domain(series: list[_SeriesResult]) -> tuple[bool | None, float | None]:
@@ -231,15 +264,17 @@ def _triage(state: NodeState, uid: str, config: TriageConfig, services: Services
     if not series:
         raise TriageError("prediction failed for every eligible series")
     predictor = services.get_predictor()
-    probs = np.max([s.study_probs for s in series], axis=0)
+    labels, probs = _study_labels(series)
     key_images: dict[str, list[Dataset]] = {}
-    for k, label in enumerate(LABELS):
-        best = max(series, key=lambda s: float(s.slice_probs[:, k].max()))
+    for label in labels:
+        having = [(s, k) for s in series if (k := s.column(label)) is not None]
+        best, k = max(having, key=lambda sk: float(sk[0].slice_probs[:, sk[1]].max()))
         key_images[label] = [headers[best.sops[int(best.slice_probs[:, k].argmax())]]]
     in_domain, domain_score = _study_domain(series)
-    result = TriageResult(probs, config.threshold, key_images, not_analysed,
+    threshold, thresholds = _thresholds(config, predictor)
+    result = TriageResult(probs, threshold, key_images, not_analysed,
                           _provenance(predictor) if predictor else "", in_domain,
-                          domain_score)
+                          domain_score, labels, thresholds)
     # The SR (pure Python in highdicom) is built while the key images' Grad-CAM runs in torch,
     # which releases the GIL: on two cores the two overlap instead of adding up.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ich-sr") as pool:
@@ -254,29 +289,32 @@ def _key_images(state: NodeState, series: list[_SeriesResult], probs: np.ndarray
                 config: TriageConfig, services: Services
                 ) -> list[tuple[str, np.ndarray, str | None]]:
     """(source SOP Instance UID, RGB image, out-of-domain warning or None) for the slices with
-    the highest p(any)."""
-    ranked = sorted(((float(s.slice_probs[i, 0]), n, i) for n, s in enumerate(series)
-                     for i in range(len(s.sops))), reverse=True)[:config.key_images]
+    the highest p(any) (or, for a run without ``any``, the highest probability of a label);
+    the heatmap shows the slice's likeliest finding other than ``any``."""
+    ranked = sorted(((float(score), n, i) for n, s in enumerate(series)
+                     for i, score in enumerate(s.scores())), reverse=True)[:config.key_images]
     predictor = services.get_predictor()
     out = []
-    for p_any, n, i in ranked:
+    for p_top, n, i in ranked:
         s = series[n]
         stack = np.load(state.store.array_path(s.series_id), mmap_mode="r")
         hu = np.asarray(stack[i], np.float32)
-        label_k = 1 + int(np.argmax(s.slice_probs[i, 1:]))  # most likely subtype
+        findings = [k for k, label in enumerate(s.labels) if label != "any"] or [0]
+        label = s.labels[max(findings, key=lambda k: float(s.slice_probs[i, k]))]
         heat = None
-        if predictor is not None:
+        if predictor is not None and label in predictor.labels:
             neighbours = [np.asarray(stack[min(max(i + o, 0), len(stack) - 1)], np.float32)
                           for o in predictor.offsets]
             try:
                 with services.model_lock:
-                    heat = predictor.heatmap(hu, LABELS[label_k], neighbours)
+                    heat = predictor.heatmap(hu, label, neighbours)
             except Exception as exc:  # the key image is still useful without the overlay
                 log.warning("heatmap failed: %s", type(exc).__name__)
-        title = f"slice {i + 1}/{len(s.sops)}: p(any) {p_any:.2f}, heatmap {LABELS[label_k]}"
+        title = (f"slice {i + 1}/{len(s.sops)}: p({triage_name(s.labels)}) {p_top:.2f}, "
+                 f"heatmap {label}")
         warning = _key_warning(s)
-        out.append((s.sops[i], render_key_image(hu, heat, s.slice_probs[i], title, warning),
-                    warning))
+        out.append((s.sops[i], render_key_image(hu, heat, s.slice_probs[i], title, warning,
+                                                s.labels), warning))
     return out
 
 

@@ -23,7 +23,7 @@ from ich import __version__
 from ich.errors import ConfigError
 from ich.web.ingest import ingest
 from ich.web.jobs import Worker
-from ich.web.predictor import PredictorLike, load_predictor
+from ich.web.predictor import PredictorLike, load_predictor, triage_label
 from ich.web.render import PngCache, heatmap_png
 from ich.web.routes_api import router as api_router
 from ich.web.routes_docs import install_docs
@@ -66,7 +66,8 @@ def warm_heatmap(predictor: PredictorLike) -> None:
     yy, xx = np.mgrid[-256:256, -256:256]
     head = np.where(xx**2 + yy**2 < 200**2, 35.0, -1000.0).astype(np.float32)
     try:
-        heatmap_png(predictor.heatmap(head, "any", [head for _ in predictor.offsets]))
+        label = triage_label(predictor.labels) or predictor.labels[0]
+        heatmap_png(predictor.heatmap(head, label, [head for _ in predictor.offsets]))
     except Exception:  # a failing warm-up must not stop the server
         log.exception("heatmap warm-up failed")
 
@@ -149,7 +150,8 @@ def create_app(settings: WebSettings, predictor: PredictorLike | None = None) ->
         title="ich — intracranial hemorrhage triage",
         version=__version__,
         description="Research use only — not for diagnosis. Upload head-CT DICOM, get per-slice "
-        "and per-study probabilities of the five hemorrhage subtypes and 'any', and heatmaps.",
+        "and per-study probabilities of the loaded run's labels (the five hemorrhage subtypes "
+        "and 'any', or the run's own label set: see /api/info), and heatmaps.",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,

@@ -71,15 +71,20 @@ def run_job(store: Store, predictor: PredictorLike, series_id: str) -> None:
     pred = predictor.predict_slices(hus, metas)
     order = np.asarray(pred.order, dtype=int)
     # The predictor returns rows in its own slice order; map them back to input positions.
-    slice_probs = np.empty((len(hus), 6), np.float64)
-    cnn_probs = np.empty((len(hus), 6), np.float64)
+    labels = tuple(predictor.labels)
+    if np.shape(pred.slice_probs)[1:] != (len(labels),):
+        raise ValueError(f"the model returned {np.shape(pred.slice_probs)[1:]} columns for "
+                         f"its {len(labels)} labels ({', '.join(labels)})")
+    slice_probs = np.empty((len(hus), len(labels)), np.float64)
+    cnn_probs = np.empty((len(hus), len(labels)), np.float64)
     slice_probs[order] = np.asarray(pred.slice_probs)
     cnn_probs[order] = np.asarray(pred.cnn_probs)
     in_domain = getattr(pred, "in_domain", None)  # None: the model has no domain check
     domain = None if in_domain is None else {
         "in_domain": bool(in_domain),
         "domain_score": round(float(getattr(pred, "domain_score", "nan")), 4)}
-    store.set_result(series_id, slice_probs, cnn_probs, np.asarray(pred.study_probs), domain)
+    store.set_result(series_id, slice_probs, cnn_probs, np.asarray(pred.study_probs), domain,
+                     labels)
 
 
 class Worker:

@@ -19,10 +19,10 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from ich import __version__
-from ich.labels import LABELS
 from ich.web import views
 from ich.web.heatpool import PoolBusyError
 from ich.web.ingest import UploadTooLargeError, ingest
+from ich.web.predictor import triage_label
 from ich.web.render import (
     BadRequestError,
     WindowOutOfRangeError,
@@ -59,7 +59,7 @@ def _state(request: Request) -> AppState:
 
 
 def _detail_or_404(state: AppState, study_id: str) -> dict[str, Any]:
-    detail = views.study_detail(state.store, study_id)
+    detail = views.study_detail(state.store, study_id, state.thresholds())
     if detail is None:
         raise HTTPException(404, f"no study with id {study_id!r} (deleted, or never uploaded)")
     return detail
@@ -69,7 +69,12 @@ def _detail_or_404(state: AppState, study_id: str) -> dict[str, Any]:
             response_model=Info)
 def info(request: Request) -> dict[str, Any]:
     state = _state(request)
-    return {"version": __version__, "labels": list(LABELS), "notice": views.NOTICE,
+    labels = state.labels()
+    thresholds = state.thresholds()
+    return {"version": __version__, "labels": list(labels),
+            "thresholds": {k: thresholds.get(k, views.FLAG_THRESHOLD) for k in labels},
+            "thresholds_source": "the run's out-of-fold choice" if thresholds else "default 0.5",
+            "triage": triage_label(labels) or "max", "notice": views.NOTICE,
             "provenance": state.provenance(), "model_ready": state.predictor is not None,
             "windows": ["brain", "subdural", "bone"],
             "limits": {"max_files": state.settings.max_files,
@@ -125,9 +130,10 @@ async def upload(request: Request) -> Any:
 def list_studies(
     request: Request, q: str = "", status: str = "", flag: str = ""
 ) -> list[dict[str, Any]]:
-    if flag and flag not in LABELS:
-        raise HTTPException(400, f"unknown flag {flag!r}: use one of {', '.join(LABELS)}")
-    return views.list_studies(_state(request).store, q=q, status=status, flag=flag)
+    state = _state(request)
+    _check_label(state, flag, "flag")
+    return views.list_studies(state.store, q=q, status=status, flag=flag,
+                              thresholds=state.thresholds())
 
 
 @router.get("/studies/{study_id}", summary="Status, series, slices in order, probabilities",
@@ -148,6 +154,13 @@ def delete_study(request: Request, study_id: str) -> dict[str, str]:
         raise HTTPException(404, f"no study with id {study_id!r}")
     state.cache.drop(study_id)
     return {"deleted": study_id}
+
+
+def _check_label(state: AppState, label: str, what: str) -> None:
+    """400 unless ``label`` (when given) is one of the labels results are keyed by."""
+    labels = state.labels()
+    if label and label not in labels:
+        raise HTTPException(400, f"unknown {what} {label!r}: use one of {', '.join(labels)}")
 
 
 def _ready(state: AppState, study_id: str) -> dict[str, Any]:
@@ -215,11 +228,15 @@ def slice_image(request: Request, study_id: str, index: int, window: str = "brai
                 409: {"model": ErrorBody, "description": "no model loaded"},
                 503: {"model": ErrorBody, "description": "too many heatmaps waiting"}})
 async def heatmap_image(
-    request: Request, study_id: str, index: int, label: str = "any"
+    request: Request, study_id: str, index: int, label: str = ""
 ) -> Response:
+    """``label``: one of the run's labels; by default ``any``, or the run's first label."""
     state = _state(request)
-    if label not in LABELS:
-        raise HTTPException(400, f"unknown label {label!r}: use one of {', '.join(LABELS)}")
+    if label:
+        _check_label(state, label, "label")
+    else:
+        labels = state.labels()
+        label = triage_label(labels) or labels[0]
     key = (study_id, "heat", index, label)
     cached = state.cache.get(key)
     if cached is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 StudyStatus = Literal["queued", "processing", "done", "partial", "failed"]
 
@@ -34,15 +34,15 @@ class ErrorBody(BaseModel):
     skipped: list[FileProblem] = Field(default_factory=list)
 
 
-class LabelProbabilities(BaseModel):
-    """One probability per label, in ``ich.LABELS`` order."""
+class LabelProbabilities(RootModel[dict[str, float]]):
+    """One probability per label of the run that made it, in the run's column order: the six
+    RSNA labels (``any``, ``epidural``, ...), a subset, or the run's own (``hemorrhage``).
+    ``/api/info`` lists the labels of the loaded run."""
 
-    any: float
-    epidural: float
-    intraparenchymal: float
-    intraventricular: float
-    subarachnoid: float
-    subdural: float
+    root: dict[str, float] = Field(
+        json_schema_extra={"example": {"any": 0.91, "epidural": 0.02, "intraparenchymal": 0.85,
+                                       "intraventricular": 0.4, "subarachnoid": 0.3,
+                                       "subdural": 0.05}})
 
 
 class Limits(BaseModel):
@@ -54,7 +54,14 @@ class Info(_Open):
     """Version, labels, windows, model provenance and the research-use notice."""
 
     version: str
-    labels: list[str]
+    labels: list[str] = Field(description="the loaded run's labels (probabilities are keyed "
+                              "by them; flag= and label= accept them)")
+    thresholds: dict[str, float] = Field(
+        description="per label, the probability at or above which it is flagged: the run's "
+        "out-of-fold choice where it made one, else 0.5")
+    thresholds_source: str
+    triage: str = Field(description="what ranks the worklist: 'any', or 'max' (the largest "
+                        "label probability) for a run without 'any'")
     notice: str
     provenance: dict[str, Any] = Field(description="what the model is and was trained on; "
                                        "run folders by name only")
@@ -89,7 +96,11 @@ class StudySummary(_Open):
     n_series: int
     n_slices: int
     probabilities: LabelProbabilities | None
-    flags: list[str] = Field(description="subtypes at or above 0.5")
+    labels: list[str] = Field(description="the labels of this study's results (empty before)")
+    score: float | None = Field(description="the ranking number: p(any), or the largest "
+                                "label probability for a run without 'any'")
+    flags: list[str] = Field(description="labels other than 'any' at or above their "
+                             "threshold (see /api/info)")
     n_errors: int
 
 

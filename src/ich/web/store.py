@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,8 +76,13 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         # Domain check per result (added later): JSON {"in_domain", "domain_score"} or NULL.
-        if "domain" not in {r[1] for r in self._db.execute("PRAGMA table_info(results)")}:
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(results)")}
+        if "domain" not in columns:
             self._db.execute("ALTER TABLE results ADD COLUMN domain TEXT")
+        # The model's labels per result (added later): JSON list naming the columns of the
+        # probabilities; NULL in older rows, which hold the six RSNA labels.
+        if "labels" not in columns:
+            self._db.execute("ALTER TABLE results ADD COLUMN labels TEXT")
         # Where a study came from when not from an upload (the DICOM node's calling AE title).
         self._db.execute("CREATE TABLE IF NOT EXISTS study_sources (study_id TEXT PRIMARY KEY "
                          "REFERENCES studies(id) ON DELETE CASCADE, source TEXT)")
@@ -270,16 +275,24 @@ class Store:
         return sid
 
     def set_result(self, series_id: str, slice_probs: np.ndarray, cnn_probs: np.ndarray,
-                   study_probs: np.ndarray, domain: dict[str, Any] | None = None) -> None:
-        """Store a series' probabilities (slice arrays in the stored slice order) and its
-        domain check (``{"in_domain", "domain_score"}``, None when the model has none)."""
+                   study_probs: np.ndarray, domain: dict[str, Any] | None = None,
+                   labels: Sequence[str] | None = None) -> None:
+        """Store a series' probabilities (slice arrays in the stored slice order), its
+        domain check (``{"in_domain", "domain_score"}``, None when the model has none) and the
+        model's labels naming the columns (None: the six RSNA labels).
+
+        Why the labels are stored with each result: the same data folder may be served later
+        by a run with another label set; each result keeps the names it was made with.
+        """
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO results (series_id, slice_probs, cnn_probs, "
+                "study_probs, created, domain, labels) VALUES (?,?,?,?,?,?,?)",
                 (series_id, json.dumps(np.asarray(slice_probs, float).round(6).tolist()),
                  json.dumps(np.asarray(cnn_probs, float).round(6).tolist()),
                  json.dumps(np.asarray(study_probs, float).round(6).tolist()), time.time(),
-                 json.dumps(domain) if domain is not None else None),
+                 json.dumps(domain) if domain is not None else None,
+                 json.dumps(list(labels)) if labels is not None else None),
             )
 
     def set_source(self, study_id: str, source: str) -> None:

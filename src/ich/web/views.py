@@ -3,6 +3,11 @@
 Why separate from ``store.py``: the store only knows rows; this module decides what a study
 *means* to a reader — its status, progress, probabilities (max over its series), flags and the
 global slice numbering the viewer scrolls through.
+
+Probabilities are keyed by the labels of the run that made them (stored with each result):
+the six RSNA labels, a subset, or the run's own such as ``hemorrhage``. Studies are ranked by
+p(any), or by the maximum over the labels when the run has no ``any``; a label is flagged at
+or above its operating threshold (the run's, 0.5 where it has none).
 """
 
 from __future__ import annotations
@@ -11,21 +16,41 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ich.labels import LABELS
+from ich.web.predictor import DEFAULT_THRESHOLD, triage_label, triage_score
 from ich.web.store import Store
 
-#: Probability at or above which a label is shown as a flag in the worklist.
-FLAG_THRESHOLD = 0.5
+#: Probability at or above which a label is shown as a flag when the run chose no threshold.
+FLAG_THRESHOLD = DEFAULT_THRESHOLD
 NOTICE = "Research use only — not for diagnosis."
 log = logging.getLogger("ich.web")
 
 
-def _labelled(values: list[float] | None) -> dict[str, float] | None:
-    return None if values is None else {k: float(v) for k, v in zip(LABELS, values, strict=True)}
+def _labelled(values: list[float] | None, labels: Sequence[str]) -> dict[str, float] | None:
+    return None if values is None else {k: float(v) for k, v in zip(labels, values, strict=True)}
+
+
+def result_labels(series_row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The labels naming a stored result's columns. Rows stored before results carried their
+    labels hold the six RSNA labels (the only set then): that default is deliberate."""
+    stored = series_row.get("labels")
+    return tuple(json.loads(stored)) if stored else LABELS
+
+
+def stored_labels(store: Store) -> tuple[str, ...] | None:
+    """The labels of the newest stored result (None when there is none): what the data
+    folder's results are keyed by while no model is loaded."""
+    rows = store.query("SELECT labels FROM results ORDER BY created DESC LIMIT 1")
+    return result_labels(dict(rows[0])) if rows else None
+
+
+def _threshold(thresholds: Mapping[str, float] | None, label: str) -> float:
+    return float((thresholds or {}).get(label, FLAG_THRESHOLD))
 
 
 def _status(job_states: list[str], n_series: int) -> str:
@@ -45,7 +70,7 @@ def _series_rows(store: Store, study_ids: list[str] | None) -> dict[str, list[di
     """Series of the given studies (all when None) with job state and results, grouped."""
     sql = (
         "SELECT s.*, j.status AS job_status, j.error AS job_error, r.study_probs, "
-        "r.slice_probs, r.cnn_probs, r.domain FROM series s "
+        "r.slice_probs, r.cnn_probs, r.domain, r.labels FROM series s "
         "LEFT JOIN jobs j ON j.id = (SELECT MAX(id) FROM jobs WHERE series_id = s.id) "
         "LEFT JOIN results r ON r.series_id = s.id"
     )
@@ -59,15 +84,30 @@ def _series_rows(store: Store, study_ids: list[str] | None) -> dict[str, list[di
     return out
 
 
-def _summary(study: dict[str, Any], series: list[dict[str, Any]]) -> dict[str, Any]:
+def _study_probabilities(done: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Per label, the maximum over the finished series (labels in the order first seen)."""
+    if not done:
+        return None
+    out: dict[str, float] = {}
+    for s in done:
+        for label, p in (_labelled(json.loads(s["study_probs"]), result_labels(s)) or {}).items():
+            out[label] = max(p, out.get(label, p))
+    return out
+
+
+def _flags(labelled: dict[str, float] | None,
+           thresholds: Mapping[str, float] | None) -> list[str]:
+    """Labels at or above their threshold; ``any`` is the ranking score, not a finding."""
+    return [k for k, v in (labelled or {}).items()
+            if k != "any" and v >= _threshold(thresholds, k)]
+
+
+def _summary(study: dict[str, Any], series: list[dict[str, Any]],
+             thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
     states = [s["job_status"] or "queued" for s in series]
     done = [s for s in series if s["study_probs"] is not None]
-    probs = None
-    if done:
-        per = [json.loads(s["study_probs"]) for s in done]
-        probs = [max(p[k] for p in per) for k in range(len(LABELS))]
     n_done = sum(s["n_slices"] for s in done)
-    labelled = _labelled(probs)
+    labelled = _study_probabilities(done)
     return {
         "id": study["id"],
         "status": _status(states, len(series)),
@@ -78,7 +118,9 @@ def _summary(study: dict[str, Any], series: list[dict[str, Any]]) -> dict[str, A
         "n_series": len(series),
         "n_slices": study["n_slices"],
         "probabilities": labelled,
-        "flags": [k for k, v in (labelled or {}).items() if k != "any" and v >= FLAG_THRESHOLD],
+        "labels": list(labelled or ()),
+        "score": triage_score(labelled),
+        "flags": _flags(labelled, thresholds),
         "n_errors": len(json.loads(study["errors"] or "[]")),
         "source": study.get("source") or "upload",  # set by the callers that know it
         **_domain_summary(done),
@@ -105,20 +147,24 @@ def _domain_summary(done: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _rank(item: dict[str, Any]) -> tuple[int, float]:
-    """Worklist order: finished by p(any) descending, then pending by newest, failed last."""
-    p = (item["probabilities"] or {}).get("any")
+    """Worklist order: finished by p(any) (or the largest label's p) descending, then pending
+    by newest, failed last."""
+    p = item["score"]
     if p is not None:
         return (0, -p)
     return (2 if item["status"] == "failed" else 1, -item["received"])
 
 
 def list_studies(
-    store: Store, q: str = "", status: str = "", flag: str = ""
+    store: Store, q: str = "", status: str = "", flag: str = "",
+    thresholds: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """All studies, most suspicious first, optionally filtered by text, status or flag."""
+    """All studies, most suspicious first, optionally filtered by text, status or flag (a
+    label flagged at its threshold; ``any`` at p(any) >= its threshold)."""
     series = _series_rows(store, None)
     sources = store.sources()
-    items = [_summary({**dict(r), "source": sources.get(r["id"])}, series.get(r["id"], []))
+    items = [_summary({**dict(r), "source": sources.get(r["id"])}, series.get(r["id"], []),
+                      thresholds)
              for r in store.query("SELECT * FROM studies")]
     if q:
         needle = q.lower()
@@ -128,18 +174,20 @@ def list_studies(
         items = [i for i in items if i["status"] == status]
     if flag:
         items = [i for i in items if flag in i["flags"] or (
-            flag == "any" and (i["probabilities"] or {}).get("any", 0) >= FLAG_THRESHOLD)]
+            flag == "any" and triage_label(i["labels"]) == "any"
+            and i["probabilities"]["any"] >= _threshold(thresholds, "any"))]
     return sorted(items, key=_rank)
 
 
-def study_detail(store: Store, study_id: str) -> dict[str, Any] | None:
+def study_detail(store: Store, study_id: str,
+                 thresholds: Mapping[str, float] | None = None) -> dict[str, Any] | None:
     """Status, series and every slice in order (global ``index``), or None if unknown."""
     rows = store.query("SELECT * FROM studies WHERE id=?", (study_id,))
     if not rows:
         return None
     study = {**dict(rows[0]), "source": store.sources().get(study_id)}
     series = _series_rows(store, [study_id]).get(study_id, [])
-    out = _summary(study, series)
+    out = _summary(study, series, thresholds)
     out["errors"] = json.loads(study["errors"] or "[]")
     out["sends"] = store.sends(study_id)
     out["series"] = []
@@ -150,17 +198,19 @@ def study_detail(store: Store, study_id: str) -> dict[str, Any] | None:
             (s["id"],))
         sp = json.loads(s["slice_probs"]) if s["slice_probs"] else None
         cp = json.loads(s["cnn_probs"]) if s["cnn_probs"] else None
+        labels = result_labels(s)
         out["series"].append({
             "id": s["id"], "series_instance_uid": s["series_instance_uid"],
             "n_slices": s["n_slices"], "rows": s["rows"], "columns": s["columns"],
             "status": s["job_status"] or "queued", "error": s["job_error"],
-            "probabilities": _labelled(json.loads(s["study_probs"]) if s["study_probs"] else None),
+            "probabilities": _labelled(
+                json.loads(s["study_probs"]) if s["study_probs"] else None, labels),
             **_domain(s),
             "first_index": index,
             "slices": [{
                 "index": index + k, "sop_instance_uid": r["sop_instance_uid"], "z": r["z"],
-                "probabilities": _labelled(sp[k]) if sp else None,
-                "cnn_probabilities": _labelled(cp[k]) if cp else None,
+                "probabilities": _labelled(sp[k], labels) if sp else None,
+                "cnn_probabilities": _labelled(cp[k], labels) if cp else None,
             } for k, r in enumerate(slices)],
         })
         index += len(slices)
@@ -196,18 +246,20 @@ def csv_text(value: object) -> str:
 
 
 def results_csv(detail: dict[str, Any]) -> str:
-    """One row per slice: study, series, index, SOPInstanceUID, z and the six probabilities."""
+    """One row per slice: study, series, index, SOPInstanceUID, z and one probability per label
+    of the study's results (the run's labels)."""
+    labels = list(detail["labels"])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["study_id", "series_instance_uid", "index", "sop_instance_uid", "z",
-                     *LABELS])
+                     *labels])
     for s in detail["series"]:
         for sl in s["slices"]:
             probs = sl["probabilities"] or {}
             # Identifiers come from DICOM headers (anyone's text): escaped; numbers stay numbers.
             writer.writerow([csv_text(detail["id"]), csv_text(s["series_instance_uid"]),
                              sl["index"], csv_text(sl["sop_instance_uid"]), f"{sl['z']:.3f}",
-                             *(f"{probs[k]:.6f}" if k in probs else "" for k in LABELS)])
+                             *(f"{probs[k]:.6f}" if k in probs else "" for k in labels)])
     return buf.getvalue()
 
 

@@ -1,15 +1,56 @@
 // ich viewer: worklist + study viewer on the JSON API. Plain JS, no build step, no CDN.
 "use strict";
-const LABELS = ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"];
+// Labels come from the loaded run (/api/info) and from each result's own keys: the six RSNA
+// labels, a subset, or the run's own (e.g. "hemorrhage"). Short names and colours exist for
+// the RSNA labels; any other label is shown by its name in a colour from PALETTE.
 const SHORT = {any: "ANY", epidural: "EDH", intraparenchymal: "IPH", intraventricular: "IVH",
   subarachnoid: "SAH", subdural: "SDH"};
+const PALETTE = ["#ffb347", "#4fd1c5", "#ff6b6b", "#c38bff", "#5aa9ff", "#9be564", "#f78fb3"];
 const $ = (id) => document.getElementById(id);
 const LIST_POLL_MS = 3000, STUDY_POLL_MS = 4000;
-const S = {study: null, series: 0, slices: [], index: 0, window: "brain", poll: null, listPoll: null};
+const S = {study: null, series: 0, slices: [], index: 0, window: "brain", poll: null, listPoll: null,
+  labels: [], thresholds: {}};
 
 function esc(t) { return String(t ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
 function pct(p) { return p == null ? "–" : (100 * p).toFixed(p >= 0.995 || p < 0.005 ? 0 : 1) + "%"; }
-function colour(l) { return getComputedStyle(document.documentElement).getPropertyValue(`--c-${l}`).trim(); }
+function colour(l) {
+  const own = getComputedStyle(document.documentElement).getPropertyValue(`--c-${l}`).trim();
+  if (own) return own;
+  const k = Math.max(0, S.labels.indexOf(l));
+  return PALETTE[k % PALETTE.length];
+}
+function short(l) { return SHORT[l] || l; }
+// The label that ranks studies and slices: "any", else the largest probability of the run's labels.
+function score(probs) {
+  if (!probs) return null;
+  if (probs.any != null) return probs.any;
+  const v = Object.values(probs);
+  return v.length ? Math.max(...v) : null;
+}
+function scoreName(labels) {
+  return labels.includes("any") ? "any" : labels.length === 1 ? labels[0] : "max";
+}
+function threshold(l) { return S.thresholds[l] ?? 0.5; }
+// The threshold of the ranking number: that of "any" or of a one-label run's label, else 0.5.
+function scoreThreshold() { const n = scoreName(S.labels); return n === "max" ? 0.5 : threshold(n); }
+function labelsOf(probs) { return probs ? Object.keys(probs) : S.labels; }
+function setLabelOptions(sel, options) {
+  const keep = sel.value;
+  sel.innerHTML = options.map(([v, t]) => `<option value="${esc(v)}">${esc(t)}</option>`).join("");
+  if (options.some(([v]) => v === keep)) sel.value = keep;
+}
+function applyLabels(info) {
+  // Worklist filter, ranking column and heatmap picker follow the loaded run's labels.
+  S.labels = info.labels || []; S.thresholds = info.thresholds || {};
+  const findings = S.labels.filter((l) => l !== "any").map((l) => [l, l[0].toUpperCase() + l.slice(1)]);
+  setLabelOptions($("flag-filter"), [["", "All findings"],
+    ...(S.labels.includes("any") ? [["any", "Any hemorrhage"]] : []), ...findings]);
+  setLabelOptions($("heat-label"), S.labels.map((l) => [l, l]));
+  $("score-head").textContent = `P(${scoreName(S.labels)})`;
+  // Rows drawn before the labels and thresholds arrived are drawn again with them.
+  S.listKey = null;
+  if (location.pathname === "/") loadWorklist();
+}
 
 async function api(path, opts = {}) {
   const r = await fetch(path, {credentials: "same-origin", ...opts});
@@ -22,6 +63,7 @@ async function api(path, opts = {}) {
 async function loadInfo() {
   try {
     const info = await api("/api/info");
+    applyLabels(info);
     const p = info.provenance || {};
     const text = Object.entries(p).map(([k, v]) => `${k.replace(/_/g, " ")}: ${v}`).join(" · ");
     $("provenance").textContent = "Model — " + (text || "unknown provenance");
@@ -94,12 +136,12 @@ function setupUpload() {
 // A study outside the model's training data: say so plainly instead of showing an alarm.
 function outOfDomain(s) {
   return `<span class="chip ood" title="${esc(s.domain_note || "")}">outside training data</span>` +
-    `<span class="muted mono"> ${pct(s.probabilities?.any)} unreliable</span>`;
+    `<span class="muted mono"> ${pct(s.score)} unreliable</span>`;
 }
 
 function pbar(p) {
   if (p == null) return '<span class="muted">–</span>';
-  const cls = p >= 0.5 ? "hi" : p >= 0.2 ? "mid" : "";
+  const t = scoreThreshold(), cls = p >= t ? "hi" : p >= 0.4 * t ? "mid" : "";
   return `<div class="pbar"><div class="bar"><i class="${cls}" style="width:${(100 * p).toFixed(1)}%"></i></div>` +
     `<span class="mono">${pct(p)}</span></div>`;
 }
@@ -111,9 +153,9 @@ async function loadWorklist() {
   const key = q.toString() + JSON.stringify(rows);
   if (key === S.listKey && location.pathname === "/") { scheduleWorklist(rows); return; }  // unchanged: keep the DOM
   S.listKey = key;
-  $("worklist-body").innerHTML = rows.map((s) => `<tr data-id="${esc(s.id)}" data-any="${s.probabilities?.any ?? ""}">
-    <td>${s.in_domain === false ? outOfDomain(s) : pbar(s.probabilities?.any)}</td>
-    <td>${s.in_domain === false ? "" : s.flags.map((f) => `<span class="chip" style="color:${colour(f)}" title="${f}">${SHORT[f]}</span>`).join("") || '<span class="muted">—</span>'}</td>
+  $("worklist-body").innerHTML = rows.map((s) => `<tr data-id="${esc(s.id)}" data-any="${s.score ?? ""}">
+    <td>${s.in_domain === false ? outOfDomain(s) : pbar(s.score)}</td>
+    <td>${s.in_domain === false ? "" : s.flags.map((f) => `<span class="chip" style="color:${colour(f)}" title="${esc(f)}">${esc(short(f))}</span>`).join("") || '<span class="muted">—</span>'}</td>
     <td>${esc(s.patient_id) || '<span class="muted">—</span>'}</td><td class="mono">${s.n_slices}</td>
     <td class="mono">${new Date(s.received * 1000).toLocaleString()}${s.source && s.source !== "upload" ? `<div class="muted" title="received over DICOM">${esc(s.source)}</div>` : ""}</td>
     <td><span class="badge ${s.status}">${s.status}${s.status === "processing" ? " " + pct(s.progress) : ""}</span>
@@ -134,9 +176,9 @@ function scheduleWorklist(rows) {
 
 // ---- viewer -------------------------------------------------------------------------------
 function probTable(el, probs) {
-  el.innerHTML = LABELS.map((l) => {
+  el.innerHTML = labelsOf(probs).map((l) => {
     const p = probs ? probs[l] : null;
-    return `<tr class="${p != null && p >= 0.5 ? "flag" : ""}"><td>${l}</td><td><div class="bar"><i style="width:${
+    return `<tr class="${p != null && p >= threshold(l) ? "flag" : ""}"><td>${esc(l)}</td><td><div class="bar"><i style="width:${
       p == null ? 0 : (100 * p).toFixed(1)}%;background:${colour(l)}"></i></div></td><td class="v">${pct(p)}</td></tr>`;
   }).join("");
 }
@@ -172,7 +214,7 @@ function updateHeat() {
   img.hidden = !on;
   img.style.opacity = $("heat-opacity").value / 100;
   if (!on) return;
-  const url = (i) => `/api/studies/${S.study.id}/slices/${studyIndex(i)}/heatmap.png?label=${$("heat-label").value}`;
+  const url = (i) => `/api/studies/${S.study.id}/slices/${studyIndex(i)}/heatmap.png?label=${encodeURIComponent($("heat-label").value)}`;
   img.src = url(S.index);
   // Warm the server's heatmap cache for the neighbours, so scrolling on stays instant.
   for (const d of [1, -1]) { const j = S.index + d; if (j >= 0 && j < S.slices.length) new Image().src = url(j); }
@@ -199,10 +241,11 @@ function drawChart() {
   if (!n) { svg.innerHTML = ""; return; }
   const x = (i) => (n === 1 ? W / 2 : (i / (n - 1)) * (W - 20) + 10), y = (p) => H - 8 - p * (H - 16);
   let out = `<line x1="0" x2="${W}" y1="${y(0.5)}" y2="${y(0.5)}" stroke="#333b45" stroke-dasharray="6 6" vector-effect="non-scaling-stroke"/>`;
-  for (const l of [...LABELS].reverse()) {
+  const labels = labelsOf(S.slices[0].probabilities);
+  for (const l of [...labels].reverse()) {
     if (!S.slices[0].probabilities) break;
     const pts = S.slices.map((s, i) => `${x(i).toFixed(1)},${y(s.probabilities[l]).toFixed(1)}`).join(" ");
-    out += `<polyline data-label="${l}" points="${pts}" fill="none" stroke="${colour(l)}" stroke-width="${l === "any" ? 2.5 : 1.6}" vector-effect="non-scaling-stroke"/>`;
+    out += `<polyline data-label="${esc(l)}" points="${pts}" fill="none" stroke="${colour(l)}" stroke-width="${l === scoreName(labels) ? 2.5 : 1.6}" vector-effect="non-scaling-stroke"/>`;
   }
   out += `<line id="cursor" y1="0" y2="${H}" stroke="#4aa3ff" stroke-width="2" vector-effect="non-scaling-stroke"/>`;
   svg.innerHTML = out; drawCursor();
@@ -210,7 +253,7 @@ function drawChart() {
     const r = svg.getBoundingClientRect(), fx = ((e.clientX - r.left) / r.width) * W;
     showSlice(Math.round(((fx - 10) / (W - 20)) * (n - 1)));
   };
-  $("chart-legend").innerHTML = LABELS.map((l) => `<span><i style="background:${colour(l)}"></i>${l}</span>`).join("") +
+  $("chart-legend").innerHTML = labels.map((l) => `<span><i style="background:${colour(l)}"></i>${esc(l)}</span>`).join("") +
     '<span>dashed line: 50%</span>';
 }
 
@@ -290,7 +333,7 @@ function bestSeries(d) {
   // Open on the series holding the most suspicious slice (the first one before results).
   let best = 0, top = -1;
   d.series.forEach((s, k) => s.slices.forEach((sl) => {
-    if ((sl.probabilities?.any ?? -1) > top) { top = sl.probabilities.any; best = k; }
+    if ((score(sl.probabilities) ?? -1) > top) { top = score(sl.probabilities); best = k; }
   }));
   return best;
 }
@@ -299,18 +342,18 @@ function drawSeriesPicker(d) {
   const pick = $("series-select");
   pick.hidden = d.series.length < 2;
   pick.innerHTML = d.series.map((s, k) => {
-    const p = s.probabilities ? ` · any ${pct(s.probabilities.any)}${s.in_domain === false ? " (outside training data)" : ""}` : "";
+    const p = s.probabilities ? ` · ${esc(scoreName(Object.keys(s.probabilities)))} ${pct(score(s.probabilities))}${s.in_domain === false ? " (outside training data)" : ""}` : "";
     return `<option value="${k}">Series ${k + 1}: ${s.n_slices} slices${p} · …${esc(s.series_instance_uid.slice(-8))}</option>`;
   }).join("");
   pick.value = String(S.series);
 }
 
 function drawTops() {
-  // The five most suspicious slices by p(any), most suspicious first: where to look first.
-  const ranked = S.slices.map((s, i) => [s.probabilities?.any ?? -1, i]).filter(([p]) => p >= 0)
+  // The five most suspicious slices by p(any) (or the largest label's p), most suspicious first.
+  const ranked = S.slices.map((s, i) => [score(s.probabilities) ?? -1, i]).filter(([p]) => p >= 0)
     .sort((a, b) => b[0] - a[0]).slice(0, 5);
   $("top-slices").innerHTML = ranked.map(([p, i]) =>
-    `<button type="button" data-index="${i}">#${i + 1} <b class="${p >= 0.5 ? "hi" : ""}">${pct(p)}</b></button>`).join("") ||
+    `<button type="button" data-index="${i}">#${i + 1} <b class="${p >= scoreThreshold() ? "hi" : ""}">${pct(p)}</b></button>`).join("") ||
     '<span class="muted">results pending</span>';
   for (const b of $("top-slices").querySelectorAll("button")) b.onclick = () => showSlice(+b.dataset.index);
 }
@@ -318,12 +361,11 @@ function drawTops() {
 function bestSlice() {
   // Open on the slice the model finds most suspicious: the one to look at first.
   let best = 0;
-  S.slices.forEach((s, i) => { if (s.probabilities && s.probabilities.any > (S.slices[best].probabilities?.any ?? -1)) best = i; });
+  S.slices.forEach((s, i) => { if (s.probabilities && score(s.probabilities) > (score(S.slices[best].probabilities) ?? -1)) best = i; });
   return best;
 }
 
 function setupViewer() {
-  $("heat-label").innerHTML = LABELS.map((l) => `<option value="${l}">${l}</option>`).join("");
   $("slider").oninput = (e) => showSlice(+e.target.value);
   $("series-select").onchange = (e) => {
     S.series = +e.target.value; S.slices = S.study.series[S.series].slices;
