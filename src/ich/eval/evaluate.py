@@ -25,6 +25,7 @@ import pandas as pd
 from ich.atomic import atomic_write_text
 from ich.errors import CheckpointError, LabelsError
 from ich.eval.bootstrap import N_RESAMPLES, bootstrap_intervals
+from ich.eval.folds import per_fold_scores
 from ich.eval.labelset import headline_label, resolve_labels
 from ich.eval.metrics import base_rate_predictions, compute_metrics, study_level
 from ich.eval.plots import (
@@ -357,6 +358,9 @@ def evaluate_run(
         result["overlap"] = overlap
     if data is not None:
         result["data"] = str(data)
+    folds = per_fold_scores(df, models, MODEL_PREFIXES, names, main)
+    if folds:
+        result["folds"] = folds
     evaluation = Evaluation.from_json(_json_safe(result))
     metrics = evaluation.to_json()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from ich.eval.html import (
 )
 from ich.eval.recipe import recipe_rows_from_text
 from ich.labels import LABELS, label_weights
+from ich.runs.foldset import is_fold_set
 
 _TITLES = {
     "base_rate": "Base rate (constant)",
@@ -273,8 +274,33 @@ def _reproduce(run_dir: Path, metrics: dict[str, Any], config_text: str | None) 
             cache = cfg["data"]["cache"] if isinstance(cfg, dict) else None
         except (yaml.YAMLError, KeyError, TypeError):
             cache = None
-        cmds.insert(0, f"ich train {cache or 'CACHE'} --out NEW_RUN --config {run}/config.yaml")
+        folds = " --all-folds" if is_fold_set(run_dir) else ""  # k runs + OOF sequence models
+        cmds.insert(0, f"ich train {cache or 'CACHE'} --out NEW_RUN --config {run}/config.yaml"
+                       f"{folds}")
     return Raw("<pre><code>" + esc("\n".join(cmds)) + "</code></pre>")
+
+
+def _folds_section(metrics: dict[str, Any]) -> list[str]:
+    """A fold set's per-fold slice scores, with the spread over folds."""
+    folds = metrics.get("folds") or []
+    if not folds:
+        return []
+    models = [m for m in metrics["models"] if m in folds[0]]
+    main = metrics.get("headline_label", "any")
+    rows = [[f"fold {f['fold']}", f["n_slices"], f["n_patients"] or "",
+             *[Raw(f"{f[m]['weighted_log_loss']:.4f}") for m in models],
+             *[Raw("n/a" if f[m]["auc"] is None else f"{f[m]['auc']:.3f}") for m in models]]
+            for f in folds]
+    spread = []
+    for m in models:
+        wll = [f[m]["weighted_log_loss"] for f in folds]
+        spread.append(f"{_TITLES.get(m, m)}: weighted log loss {min(wll):.4f}-{max(wll):.4f}")
+    head = ["fold", "slices", "patients", *[f"wll {_TITLES.get(m, m)}" for m in models],
+            *[f"AUC {main} {_TITLES.get(m, m)}" for m in models]]
+    return ["<h2>Per fold</h2>",
+            f"<p>Slice level, each fold scored by the models that did not train on it. "
+            f"Spread over folds: {esc('; '.join(spread))}.</p>",
+            table(head, rows)]
 
 
 def _headline_section(metrics: dict[str, Any]) -> list[str]:
@@ -371,6 +397,7 @@ def write_report(run_dir: Path, metrics: dict[str, Any], out_dir: Path | None = 
         body.append(banner("No model predictions found: only the baseline is shown.", "info"))
     for level in ("slice", "study"):
         body += _level_section(metrics, level)
+    body += _folds_section(metrics)
     body += _training_section(metrics, ctx)
     body += ["<h2>Reproduce</h2>", _reproduce(run_dir, metrics, ctx["config_text"])]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -54,6 +54,8 @@ class Evaluation:
             one-label run, or ``mean``: the mean over the labels).
         overlap: What the training-overlap check found, when it ran.
         data: The cache the predictions come from, when given.
+        folds: Per-fold slice-level scores of a fold set's out-of-fold predictions
+            (:func:`ich.eval.folds.per_fold_scores`); None for one run.
         report: The HTML report written next to ``metrics.json`` (None until written).
     """
 
@@ -72,6 +74,7 @@ class Evaluation:
     headline_label: str = "any"
     overlap: JsonObject | None = None
     data: str | None = None
+    folds: list[JsonObject] | None = None
     report: Path | None = None
 
     def to_json(self) -> JsonObject:
@@ -97,6 +100,8 @@ class Evaluation:
             out["overlap"] = self.overlap
         if self.data is not None:
             out["data"] = self.data
+        if self.folds:
+            out["folds"] = self.folds
         return out
 
     @classmethod
@@ -119,5 +124,6 @@ class Evaluation:
             headline_label=str(obj.get("headline_label", "any")),  # older files: the six
             overlap=obj.get("overlap"),
             data=obj.get("data"),
+            folds=obj.get("folds"),
             report=report,
         )
