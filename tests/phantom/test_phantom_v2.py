@@ -228,3 +228,16 @@ def test_a_bright_band_under_the_inner_table_fades_inward_as_on_real_scans() -> 
            for a, b in ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (6.0, 10.0))]
     assert med[0] > 60.0 and med[0] > med[1] > med[2] > med[3], med
     assert med[1] > 45.0 and med[3] < 45.0, med
+
+
+def test_temporalis_and_neck_muscles_beside_the_lower_skull(
+    old_head,  # type: ignore[no-untyped-def]
+) -> None:
+    anat, grid = old_head
+    low, high = render_anatomy(grid, anat, 0.1), render_anatomy(grid, anat, 0.8)
+    outside = ~low.brain & (low.depth_in < -anat.skull * 3)  # beyond the skull
+    soft = outside & (low.hu > 40) & (low.hu < 60)
+    lateral = np.abs(grid.u) > 0.8 * np.abs(grid.v)
+    assert soft.sum() * grid.spacing**2 > 500.0  # mm^2 of muscle beside the skull base
+    assert (soft & lateral).sum() > (soft & ~lateral).sum() * 0.5
+    assert (~high.brain & (high.hu > 40) & (high.hu < 60)).sum() < soft.sum() / 4
