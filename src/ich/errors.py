@@ -78,6 +78,13 @@ class LabelsError(IchError):
     """A label CSV is malformed (wrong columns, unknown label names, bad values)."""
 
 
+class UnknownLabelError(LabelsError, ValueError):
+    """A label asked of a run (a heatmap, a column) that the run does not predict.
+
+    Also a ValueError: callers that validate arguments catch it as one.
+    """
+
+
 class ImageReadError(IchError):
     """An image file (PNG, JPEG, TIFF) could not be read as the declared kind of CT slice.
 

@@ -22,7 +22,7 @@ from ich.data.augment import to_unit_float
 from ich.data.datasets import SeriesArrays, SliceDataset, collate_slices
 from ich.data.preprocess import PreprocessSpec, full_box, preprocess_hu
 from ich.dicom.headcrop import head_bbox, head_mask
-from ich.labels import LABELS
+from ich.errors import UnknownLabelError
 from ich.runs.load import RunModels
 
 
@@ -193,14 +193,20 @@ def grad_cam_heatmap(
     neighbours: Sequence[np.ndarray] | None,
     device: torch.device,
 ) -> np.ndarray:
-    """Grad-CAM for ``label`` on one slice: float32 (rows, columns) in [0, 1]."""
-    if label not in LABELS:
-        raise ValueError(f"unknown label {label!r}; use one of {', '.join(LABELS)}")
+    """Grad-CAM for ``label`` on one slice: float32 (rows, columns) in [0, 1].
+
+    Raises:
+        UnknownLabelError: ``label`` is not one of the run's labels (its model spec).
+    """
+    labels = tuple(run.spec.labels)
+    if label not in labels:
+        raise UnknownLabelError(f"unknown label {label!r} for run {run.run_dir}: use one of "
+                                f"its labels ({', '.join(labels)})")
     x, box = model_input(run, np.asarray(hu, dtype=np.float32), neighbours)
     model = run.slice_model
     if model.training:  # eval() walks every module (~4 ms): only when needed
         model.eval()
     x = x.to(device)
-    grayscale = grad_cam(model, cam_layer(model, x), x, LABELS.index(label))
+    grayscale = grad_cam(model, cam_layer(model, x), x, labels.index(label))
     hu = np.asarray(hu, dtype=np.float32)
     return np.clip(follow_head(paste_back(grayscale, box, hu.shape[:2]), hu), 0.0, 1.0)

@@ -47,10 +47,10 @@ class SeriesPrediction:
     Attributes:
         order: (T,) indices into the caller's input lists, in slice order.
         z: (T,) slice positions along the normal, mm.
-        slice_probs: (T, 6) final per-slice probabilities (sequence-refined when the run has a
-            sequence model), columns in ``LABELS`` order.
-        cnn_probs: (T, 6) the slice CNN's own probabilities.
-        study_probs: (6,) study-level probabilities.
+        slice_probs: (T, L) final per-slice probabilities (sequence-refined when the run has a
+            sequence model), columns in the order of :attr:`Predictor.labels` (the run's).
+        cnn_probs: (T, L) the slice CNN's own probabilities.
+        study_probs: (L,) study-level probabilities.
         issues: Problems found while ordering the series (gaps, duplicates, ...).
         domain_score: Distance of the series from the training data over the calibrated
             threshold (:mod:`ich.domain`); > 1: outside it. NaN when no run has a domain model.
@@ -224,7 +224,7 @@ class Predictor:
             z_spacing: (T,) mm to the previous slice.
 
         Returns:
-            cnn_probs (T, 6), slice_probs (T, 6), study_probs (6,), averaged over members.
+            cnn_probs (T, L), slice_probs (T, L), study_probs (L,), averaged over members.
 
         Raises:
             CheckpointError: The members were trained with different crops: one preprocessed
@@ -280,7 +280,7 @@ class Predictor:
             groups = [(v, False) for v in views]
         else:  # one feature set per crop position, made as in training
             groups = [(View(v.dy, v.dx), run.flip_features) for v in views if not v.flip]
-        embs = [self._embed(run, ds, v, flip) for v, flip in groups]  # each ((T, D), (T, 6))
+        embs = [self._embed(run, ds, v, flip) for v, flip in groups]  # each ((T, D), (T, L))
         emb = np.mean([e for e, _ in embs], axis=0)
         logit = np.mean([lg for _, lg in embs], axis=0)
         cnn = _sigmoid(logit)
@@ -308,7 +308,7 @@ class Predictor:
     def _embed(
         self, run: RunModels, ds: SliceDataset, view: View, flip: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings (T, D) and logits (T, 6) of every slice of ``ds`` seen through ``view``
+        """Embeddings (T, D) and logits (T, L) of every slice of ``ds`` seen through ``view``
         (averaged with the view's flip when ``flip``)."""
         embs, logits = [], []
         for start in range(0, len(ds), self.batch_size):
@@ -332,7 +332,7 @@ class Predictor:
             self.device
         )
         mask = torch.ones(f.shape[:2], dtype=torch.bool, device=self.device)
-        slice_logits, study_logits = model(f, z, mask)  # (1, T, 6), (1, 6)
+        slice_logits, study_logits = model(f, z, mask)  # (1, T, L), (1, L)
         return slice_logits[0].float().cpu().numpy(), study_logits[0].float().cpu().numpy()
 
     def predict_slices(
@@ -376,7 +376,7 @@ class Predictor:
 
         Args:
             hu: The slice's HU image (rows, columns).
-            label: One of ``LABELS``.
+            label: One of the run's :attr:`labels` (else an UnknownLabelError).
             neighbours: HU images for the run's neighbour offsets (same order as the offsets,
                 the slice itself included); the slice is repeated when omitted.
 

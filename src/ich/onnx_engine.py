@@ -24,7 +24,7 @@ TOLERANCE = 1e-3
 
 
 class _EmbedAndHead(nn.Module):
-    """(B, C, S, S) -> (embeddings (B, D), logits (B, 6)): what stage 2 needs in one graph."""
+    """(B, C, S, S) -> (embeddings (B, D), logits (B, L)): what stage 2 needs in one graph."""
 
     def __init__(self, model: SliceModel) -> None:
         super().__init__()
@@ -91,7 +91,7 @@ class OnnxSliceModel:
             )
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings (B, D) and logits (B, 6) of a float32 batch (B, C, S, S)."""
+        """Embeddings (B, D) and logits (B, L) of a float32 batch (B, C, S, S)."""
         emb, logits = self.session.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})
         return emb, logits
 

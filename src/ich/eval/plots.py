@@ -1,8 +1,9 @@
 """Evaluation plots as PNG files: ROC, precision-recall, reliability, training curves, confusion.
 
-matplotlib with the Agg backend (no display needed on servers). Every function takes (N, 6)
-arrays in :data:`ich.labels.LABELS` order, writes one PNG atomically and returns its path, so a
-report can be rebuilt piece by piece and never links a half-written image.
+matplotlib with the Agg backend (no display needed on servers). Every function takes (N, L)
+arrays whose columns are a run's ``labels`` (default the six of :data:`ich.labels.LABELS`),
+writes one PNG atomically and returns its path, so a report can be rebuilt piece by piece and
+never links a half-written image.
 """
 
 from __future__ import annotations
@@ -55,21 +56,32 @@ def _two_classes(t: np.ndarray) -> bool:
     return 0 < int(t.sum()) < t.size
 
 
-def plot_roc(y: np.ndarray, p: np.ndarray, path: Path, title: str = "ROC curves") -> Path:
-    """ROC curves of the six labels on one axes, AUC in the legend (n/a: one class only)."""
+def _columns(y: np.ndarray, p: np.ndarray, labels: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, colour) per column; refuses arrays whose width is not the label count."""
+    if y.ndim != 2 or y.shape != p.shape or y.shape[1] != len(labels):
+        raise ValueError(f"y and p must both be (N, {len(labels)}) for labels {list(labels)}; "
+                         f"got {y.shape}, {p.shape}")
+    return [(name, label_color(name, k)) for k, name in enumerate(labels)]
+
+
+def plot_roc(
+    y: np.ndarray, p: np.ndarray, path: Path, title: str = "ROC curves",
+    labels: Sequence[str] = LABELS,
+) -> Path:
+    """ROC curves of the run's labels on one axes, AUC in the legend (n/a: one class only)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     ax.plot([0, 1], [0, 1], ls="--", color="#aaaaaa", lw=1, label="chance")
-    for j, name in enumerate(LABELS):
+    for j, (name, color) in enumerate(_columns(y, p, labels)):
         t, s = y[:, j], p[:, j]
         if not _two_classes(t):
-            ax.plot([], [], color=LABEL_COLORS[name], label=f"{name} (AUC n/a: one class)")
+            ax.plot([], [], color=color, label=f"{name} (AUC n/a: one class)")
             continue
         fpr, tpr, _ = roc_curve(t, s)
         auc = roc_auc_score(t, s)
-        lw = 2.4 if name == "any" else 1.6
-        ax.plot(fpr, tpr, color=LABEL_COLORS[name], lw=lw, label=f"{name} (AUC {auc:.3f})")
+        lw = 2.4 if name == "any" or len(labels) == 1 else 1.6  # the headline curve
+        ax.plot(fpr, tpr, color=color, lw=lw, label=f"{name} (AUC {auc:.3f})")
     ax.set(
         xlim=(0, 1),
         ylim=(0, 1.01),
@@ -82,21 +94,25 @@ def plot_roc(y: np.ndarray, p: np.ndarray, path: Path, title: str = "ROC curves"
     return save_figure(fig, path)
 
 
-def plot_pr(y: np.ndarray, p: np.ndarray, path: Path, title: str = "Precision-recall") -> Path:
-    """Precision-recall curves of the six labels, average precision and prevalence in legend."""
+def plot_pr(
+    y: np.ndarray, p: np.ndarray, path: Path, title: str = "Precision-recall",
+    labels: Sequence[str] = LABELS,
+) -> Path:
+    """Precision-recall curves of the run's labels, average precision and prevalence in the
+    legend."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    for j, name in enumerate(LABELS):
+    for j, (name, color) in enumerate(_columns(y, p, labels)):
         t, s = y[:, j], p[:, j]
         if not _two_classes(t):
-            ax.plot([], [], color=LABEL_COLORS[name], label=f"{name} (AP n/a: one class)")
+            ax.plot([], [], color=color, label=f"{name} (AP n/a: one class)")
             continue
         prec, rec, _ = precision_recall_curve(t, s)
         ap = average_precision_score(t, s)
-        lw = 2.4 if name == "any" else 1.6
+        lw = 2.4 if name == "any" or len(labels) == 1 else 1.6  # the headline curve
         label = f"{name} (AP {ap:.3f}, prev. {t.mean():.3f})"
-        ax.step(rec, prec, where="post", color=LABEL_COLORS[name], lw=lw, label=label)
+        ax.step(rec, prec, where="post", color=color, lw=lw, label=label)
     ax.set(
         xlim=(0, 1), ylim=(0, 1.02), xlabel="Recall (sensitivity)", ylabel="Precision", title=title
     )
@@ -105,7 +121,10 @@ def plot_pr(y: np.ndarray, p: np.ndarray, path: Path, title: str = "Precision-re
     return save_figure(fig, path)
 
 
-def plot_reliability(y: np.ndarray, p: np.ndarray, path: Path, title: str = "Reliability") -> Path:
+def plot_reliability(
+    y: np.ndarray, p: np.ndarray, path: Path, title: str = "Reliability",
+    labels: Sequence[str] = LABELS,
+) -> Path:
     """Reliability diagram: observed frequency vs mean predicted probability (10 bins).
 
     Points on the diagonal are calibrated; marker area grows with the number of rows in a bin,
@@ -113,17 +132,17 @@ def plot_reliability(y: np.ndarray, p: np.ndarray, path: Path, title: str = "Rel
     """
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     ax.plot([0, 1], [0, 1], ls="--", color="#aaaaaa", lw=1, label="perfect calibration")
-    for j, name in enumerate(LABELS):
+    for j, (name, color) in enumerate(_columns(y, p, labels)):
         bins = reliability_bins(y[:, j], p[:, j])
         if not bins["count"]:
             continue
         sizes = 12 + 80 * np.sqrt(np.asarray(bins["count"]) / max(bins["count"]))
-        ax.plot(bins["mean_pred"], bins["frac_pos"], color=LABEL_COLORS[name], lw=1.2, alpha=0.8)
+        ax.plot(bins["mean_pred"], bins["frac_pos"], color=color, lw=1.2, alpha=0.8)
         ax.scatter(
             bins["mean_pred"],
             bins["frac_pos"],
             s=sizes,
-            color=LABEL_COLORS[name],
+            color=color,
             label=name,
             alpha=0.85,
             edgecolors="white",
@@ -141,16 +160,28 @@ def plot_reliability(y: np.ndarray, p: np.ndarray, path: Path, title: str = "Rel
     return save_figure(fig, path)
 
 
+def confusion_grid(n_labels: int) -> tuple[int, int]:
+    """(rows, columns) of the confusion small multiples: up to three panels a row, so one
+    label gets one panel and six get the usual 2 × 3."""
+    cols = min(3, max(1, n_labels))
+    return -(-max(1, n_labels) // cols), cols
+
+
 def plot_confusion(
-    y: np.ndarray, p: np.ndarray, path: Path, threshold: float = 0.5, title: str = "Confusion"
+    y: np.ndarray, p: np.ndarray, path: Path, threshold: float = 0.5, title: str = "Confusion",
+    labels: Sequence[str] = LABELS,
 ) -> Path:
-    """Per-label 2×2 confusion matrices at ``threshold``, as small multiples.
+    """Per-label 2×2 confusion matrices at ``threshold``, as small multiples (one per label).
 
     Cells show counts and the share of their true class (row %): the diagonal then reads as
     specificity and sensitivity, which rare labels would otherwise hide behind the negatives.
     """
-    fig, axes = plt.subplots(2, 3, figsize=(7.6, 5.9))
-    for j, (name, ax) in enumerate(zip(LABELS, axes.ravel(), strict=True)):
+    columns = _columns(y, p, labels)
+    rows, cols = confusion_grid(len(columns))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.55 * cols, 2.6 * rows + 0.7), squeeze=False)
+    for ax in axes.ravel()[len(columns):]:
+        ax.set_visible(False)  # a 4- or 5-label run leaves empty cells in the last row
+    for j, ((name, color), ax) in enumerate(zip(columns, axes.ravel(), strict=False)):
         t = y[:, j].astype(int)
         pred = (p[:, j] >= threshold).astype(int)
         cm = np.array([[np.sum((t == a) & (pred == b)) for b in (0, 1)] for a in (0, 1)])
@@ -170,7 +201,7 @@ def plot_confusion(
                 )
         ax.set_xticks([0, 1], ["pred 0", "pred 1"])
         ax.set_yticks([0, 1], ["true 0", "true 1"])
-        ax.set_title(name, fontsize=10.5, color=LABEL_COLORS[name])
+        ax.set_title(name, fontsize=10.5, color=color)
     fig.suptitle(f"{title}\n(threshold {threshold:g}; % of the true class)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -4,6 +4,9 @@ Order of the page follows the questions a reader asks: may I use this (banners)?
 than guessing the base rate (headline)? for which subtypes and how safely at a triage operating
 point (per-label tables)? what do the curves look like? how was it trained, and how do I
 reproduce it?
+
+Every table and figure follows the labels in ``metrics.json`` (the run's own label set): a
+one-label run gets one row per table and one curve per plot.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from ich.eval.html import (
     table,
 )
 from ich.eval.recipe import recipe_rows_from_text
-from ich.labels import LABELS
+from ich.labels import LABELS, label_weights
+from ich.runs.foldset import is_fold_set
 
 _TITLES = {
     "base_rate": "Base rate (constant)",
@@ -98,8 +102,35 @@ def read_run_context(run_dir: Path) -> dict[str, Any]:
     return ctx
 
 
+def _labels(metrics: dict[str, Any]) -> list[str]:
+    """The evaluated labels (older metrics.json files without them held the six)."""
+    return list(metrics.get("labels") or LABELS)
+
+
+def _auc_name(metrics: dict[str, Any]) -> str:
+    """How the headline AUC is named: ``AUC any``, ``AUC hemorrhage``, ``mean AUC``."""
+    main = metrics.get("headline_label", "any")
+    return "mean AUC" if main == "mean" else f"AUC {main}"
+
+
+def _headline_auc(h: dict[str, Any]) -> Any:
+    return h.get("auc", h.get("auc_any"))  # "auc" is absent from older metrics.json files
+
+
+def _wll_caption(labels: list[str]) -> str:
+    """What the weighted log loss weighs, for this run's labels."""
+    ratio = "A ratio below 1 means the model beats guessing the prevalence."
+    if len(labels) == 1:
+        return f"wll = log loss of the run's one label, {labels[0]} (lower is better). {ratio}"
+    how = "any ×2" if "any" in labels else "labels weighed equally"
+    weights = label_weights(labels)
+    names = ", ".join(f"{n} {w:g}" for n, w in zip(labels, weights, strict=True))
+    return f"wll = RSNA weighted log loss (lower is better; {how}: {names}). {ratio}"
+
+
 def _headline_table(metrics: dict[str, Any]) -> Raw:
     head = metrics["headline"]
+    auc = _auc_name(metrics)
     rows = []
     for name in ("base_rate", *metrics["models"]):
         s, t = head["slice"].get(name, {}), head["study"].get(name, {})
@@ -108,10 +139,10 @@ def _headline_table(metrics: dict[str, Any]) -> Raw:
                 _TITLES.get(name, name),
                 s.get("weighted_log_loss"),
                 s.get("ratio_to_base_rate"),
-                s.get("auc_any"),
+                _headline_auc(s),
                 t.get("weighted_log_loss"),
                 t.get("ratio_to_base_rate"),
-                t.get("auc_any"),
+                _headline_auc(t),
             ]
         )
     return table(
@@ -119,14 +150,13 @@ def _headline_table(metrics: dict[str, Any]) -> Raw:
             "Model",
             "Slice wll",
             "÷ base rate",
-            "Slice AUC any",
+            f"Slice {auc}",
             "Study wll",
             "÷ base rate",
-            "Study AUC any",
+            f"Study {auc}",
         ],
         rows,
-        caption="wll = RSNA weighted log loss (lower is better; any ×2). "
-        "A ratio below 1 means the model beats guessing the prevalence.",
+        caption=_wll_caption(_labels(metrics)),
     )
 
 
@@ -139,9 +169,9 @@ def _with_ci(value: Any, lm: dict[str, Any], key: str) -> Any:
     return Raw(format_interval({**ci, "estimate": value}))  # digits and dashes: nothing to escape
 
 
-def _label_table(m: dict[str, Any]) -> Raw:
+def _label_table(m: dict[str, Any], labels: list[str]) -> Raw:
     rows = []
-    for label in LABELS:
+    for label in labels:
         lm = m["labels"][label]
         at, hi = lm["at_threshold"], lm["at_95_sensitivity"]
         rows.append(
@@ -218,10 +248,10 @@ def _level_section(metrics: dict[str, Any], level: str) -> list[str]:
     scores = metrics["levels"][level]
     for name in metrics["models"]:
         out.append(f"<h3>{esc(_TITLES[name])}</h3>")
-        out.append(_label_table(scores[name]))
+        out.append(_label_table(scores[name], _labels(metrics)))
         notes = [
             f"{lab}: {scores[name]['labels'][lab]['note']}"
-            for lab in LABELS
+            for lab in _labels(metrics)
             if scores[name]["labels"][lab]["note"]
         ]
         if notes:
@@ -244,8 +274,33 @@ def _reproduce(run_dir: Path, metrics: dict[str, Any], config_text: str | None) 
             cache = cfg["data"]["cache"] if isinstance(cfg, dict) else None
         except (yaml.YAMLError, KeyError, TypeError):
             cache = None
-        cmds.insert(0, f"ich train {cache or 'CACHE'} --out NEW_RUN --config {run}/config.yaml")
+        folds = " --all-folds" if is_fold_set(run_dir) else ""  # k runs + OOF sequence models
+        cmds.insert(0, f"ich train {cache or 'CACHE'} --out NEW_RUN --config {run}/config.yaml"
+                       f"{folds}")
     return Raw("<pre><code>" + esc("\n".join(cmds)) + "</code></pre>")
+
+
+def _folds_section(metrics: dict[str, Any]) -> list[str]:
+    """A fold set's per-fold slice scores, with the spread over folds."""
+    folds = metrics.get("folds") or []
+    if not folds:
+        return []
+    models = [m for m in metrics["models"] if m in folds[0]]
+    main = metrics.get("headline_label", "any")
+    rows = [[f"fold {f['fold']}", f["n_slices"], f["n_patients"] or "",
+             *[Raw(f"{f[m]['weighted_log_loss']:.4f}") for m in models],
+             *[Raw("n/a" if f[m]["auc"] is None else f"{f[m]['auc']:.3f}") for m in models]]
+            for f in folds]
+    spread = []
+    for m in models:
+        wll = [f[m]["weighted_log_loss"] for f in folds]
+        spread.append(f"{_TITLES.get(m, m)}: weighted log loss {min(wll):.4f}-{max(wll):.4f}")
+    head = ["fold", "slices", "patients", *[f"wll {_TITLES.get(m, m)}" for m in models],
+            *[f"AUC {main} {_TITLES.get(m, m)}" for m in models]]
+    return ["<h2>Per fold</h2>",
+            f"<p>Slice level, each fold scored by the models that did not train on it. "
+            f"Spread over folds: {esc('; '.join(spread))}.</p>",
+            table(head, rows)]
 
 
 def _headline_section(metrics: dict[str, Any]) -> list[str]:
@@ -253,18 +308,20 @@ def _headline_section(metrics: dict[str, Any]) -> list[str]:
     body: list[str] = []
     best = metrics["models"][-1] if metrics["models"] else "base_rate"
     hs, ht = metrics["headline"]["slice"][best], metrics["headline"]["study"][best]
+    auc = _auc_name(metrics)
     body.append(
         cards(
             [
                 (f"slice wll — {_TITLES[best]}", hs["weighted_log_loss"]),
                 ("÷ base rate (slice)", hs["ratio_to_base_rate"]),
-                ("AUC any (slice)", hs["auc_any"]),
-                ("AUC any (study)", ht["auc_any"]),
+                (f"{auc} (slice)", _headline_auc(hs)),
+                (f"{auc} (study)", _headline_auc(ht)),
                 ("slices / studies", f"{metrics['n_slices']:,} / {metrics['n_studies']:,}"),
             ]
         )
     )
     body += ["<h2>Headline</h2>", _headline_table(metrics)]
+    body.append(f"<p class='muted'>Labels of this run: {esc(', '.join(_labels(metrics)))}.</p>")
     src = metrics["baseline_source"]
     body.append(
         f"<p class='muted'>Base-rate prevalence from: slice level — {esc(src['slice'])}; "
@@ -340,6 +397,7 @@ def write_report(run_dir: Path, metrics: dict[str, Any], out_dir: Path | None = 
         body.append(banner("No model predictions found: only the baseline is shown.", "info"))
     for level in ("slice", "study"):
         body += _level_section(metrics, level)
+    body += _folds_section(metrics)
     body += _training_section(metrics, ctx)
     body += ["<h2>Reproduce</h2>", _reproduce(run_dir, metrics, ctx["config_text"])]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -21,11 +21,16 @@ METRICS_FORMAT = "ich-metrics/1"
 
 @dataclass(frozen=True)
 class Headline:
-    """The numbers a reader wants first for one model on one level (None: undefined)."""
+    """The numbers a reader wants first for one model on one level (None: undefined).
+
+    ``auc`` is the AUC of the evaluation's :attr:`Evaluation.headline_label`; ``auc_any``
+    that of ``any`` (None for a run without an ``any`` label).
+    """
 
     weighted_log_loss: float | None
     ratio_to_base_rate: float | None
     auc_any: float | None
+    auc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -35,18 +40,22 @@ class Evaluation:
     Attributes:
         source: Where the predictions came from, in words.
         threshold: Decision threshold of sensitivity/specificity/precision/accuracy.
-        labels: Label names, in the order of every per-label array.
+        labels: The run's label names, in the order of every per-label array.
         models: Scored models (``slice_model``, ``sequence_model``), besides ``base_rate``.
         n_slices: Labelled slices scored.
-        n_unlabelled_slices_skipped: Rows without all six labels (counted, not scored).
+        n_unlabelled_slices_skipped: Rows without every label (counted, not scored).
         n_studies: Studies scored at study level.
         study_key: Column that groups slices into studies.
         baseline_source: Level -> where the base-rate prevalences came from.
         headline: Level -> model -> :class:`Headline`.
         levels: Level -> model -> metrics table (per-label AUC, intervals, log losses...).
         figures: Figure key -> file name relative to the output folder.
+        headline_label: The label whose AUC the headline shows (``any``, the label of a
+            one-label run, or ``mean``: the mean over the labels).
         overlap: What the training-overlap check found, when it ran.
         data: The cache the predictions come from, when given.
+        folds: Per-fold slice-level scores of a fold set's out-of-fold predictions
+            (:func:`ich.eval.folds.per_fold_scores`); None for one run.
         report: The HTML report written next to ``metrics.json`` (None until written).
     """
 
@@ -62,8 +71,10 @@ class Evaluation:
     headline: dict[str, dict[str, Headline]]
     levels: dict[str, dict[str, JsonObject]]
     figures: dict[str, str]
+    headline_label: str = "any"
     overlap: JsonObject | None = None
     data: str | None = None
+    folds: list[JsonObject] | None = None
     report: Path | None = None
 
     def to_json(self) -> JsonObject:
@@ -73,6 +84,7 @@ class Evaluation:
             "source": self.source,
             "threshold": self.threshold,
             "labels": list(self.labels),
+            "headline_label": self.headline_label,
             "models": list(self.models),
             "n_slices": self.n_slices,
             "n_unlabelled_slices_skipped": self.n_unlabelled_slices_skipped,
@@ -88,6 +100,8 @@ class Evaluation:
             out["overlap"] = self.overlap
         if self.data is not None:
             out["data"] = self.data
+        if self.folds:
+            out["folds"] = self.folds
         return out
 
     @classmethod
@@ -107,7 +121,9 @@ class Evaluation:
                       for level, by_model in obj["headline"].items()},
             levels=obj["levels"],
             figures=dict(obj["figures"]),
+            headline_label=str(obj.get("headline_label", "any")),  # older files: the six
             overlap=obj.get("overlap"),
             data=obj.get("data"),
+            folds=obj.get("folds"),
             report=report,
         )

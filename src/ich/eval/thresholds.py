@@ -17,6 +17,7 @@ positives, as a screening tool would want).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,7 +64,7 @@ def sensitivity_threshold(y: np.ndarray, p: np.ndarray, target: float) -> float:
 def choose_thresholds(
     y: np.ndarray,
     p: np.ndarray,
-    labels: tuple[str, ...],
+    labels: Sequence[str],
     method: Method = "youden",
     target: float = 0.95,
 ) -> dict[str, dict[str, Any]]:
@@ -89,22 +90,37 @@ def choose_thresholds(
 
 
 def thresholds_from_oof(
-    run_dir: str | Path, labels: tuple[str, ...], method: Method = "youden", target: float = 0.95
+    run_dir: str | Path, labels: Sequence[str] | None = None, method: Method = "youden",
+    target: float = 0.95,
 ) -> Path:
     """Choose thresholds on ``RUN/oof_predictions.parquet`` and write ``RUN/thresholds.json``.
 
     The sequence model's probabilities (``q_*``) are used when present (what ``ich predict``
     writes), else the slice model's (``p_*``).
 
+    Args:
+        run_dir: The run folder.
+        labels: The labels to choose thresholds for; default the run's own (its model spec,
+            else the out-of-fold table's ``<label>``/``p_<label>`` columns).
+        method: ``youden`` or ``sensitivity`` (at ``target``).
+        target: The target sensitivity of the ``sensitivity`` method.
+
     Raises:
-        CheckpointError: the run has no out-of-fold predictions (e.g. ``data.fold=-1``).
+        CheckpointError: the run has no out-of-fold predictions (e.g. ``data.fold=-1``), or
+            they lack a column of one of ``labels``.
     """
+    from ich.eval.labelset import resolve_labels
+
     run_dir = Path(run_dir)
     path = run_dir / "oof_predictions.parquet"
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: no oof_predictions.parquet to choose thresholds on "
                               "(a run trained with data.fold=-1 has no validation fold)")
     oof = pd.read_parquet(path)
+    labels = resolve_labels(run_dir, oof, labels)
+    missing = [c for n in labels for c in (n, f"p_{n}") if c not in oof.columns]
+    if missing:
+        raise CheckpointError(f"{path}: no column(s) {missing} for the labels {list(labels)}")
     prefix = "q_" if all(f"q_{n}" in oof and oof[f"q_{n}"].notna().all() for n in labels) else "p_"
     y = oof[list(labels)].to_numpy(dtype=np.float64)
     p = oof[[f"{prefix}{n}" for n in labels]].to_numpy(dtype=np.float64)

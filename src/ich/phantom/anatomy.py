@@ -181,6 +181,26 @@ def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
     return skull
 
 
+MUSCLE_HU = 48.0
+
+
+def _muscles(grid: StudyGrid, anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray) -> None:
+    """Temporalis muscles on the sides of the lower vault and neck muscles behind the skull
+    base, outside the scalp line (in place): soft tissue near 48 HU, as thick as 1-2 cm on real
+    scans, that sits beside bone and is bright in the brain window."""
+    side = float(np.clip((0.45 - t) / 0.3, 0.0, 1.0))
+    neck = float(np.clip((0.15 - t) / 0.15, 0.0, 1.0))
+    if side == 0.0 and neck == 0.0:
+        return
+    rho = np.maximum(grid.rho, 1.0)
+    lateral = (grid.u / rho) ** 2
+    posterior = np.clip(grid.v / rho, 0.0, 1.0) ** 2
+    thick = np.float32(2.5 * anat.scalp) * (side * lateral + neck * posterior)
+    muscle = (depth < -0.5) & (depth > -thick)
+    hu[muscle] = MUSCLE_HU
+    hu[(depth <= -thick) & (depth > -thick - 1.5) & (thick > 1.0)] = SKIN_HU
+
+
 def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndarray,
             hu: np.ndarray, t: float, effaced: np.ndarray | None) -> np.ndarray:
     """Grey matter along the surface and the sulci, white matter inside; returns sulcal CSF.
@@ -246,6 +266,7 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float, shift: float = 0.0,
     hu = np.full(grid.u.shape, AIR_HU, dtype=np.float32)
     depth = grid.outline * np.float32(scale) - grid.rho  # mm inward from the scalp surface
     skull = _scalp_and_skull(anat, depth, t, hu, scale)
+    _muscles(grid, anat, depth, t, hu)
     depth_in = depth - np.float32(anat.scalp + skull)
     brain = depth_in >= 0
     brain_r = np.maximum(grid.outline * np.float32(scale) - np.float32(anat.scalp + skull), 1.0)

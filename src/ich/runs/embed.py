@@ -16,7 +16,7 @@ FEATURES = "embedding+logits"
 
 
 def sequence_features(embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """Per-slice input of the sequence model: (T, D) embeddings and (T, 6) logits -> (T, D + 6).
+    """Per-slice input of the sequence model: (T, D) embeddings and (T, L) logits -> (T, D + L).
 
     The logits give the sequence model the CNN's own opinion directly, so it only has to learn
     a correction from the neighbours. Inference must build features with this same function.
@@ -28,7 +28,7 @@ def sequence_features(embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
 def embed_batch(
     model: SliceModel, x: torch.Tensor, tta_flip: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings (B, D) and logits (B, 6) of a batch (B, C, H, W), averaged over a left-right
+    """Embeddings (B, D) and logits (B, L) of a batch (B, C, H, W), averaged over a left-right
     flip when ``tta_flip`` (heads are nearly symmetric; the average is steadier)."""
     emb = model.embed(x)
     logits = model.head(emb)

@@ -22,7 +22,13 @@ from ich.models.sequence import SequenceModel
 from ich.models.slice_cnn import SliceModel
 from ich.models.spec import ModelSpec
 from ich.onnx_engine import OnnxSliceModel, onnx_available
-from ich.runs.checkpoint import LEGACY_FORMAT, MODEL_SUFFIX, load_sequence_model, load_slice_model
+from ich.runs.checkpoint import (
+    LEGACY_FORMAT,
+    MODEL_SUFFIX,
+    load_sequence_model,
+    load_slice_model,
+    read_spec,
+)
 from ich.runs.foldset import fold_runs, is_fold_set
 
 #: How the slice CNN runs: PyTorch, ONNX Runtime, or ONNX Runtime when on the CPU and installed.
@@ -134,6 +140,26 @@ def load_run(run_dir: str | Path, device: torch.device, engine: Engine = "auto")
         onnx=onnx,
         domain=load_run_domain(run_dir),
     )
+
+
+def run_labels(run_dir: str | Path) -> tuple[str, ...] | None:
+    """The labels a run (or a fold set, from its first fold) predicts, from its model spec.
+
+    Reads only the spec, not the weights: evaluation and reports follow the run's own label
+    set (six RSNA labels, a subset, or the user's names) without loading a model. None when
+    the folder holds no model file (e.g. only out-of-fold predictions).
+
+    Raises:
+        CheckpointError: A model file that is not readable.
+    """
+    path = Path(run_dir)
+    if is_fold_set(path):
+        runs = fold_runs(path)
+        if not runs:
+            return None
+        path = runs[0]
+    found = model_file(path, SLICE_FILES)
+    return None if found is None else tuple(read_spec(found).labels)
 
 
 @dataclass
