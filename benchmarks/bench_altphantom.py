@@ -120,15 +120,19 @@ def report(r: dict[str, Any]) -> None:
         print(f"{key:<11}{s['weighted_log_loss']:>7.3f}{s['base_rate_log_loss']:>7.3f}"
               f"{s['ratio']:>7.2f}{aucs}")
     f = r["final"]
+    study = r["study_auc_any"]
     print(f"mean P(any): negative slices {f['mean_any_negative']:.3f}, positive "
-          f"{f['mean_any_positive']:.3f}; study-level AUC any {r['study_auc_any']}")
-    flag = r["flagged_out_of_domain"]
+          f"{f['mean_any_positive']:.3f}; study-level AUC any "
+          f"{'n/a' if study is None else format(study, '.3f')}")
+    flag, median = r["flagged_out_of_domain"], r["domain_score_median"]
     print(f"domain check: {'n/a' if flag is None else format(flag, '.0%')} of alt series "
-          f"flagged out of domain (median score {r['domain_score_median']})")
+          f"flagged out of domain (median score "
+          f"{'n/a' if median is None else format(median, '.2f')}, threshold 1)")
     auc_any = f["auc"]["any"]
     ok = auc_any is not None and auc_any >= 0.92 and f["ratio"] <= 0.7
     print(f"target (AUC any >= 0.92 and log loss <= 0.7 x base rate): "
-          f"{'met' if ok else 'NOT met'} (AUC any {auc_any:.3f}, ratio {f['ratio']:.2f})")
+          f"{'met' if ok else 'NOT met'} (AUC any "
+          f"{'n/a' if auc_any is None else format(auc_any, '.3f')}, ratio {f['ratio']:.2f})")
 
 
 def main() -> None:
