@@ -87,6 +87,8 @@ def test_face_and_neck_below_the_skull_base_and_a_skull_cap_hold_no_brain(
     assert (render_anatomy(grid, anat, -0.02).hu <= -900).any()  # maxillary sinus air
     cap = render_anatomy(grid, anat, 1.005)
     assert not cap.brain.any() and (cap.hu > 300).any()
+    above = render_anatomy(grid, anat, 1.08)  # series that end above the head: air only
+    assert not above.brain.any() and (above.hu > -900).sum() < 0.05 * above.hu.size
 
 
 def test_atrophy_widens_ventricles_and_sulci(old_head) -> None:  # type: ignore[no-untyped-def]

@@ -100,8 +100,9 @@ def _sample_scan(rng: np.random.Generator) -> _Scan:
         tilt=float(np.radians(rng.uniform(3.0, 25.0))) if rng.random() < 0.4 else 0.0,
         z_start=float(rng.uniform(-60.0, 160.0)),
         # Real series often start in the face or upper neck and end in a tangential cut
-        # through the skull cap (no brain): both hold bright, normal structures.
-        t_range=(float(rng.uniform(-0.12, 0.05)), float(rng.uniform(0.95, 1.01))),
+        # through the skull cap, or above the head (air and the headrest only): no brain, no
+        # bleed, yet bright normal structures or nothing at all.
+        t_range=(float(rng.uniform(-0.12, 0.05)), float(rng.uniform(0.95, 1.1))),
         instance_order=order,
     )
 
