@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import LOCAL, FakePredictor, free_port, phantom_studies
+from web_helpers import LOCAL, FakePredictor, free_port, phantom_studies, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -19,22 +17,12 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """uvicorn serving the app on a free loopback port, in a thread."""
-    import uvicorn
-
     from ich.web.app import create_app
     from ich.web.settings import WebSettings
 
     port = free_port()
     app = create_app(WebSettings(data_dir=tmp_path / "data", port=port), FakePredictor())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.time() + 20
-    while not srv.started and time.time() < end:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    yield from serve_in_thread(app, port)
 
 
 @pytest.fixture

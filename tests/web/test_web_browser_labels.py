@@ -4,23 +4,19 @@ picker show the run's label, never the six RSNA labels."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from web_helpers import FakePredictor, as_files, free_port
+from web_helpers import FakePredictor, as_files, free_port, serve_in_thread
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def one_label_server(tmp_path: Path) -> Iterator[str]:
-    import uvicorn
-
     from ich.web.app import create_app
     from ich.web.settings import WebSettings
 
@@ -28,15 +24,7 @@ def one_label_server(tmp_path: Path) -> Iterator[str]:
     predictor = FakePredictor(labels=("hemorrhage",))
     predictor.thresholds = {"hemorrhage": 1e-6}  # type: ignore[attr-defined]
     app = create_app(WebSettings(data_dir=tmp_path / "data", port=port), predictor)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.time() + 20
-    while not srv.started and time.time() < end:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    yield from serve_in_thread(app, port)
 
 
 def _options(page: Any, select: str) -> list[str]:

@@ -13,6 +13,7 @@ import io
 import socket
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,21 @@ def edited(path: Path, **changes: Any) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf)
     return buf.getvalue()
+
+
+def serve_in_thread(app: Any, port: int) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on loopback ``port`` in a thread; yields its base URL and
+    stops it afterwards (the body of the browser tests' server fixtures)."""
+    import threading
+
+    import uvicorn
+
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    end = time.time() + 20
+    while not srv.started and time.time() < end:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
