@@ -181,12 +181,12 @@ def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
     return skull
 
 
-MUSCLE_HU = 48.0
+MUSCLE_HU = 55.0
 
 
 def _muscles(grid: StudyGrid, anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray) -> None:
     """Temporalis muscles on the sides of the lower vault and neck muscles behind the skull
-    base, outside the scalp line (in place): soft tissue near 48 HU, as thick as 1-2 cm on real
+    base, outside the scalp line (in place): soft tissue near 55 HU, as thick as 1-2 cm on real
     scans, that sits beside bone and is bright in the brain window."""
     side = float(np.clip((0.45 - t) / 0.3, 0.0, 1.0))
     neck = float(np.clip((0.15 - t) / 0.15, 0.0, 1.0))
@@ -313,6 +313,7 @@ def label_map(sa: SliceAnatomy, anat: Anatomy) -> np.ndarray:
     outside = (sa.depth_in < 0) & (hu > AIR_HU)
     put("skull", outside & (hu >= anat.diploe_hu - 1.0))
     put("scalp", outside & (hu < anat.diploe_hu - 1.0))
+    put("muscle", outside & (hu == np.float32(MUSCLE_HU)))
     put("ventricle", sa.ventricles)
     put("sulcal_csf", sa.sulcal_csf)
     put("deep_grey", sa.brain & (hu == np.float32(anat.grey_hu - 1.5)))
