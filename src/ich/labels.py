@@ -2,7 +2,8 @@
 
 The RSNA 2019 files are "long": one row ``ID_<image>_<label>,<value>`` per slice and label. ich
 works with "wide" tables internally: one row per image (index ``image_id`` = ``ID_<image>``),
-one column per label in :data:`LABELS` order.
+one column per label: the six :data:`LABELS` in their order, or the labels a user's file names
+(one ``hemorrhage`` column, a subset of the six), which then are the run's labels everywhere.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def split_long_id(long_id: str) -> tuple[str, str]:
     """Split ``ID_000039fa0_subdural`` into (``ID_000039fa0``, ``subdural``)."""
     image_id, sep, label = long_id.rpartition("_")
     if not sep or not image_id or not LABEL_NAME.fullmatch(label):
-        raise LabelsError(f"{long_id!r} is not of the form ID_<image>_<label> with a known label")
+        raise LabelsError(f"{long_id!r} is not of the form ID_<image>_<label> (label: letters "
+                          "and digits)")
     return image_id, label
 
 

@@ -176,7 +176,7 @@ def _below_base(p: _Painter, a: Anatomy, t: float, front: float, ru: float) -> N
     """
     grid, cavity = p.grid, p.cavity
     d = min(-t / 0.12, 1.0)  # 0 at the skull base .. 1 at the second vertebra
-    w = grid.window(0.0, 0.0, max(front, ru) + 4.0)
+    w = grid.window(0.0, 0.0, max(front, a.semi_u, a.semi_v * (1.0 + a.egg)) + 4.0)  # all of it
     u, v = grid.u[w], grid.v[w]
     fat_planes = np.cos(u * 0.45 + 2.0 * np.sin(v * 0.21)) > 0.93
     p.put("muscle", w, np.ones_like(u, dtype=bool), MUSCLE_HU)
@@ -215,7 +215,7 @@ def _below_base(p: _Painter, a: Anatomy, t: float, front: float, ru: float) -> N
         uc, vc2 = rng.uniform(-0.6, 0.6) * ru, rng.uniform(-0.5, 0.6) * front
         p.put("bone", w, _ell(grid, w, uc, vc2, rng.uniform(1.5, 4.0), rng.uniform(1.5, 6.0)),
               float(rng.uniform(200.0, 900.0)))
-    p.excluded[w] |= cavity[w]
+    p.excluded |= cavity
 
 
 def paint_skull_base(hu: np.ndarray, labels: np.ndarray, grid: StudyGrid, anat: Anatomy, t: float,
