@@ -27,6 +27,12 @@ def test_one_column_label_file_names_its_label(tmp_path: Path) -> None:
         read_labels(_csv(tmp_path, frame))
 
 
+def test_the_image_column_may_be_named_image_or_path_and_carry_folders(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"Image": ["scans/a.png", "scans\\b.PNG"], "hemorrhage": [1, 0]})
+    wide = read_labels(_csv(tmp_path, frame))
+    assert list(wide.columns) == ["hemorrhage"] and wide["hemorrhage"].to_dict() == {"a": 1, "b": 0}
+
+
 def test_a_subset_of_the_rsna_labels_keeps_the_file_order(tmp_path: Path) -> None:
     subset = ["intraparenchymal", "epidural", "subarachnoid"]
     frame = pd.DataFrame({"ID": ["x", "y"], **{n: [0, 1] for n in subset}})

@@ -90,10 +90,22 @@ def split_long_id(long_id: str) -> tuple[str, str]:
 #: File extensions stripped from image names in label CSVs (``a.png`` and ``a`` name one image).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Columns that may name the image in a wide label CSV, in order of preference.
-ID_COLUMNS: tuple[str, ...] = ("ID", "file", "image_id", "filename")
+ID_COLUMNS: tuple[str, ...] = ("ID", "file", "image_id", "filename", "image", "path")
 #: Columns that may name the image's patient in a wide label CSV (not labels: the grouping
 #: that keeps one patient's images in one fold when the images themselves do not say it).
 PATIENT_COLUMNS: tuple[str, ...] = ("patient_id", "PatientID", "patient")
+
+
+def image_key(name: str) -> str:
+    """The image id a label file's name column means: folders and extension dropped
+    (``scans/a.png`` -> ``a``), as files are matched by their own name."""
+    return strip_extension(name.replace("\\", "/").rsplit("/", 1)[-1])
+
+
+def id_column(columns: Sequence[object]) -> str | None:
+    """The column naming the image: the first of :data:`ID_COLUMNS`, matched case-blind."""
+    by_lower = {str(c).lower(): str(c) for c in columns}
+    return next((by_lower[c.lower()] for c in ID_COLUMNS if c.lower() in by_lower), None)
 
 
 def strip_extension(name: str) -> str:
@@ -212,20 +224,21 @@ def long_to_wide(long: pd.DataFrame, source: str = "labels", soft: bool = False)
 def wide_from_table(df: pd.DataFrame, source: str = "labels", soft: bool = False) -> pd.DataFrame:
     """Validate a wide label table (one row per image: an id column, one column per label).
 
-    The id column is the first of :data:`ID_COLUMNS` present; names may carry an image
-    extension (``.dcm``, ``.png``, ...), which is dropped. The other columns are the labels,
+    The id column is the first of :data:`ID_COLUMNS` present (any case); names may carry a
+    folder and an image extension (``.dcm``, ``.png``, ...), both dropped. The other columns
+    (but a ``patient_id`` one, :data:`PATIENT_COLUMNS`) are the labels,
     0/1 each, named by the file: the six :data:`LABELS` (any order, returned in ``LABELS``
     order), a subset of them (e.g. three subtypes, file order), or the user's own names (e.g.
     one ``hemorrhage`` column). A mix of RSNA names and other names is refused as a likely typo.
     """
-    id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
+    id_col = id_column(list(df.columns))
     if id_col is None:
         raise LabelsError(f"{source}: no image column: expected one of {list(ID_COLUMNS)} "
                           f"(or the Kaggle long format ID,Label), found {list(df.columns)}")
     label_cols = [str(c) for c in df.columns if c != id_col and c not in PATIENT_COLUMNS]
     df = df.set_axis([str(c) for c in df.columns], axis=1)
     names = label_names_of(label_cols, source)
-    ids = df[id_col].astype(str).map(strip_extension)
+    ids = df[id_col].astype(str).map(image_key)
     if ids.duplicated().any():
         frame = df[list(names)].set_axis(ids.to_numpy(), axis=0)
         conflicting = frame.groupby(level=0).nunique().gt(1).any(axis=1)
@@ -252,7 +265,7 @@ def read_patient_groups(path: str | Path) -> pd.Series | None:
         LabelsError: An image without a patient, or one image given two patients.
     """
     df = _read_csv(path)
-    id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
+    id_col = id_column(list(df.columns))
     col = next((c for c in PATIENT_COLUMNS if c in df.columns), None)
     if id_col is None or col is None or "Label" in df.columns:
         return None
@@ -260,7 +273,7 @@ def read_patient_groups(path: str | Path) -> pd.Series | None:
         example = df.loc[df[col].isna() | (df[col].astype(str).str.strip() == ""), id_col]
         raise LabelsError(f"{path}: {example.iloc[0]}: no {col} (every image needs a patient)")
     groups = pd.Series(df[col].astype(str).to_numpy(),
-                       index=df[id_col].astype(str).map(strip_extension).to_numpy())
+                       index=df[id_col].astype(str).map(image_key).to_numpy())
     two = groups.groupby(level=0).nunique() > 1
     if two.any():
         raise LabelsError(f"{path}: {two.index[two][0]} is given two patients")
