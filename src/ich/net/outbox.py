@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
+from ich.background import BackgroundLoop
 from ich.net.peers import Peer, parse_peer
 from ich.net.state import NodeState
 
@@ -47,7 +47,7 @@ def backoff(attempts: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_BASE ** max(1, attempts)))
 
 
-class Outbox:
+class Outbox(BackgroundLoop):
     """The sender thread.
 
     Args:
@@ -62,9 +62,7 @@ class Outbox:
         self.own_aet = own_aet
         self.senders: dict[str, Sender] = {"dimse": self._dimse, "stow": self._stow}
         self.senders.update(senders or {})
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="ich-outbox", daemon=True)
+        super().__init__("ich-outbox", idle_seconds=0.5)
 
     def _dimse(self, target: str, paths: Sequence[str]) -> dict[str, str | None]:
         from ich.net.scu import cstore
@@ -77,28 +75,12 @@ class Outbox:
 
         return stow(target, paths)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sent = self.send_due()
-            except Exception:  # a bug must not stop deliveries for good
-                log.exception("outbox pass failed")
-                sent = 0
-            if not sent:
-                self._wake.wait(timeout=0.5)
-                self._wake.clear()
+    def step(self) -> bool:
+        try:
+            return self.send_due() > 0
+        except Exception:  # a bug must not stop deliveries for good
+            log.exception("outbox pass failed")
+            return False
 
     def send_due(self, now: float | None = None) -> int:
         """Try every pending row that is due, one batch per destination; return how many."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ich.background import BackgroundLoop
 from ich.dicom.io import SliceMeta
 from ich.web.predictor import PredictorLike
 from ich.web.store import Store
@@ -87,17 +88,15 @@ def run_job(store: Store, predictor: PredictorLike, series_id: str) -> None:
                      labels)
 
 
-class Worker:
+class Worker(BackgroundLoop):
     """The single background thread; ``wake()`` after queuing work so it starts at once."""
 
     def __init__(self, store: Store, get_predictor: Callable[[], PredictorLike | None],
                  model_lock: threading.Lock | None = None) -> None:
+        super().__init__("ich-worker", idle_seconds=1.0)
         self.store = store
         self.get_predictor = get_predictor
         self.model_lock = model_lock or threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="ich-worker", daemon=True)
         self.busy = False
 
     def start(self) -> None:
@@ -105,28 +104,16 @@ class Worker:
         n = requeue_interrupted(self.store)
         if n:
             log.info("re-queued %d job(s) interrupted by the last shutdown", n)
-        self._thread.start()
+        super().start()
 
-    def wake(self) -> None:
-        """Tell the worker there is new work."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask the worker to stop after the current job and wait for it."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            predictor = self.get_predictor()
-            job = claim_next(self.store) if predictor is not None else None
-            if job is None:
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
-                continue
-            self._run(predictor, *job)  # type: ignore[arg-type]
+    def step(self) -> bool:
+        """Run the next queued job, if a model is loaded and there is one."""
+        predictor = self.get_predictor()
+        job = claim_next(self.store) if predictor is not None else None
+        if job is None:
+            return False
+        self._run(predictor, *job)  # type: ignore[arg-type]
+        return True
 
     def _run(self, predictor: PredictorLike, job_id: int, series_id: str) -> None:
         start = time.perf_counter()
