@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import LOCAL, FakePredictor, free_port, phantom_studies, serve_in_thread
+from web_helpers import LOCAL, FakePredictor, free_port, phantom_studies, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -22,7 +22,8 @@ def server(tmp_path: Path) -> Iterator[str]:
 
     port = free_port()
     app = create_app(WebSettings(data_dir=tmp_path / "data", port=port), FakePredictor())
-    yield from serve_in_thread(app, port)
+    with serving(app, port) as url:
+        yield url
 
 
 @pytest.fixture

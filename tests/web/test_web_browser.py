@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import FakePredictor, free_port, relabelled, sample_series
+from web_helpers import FakePredictor, free_port, relabelled, sample_series, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.real]
 
@@ -162,29 +160,19 @@ def test_drop_and_folder_upload(server: str, page: Any, tmp_path: Path, rsna_sam
 
 
 def test_token_page(tmp_path: Path, page: Any) -> None:
-    import uvicorn
 
     from ich.web.app import create_app
     from ich.web.settings import WebSettings
 
     port = free_port()
     settings = WebSettings(data_dir=tmp_path, host="127.0.0.1", port=port, token="tok")
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    try:
+    with serving(create_app(settings, FakePredictor()), port):
         r = page.goto(f"http://127.0.0.1:{port}/")
         assert r.status == 401 and "token" in page.inner_text("body")
         page.goto(f"http://127.0.0.1:{port}/?token=tok")
         page.wait_for_function(
             "() => document.querySelector('#provenance').textContent.includes('test double')")
         assert page.inner_text("#worklist-empty").startswith("No studies yet")
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 def _one_study(files: list[tuple[str, bytes]], study_uid: str) -> list[tuple[str, bytes]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from web_helpers import FakePredictor, as_files, free_port, serve_in_thread
+from web_helpers import FakePredictor, as_files, free_port, serving
 
 pytestmark = pytest.mark.browser
 
@@ -24,7 +24,8 @@ def one_label_server(tmp_path: Path) -> Iterator[str]:
     predictor = FakePredictor(labels=("hemorrhage",))
     predictor.thresholds = {"hemorrhage": 1e-6}  # type: ignore[attr-defined]
     app = create_app(WebSettings(data_dir=tmp_path / "data", port=port), predictor)
-    yield from serve_in_thread(app, port)
+    with serving(app, port) as url:
+        yield url
 
 
 def _options(page: Any, select: str) -> list[str]:

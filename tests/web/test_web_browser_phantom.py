@@ -80,25 +80,16 @@ def test_stale_row_of_a_deleted_study_shows_nothing_of_another(
 def test_token_entry_page_logs_in_and_keeps_the_token_out_of_the_address_bar(
     page: Any, tmp_path: Path
 ) -> None:
-    import threading
-    import time
 
-    import uvicorn
-    from web_helpers import FakePredictor, free_port
+    from web_helpers import FakePredictor, free_port, serving
 
     from ich.web.app import create_app
     from ich.web.settings import WebSettings
 
     port = free_port()
     settings = WebSettings(data_dir=tmp_path / "d", port=port, token="tok")
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
     base = f"http://127.0.0.1:{port}"
-    try:
+    with serving(create_app(settings, FakePredictor()), port):
         r = page.goto(base + "/")
         assert r.status == 401 and page.locator("input[name=token]").count() == 1
         page.fill("input[name=token]", "wrong")
@@ -116,9 +107,6 @@ def test_token_entry_page_logs_in_and_keeps_the_token_out_of_the_address_bar(
         page.wait_for_selector(".swagger-ui .opblock", timeout=30000)  # offline assets, CSP ok
         if os.environ.get("ICH_SCREENSHOT_DIR"):
             page.screenshot(path=os.environ["ICH_SCREENSHOT_DIR"] + "/docs.png")
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 def test_upload_open_series_heatmap_and_delete(server: str, page: Any, phantom,

@@ -140,12 +140,9 @@ def test_https_serves_with_secure_cookie(tmp_path: Path) -> None:
     import shutil
     import ssl
     import subprocess
-    import threading
-    import time
 
     import httpx
-    import uvicorn
-    from web_helpers import FakePredictor, free_port
+    from web_helpers import FakePredictor, free_port, serving
 
     from ich.web.app import create_app
 
@@ -159,15 +156,8 @@ def test_https_serves_with_secure_cookie(tmp_path: Path) -> None:
     settings = WebSettings(data_dir=tmp_path / "d", port=port, token="tok",
                            ssl_certfile=cert, ssl_keyfile=key)
     settings.validate()
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="127.0.0.1",
-                                        port=port, log_level="warning",
-                                        ssl_certfile=str(cert), ssl_keyfile=str(key)))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.time() + 20
-    while not srv.started and time.time() < end:
-        time.sleep(0.05)
-    try:
+    with serving(create_app(settings, FakePredictor()), port, ssl_certfile=str(cert),
+                 ssl_keyfile=str(key)):
         ctx = ssl.create_default_context(cafile=str(cert))
         ctx.check_hostname = False
         with httpx.Client(base_url=f"https://localhost:{port}", verify=ctx) as c:
@@ -176,35 +166,22 @@ def test_https_serves_with_secure_cookie(tmp_path: Path) -> None:
             assert "max-age" in r.headers.get("strict-transport-security", "")
         with pytest.raises(httpx.HTTPError):  # plain HTTP is not answered on that port
             httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=5)
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 @pytest.mark.net
 def test_bound_to_all_interfaces_answers_the_address_it_was_reached_at(tmp_path: Path) -> None:
     """Bound to 0.0.0.0, a browser that typed one of the machine's addresses gets the app;
     a DNS name (rebinding) or an address the connection did not arrive at gets 421."""
-    import threading
-    import time
 
     import httpx
-    import uvicorn
-    from web_helpers import FakePredictor, free_port
+    from web_helpers import FakePredictor, free_port, serving
 
     from ich.web.app import create_app
 
     port = free_port()
     settings = WebSettings(data_dir=tmp_path / "d", host="0.0.0.0", port=port, token="tok")
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, FakePredictor()), host="0.0.0.0",
-                                        port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.time() + 20
-    while not srv.started and time.time() < end:
-        time.sleep(0.05)
     auth = {"authorization": "Bearer tok"}
-    try:
+    with serving(create_app(settings, FakePredictor()), port, host="0.0.0.0"):
         # 127.0.0.2 reaches this machine through the wildcard bind (Linux routes 127/8 to lo)
         # but is in no name list: only the connection's own local address can allow it.
         url = f"http://127.0.0.2:{port}/api/info"
@@ -212,6 +189,3 @@ def test_bound_to_all_interfaces_answers_the_address_it_was_reached_at(tmp_path:
         for host in ("evil.example", f"10.11.12.13:{port}", "127.0.0.3"):
             r = httpx.get(url, headers={**auth, "host": host})
             assert r.status_code == 421, host
-    finally:
-        srv.should_exit = True
-        thread.join(10)

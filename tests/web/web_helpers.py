@@ -14,6 +14,7 @@ import socket
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,19 +173,22 @@ def edited(path: Path, **changes: Any) -> bytes:
     return buf.getvalue()
 
 
-def serve_in_thread(app: Any, port: int) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on loopback ``port`` in a thread; yields its base URL and
-    stops it afterwards (the body of the browser tests' server fixtures)."""
+@contextmanager
+def serving(app: Any, port: int, host: str = "127.0.0.1", **uvicorn: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on ``host``:``port`` in a thread; yields the loopback base URL
+    and stops the server afterwards (TLS and other uvicorn settings through ``uvicorn``)."""
     import threading
 
-    import uvicorn
+    import uvicorn as uv
 
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uv.Server(uv.Config(app, host=host, port=port, log_level="warning", **uvicorn))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     end = time.time() + 20
     while not srv.started and time.time() < end:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
