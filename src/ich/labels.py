@@ -264,11 +264,15 @@ def read_patient_groups(path: str | Path) -> pd.Series | None:
     Raises:
         LabelsError: An image without a patient, or one image given two patients.
     """
-    df = _read_csv(path)
-    id_col = id_column(list(df.columns))
-    col = next((c for c in PATIENT_COLUMNS if c in df.columns), None)
-    if id_col is None or col is None or "Label" in df.columns:
+    try:  # the header alone says whether there is a patient column (most files: no)
+        columns = list(pd.read_csv(path, nrows=0).columns)
+    except Exception as exc:  # pandas raises many kinds; the file name is what matters
+        raise LabelsError(f"{path}: cannot read CSV ({exc})") from exc
+    id_col = id_column(columns)
+    col = next((c for c in PATIENT_COLUMNS if c in columns), None)
+    if id_col is None or col is None or "Label" in columns:
         return None
+    df = pd.read_csv(path, usecols=[id_col, col])
     if df[col].isna().any() or (df[col].astype(str).str.strip() == "").any():
         example = df.loc[df[col].isna() | (df[col].astype(str).str.strip() == ""), id_col]
         raise LabelsError(f"{path}: {example.iloc[0]}: no {col} (every image needs a patient)")
