@@ -74,6 +74,18 @@ def tool(name: str) -> str:
     return path
 
 
+def recoded(files: Iterable[Path], encoder: str, out: Path) -> list[Path]:
+    """Copies of ``files`` in ``out`` re-encoded by a dcmtk tool (``dcmcrle``, ``dcmcjpeg``):
+    compressed transfer syntaxes as a scanner or PACS would send them."""
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for i, f in enumerate(files):
+        target = out / f"{i}.dcm"
+        subprocess.run([tool(encoder), str(f), str(target)], check=True)
+        done.append(target)
+    return done
+
+
 class Proc:
     """A peer process started by a test and stopped by its PID."""
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from net_helpers import Proc, conformant_copies, free_port, tool, wait_for, wait_port
+from net_helpers import Proc, conformant_copies, free_port, recoded, tool, wait_for, wait_port
 
 from ich.net.peers import parse_peer
 from ich.web import views
@@ -97,11 +97,7 @@ def test_allow_list_and_loopback_default(make_node: Any, tmp_path: Path) -> None
 
 def test_compressed_series_is_stored_as_sent(make_node: Any, ct_study: list[Path],
                                              tmp_path: Path) -> None:
-    rle = []
-    for i, f in enumerate(ct_study):
-        out = tmp_path / f"rle{i}.dcm"
-        subprocess.run([tool("dcmcrle"), str(f), str(out)], check=True)
-        rle.append(out)
+    rle = recoded(ct_study, "dcmcrle", tmp_path / "rle")
     node = make_node()
     subprocess.run([tool("storescu"), "-aec", "ICH", "-xr", "127.0.0.1", str(node.port),
                     *map(str, rle)], check=True, capture_output=True, timeout=120)

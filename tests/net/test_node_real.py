@@ -9,7 +9,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from net_helpers import conformant_copies, tool, wait_for
+from net_helpers import conformant_copies, recoded, tool, wait_for
 from web_helpers import sample_series
 
 from ich.web import views
@@ -23,11 +23,7 @@ def _largest_series(rsna_sample: Path) -> list[Path]:
 
 def test_real_series_jpeg_lossless(make_node: Any, rsna_sample: Path, tmp_path: Path) -> None:
     files = conformant_copies(_largest_series(rsna_sample), tmp_path / "plain", salt="jpeg")
-    jpeg = []
-    for i, f in enumerate(files):
-        out = tmp_path / f"j{i}.dcm"
-        subprocess.run([tool("dcmcjpeg"), str(f), str(out)], check=True)
-        jpeg.append(out)
+    jpeg = recoded(files, "dcmcjpeg", tmp_path / "jpeg")
     node = make_node()
     subprocess.run([tool("storescu"), "-aec", "ICH", "-xs", "127.0.0.1", str(node.port),
                     *map(str, jpeg)], check=True, capture_output=True, timeout=120)
