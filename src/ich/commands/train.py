@@ -186,28 +186,26 @@ def _train(cfg: Any, cache: Path, run_dir: Path, stages: tuple[str, ...], resume
         from ich.train.foldset import run_fold_set
 
         summary = run_fold_set(cfg, cache, run_dir, resume=resume)
-        _thresholds(cfg, cache, run_dir)
+        _thresholds(cfg, run_dir)
         _report(summary)
         return 0
     from ich.train.runner import run_training
 
     summary = run_training(cfg, cache, run_dir, stages=stages, resume=resume and "slice" in stages)
     if main:
-        _thresholds(cfg, cache, run_dir)
+        _thresholds(cfg, run_dir)
         _report(summary)
     return 0
 
 
-def _thresholds(cfg: Any, cache: Path, run_dir: Path) -> None:
-    """Choose the run's per-label thresholds on its out-of-fold predictions, when it has any."""
-    from ich.data.cache import read_cache_json
+def _thresholds(cfg: Any, run_dir: Path) -> None:
+    """Choose the run's per-label thresholds (its own labels) on its out-of-fold predictions,
+    when it has any."""
     from ich.errors import CheckpointError
     from ich.eval.thresholds import thresholds_from_oof
-    from ich.labels import LABELS
 
-    labels = tuple(read_cache_json(cache).get("label_names", LABELS))  # the run's labels
     try:
-        path = thresholds_from_oof(run_dir, labels, cfg.decision.method,
+        path = thresholds_from_oof(run_dir, None, cfg.decision.method,
                                    cfg.decision.target_sensitivity)
     except CheckpointError as exc:
         print(f"  no decision thresholds: {exc}")
