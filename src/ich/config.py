@@ -227,7 +227,12 @@ class TrainConfig:
 
 @dataclass
 class SequenceConfig:
-    """Stage 2: the study sequence model over ordered slice embeddings."""
+    """Stage 2: the study sequence model over ordered slice embeddings.
+
+    ``feature_noise``: Gaussian noise added to the inputs while training, in units of each
+    feature's spread over the training slices (0 = none). A single run's sequence model learns
+    from embeddings of slices its own CNN trained on, cleaner than new scans will give.
+    """
 
     kind: Literal["gru", "lstm", "transformer"] = "gru"
     hidden: int = 128
@@ -244,8 +249,13 @@ class SequenceConfig:
     tta_flip: bool = True
     max_len: int | None = 64
     study_loss_weight: float = 0.5
+    feature_noise: float = 0.0
     patience: int | None = 6
     embed_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.feature_noise < 0:
+            raise ValueError("sequence.feature_noise must be >= 0 (0 = no noise)")
 
 
 @dataclass

@@ -78,3 +78,39 @@ def test_stage2_schedule_comes_from_sequence_config() -> None:
     assert sequence_lr(9, 10, cfg) == pytest.approx(0.5)
     cfg = load_config(None, ["sequence.lr=0.5", "sequence.warmup_frac=0.5"])
     assert sequence_lr(0, 10, cfg) < 0.5  # warming up
+
+
+def test_feature_noise_follows_each_features_spread_and_reaches_training() -> None:
+    import torch
+
+    from ich.config import load_config
+    from ich.errors import ConfigError
+    from ich.models.sequence import SequenceModel
+    from ich.train.sequence_stage import SeriesData, feature_noise_scale, sequence_epoch
+    from ich.train.state import TrainState
+
+    rng = np.random.default_rng(0)
+    feats = {s: (rng.normal(size=(8, 3)) * [1.0, 10.0, 0.0]).astype(np.float32) for s in "ab"}
+    data = SeriesData(feats, {s: np.ones(8, np.float32) for s in "ab"},
+                      {s: np.zeros((8, 6), np.float32) for s in "ab"}, {}, {})
+    assert feature_noise_scale(data, ["a", "b"], 0.0) is None
+    scale = feature_noise_scale(data, ["a", "b"], 0.5)
+    assert scale is not None
+    spread = np.concatenate([feats["a"], feats["b"]]).std(axis=0)
+    np.testing.assert_allclose(scale.numpy(), 0.5 * spread, rtol=1e-5)
+    assert scale[2] == 0  # a constant feature gets no noise
+
+    seen: list[torch.Tensor] = []
+    model = SequenceModel(3, hidden=8, layers=1)
+    model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    batch = {"features": torch.from_numpy(feats["a"])[None], "z_spacing": torch.ones(1, 8),
+             "labels": torch.zeros(1, 8, 6), "mask": torch.ones(1, 8)}
+    cfg = load_config(None, [])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    sequence_epoch(model, opt, [batch], cfg, TrainState(), 1)  # type: ignore[arg-type]
+    sequence_epoch(model, opt, [batch], cfg, TrainState(), 1, noise_scale=scale)  # type: ignore[arg-type]
+    assert torch.equal(seen[0], batch["features"])
+    diff = (seen[1] - batch["features"])[0]
+    assert diff[:, 1].abs().mean() > diff[:, 0].abs().mean() > 0 and diff[:, 2].abs().max() == 0
+    with pytest.raises(ConfigError, match="feature_noise"):
+        load_config(None, ["sequence.feature_noise=-1"])

@@ -152,10 +152,13 @@ def sequence_epoch(
     state: TrainState,
     total_steps: int,
     labels: Sequence[str] = LABELS,
+    noise_scale: torch.Tensor | None = None,
 ) -> float:
     """One training pass; advances ``state.step``; returns the mean loss (one sync, at the end).
 
     The loss weighs the run's ``labels`` as the metric does (``any`` x2 only when present).
+    ``noise_scale`` (F,): Gaussian noise of this standard deviation is added to each input
+    feature (``sequence.feature_noise``), see :func:`feature_noise_scale`.
     """
     loss_fn = build_loss(cfg.loss, label_weights(labels))
     model.train()
@@ -163,6 +166,8 @@ def sequence_epoch(
     n = 0
     for batch in loader:
         feats, z, y, mask = _batch(batch)
+        if noise_scale is not None:
+            feats = feats + torch.randn_like(feats) * noise_scale
         for group in opt.param_groups:
             group["lr"] = sequence_lr(state.step, total_steps, cfg)
         slice_logits, study_logits = model(feats, z, mask)  # (B, T, K), (B, K)
@@ -178,6 +183,22 @@ def sequence_epoch(
         loss_sum += loss.detach().double()
         n += 1
     return float(loss_sum.item()) / max(n, 1)
+
+
+def feature_noise_scale(
+    data: SeriesData, series: list[str], noise: float
+) -> torch.Tensor | None:
+    """Per-feature noise level: ``noise`` x each feature's spread over the training slices.
+
+    Why: a single run embeds the slices its own CNN trained on, so stage 2 learns from
+    embeddings and logits cleaner and more confident than any new scan will give it, and learns
+    to trust (and spread along the series) every confident slice. Noise on its inputs during
+    training teaches it how unreliable they are on unseen data.
+    """
+    if noise <= 0 or not series:
+        return None
+    feats = np.concatenate([data.features[s] for s in series])
+    return torch.from_numpy(noise * feats.std(axis=0).astype(np.float32))
 
 
 def train_sequence_model(
@@ -202,6 +223,7 @@ def train_sequence_model(
     log = MetricsLog(run_dir)
     best_path = Path(run_dir) / "checkpoints" / f"sequence_best{MODEL_SUFFIX}"
     state = TrainState()
+    noise = feature_noise_scale(data, train_series, cfg.sequence.feature_noise)
     val_probs: dict[str, np.ndarray] = {}
     probs: dict[str, np.ndarray] = {}
 
@@ -214,7 +236,7 @@ def train_sequence_model(
     while state.epoch < cfg.sequence.epochs:
         t0 = time.time()
         loader = _loader(data, train_series, cfg, train=True, epoch=state.epoch)
-        loss = sequence_epoch(model, opt, loader, cfg, state, total, spec.labels)
+        loss = sequence_epoch(model, opt, loader, cfg, state, total, spec.labels, noise)
         probs = predict_series(model, data, val_series, cfg) if val_series else {}
         val = EvalResult(_score(probs, data, spec.labels), labels=spec.labels) if probs else None
         state.epoch += 1
