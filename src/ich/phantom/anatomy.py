@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid
+from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window
 from ich.phantom.normal import paint_normal
 from ich.phantom.skullbase import paint_skull_base
 from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
@@ -187,18 +187,28 @@ MUSCLE_HU = 55.0
 def _muscles(grid: StudyGrid, anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray) -> None:
     """Temporalis muscles on the sides of the lower vault and neck muscles behind the skull
     base, outside the scalp line (in place): soft tissue near 55 HU, as thick as 1-2 cm on real
-    scans, that sits beside bone and is bright in the brain window."""
+    scans, that sits beside bone and is bright in the brain window.
+
+    Only the thin ring just outside the scalp line can hold muscle or its skin, so the
+    per-pixel thickness is computed there alone (about a twentieth of the frame).
+    """
     side = float(np.clip((0.45 - t) / 0.3, 0.0, 1.0))
     neck = float(np.clip((0.15 - t) / 0.15, 0.0, 1.0))
     if side == 0.0 and neck == 0.0:
         return
-    rho = np.maximum(grid.rho, 1.0)
-    lateral = (grid.u / rho) ** 2
-    posterior = np.clip(grid.v / rho, 0.0, 1.0) ** 2
+    # lateral + posterior <= 1, so thick <= 2.5 * scalp * max(side, neck); a little slack
+    # keeps float rounding inside the ring.
+    reach = 2.5 * anat.scalp * max(side, neck) * 1.001 + 1.5 + 0.01
+    flat = depth.ravel()
+    ring = np.flatnonzero((flat < -0.5) & (flat > -reach))
+    d = flat[ring]
+    rho = np.maximum(grid.rho.ravel()[ring], 1.0)
+    lateral = (grid.u.ravel()[ring] / rho) ** 2
+    posterior = np.clip(grid.v.ravel()[ring] / rho, 0.0, 1.0) ** 2
     thick = np.float32(2.5 * anat.scalp) * (side * lateral + neck * posterior)
-    muscle = (depth < -0.5) & (depth > -thick)
-    hu[muscle] = MUSCLE_HU
-    hu[(depth <= -thick) & (depth > -thick - 1.5) & (thick > 1.0)] = SKIN_HU
+    out = hu.reshape(-1)  # a view: hu is C-contiguous
+    out[ring[(d < -0.5) & (d > -thick)]] = MUSCLE_HU
+    out[ring[(d <= -thick) & (d > -thick - 1.5) & (thick > 1.0)]] = SKIN_HU
 
 
 def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndarray,
@@ -223,6 +233,17 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     return sulci
 
 
+def _inside(outer: Window, box: Window, shape: tuple[int, ...]) -> Window:
+    """``box`` (absolute pixel slices) clipped to ``outer``, relative to ``outer``'s origin."""
+    out = []
+    for o, b, n in zip(outer, box, shape, strict=True):
+        o0, o1, _ = o.indices(n)
+        b0, b1, _ = b.indices(n)
+        start = min(max(b0, o0), o1) - o0
+        out.append(slice(start, max(min(b1, o1) - o0, start)))
+    return out[0], out[1]
+
+
 def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray,
                      depth_in: np.ndarray, brain_r: np.ndarray, hu: np.ndarray,
                      shift: float) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +256,13 @@ def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray
     cu, cv = grid.u[core], grid.v[core]
     if shift:
         cu = cu - np.float32(shift) * np.exp(-((cv / 45.0) ** 2))
-    hu[core][deep_grey(cu, cv, t) & brain[core]] = anat.grey_hu - 1.5
+    # Ventricles and deep grey nuclei lie within |u| < 31 mm (after the shift) and
+    # -38 < v < 33 mm for ventricle scales up to 1.6: only that box of the core is evaluated.
+    grow_by = max(1.0, scale / 1.6)
+    inner = _inside(core, grid.box(0.0, -2.5, 36.0 * grow_by + abs(shift) + 2.0 * sp,
+                                   40.0 * grow_by + 2.0 * sp), grid.u.shape)
+    iu, iv = cu[inner], cv[inner]
+    hu[core][inner][deep_grey(iu, iv, t) & brain[core][inner]] = anat.grey_hu - 1.5
     fissures = np.zeros_like(brain)
     fissures[core] = cisterns(cu, cv, t, brain_r[core], scale, sp)
     if t > 0.3:
@@ -246,7 +273,7 @@ def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray
         fissures[strip] |= midline_fissure(su, sv, t, brain_r[strip], scale, sp)
     fissures &= brain
     vents = np.zeros_like(brain)
-    vents[core] = ventricles(cu, cv, t, anat.ventricle_scale, grid.spacing)
+    vents[core][inner] = ventricles(iu, iv, t, anat.ventricle_scale, grid.spacing)
     vents &= brain & (depth_in > 8.0)
     return fissures, vents
 
@@ -264,17 +291,19 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float, shift: float = 0.0,
     """
     scale = head_profile(t)
     hu = np.full(grid.u.shape, AIR_HU, dtype=np.float32)
-    depth = grid.outline * np.float32(scale) - grid.rho  # mm inward from the scalp surface
+    radius = grid.outline * np.float32(scale)  # scalp surface (mm) at each pixel's angle
+    depth = radius - grid.rho  # mm inward from the scalp surface
     skull = _scalp_and_skull(anat, depth, t, hu, scale)
     _muscles(grid, anat, depth, t, hu)
     depth_in = depth - np.float32(anat.scalp + skull)
     brain = depth_in >= 0
-    brain_r = np.maximum(grid.outline * np.float32(scale) - np.float32(anat.scalp + skull), 1.0)
+    brain_r = np.maximum(radius - np.float32(anat.scalp + skull), 1.0)
     sulci = _cortex(grid, anat, brain, depth_in, hu, t, effaced)
     fissures, vents = _deep_structures(grid, anat, t, brain, depth_in, brain_r, hu, shift)
     sulci = (sulci & ~vents) | (fissures & ~vents)
     hu[sulci] = SULCUS_HU
-    hu[fissures & ~vents & (t < 0.36)] = CSF_HU  # the wide basal cisterns
+    if t < 0.36:
+        hu[fissures & ~vents] = CSF_HU  # the wide basal cisterns
     hu[vents] = CSF_HU
     excluded = np.zeros_like(brain)
     fossa = np.zeros_like(brain)

@@ -65,12 +65,18 @@ def encode_hu(hu: np.ndarray, storage: Storage) -> tuple[np.ndarray, float]:
     wrap at 4096, intercept -1000) recovers the HU exactly.
     """
     low, high = HU_RANGE[storage]
-    values = np.clip(np.rint(hu), low, high).astype(np.int32)
+    # One float buffer, worked in place: integers below 2**24 are exact even in float32, so
+    # clipping, the offset and the modulo give the same integers as int32 arithmetic would.
+    values = np.rint(hu)
+    np.clip(values, low, high, out=values)
     if storage == "int16":
-        return (values + 1024).astype("<i2"), -1024.0
+        values += 1024.0
+        return values.astype("<i2"), -1024.0
     if storage == "uint12":
-        return (values + 1024).astype("<u2"), -1024.0
-    return np.mod(values, 4096).astype("<u2"), 1.0
+        values += 1024.0
+        return values.astype("<u2"), -1024.0
+    np.mod(values, 4096.0, out=values)
+    return values.astype("<u2"), 1.0
 
 
 def _window_value(value: int, multi: bool) -> str | list[str]:
