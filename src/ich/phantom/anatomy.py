@@ -172,12 +172,17 @@ def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
     base = 1.0 + 1.2 * min(max(0.25 - t, 0.0) / 0.25, 1.0)
     skull = min(anat.skull * base * obliquity(anat, t), 25.0, 0.9 * anat.semi_u * scale)
     scalp = anat.scalp
-    head = depth >= 0
-    hu[head] = SKIN_HU
-    hu[head & (depth > 1.0) & (depth < scalp - 1.0)] = FAT_HU
-    bone = head & (depth >= scalp) & (depth < scalp + skull)
-    frac = np.abs(2.0 * (depth[bone] - scalp) / skull - 1.0)  # 1 at the tables, 0 mid-diploe
-    hu[bone] = anat.diploe_hu + (anat.table_hu - anat.diploe_hu) * frac**0.7
+    # Only the shell between the scalp surface and the inner table is painted here: the
+    # cranial cavity inside it (depth >= scalp + skull) is all overwritten by _cortex.
+    flat = depth.ravel()
+    shell = np.flatnonzero((flat >= 0) & (flat < scalp + skull))
+    d = flat[shell]
+    out = hu.reshape(-1)  # a view: hu is C-contiguous
+    out[shell] = SKIN_HU
+    out[shell[(d > 1.0) & (d < scalp - 1.0)]] = FAT_HU
+    in_bone = d >= scalp
+    frac = np.abs(2.0 * (d[in_bone] - scalp) / skull - 1.0)  # 1 at the tables, 0 mid-diploe
+    out[shell[in_bone]] = anat.diploe_hu + (anat.table_hu - anat.diploe_hu) * frac**0.7
     return skull
 
 
@@ -221,16 +226,25 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     atrophy = max(anat.ventricle_scale - 0.75, 0.0)
     width = (0.15 + 1.1 * atrophy) * (1.0 + 1.5 * max(t - 0.55, 0.0) / 0.45)
     width = max(width, 0.45 * grid.spacing)
-    within = depth_in < grid.sulcus_depth
+    out = np.zeros_like(brain)
+    rows, cols = np.flatnonzero(brain.any(axis=1)), np.flatnonzero(brain.any(axis=0))
+    if rows.size == 0:
+        return out
+    # Everything below is masked by ``brain``: its bounding box is enough.
+    b = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    brain, depth_in, hu = brain[b], depth_in[b], hu[b]
+    sulcus_mm, sulcus_depth = grid.sulcus_mm[b], grid.sulcus_depth[b]
+    within = depth_in < sulcus_depth
     hu[brain] = anat.white_hu
-    near_sulcus = (grid.sulcus_mm < width + 1.8) & (depth_in < grid.sulcus_depth + 2.5)
+    near_sulcus = (sulcus_mm < width + 1.8) & (depth_in < sulcus_depth + 2.5)
     grey = brain & ((depth_in < 4.0) | near_sulcus)
     hu[grey] = anat.grey_hu
-    sulci = brain & (grid.sulcus_mm < width) & within
+    sulci = brain & (sulcus_mm < width) & within
     sulci |= brain & (depth_in < max(0.3 + 0.6 * atrophy, 0.5 * grid.spacing))
     if effaced is not None:
-        sulci &= ~effaced
-    return sulci
+        sulci &= ~effaced[b]
+    out[b] = sulci
+    return out
 
 
 def _inside(outer: Window, box: Window, shape: tuple[int, ...]) -> Window:
@@ -297,13 +311,15 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float, shift: float = 0.0,
     _muscles(grid, anat, depth, t, hu)
     depth_in = depth - np.float32(anat.scalp + skull)
     brain = depth_in >= 0
-    brain_r = np.maximum(radius - np.float32(anat.scalp + skull), 1.0)
+    brain_r = radius - np.float32(anat.scalp + skull)
+    np.maximum(brain_r, 1.0, out=brain_r)
     sulci = _cortex(grid, anat, brain, depth_in, hu, t, effaced)
     fissures, vents = _deep_structures(grid, anat, t, brain, depth_in, brain_r, hu, shift)
-    sulci = (sulci & ~vents) | (fissures & ~vents)
+    not_vents = ~vents
+    sulci = (sulci | fissures) & not_vents
     hu[sulci] = SULCUS_HU
     if t < 0.36:
-        hu[fissures & ~vents] = CSF_HU  # the wide basal cisterns
+        hu[fissures & not_vents] = CSF_HU  # the wide basal cisterns
     hu[vents] = CSF_HU
     excluded = np.zeros_like(brain)
     fossa = np.zeros_like(brain)
