@@ -369,4 +369,9 @@ def label_map(sa: SliceAnatomy, anat: Anatomy) -> np.ndarray:
 
 def paint_headrest(hu: np.ndarray, grid: StudyGrid) -> None:
     """The plastic headrest (cradle) below the head, where nothing else is."""
-    hu[grid.headrest & (hu < -900)] = HEADREST_HU
+    if not hu.flags.c_contiguous:  # a flat view needs a contiguous image
+        hu[grid.headrest & (hu < -900)] = HEADREST_HU
+        return
+    index = grid.headrest_index  # flat indices: a few per cent of the frame
+    flat = hu.reshape(-1)
+    flat[index[flat[index] < -900]] = HEADREST_HU

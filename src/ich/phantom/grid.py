@@ -60,10 +60,12 @@ class StudyGrid:
     center: tuple[float, float] = (0.0, 0.0)
     angle: float = 0.0
     outside: np.ndarray = field(init=False, repr=False)  # flat indices outside the FOV
+    headrest_index: np.ndarray = field(init=False, repr=False)  # flat indices of the headrest
     centre_weight: np.ndarray = field(init=False, repr=False)  # exp(-(rho / 45 mm)^2) in core
 
     def __post_init__(self) -> None:
         self.outside = np.flatnonzero(~self.fov.ravel())
+        self.headrest_index = np.flatnonzero(self.headrest.ravel())
         self.centre_weight = np.exp(-((self.rho[self.core] / 45.0) ** 2)).astype(np.float32)
     def window(self, uc: float, vc: float, radius: float) -> Window:
         """Pixel box covering the disc of ``radius`` mm around head-frame point (uc, vc)."""

@@ -83,9 +83,11 @@ def midline_fissure(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray,
 def cisterns(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale: float,
              spacing: float) -> np.ndarray:
     """Sylvian fissures and basal cisterns (CSF outside the ventricles), within 60 mm."""
+    out = np.zeros(u.shape, dtype=bool)
+    if not 0.2 <= t <= 0.48:
+        return out
     half = max(0.5 * scale, 0.55 * spacing)
     au = np.abs(u)
-    out = np.zeros(u.shape, dtype=bool)
     if 0.2 <= t <= 0.34:  # ambient cistern around the midbrain + suprasellar star
         ring = np.hypot(u, v - 8.0)
         out |= (ring > 12.0) & (ring < 12.0 + 1.5 * scale) & (v > 4.0)
