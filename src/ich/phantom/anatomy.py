@@ -258,6 +258,17 @@ def _inside(outer: Window, box: Window, shape: tuple[int, ...]) -> Window:
     return out[0], out[1]
 
 
+def deep_box(grid: StudyGrid, scale: float, shift: float) -> Window:
+    """Pixel box that holds every ventricle and deep grey nucleus (speed: only it is drawn).
+
+    They lie within |u| < 31 mm (after the midline ``shift``) and -38 < v < 33 mm for
+    ventricle scales up to 1.6; the box adds margins and grows with larger scales.
+    """
+    grow_by = max(1.0, scale / 1.6)
+    return grid.box(0.0, -2.5, 36.0 * grow_by + abs(shift) + 2.0 * grid.spacing,
+                    40.0 * grow_by + 2.0 * grid.spacing)
+
+
 def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray,
                      depth_in: np.ndarray, brain_r: np.ndarray, hu: np.ndarray,
                      shift: float) -> tuple[np.ndarray, np.ndarray]:
@@ -270,11 +281,7 @@ def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray
     cu, cv = grid.u[core], grid.v[core]
     if shift:
         cu = cu - np.float32(shift) * np.exp(-((cv / 45.0) ** 2))
-    # Ventricles and deep grey nuclei lie within |u| < 31 mm (after the shift) and
-    # -38 < v < 33 mm for ventricle scales up to 1.6: only that box of the core is evaluated.
-    grow_by = max(1.0, scale / 1.6)
-    inner = _inside(core, grid.box(0.0, -2.5, 36.0 * grow_by + abs(shift) + 2.0 * sp,
-                                   40.0 * grow_by + 2.0 * sp), grid.u.shape)
+    inner = _inside(core, deep_box(grid, scale, shift), grid.u.shape)
     iu, iv = cu[inner], cv[inner]
     hu[core][inner][deep_grey(iu, iv, t) & brain[core][inner]] = anat.grey_hu - 1.5
     fissures = np.zeros_like(brain)

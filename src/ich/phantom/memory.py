@@ -35,7 +35,7 @@ def _mallopt() -> Callable[[int, int], int] | None:
         return None
     func.argtypes = [ctypes.c_int, ctypes.c_int]
     func.restype = ctypes.c_int
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def hold_freed_memory(top_pad: int = TOP_PAD) -> bool:

@@ -200,7 +200,7 @@ def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: boo
     field = scene.noise_bank[int(rng.integers(len(scene.noise_bank)))]
     shift_px = (int(rng.integers(hu.shape[0])), int(rng.integers(hu.shape[1])))
     sign = np.float32(1.0 if rng.random() < 0.5 else -1.0)
-    _add_rolled(hu, field, shift_px, negate=sign < 0)
+    _add_rolled(hu, field, shift_px, negate=bool(sign < 0))
     if sa.posterior_fossa.any():  # the petrous bones starve the beam: noisier there
         rows, cols = np.nonzero(sa.posterior_fossa)
         size_r, size_c = field.shape
