@@ -8,9 +8,14 @@ side by side in the same run, the floor that no generator can beat: writing the 
 time the phantom itself costs. It also times rendering alone (no files), split by level of the
 head, because skull-base slices carry the most structures.
 
+``--baseline SRC`` runs the same measurement first on another checkout's ``src`` folder (for
+example main's) in a fresh interpreter, then on this one, and prints the ratio of the per-core
+rates: the machine is shared, so the two runs go one right after the other.
+
 Usage::
 
     python benchmarks/bench_phantom.py --studies 8 --json benchmarks/out/phantom.json
+    python benchmarks/bench_phantom.py --studies 8 --baseline ../main/src
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +50,18 @@ def _write_floor(out: Path, n: int, size: int) -> float:
         )
         write_slice(out / f"ID_{k:09x}.dcm", hu, header)
     return time.process_time() - start
+
+
+def _run_baseline(src: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The same benchmark on another checkout's ``src`` (fresh interpreter, same settings)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "baseline.json"
+        env = {**os.environ, "PYTHONPATH": str(src.resolve())}
+        subprocess.run([sys.executable, __file__, "--studies", str(args.studies), "--size",
+                        str(args.size), "--seed", str(args.seed), "--json", str(out)],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        result: dict[str, float] = json.loads(out.read_text())
+    return result
 
 
 def _render_only(studies: int, size: int, seed: int) -> dict[str, float]:
@@ -71,7 +90,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="src folder of another checkout to measure first (e.g. main's)")
     args = parser.parse_args()
+    baseline = _run_baseline(args.baseline, args) if args.baseline else None
     from ich.phantom import generate_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,11 +118,19 @@ def main() -> None:
     }
     for key, value in result.items():
         print(f"{key:40s} {value:.2f}" if isinstance(value, float) else f"{key:40s} {value}")
+    output: dict[str, object] = dict(result)
+    if baseline is not None:
+        print(f"baseline ({args.baseline}):")
+        for key in ("generate_slices_per_s_per_core", "write_floor_slices_per_s",
+                    "render_slices_per_s"):
+            ratio = float(result[key]) / baseline[key]
+            print(f"  {key:38s} {baseline[key]:.2f}  (this / baseline {ratio:.2f}x)")
+        output["baseline"] = {"src": str(args.baseline), **baseline}
     target = result["generate_slices_per_s_per_core"] >= 60.0
     print(f"target >= 60 slices/s per core at 512 px: {'met' if target else 'NOT met'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(output, indent=2) + "\n")
 
 
 if __name__ == "__main__":
