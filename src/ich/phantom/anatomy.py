@@ -90,8 +90,12 @@ def _sulcal_pattern(anat: Anatomy, theta: np.ndarray, rho: np.ndarray) -> tuple[
     phase += 0.9 * np.sin(rho / 5.0 + 3 * theta + ph[3])  # sulci bend as they go inward
     wrapped = np.abs((phase + np.pi) % (2 * np.pi) - np.pi)  # 0 on a sulcus axis
     index = np.floor((phase + np.pi) / (2 * np.pi))  # which sulcus: sets its depth
-    depth = 12.0 + 5.0 * np.sin(index * 2.39996 + ph[4]) + 3.0 * np.sin(index * 0.7 + ph[5])
-    depth *= 0.6 + 0.4 * anat.ventricle_scale
+    # A few dozen sulci: their depths are computed once each and looked up per pixel.
+    first = index.min()
+    ids = np.arange(int(index.max() - first) + 1, dtype=index.dtype) + first
+    depths = 12.0 + 5.0 * np.sin(ids * 2.39996 + ph[4]) + 3.0 * np.sin(ids * 0.7 + ph[5])
+    depths *= 0.6 + 0.4 * anat.ventricle_scale
+    depth = depths[(index - first).astype(np.intp)]
     return (wrapped / k * rho).astype(np.float32), depth.astype(np.float32)
 
 
@@ -100,8 +104,14 @@ def _headrest(x: np.ndarray, y: np.ndarray, bottom: float, spacing: float) -> np
     radius = 100.0
     center_y = bottom - radius
     wall = max(2.5, 1.1 * spacing)
+    out = np.zeros(y.shape, dtype=bool)
+    rows = slice(int(np.argmax(y[:, 0] > center_y - 60.0)), None)  # y grows down the rows
+    if not y[-1, 0] > center_y - 60.0:
+        return out
+    x, y = x[rows], y[rows]
     dist = np.where(y > center_y, np.hypot(x, y - center_y), np.abs(x)) - radius
-    return (dist > 0) & (dist < wall) & (y > center_y - 60.0)
+    out[rows] = (dist > 0) & (dist < wall) & (y > center_y - 60.0)
+    return out
 
 
 def make_grid(size: int, spacing: float, anatomy: Anatomy, center: tuple[float, float],
@@ -122,11 +132,11 @@ def make_grid(size: int, spacing: float, anatomy: Anatomy, center: tuple[float, 
     sulcus_mm, sulcus_depth = _sulcal_pattern(anatomy, theta, rho)
     fov = (x_mm**2 + y_mm**2) <= (size * spacing / 2) ** 2
     bottom = center[1] + b * (1 + anatomy.egg) + headrest_gap
-    rows, cols = np.nonzero(rho < 80.0)
+    near = rho < 80.0
+    rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
     core = (slice(None), slice(None))
     if rows.size:
-        core = (slice(int(rows.min()), int(rows.max()) + 1),
-                slice(int(cols.min()), int(cols.max()) + 1))
+        core = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
     return StudyGrid(spacing, y_mm, u, v, rho, theta.astype(np.float32),
                      outline.astype(np.float32), sulcus_mm, sulcus_depth, fov,
                      _headrest(x_mm, y_mm, bottom, spacing), core, center, angle)
