@@ -207,8 +207,8 @@ def _muscles(grid: StudyGrid, anat: Anatomy, depth: np.ndarray, t: float, hu: np
     Only the thin ring just outside the scalp line can hold muscle or its skin, so the
     per-pixel thickness is computed there alone (about a twentieth of the frame).
     """
-    side = float(np.clip((0.45 - t) / 0.3, 0.0, 1.0))
-    neck = float(np.clip((0.15 - t) / 0.15, 0.0, 1.0))
+    side = float(min(max((0.45 - t) / 0.3, 0.0), 1.0))
+    neck = float(min(max((0.15 - t) / 0.15, 0.0), 1.0))
     if side == 0.0 and neck == 0.0:
         return
     # lateral + posterior <= 1, so thick <= 2.5 * scalp * max(side, neck); a little slack

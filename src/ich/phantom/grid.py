@@ -81,9 +81,14 @@ class StudyGrid:
         row = y / self.spacing + (size - 1) / 2
         rc = (abs(cos) * half_u + abs(sin) * half_v) / self.spacing + 1
         rr = (abs(sin) * half_u + abs(cos) * half_v) / self.spacing + 1
-        r0, r1 = int(np.clip(row - rr, 0, size)), int(np.clip(np.ceil(row + rr) + 1, 0, size))
-        c0, c1 = int(np.clip(col - rc, 0, size)), int(np.clip(np.ceil(col + rc) + 1, 0, size))
+        r0, r1 = _within(row - rr, size), _within(np.ceil(row + rr) + 1, size)
+        c0, c1 = _within(col - rc, size), _within(np.ceil(col + rc) + 1, size)
         return slice(r0, r1), slice(c0, c1)
+
+
+def _within(value: float, size: int) -> int:
+    """``int(np.clip(value, 0, size))`` without the cost of a ufunc call on a scalar."""
+    return int(min(max(value, 0), size))
 
 
 @dataclass(frozen=True)
