@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window
+from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window, clip_box
 from ich.phantom.normal import paint_normal
 from ich.phantom.skullbase import paint_skull_base
 from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
@@ -257,17 +257,6 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     return out
 
 
-def _inside(outer: Window, box: Window, shape: tuple[int, ...]) -> Window:
-    """``box`` (absolute pixel slices) clipped to ``outer``, relative to ``outer``'s origin."""
-    out = []
-    for o, b, n in zip(outer, box, shape, strict=True):
-        o0, o1, _ = o.indices(n)
-        b0, b1, _ = b.indices(n)
-        start = min(max(b0, o0), o1) - o0
-        out.append(slice(start, max(min(b1, o1) - o0, start)))
-    return out[0], out[1]
-
-
 def deep_box(grid: StudyGrid, scale: float, shift: float) -> Window:
     """Pixel box that holds every ventricle and deep grey nucleus (speed: only it is drawn).
 
@@ -291,7 +280,7 @@ def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray
     cu, cv = grid.u[core], grid.v[core]
     if shift:
         cu = cu - np.float32(shift) * np.exp(-((cv / 45.0) ** 2))
-    inner = _inside(core, deep_box(grid, scale, shift), grid.u.shape)
+    inner = clip_box(core, deep_box(grid, scale, shift), grid.u.shape)
     iu, iv = cu[inner], cv[inner]
     hu[core][inner][deep_grey(iu, iv, t) & brain[core][inner]] = anat.grey_hu - 1.5
     fissures = np.zeros_like(brain)

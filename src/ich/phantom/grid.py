@@ -117,3 +117,18 @@ class Anatomy:
     pallidus_hu: float = 0.0  # globus pallidus calcification (bilateral), 0 = none
     plaques: tuple[tuple[float, float, float], ...] = ()  # (v mm, t, HU) calcified falx plaques
     dural_plaque: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (theta, t, HU), HU 0 = none
+
+
+def clip_box(outer: Window, box: Window, shape: tuple[int, ...]) -> Window:
+    """``box`` (absolute pixel slices) clipped to ``outer``, relative to ``outer``'s origin.
+
+    For drawing a small structure inside arrays already cut to ``outer``: only the part of
+    them that can hold it is evaluated.
+    """
+    out = []
+    for o, b, n in zip(outer, box, shape, strict=True):
+        o0, o1, _ = o.indices(n)
+        b0, b1, _ = b.indices(n)
+        start = min(max(b0, o0), o1) - o0
+        out.append(slice(start, max(min(b1, o1) - o0, start)))
+    return out[0], out[1]

@@ -155,7 +155,8 @@ def _posterior_fossa(p: _Painter, a: Anatomy, t: float, vents: np.ndarray,
     stem = ((u / (14.0 * size)) ** 2 + ((v - 7.0) / (11.0 * size)) ** 2 < 1.0) & free
     pre = ((u / (17.0 * size)) ** 2 + ((v - 6.0) / (13.5 * size)) ** 2 < 1.0) & free
     pre &= ~stem & (v < 7.0)
-    basilar = pre & (np.hypot(u, v + 5.0 * size) < max(1.8, spacing))
+    basilar = np.zeros_like(pre)  # inside the cistern only: hypot on its pixels alone
+    basilar[pre] = np.hypot(u[pre], v[pre] + 5.0 * size) < max(1.8, spacing)
     pre &= ~basilar
     hu[pre], labels[pre] = CSF_HU, ids("cistern")
     stem &= ~vents[w]

@@ -202,10 +202,11 @@ def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: boo
     sign = np.float32(1.0 if rng.random() < 0.5 else -1.0)
     _add_rolled(hu, field, shift_px, negate=bool(sign < 0))
     if sa.posterior_fossa.any():  # the petrous bones starve the beam: noisier there
-        rows, cols = np.nonzero(sa.posterior_fossa)
+        index = np.flatnonzero(sa.posterior_fossa)
         size_r, size_c = field.shape
+        rows, cols = np.divmod(index, size_c)
         noise = field[(rows - shift_px[0]) % size_r, (cols - shift_px[1]) % size_c]
-        hu[rows, cols] += sign * np.float32(acq.fossa_gain - 1.0) * noise
+        hu.reshape(-1)[index] += sign * np.float32(acq.fossa_gain - 1.0) * noise
     hu.reshape(-1)[grid.outside] = -5000.0  # outside the reconstruction circle: storage minimum
     return hu, masks
 
