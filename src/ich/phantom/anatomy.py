@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window, clip_box
+from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window, clip_box, flat_view
 from ich.phantom.normal import paint_normal
 from ich.phantom.skullbase import paint_skull_base
 from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
@@ -187,7 +187,7 @@ def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
     flat = depth.ravel()
     shell = np.flatnonzero((flat >= 0) & (flat < scalp + skull))
     d = flat[shell]
-    out = hu.reshape(-1)  # a view: hu is C-contiguous
+    out = flat_view(hu)
     out[shell] = SKIN_HU
     out[shell[(d > 1.0) & (d < scalp - 1.0)]] = FAT_HU
     in_bone = d >= scalp
@@ -221,7 +221,7 @@ def _muscles(grid: StudyGrid, anat: Anatomy, depth: np.ndarray, t: float, hu: np
     lateral = (grid.u.ravel()[ring] / rho) ** 2
     posterior = np.clip(grid.v.ravel()[ring] / rho, 0.0, 1.0) ** 2
     thick = np.float32(2.5 * anat.scalp) * (side * lateral + neck * posterior)
-    out = hu.reshape(-1)  # a view: hu is C-contiguous
+    out = flat_view(hu)
     out[ring[(d < -0.5) & (d > -thick)]] = MUSCLE_HU
     out[ring[(d <= -thick) & (d > -thick - 1.5) & (thick > 1.0)]] = SKIN_HU
 

@@ -132,3 +132,15 @@ def clip_box(outer: Window, box: Window, shape: tuple[int, ...]) -> Window:
         start = min(max(b0, o0), o1) - o0
         out.append(slice(start, max(min(b1, o1) - o0, start)))
     return out[0], out[1]
+
+
+def flat_view(image: np.ndarray) -> np.ndarray:
+    """``image`` as a 1-D view, for writing through flat pixel indices.
+
+    Raises:
+        ValueError: ``image`` is not C-contiguous (a reshape would copy, and writes into the
+            copy would be lost).
+    """
+    if not image.flags.c_contiguous:
+        raise ValueError("flat writes need a C-contiguous image")
+    return image.reshape(-1)

@@ -33,7 +33,7 @@ from ich.phantom.anatomy import (
 from ich.phantom.dicom_writer import SliceHeader, Storage, write_slice
 from ich.phantom.extracranial import ScalpLesion, paint_scalp, sample_scalp
 from ich.phantom.files import masks_npz_bytes
-from ich.phantom.grid import StudyGrid
+from ich.phantom.grid import StudyGrid, flat_view
 from ich.phantom.lesions import Lesion, sample_lesions
 
 #: Smallest blood area (mm²) that makes a slice positive; smaller cuts are not drawn at all,
@@ -206,7 +206,7 @@ def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: boo
         size_r, size_c = field.shape
         rows, cols = np.divmod(index, size_c)
         noise = field[(rows - shift_px[0]) % size_r, (cols - shift_px[1]) % size_c]
-        hu.reshape(-1)[index] += sign * np.float32(acq.fossa_gain - 1.0) * noise
+        flat_view(hu)[index] += sign * np.float32(acq.fossa_gain - 1.0) * noise
     hu.reshape(-1)[grid.outside] = -5000.0  # outside the reconstruction circle: storage minimum
     return hu, masks
 
