@@ -11,7 +11,7 @@ other strings with a space).
 
 The files are byte-identical to what ``pydicom.dcmwrite(..., enforce_file_format=True)``
 writes for :func:`ich.phantom.dicom_writer.build_dataset`, which stays the readable
-reference; ``tests/phantom/test_phantom_dicom_bytes.py`` checks the two against each other for
+reference; ``tests/phantom/test_phantom_fast_paths.py`` checks the two against each other for
 every storage and transfer syntax.
 """
 
