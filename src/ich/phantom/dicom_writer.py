@@ -67,7 +67,8 @@ def encode_hu(hu: np.ndarray, storage: Storage) -> tuple[np.ndarray, float]:
     low, high = HU_RANGE[storage]
     # One float buffer, worked in place: integers below 2**24 are exact even in float32, so
     # clipping, the offset and the modulo give the same integers as int32 arithmetic would.
-    values = np.rint(hu)
+    hu = np.asarray(hu)
+    values = np.rint(hu.astype(np.promote_types(hu.dtype, np.float32), copy=False))
     np.clip(values, low, high, out=values)
     if storage == "int16":
         values += 1024.0
