@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import scipy.fft
 
-from ich.phantom.grid import StudyGrid
+from ich.phantom.grid import StudyGrid, flat_view
 
 #: (0018,0050) Slice Thickness (mm) choices and their probabilities: 5 mm typical, some thin.
 THICKNESS_CHOICES = (5.0, 3.0, 2.5, 1.25, 0.625)
@@ -106,10 +106,12 @@ def noise_field(rng: np.random.Generator, size: int, spacing: float, acq: Acquis
 def beam_hardening(hu: np.ndarray, grid: StudyGrid, t: float, brain: np.ndarray,
                    depth_in: np.ndarray, acq: Acquisition) -> None:
     """Bright rim under the inner table, cupping, and the dark Hounsfield bar (in place)."""
-    rim = brain & (depth_in < 5.0 * acq.rim_mm)
-    wave = 1.0 + 0.3 * np.sin(3.0 * grid.theta[rim] + acq.rim_phase)
-    hu[rim] += (np.float32(acq.rim) * wave
-                * np.exp(-depth_in[rim] / np.float32(acq.rim_mm))).astype(np.float32)
+    # The rim is a thin band: gather it once by flat index (hu, depth_in: C-contiguous).
+    rim = np.flatnonzero(brain & (depth_in < 5.0 * acq.rim_mm))
+    wave = 1.0 + 0.3 * np.sin(3.0 * grid.theta.ravel()[rim] + acq.rim_phase)
+    flat_view(hu)[rim] += (np.float32(acq.rim) * wave
+                            * np.exp(-depth_in.ravel()[rim] / np.float32(acq.rim_mm))
+                            ).astype(np.float32)
     if acq.cupping:
         core = grid.core
         hu[core] -= np.float32(acq.cupping) * grid.centre_weight * brain[core]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid
+from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window, clip_box, flat_view
 from ich.phantom.normal import paint_normal
 from ich.phantom.skullbase import paint_skull_base
 from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
@@ -90,8 +90,12 @@ def _sulcal_pattern(anat: Anatomy, theta: np.ndarray, rho: np.ndarray) -> tuple[
     phase += 0.9 * np.sin(rho / 5.0 + 3 * theta + ph[3])  # sulci bend as they go inward
     wrapped = np.abs((phase + np.pi) % (2 * np.pi) - np.pi)  # 0 on a sulcus axis
     index = np.floor((phase + np.pi) / (2 * np.pi))  # which sulcus: sets its depth
-    depth = 12.0 + 5.0 * np.sin(index * 2.39996 + ph[4]) + 3.0 * np.sin(index * 0.7 + ph[5])
-    depth *= 0.6 + 0.4 * anat.ventricle_scale
+    # A few dozen sulci: their depths are computed once each and looked up per pixel.
+    first = index.min()
+    ids = np.arange(int(index.max() - first) + 1, dtype=index.dtype) + first
+    depths = 12.0 + 5.0 * np.sin(ids * 2.39996 + ph[4]) + 3.0 * np.sin(ids * 0.7 + ph[5])
+    depths *= 0.6 + 0.4 * anat.ventricle_scale
+    depth = depths[(index - first).astype(np.intp)]
     return (wrapped / k * rho).astype(np.float32), depth.astype(np.float32)
 
 
@@ -100,8 +104,14 @@ def _headrest(x: np.ndarray, y: np.ndarray, bottom: float, spacing: float) -> np
     radius = 100.0
     center_y = bottom - radius
     wall = max(2.5, 1.1 * spacing)
+    out = np.zeros(y.shape, dtype=bool)
+    rows = slice(int(np.argmax(y[:, 0] > center_y - 60.0)), None)  # y grows down the rows
+    if not y[-1, 0] > center_y - 60.0:
+        return out
+    x, y = x[rows], y[rows]
     dist = np.where(y > center_y, np.hypot(x, y - center_y), np.abs(x)) - radius
-    return (dist > 0) & (dist < wall) & (y > center_y - 60.0)
+    out[rows] = (dist > 0) & (dist < wall) & (y > center_y - 60.0)
+    return out
 
 
 def make_grid(size: int, spacing: float, anatomy: Anatomy, center: tuple[float, float],
@@ -122,11 +132,11 @@ def make_grid(size: int, spacing: float, anatomy: Anatomy, center: tuple[float, 
     sulcus_mm, sulcus_depth = _sulcal_pattern(anatomy, theta, rho)
     fov = (x_mm**2 + y_mm**2) <= (size * spacing / 2) ** 2
     bottom = center[1] + b * (1 + anatomy.egg) + headrest_gap
-    rows, cols = np.nonzero(rho < 80.0)
+    near = rho < 80.0
+    rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
     core = (slice(None), slice(None))
     if rows.size:
-        core = (slice(int(rows.min()), int(rows.max()) + 1),
-                slice(int(cols.min()), int(cols.max()) + 1))
+        core = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
     return StudyGrid(spacing, y_mm, u, v, rho, theta.astype(np.float32),
                      outline.astype(np.float32), sulcus_mm, sulcus_depth, fov,
                      _headrest(x_mm, y_mm, bottom, spacing), core, center, angle)
@@ -172,12 +182,17 @@ def _scalp_and_skull(anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray,
     base = 1.0 + 1.2 * min(max(0.25 - t, 0.0) / 0.25, 1.0)
     skull = min(anat.skull * base * obliquity(anat, t), 25.0, 0.9 * anat.semi_u * scale)
     scalp = anat.scalp
-    head = depth >= 0
-    hu[head] = SKIN_HU
-    hu[head & (depth > 1.0) & (depth < scalp - 1.0)] = FAT_HU
-    bone = head & (depth >= scalp) & (depth < scalp + skull)
-    frac = np.abs(2.0 * (depth[bone] - scalp) / skull - 1.0)  # 1 at the tables, 0 mid-diploe
-    hu[bone] = anat.diploe_hu + (anat.table_hu - anat.diploe_hu) * frac**0.7
+    # Only the shell between the scalp surface and the inner table is painted here: the
+    # cranial cavity inside it (depth >= scalp + skull) is all overwritten by _cortex.
+    flat = depth.ravel()
+    shell = np.flatnonzero((flat >= 0) & (flat < scalp + skull))
+    d = flat[shell]
+    out = flat_view(hu)
+    out[shell] = SKIN_HU
+    out[shell[(d > 1.0) & (d < scalp - 1.0)]] = FAT_HU
+    in_bone = d >= scalp
+    frac = np.abs(2.0 * (d[in_bone] - scalp) / skull - 1.0)  # 1 at the tables, 0 mid-diploe
+    out[shell[in_bone]] = anat.diploe_hu + (anat.table_hu - anat.diploe_hu) * frac**0.7
     return skull
 
 
@@ -187,18 +202,28 @@ MUSCLE_HU = 55.0
 def _muscles(grid: StudyGrid, anat: Anatomy, depth: np.ndarray, t: float, hu: np.ndarray) -> None:
     """Temporalis muscles on the sides of the lower vault and neck muscles behind the skull
     base, outside the scalp line (in place): soft tissue near 55 HU, as thick as 1-2 cm on real
-    scans, that sits beside bone and is bright in the brain window."""
-    side = float(np.clip((0.45 - t) / 0.3, 0.0, 1.0))
-    neck = float(np.clip((0.15 - t) / 0.15, 0.0, 1.0))
+    scans, that sits beside bone and is bright in the brain window.
+
+    Only the thin ring just outside the scalp line can hold muscle or its skin, so the
+    per-pixel thickness is computed there alone (about a twentieth of the frame).
+    """
+    side = float(min(max((0.45 - t) / 0.3, 0.0), 1.0))
+    neck = float(min(max((0.15 - t) / 0.15, 0.0), 1.0))
     if side == 0.0 and neck == 0.0:
         return
-    rho = np.maximum(grid.rho, 1.0)
-    lateral = (grid.u / rho) ** 2
-    posterior = np.clip(grid.v / rho, 0.0, 1.0) ** 2
+    # lateral + posterior <= 1, so thick <= 2.5 * scalp * max(side, neck); a little slack
+    # keeps float rounding inside the ring.
+    reach = 2.5 * anat.scalp * max(side, neck) * 1.001 + 1.5 + 0.01
+    flat = depth.ravel()
+    ring = np.flatnonzero((flat < -0.5) & (flat > -reach))
+    d = flat[ring]
+    rho = np.maximum(grid.rho.ravel()[ring], 1.0)
+    lateral = (grid.u.ravel()[ring] / rho) ** 2
+    posterior = np.clip(grid.v.ravel()[ring] / rho, 0.0, 1.0) ** 2
     thick = np.float32(2.5 * anat.scalp) * (side * lateral + neck * posterior)
-    muscle = (depth < -0.5) & (depth > -thick)
-    hu[muscle] = MUSCLE_HU
-    hu[(depth <= -thick) & (depth > -thick - 1.5) & (thick > 1.0)] = SKIN_HU
+    out = flat_view(hu)
+    out[ring[(d < -0.5) & (d > -thick)]] = MUSCLE_HU
+    out[ring[(d <= -thick) & (d > -thick - 1.5) & (thick > 1.0)]] = SKIN_HU
 
 
 def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndarray,
@@ -211,16 +236,36 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     atrophy = max(anat.ventricle_scale - 0.75, 0.0)
     width = (0.15 + 1.1 * atrophy) * (1.0 + 1.5 * max(t - 0.55, 0.0) / 0.45)
     width = max(width, 0.45 * grid.spacing)
-    within = depth_in < grid.sulcus_depth
+    out = np.zeros_like(brain)
+    rows, cols = np.flatnonzero(brain.any(axis=1)), np.flatnonzero(brain.any(axis=0))
+    if rows.size == 0:
+        return out
+    # Everything below is masked by ``brain``: its bounding box is enough.
+    b = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    brain, depth_in, hu = brain[b], depth_in[b], hu[b]
+    sulcus_mm, sulcus_depth = grid.sulcus_mm[b], grid.sulcus_depth[b]
+    within = depth_in < sulcus_depth
     hu[brain] = anat.white_hu
-    near_sulcus = (grid.sulcus_mm < width + 1.8) & (depth_in < grid.sulcus_depth + 2.5)
+    near_sulcus = (sulcus_mm < width + 1.8) & (depth_in < sulcus_depth + 2.5)
     grey = brain & ((depth_in < 4.0) | near_sulcus)
     hu[grey] = anat.grey_hu
-    sulci = brain & (grid.sulcus_mm < width) & within
+    sulci = brain & (sulcus_mm < width) & within
     sulci |= brain & (depth_in < max(0.3 + 0.6 * atrophy, 0.5 * grid.spacing))
     if effaced is not None:
-        sulci &= ~effaced
-    return sulci
+        sulci &= ~effaced[b]
+    out[b] = sulci
+    return out
+
+
+def deep_box(grid: StudyGrid, scale: float, shift: float) -> Window:
+    """Pixel box that holds every ventricle and deep grey nucleus (speed: only it is drawn).
+
+    They lie within |u| < 31 mm (after the midline ``shift``) and -38 < v < 33 mm for
+    ventricle scales up to 1.6; the box adds margins and grows with larger scales.
+    """
+    grow_by = max(1.0, scale / 1.6)
+    return grid.box(0.0, -2.5, 36.0 * grow_by + abs(shift) + 2.0 * grid.spacing,
+                    40.0 * grow_by + 2.0 * grid.spacing)
 
 
 def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray,
@@ -235,7 +280,9 @@ def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray
     cu, cv = grid.u[core], grid.v[core]
     if shift:
         cu = cu - np.float32(shift) * np.exp(-((cv / 45.0) ** 2))
-    hu[core][deep_grey(cu, cv, t) & brain[core]] = anat.grey_hu - 1.5
+    inner = clip_box(core, deep_box(grid, scale, shift), grid.u.shape)
+    iu, iv = cu[inner], cv[inner]
+    hu[core][inner][deep_grey(iu, iv, t) & brain[core][inner]] = anat.grey_hu - 1.5
     fissures = np.zeros_like(brain)
     fissures[core] = cisterns(cu, cv, t, brain_r[core], scale, sp)
     if t > 0.3:
@@ -246,7 +293,7 @@ def _deep_structures(grid: StudyGrid, anat: Anatomy, t: float, brain: np.ndarray
         fissures[strip] |= midline_fissure(su, sv, t, brain_r[strip], scale, sp)
     fissures &= brain
     vents = np.zeros_like(brain)
-    vents[core] = ventricles(cu, cv, t, anat.ventricle_scale, grid.spacing)
+    vents[core][inner] = ventricles(iu, iv, t, anat.ventricle_scale, grid.spacing)
     vents &= brain & (depth_in > 8.0)
     return fissures, vents
 
@@ -264,17 +311,21 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float, shift: float = 0.0,
     """
     scale = head_profile(t)
     hu = np.full(grid.u.shape, AIR_HU, dtype=np.float32)
-    depth = grid.outline * np.float32(scale) - grid.rho  # mm inward from the scalp surface
+    radius = grid.outline * np.float32(scale)  # scalp surface (mm) at each pixel's angle
+    depth = radius - grid.rho  # mm inward from the scalp surface
     skull = _scalp_and_skull(anat, depth, t, hu, scale)
     _muscles(grid, anat, depth, t, hu)
     depth_in = depth - np.float32(anat.scalp + skull)
     brain = depth_in >= 0
-    brain_r = np.maximum(grid.outline * np.float32(scale) - np.float32(anat.scalp + skull), 1.0)
+    brain_r = radius - np.float32(anat.scalp + skull)
+    np.maximum(brain_r, 1.0, out=brain_r)
     sulci = _cortex(grid, anat, brain, depth_in, hu, t, effaced)
     fissures, vents = _deep_structures(grid, anat, t, brain, depth_in, brain_r, hu, shift)
-    sulci = (sulci & ~vents) | (fissures & ~vents)
+    not_vents = ~vents
+    sulci = (sulci | fissures) & not_vents
     hu[sulci] = SULCUS_HU
-    hu[fissures & ~vents & (t < 0.36)] = CSF_HU  # the wide basal cisterns
+    if t < 0.36:
+        hu[fissures & not_vents] = CSF_HU  # the wide basal cisterns
     hu[vents] = CSF_HU
     excluded = np.zeros_like(brain)
     fossa = np.zeros_like(brain)
@@ -324,4 +375,9 @@ def label_map(sa: SliceAnatomy, anat: Anatomy) -> np.ndarray:
 
 def paint_headrest(hu: np.ndarray, grid: StudyGrid) -> None:
     """The plastic headrest (cradle) below the head, where nothing else is."""
-    hu[grid.headrest & (hu < -900)] = HEADREST_HU
+    if not hu.flags.c_contiguous:  # a flat view needs a contiguous image
+        hu[grid.headrest & (hu < -900)] = HEADREST_HU
+        return
+    index = grid.headrest_index  # flat indices: a few per cent of the frame
+    flat = hu.reshape(-1)
+    flat[index[flat[index] < -900]] = HEADREST_HU

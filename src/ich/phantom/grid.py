@@ -60,10 +60,12 @@ class StudyGrid:
     center: tuple[float, float] = (0.0, 0.0)
     angle: float = 0.0
     outside: np.ndarray = field(init=False, repr=False)  # flat indices outside the FOV
+    headrest_index: np.ndarray = field(init=False, repr=False)  # flat indices of the headrest
     centre_weight: np.ndarray = field(init=False, repr=False)  # exp(-(rho / 45 mm)^2) in core
 
     def __post_init__(self) -> None:
         self.outside = np.flatnonzero(~self.fov.ravel())
+        self.headrest_index = np.flatnonzero(self.headrest.ravel())
         self.centre_weight = np.exp(-((self.rho[self.core] / 45.0) ** 2)).astype(np.float32)
     def window(self, uc: float, vc: float, radius: float) -> Window:
         """Pixel box covering the disc of ``radius`` mm around head-frame point (uc, vc)."""
@@ -79,9 +81,14 @@ class StudyGrid:
         row = y / self.spacing + (size - 1) / 2
         rc = (abs(cos) * half_u + abs(sin) * half_v) / self.spacing + 1
         rr = (abs(sin) * half_u + abs(cos) * half_v) / self.spacing + 1
-        r0, r1 = int(np.clip(row - rr, 0, size)), int(np.clip(np.ceil(row + rr) + 1, 0, size))
-        c0, c1 = int(np.clip(col - rc, 0, size)), int(np.clip(np.ceil(col + rc) + 1, 0, size))
+        r0, r1 = _within(row - rr, size), _within(np.ceil(row + rr) + 1, size)
+        c0, c1 = _within(col - rc, size), _within(np.ceil(col + rc) + 1, size)
         return slice(r0, r1), slice(c0, c1)
+
+
+def _within(value: float, size: int) -> int:
+    """``int(np.clip(value, 0, size))`` without the cost of a ufunc call on a scalar."""
+    return int(min(max(value, 0), size))
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,30 @@ class Anatomy:
     pallidus_hu: float = 0.0  # globus pallidus calcification (bilateral), 0 = none
     plaques: tuple[tuple[float, float, float], ...] = ()  # (v mm, t, HU) calcified falx plaques
     dural_plaque: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (theta, t, HU), HU 0 = none
+
+
+def clip_box(outer: Window, box: Window, shape: tuple[int, ...]) -> Window:
+    """``box`` (absolute pixel slices) clipped to ``outer``, relative to ``outer``'s origin.
+
+    For drawing a small structure inside arrays already cut to ``outer``: only the part of
+    them that can hold it is evaluated.
+    """
+    out = []
+    for o, b, n in zip(outer, box, shape, strict=True):
+        o0, o1, _ = o.indices(n)
+        b0, b1, _ = b.indices(n)
+        start = min(max(b0, o0), o1) - o0
+        out.append(slice(start, max(min(b1, o1) - o0, start)))
+    return out[0], out[1]
+
+
+def flat_view(image: np.ndarray) -> np.ndarray:
+    """``image`` as a 1-D view, for writing through flat pixel indices.
+
+    Raises:
+        ValueError: ``image`` is not C-contiguous (a reshape would copy, and writes into the
+            copy would be lost).
+    """
+    if not image.flags.c_contiguous:
+        raise ValueError("flat writes need a C-contiguous image")
+    return image.reshape(-1)

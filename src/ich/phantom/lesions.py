@@ -112,13 +112,19 @@ class Lesion:
 
     def _extra_axial(self, grid: StudyGrid, anat: SliceAnatomy, dz: float) -> np.ndarray:
         """Lens (epidural) or crescent (subdural) against the inner table."""
-        du = np.abs(_wrap(grid.theta - self.theta0)) / self.half_theta
+        # Only the band under the inner table can hold it (thick <= max(size, 1.2 px)):
+        # the angular profile is computed there alone, not over the whole frame.
+        reach = max(self.size, 1.2 * grid.spacing) * 1.001 + 0.01
+        band = np.flatnonzero(anat.brain.ravel() & (anat.depth_in.ravel() < reach))
+        du = np.abs(_wrap(grid.theta.ravel()[band] - self.theta0)) / self.half_theta
         if self.subtype == "epidural":  # biconvex: thickness falls off like an ellipse
             thick = self.size * np.sqrt(np.clip(1.0 - du**2 - dz**2, 0.0, None))
         else:  # crescent: nearly constant thickness, tapered ends
             thick = self.size * np.clip(1.0 - du**4 - dz**4, 0.0, None) ** 0.5
         thick = np.where(thick > 0, np.maximum(thick, 1.2 * grid.spacing), 0.0)
-        return anat.brain & (anat.depth_in < thick)
+        out = np.zeros(grid.u.shape, dtype=bool)
+        out.reshape(-1)[band[anat.depth_in.ravel()[band] < thick]] = True
+        return out
 
     def _blob(self, grid: StudyGrid, anat: SliceAnatomy, dz: float, grow: float) -> np.ndarray:
         """Rounded, slightly irregular blob inside the brain (``grow`` > 1 gives the rim)."""
@@ -155,11 +161,15 @@ class Lesion:
 
         ``half_theta`` 0 keeps it to the basal cisterns and Sylvian fissures near the centre.
         """
-        if self.half_theta == 0.0:
-            return anat.sulcal_csf & (grid.rho < 0.45 * anat.brain_radius)
-        near = np.abs(_wrap(grid.theta - self.theta0)) < self.half_theta
-        central = grid.rho < 0.45 * anat.brain_radius  # cisterns and fissures near the centre
-        return anat.sulcal_csf & (near | central)
+        # Evaluated on the sulcal CSF pixels only (a few per cent of the frame).
+        csf = np.flatnonzero(anat.sulcal_csf)
+        rho = grid.rho.ravel()[csf]
+        keep = rho < 0.45 * anat.brain_radius.ravel()[csf]  # cisterns, fissures near the centre
+        if self.half_theta != 0.0:
+            keep |= np.abs(_wrap(grid.theta.ravel()[csf] - self.theta0)) < self.half_theta
+        out = np.zeros(grid.u.shape, dtype=bool)
+        out.reshape(-1)[csf[keep]] = True
+        return out
 
 
 def _subdural(rng: np.random.Generator, height: float, focus: float, theta: float,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window
+from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window, clip_box
 from ich.phantom.structures import VENTRICLE_V
 
 
@@ -75,7 +75,9 @@ def _dura(c: Canvas, grid: StudyGrid, anat: Anatomy, t: float,
              anat.sinus_hu)
     if 0.05 <= t < 0.14:  # sigmoid sinuses, in front of the mastoids
         for side in (-1.0, 1.0):
-            ring = np.hypot(u - side * 36.0, v - 30.0) < 4.5
+            ring = np.zeros(u.shape, dtype=bool)  # a 4.5 mm disc: only its box is evaluated
+            near = clip_box(w, grid.window(side * 36.0, 30.0, 5.0), grid.u.shape)
+            ring[near] = np.hypot(u[near] - side * 36.0, v[near] - 30.0) < 4.5
             c.put("venous_sinus", w, ring & inside, anat.sinus_hu)
 
 

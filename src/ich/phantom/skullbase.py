@@ -20,8 +20,15 @@ MUSCLE_HU, CSF_HU, PONS_HU, AIR_HU = 45.0, 7.0, 32.0, -1000.0
 
 
 def _ell(grid: StudyGrid, w: Window, uc: float, vc: float, au: float, av: float) -> np.ndarray:
-    u, v = grid.u[w], grid.v[w]
-    return ((u - uc) / au) ** 2 + ((v - vc) / av) ** 2 < 1.0
+    # The same operations as ((u - uc) / au) ** 2 + ((v - vc) / av) ** 2 < 1, in place.
+    a = grid.u[w] - np.float32(uc)
+    a /= np.float32(au)
+    a *= a
+    b = grid.v[w] - np.float32(vc)
+    b /= np.float32(av)
+    b *= b
+    a += b
+    return a < 1.0
 
 
 def _cells(grid: StudyGrid, w: Window, period: float) -> np.ndarray:
@@ -148,7 +155,8 @@ def _posterior_fossa(p: _Painter, a: Anatomy, t: float, vents: np.ndarray,
     stem = ((u / (14.0 * size)) ** 2 + ((v - 7.0) / (11.0 * size)) ** 2 < 1.0) & free
     pre = ((u / (17.0 * size)) ** 2 + ((v - 6.0) / (13.5 * size)) ** 2 < 1.0) & free
     pre &= ~stem & (v < 7.0)
-    basilar = pre & (np.hypot(u, v + 5.0 * size) < max(1.8, spacing))
+    basilar = np.zeros_like(pre)  # inside the cistern only: hypot on its pixels alone
+    basilar[pre] = np.hypot(u[pre], v[pre] + 5.0 * size) < max(1.8, spacing)
     pre &= ~basilar
     hu[pre], labels[pre] = CSF_HU, ids("cistern")
     stem &= ~vents[w]

@@ -83,12 +83,18 @@ def midline_fissure(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray,
 def cisterns(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale: float,
              spacing: float) -> np.ndarray:
     """Sylvian fissures and basal cisterns (CSF outside the ventricles), within 60 mm."""
+    out = np.zeros(u.shape, dtype=bool)
+    if not 0.2 <= t <= 0.48:
+        return out
     half = max(0.5 * scale, 0.55 * spacing)
     au = np.abs(u)
-    out = np.zeros(u.shape, dtype=bool)
     if 0.2 <= t <= 0.34:  # ambient cistern around the midbrain + suprasellar star
-        ring = np.hypot(u, v - 8.0)
-        out |= (ring > 12.0) & (ring < 12.0 + 1.5 * scale) & (v > 4.0)
+        # The ring (radius < 12 + 1.5 scale around (0, 8)): hypot only inside its square.
+        reach = 12.0 + 1.5 * scale + 1.0
+        near = np.flatnonzero((au < reach) & (np.abs(v - 8.0) < reach))
+        nu, nv = u.ravel()[near], v.ravel()[near]
+        ring = np.hypot(nu, nv - 8.0)
+        out.reshape(-1)[near[(ring > 12.0) & (ring < 12.0 + 1.5 * scale) & (nv > 4.0)]] = True
         out |= _ellipse(u, v, 0.0, -10.0, 8.0, 4.5)
     if 0.28 <= t <= 0.48:  # Sylvian fissures running antero-laterally, then wavy
         line = v - (-6.0 - 0.45 * (au - 18.0) + 2.0 * np.sin(au / 4.0))

@@ -33,7 +33,7 @@ from ich.phantom.anatomy import (
 from ich.phantom.dicom_writer import SliceHeader, Storage, write_slice
 from ich.phantom.extracranial import ScalpLesion, paint_scalp, sample_scalp
 from ich.phantom.files import masks_npz_bytes
-from ich.phantom.grid import StudyGrid
+from ich.phantom.grid import StudyGrid, flat_view
 from ich.phantom.lesions import Lesion, sample_lesions
 
 #: Smallest blood area (mm²) that makes a slice positive; smaller cuts are not drawn at all,
@@ -144,6 +144,24 @@ def _fracture(hu: np.ndarray, scene: _Scene, lesion: Lesion, depth_in: np.ndarra
     hu[line & (depth_in > -(scene.anat.skull * 1.6)) & (hu > 300)] = 40.0
 
 
+def _add_rolled(hu: np.ndarray, field: np.ndarray, shift: tuple[int, int], negate: bool
+                ) -> None:
+    """``hu += ±np.roll(field, shift, axis=(0, 1))`` without building the rolled copy.
+
+    The four blocks of the rolled field are added in place; adding ``-x`` and subtracting
+    ``x`` round the same, so the result is bit-identical to the one-liner.
+    """
+    op = np.subtract if negate else np.add
+    size_r, size_c = field.shape
+    r, c = shift[0] % size_r, shift[1] % size_c
+    for dst_r, src_r in ((slice(r, None), slice(0, size_r - r)),
+                         (slice(0, r), slice(size_r - r, None))):
+        for dst_c, src_c in ((slice(c, None), slice(0, size_c - c)),
+                             (slice(0, c), slice(size_c - c, None))):
+            block = hu[dst_r, dst_c]
+            op(block, field[src_r, src_c], out=block)
+
+
 def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: bool
                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """HU image and subtype masks of the slice at height fraction ``t``."""
@@ -182,11 +200,13 @@ def _render_slice(scene: _Scene, t: float, rng: np.random.Generator, moving: boo
     field = scene.noise_bank[int(rng.integers(len(scene.noise_bank)))]
     shift_px = (int(rng.integers(hu.shape[0])), int(rng.integers(hu.shape[1])))
     sign = np.float32(1.0 if rng.random() < 0.5 else -1.0)
-    noise = np.roll(field, shift_px, axis=(0, 1))
-    hu += sign * noise
+    _add_rolled(hu, field, shift_px, negate=bool(sign < 0))
     if sa.posterior_fossa.any():  # the petrous bones starve the beam: noisier there
-        hu[sa.posterior_fossa] += sign * np.float32(acq.fossa_gain - 1.0) \
-            * noise[sa.posterior_fossa]
+        index = np.flatnonzero(sa.posterior_fossa)
+        size_r, size_c = field.shape
+        rows, cols = np.divmod(index, size_c)
+        noise = field[(rows - shift_px[0]) % size_r, (cols - shift_px[1]) % size_c]
+        flat_view(hu)[index] += sign * np.float32(acq.fossa_gain - 1.0) * noise
     hu.reshape(-1)[grid.outside] = -5000.0  # outside the reconstruction circle: storage minimum
     return hu, masks
 
