@@ -49,10 +49,14 @@ RECIPES: dict[str, list[str]] = {
         "augment.tilt_p=0.0",
     ],
     "demo": [],  # the packaged demo config as it is
-    "randomized-scratch": ["model.backbone=resnet10t", "model.weights=null"],
-    "randomized-lite0": [
-        "model.backbone=efficientnet_lite0",
-        "model.weights=package:efficientnet-lite0",
+    # The demo with domain randomisation before ImageNet Lite0 (resnet10t from scratch, 4 epochs,
+    # +-12 HU offsets, no noise on stage 2's inputs).
+    "randomized-scratch": [
+        "model.backbone=resnet10t",
+        "model.weights=null",
+        "train.epochs=4",
+        "augment.hu_offset=12.0",
+        "sequence.feature_noise=0.0",
     ],
 }
 
@@ -200,7 +204,8 @@ def main() -> None:
     )), help="real RSNA sample folder (default: $ICH_RSNA_SAMPLE or ../shared/data/...)")
     parser.add_argument("--recipes", default="previous,demo",
                         help=f"comma-separated, from {', '.join(RECIPES)}")
-    parser.add_argument("--studies", type=int, default=60, help="phantom training studies")
+    parser.add_argument("--studies", type=int, default=100,
+                        help="phantom training studies (ich demo's default)")
     parser.add_argument("--fresh-studies", type=int, default=20, help="fresh phantom studies")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phantom-size", type=int, default=256)

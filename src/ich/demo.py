@@ -40,7 +40,7 @@ class DemoOptions:
     """What ``ich demo`` does (every field is a command-line option)."""
 
     out: Path = Path("ich-demo")
-    studies: int = 60
+    studies: int = 100
     test_studies: int = 6
     seed: int = 0
     phantom_size: int = 256
