@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,9 +118,9 @@ def strip_extension(name: str) -> str:
     return name
 
 
-def _read_csv(path: str | Path) -> pd.DataFrame:
+def _read_csv(path: str | Path, **read_csv: Any) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, **read_csv)
     except Exception as exc:  # pandas raises many kinds; the file name is what matters
         raise LabelsError(f"{path}: cannot read CSV ({exc})") from exc
     # A leading pandas index column (``Unnamed: 0``) in some copies of the RSNA CSVs.
@@ -264,15 +265,12 @@ def read_patient_groups(path: str | Path) -> pd.Series | None:
     Raises:
         LabelsError: An image without a patient, or one image given two patients.
     """
-    try:  # the header alone says whether there is a patient column (most files: no)
-        columns = list(pd.read_csv(path, nrows=0).columns)
-    except Exception as exc:  # pandas raises many kinds; the file name is what matters
-        raise LabelsError(f"{path}: cannot read CSV ({exc})") from exc
+    columns = list(_read_csv(path, nrows=0).columns)  # the header says if there is a patient
     id_col = id_column(columns)
     col = next((c for c in PATIENT_COLUMNS if c in columns), None)
     if id_col is None or col is None or "Label" in columns:
         return None
-    df = pd.read_csv(path, usecols=[id_col, col])
+    df = _read_csv(path, usecols=[id_col, col])
     if df[col].isna().any() or (df[col].astype(str).str.strip() == "").any():
         example = df.loc[df[col].isna() | (df[col].astype(str).str.strip() == ""), id_col]
         raise LabelsError(f"{path}: {example.iloc[0]}: no {col} (every image needs a patient)")
