@@ -26,7 +26,7 @@ from ich.atomic import atomic_write_text
 from ich.errors import CheckpointError, LabelsError
 from ich.eval.bootstrap import N_RESAMPLES, bootstrap_intervals
 from ich.eval.folds import per_fold_scores
-from ich.eval.labelset import headline_label, resolve_labels
+from ich.eval.labelset import headline_auc, headline_label, resolve_labels
 from ich.eval.metrics import base_rate_predictions, compute_metrics, study_level
 from ich.eval.plots import (
     plot_confusion,
@@ -177,15 +177,6 @@ def _score_level(
     return out
 
 
-def _headline_auc(metrics: dict[str, Any], main: str) -> float | None:
-    """AUC of the headline label, or the mean of the defined AUCs for ``"mean"``."""
-    if main != "mean":
-        auc: float | None = metrics["labels"][main]["auc"]
-        return auc
-    aucs = [m["auc"] for m in metrics["labels"].values() if m["auc"] is not None]
-    return float(np.mean(aucs)) if aucs else None
-
-
 def _headline(levels: dict[str, dict[str, Any]], main: str = "any") -> dict[str, Any]:
     """The numbers a reader wants first: wll per model, ratio to the baseline, the AUC of
     ``main`` (:func:`headline_label`) and of ``any`` (None when the run has no ``any``)."""
@@ -197,7 +188,7 @@ def _headline(levels: dict[str, dict[str, Any]], main: str = "any") -> dict[str,
                 "weighted_log_loss": m["weighted_log_loss"],
                 "ratio_to_base_rate": m["weighted_log_loss"] / base_wll if base_wll > 0 else None,
                 "auc_any": m["labels"]["any"]["auc"] if "any" in m["labels"] else None,
-                "auc": _headline_auc(m, main),
+                "auc": headline_auc({k: v["auc"] for k, v in m["labels"].items()}, main),
             }
             for name, m in scores.items()
         }

@@ -12,16 +12,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ich.eval.labelset import headline_auc
 from ich.eval.metrics import weighted_log_loss
 
 
 def _auc(y: np.ndarray, p: np.ndarray, labels: Sequence[str], main: str) -> float | None:
-    """ROC AUC of the headline label (``"mean"``: over the labels with both classes)."""
+    """ROC AUC of the headline label (:func:`headline_auc`); only the labels it needs are
+    scored."""
     from sklearn.metrics import roc_auc_score
 
-    cols = range(len(labels)) if main == "mean" else [list(labels).index(main)]
-    aucs = [float(roc_auc_score(y[:, j], p[:, j])) for j in cols if len(np.unique(y[:, j])) == 2]
-    return float(np.mean(aucs)) if aucs else None
+    wanted = labels if main == "mean" else [main]
+    aucs = {name: (float(roc_auc_score(y[:, j], p[:, j]))
+                   if len(np.unique(y[:, j])) == 2 else None)
+            for j, name in enumerate(labels) if name in wanted}
+    return headline_auc(aucs, main)
 
 
 def per_fold_scores(

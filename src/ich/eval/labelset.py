@@ -8,9 +8,10 @@ from the predictions table, and fall back to the six RSNA labels only for tables
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ich.labels import LABELS, check_label_names
@@ -45,3 +46,12 @@ def headline_label(labels: Sequence[str]) -> str:
     if "any" in labels:
         return "any"
     return str(labels[0]) if len(labels) == 1 else "mean"
+
+
+def headline_auc(aucs: Mapping[str, float | None], main: str) -> float | None:
+    """The headline AUC from per-label AUCs (None where a label has one class only): that of
+    ``main`` (:func:`headline_label`), or for ``"mean"`` the mean of the defined ones."""
+    if main != "mean":
+        return aucs[main]
+    defined = [a for a in aucs.values() if a is not None]
+    return float(np.mean(defined)) if defined else None
