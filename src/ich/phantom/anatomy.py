@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ich.phantom.grid import STRUCTURES, Anatomy, StudyGrid, Window, clip_box, flat_view
+from ich.phantom.grid import (
+    STRUCTURES,
+    Anatomy,
+    StudyGrid,
+    Window,
+    clip_box,
+    flat_view,
+    mask_box,
+)
 from ich.phantom.normal import paint_normal
 from ich.phantom.skullbase import paint_skull_base
 from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
@@ -132,11 +140,7 @@ def make_grid(size: int, spacing: float, anatomy: Anatomy, center: tuple[float, 
     sulcus_mm, sulcus_depth = _sulcal_pattern(anatomy, theta, rho)
     fov = (x_mm**2 + y_mm**2) <= (size * spacing / 2) ** 2
     bottom = center[1] + b * (1 + anatomy.egg) + headrest_gap
-    near = rho < 80.0
-    rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
-    core = (slice(None), slice(None))
-    if rows.size:
-        core = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    core = mask_box(rho < 80.0) or (slice(None), slice(None))
     return StudyGrid(spacing, y_mm, u, v, rho, theta.astype(np.float32),
                      outline.astype(np.float32), sulcus_mm, sulcus_depth, fov,
                      _headrest(x_mm, y_mm, bottom, spacing), core, center, angle)
@@ -237,11 +241,9 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     width = (0.15 + 1.1 * atrophy) * (1.0 + 1.5 * max(t - 0.55, 0.0) / 0.45)
     width = max(width, 0.45 * grid.spacing)
     out = np.zeros_like(brain)
-    rows, cols = np.flatnonzero(brain.any(axis=1)), np.flatnonzero(brain.any(axis=0))
-    if rows.size == 0:
+    b = mask_box(brain)  # everything below is masked by ``brain``: its box is enough
+    if b is None:
         return out
-    # Everything below is masked by ``brain``: its bounding box is enough.
-    b = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
     brain, depth_in, hu = brain[b], depth_in[b], hu[b]
     sulcus_mm, sulcus_depth = grid.sulcus_mm[b], grid.sulcus_depth[b]
     within = depth_in < sulcus_depth

@@ -134,6 +134,19 @@ def clip_box(outer: Window, box: Window, shape: tuple[int, ...]) -> Window:
     return out[0], out[1]
 
 
+def mask_box(mask: np.ndarray, margin: int = 0) -> Window | None:
+    """Pixel box of a 2-D mask's True pixels, widened by ``margin`` on every side (slices
+    clip at the image's edges); None for an empty mask.
+
+    Why: work masked by a small structure only needs the box that holds it.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return (slice(max(int(rows[0]) - margin, 0), int(rows[-1]) + margin + 1),
+            slice(max(int(cols[0]) - margin, 0), int(cols[-1]) + margin + 1))
+
+
 def flat_view(image: np.ndarray) -> np.ndarray:
     """``image`` as a 1-D view, for writing through flat pixel indices.
 

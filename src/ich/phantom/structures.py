@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ich.phantom.grid import mask_box
+
 #: v (mm) of the centre of the lateral ventricles: slightly anterior to the head centre.
 VENTRICLE_V = -6.0
 
@@ -107,11 +109,9 @@ def grow(mask: np.ndarray, steps: int) -> np.ndarray:
 
     Only the bounding box of the mask (plus ``steps``) is processed: small masks grow fast.
     """
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    box = mask_box(mask, steps)
+    if box is None:
         return mask.copy()
-    box = (slice(max(rows[0] - steps, 0), rows[-1] + steps + 1),
-           slice(max(cols[0] - steps, 0), cols[-1] + steps + 1))
     result = np.zeros_like(mask)
     result[box] = _grow_dense(mask[box], steps)
     return result
