@@ -232,6 +232,9 @@ class SequenceConfig:
     ``feature_noise``: Gaussian noise added to the inputs while training, in units of each
     feature's spread over the training slices (0 = none). A single run's sequence model learns
     from embeddings of slices its own CNN trained on, cleaner than new scans will give.
+    ``temperature_scaling``: after training, fit one temperature that divides the model's logits
+    on the validation fold (:mod:`ich.train.calibrate`) and keep it in the model file. For the
+    same reason as the noise, the model is overconfident on patients it did not train on.
     """
 
     kind: Literal["gru", "lstm", "transformer"] = "gru"
@@ -250,6 +253,7 @@ class SequenceConfig:
     max_len: int | None = 64
     study_loss_weight: float = 0.5
     feature_noise: float = 0.0
+    temperature_scaling: bool = True
     patience: int | None = 6
     embed_batch_size: int = 64
 

@@ -28,6 +28,9 @@ def test_both_stages(
     assert spec.kind == "sequence" and list(spec.labels) == list(LABELS)
     assert spec.input_size == 32 and spec.sequence_arch is not None
     assert spec.sequence_arch.features == "embedding+logits"
+    t = spec.sequence_arch.temperature  # written into the model file once fitted
+    assert f"temperature {t:.2f} fitted on the validation fold" in out or (
+        t == 1.0 and "no temperature fitted" in out)
     emb = load_embeddings(run / "oof" / "slice_embeddings.npz")
     n = len(emb["image_id"])
     assert emb["embeddings"].shape[0] == n and emb["logits"].shape == (n, 6)

@@ -77,6 +77,7 @@ class SequenceModel(nn.Module):
         layers: RNN / transformer layers.
         dropout: Dropout after the projection and between layers.
         num_labels: Outputs per slice and per study (the run's labels).
+        temperature: Divides every logit (calibration fitted after training; 1 while training).
     """
 
     def __init__(
@@ -87,14 +88,17 @@ class SequenceModel(nn.Module):
         layers: int = 2,
         dropout: float = 0.2,
         num_labels: int = len(LABELS),
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if kind not in ("gru", "lstm", "transformer"):
             raise ConfigError(f"unknown sequence model kind {kind!r}: gru, lstm or transformer")
         if hidden % 2:
             raise ConfigError(f"hidden must be even (two RNN directions), got {hidden}")
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
         self.in_dim, self.kind, self.hidden = in_dim, kind, hidden
-        self.layers, self.dropout_p = layers, dropout
+        self.layers, self.dropout_p, self.temperature = layers, dropout, temperature
         # (B, T, D+1) -> (B, T, H)
         self.proj = nn.Sequential(
             nn.Linear(in_dim + 1, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)
@@ -123,6 +127,7 @@ class SequenceModel(nn.Module):
         return {
             "in_dim": self.in_dim, "kind": self.kind, "hidden": self.hidden,
             "layers": self.layers, "dropout": self.dropout_p, "num_labels": self.num_labels,
+            "temperature": self.temperature,
         }
 
     def _encode(self, h: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -160,7 +165,7 @@ class SequenceModel(nn.Module):
         mean = h.sum(dim=1) / lengths.unsqueeze(1).to(h.dtype)  # (B, H)
         peak = h.masked_fill(~m, float("-inf")).amax(dim=1)  # (B, H)
         study_logits = self.study_head(torch.cat([peak, mean], dim=-1))  # (B, 6)
-        return slice_logits, study_logits
+        return slice_logits / self.temperature, study_logits / self.temperature
 
 
 def reverse_padded(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

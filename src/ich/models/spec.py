@@ -42,6 +42,8 @@ class SequenceArch:
     Attributes:
         features: Name of the feature recipe (``ich.runs.embed.FEATURES``).
         tta_flip: The slice embeddings it trained on were averaged over a left-right flip.
+        temperature: Divides its logits: fitted on the validation fold after training
+            (``sequence.temperature_scaling``); 1 = none, and in files written before it.
     """
 
     in_dim: int
@@ -51,6 +53,7 @@ class SequenceArch:
     dropout: float = 0.2
     features: str = "embedding+logits"
     tta_flip: bool = True
+    temperature: float = 1.0
 
 
 @dataclass(frozen=True)

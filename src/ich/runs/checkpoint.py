@@ -110,7 +110,8 @@ def load_sequence_model(path: Path | str) -> tuple[SequenceModel, ModelSpec]:
     if spec.kind != "sequence" or spec.sequence_arch is None:
         raise CheckpointError(f"{path}: a {spec.kind!r} model file, expected 'sequence'")
     a = spec.sequence_arch
-    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels))
+    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels),
+                          a.temperature)
     _load_state(model, state, path)
     return model.eval(), spec
 

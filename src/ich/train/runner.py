@@ -184,7 +184,7 @@ def run_training(
             stage2 = run_stage2(cfg, cache, folds, run_dir, device)
             sequence_best = Path(str(stage2["sequence_best"]))
             oof = Path(str(stage2["oof_predictions"])) if "oof_predictions" in stage2 else None
-            for key in ("sequence_wll", "slice_wll_tta"):
+            for key in ("sequence_wll", "sequence_wll_uncalibrated", "slice_wll_tta"):
                 value = stage2.get(key)
                 scores[key] = None if value is None else float(value)  # type: ignore[arg-type]
             from ich.domain import fit_run_domain  # how far new series lie from these

@@ -5,14 +5,15 @@ z-spacing (T,); targets: the slice labels (T, 6) and the study labels (6,) = max
 Loss: the metric's weighted BCE on slice outputs plus ``study_loss_weight`` x the same on the
 study output. Random-window and reversal augmentation come from ``SequenceDataset(train=True)``.
 The best epoch by validation weighted log loss (slice level) is kept as
-``sequence_best.safetensors``.
+``sequence_best.safetensors``, with the temperature that calibrates it on the validation fold
+(:mod:`ich.train.calibrate`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from ich.eval.metrics import weighted_log_loss
 from ich.labels import LABELS, label_weights
 from ich.models.sequence import SequenceModel
 from ich.models.spec import ModelSpec
-from ich.runs.checkpoint import MODEL_SUFFIX, load_slice_model, save_model
+from ich.runs.checkpoint import MODEL_SUFFIX, load_model_file, load_slice_model, save_model
 from ich.runs.embed import sequence_features
+from ich.train.calibrate import fit_temperature, scale_probabilities
 from ich.train.common import MetricsLog, weighted_bce
 from ich.train.describe import channel_spec, sequence_spec
 from ich.train.distributed import DistInfo
@@ -58,6 +60,7 @@ class SequenceResult:
     best_path: Path
     best_wll: float | None
     val_probs: dict[str, np.ndarray]  # series -> (T, 6)
+    temperature: float = 1.0
 
 
 def _loader(
@@ -246,6 +249,32 @@ def train_sequence_model(
     return SequenceResult(best_path, state.best, val_probs)
 
 
+def calibrate_sequence_model(
+    res: SequenceResult, data: SeriesData, labels: Sequence[str]
+) -> SequenceResult:
+    """Fit the temperature on the validation fold and write it into the model file.
+
+    Returns the result at that temperature (validation probabilities and weighted log loss), or
+    ``res`` unchanged when the fold cannot tell (:func:`ich.train.calibrate.fit_temperature`).
+    """
+    y = np.concatenate([data.labels[s] for s in res.val_probs])
+    p = np.concatenate([res.val_probs[s] for s in res.val_probs])
+    temperature = fit_temperature(y, p, labels)
+    if temperature is None:
+        print("  sequence model: no temperature fitted (the validation fold has no positive or "
+              "no negative slice)", flush=True)
+        return res
+    state, spec = load_model_file(res.best_path)
+    assert spec.sequence_arch is not None
+    arch = replace(spec.sequence_arch, temperature=temperature)
+    save_model(res.best_path, state, replace(spec, sequence_arch=arch))
+    probs = {s: scale_probabilities(v, temperature) for s, v in res.val_probs.items()}
+    wll = _score(probs, data, labels)
+    print(f"  sequence model: temperature {temperature:.2f} fitted on the validation fold "
+          f"(weighted log loss {_score(res.val_probs, data, labels):.4f} -> {wll:.4f})", flush=True)
+    return SequenceResult(res.best_path, wll, probs, temperature)
+
+
 def build_series_data(cache: Any, folds: np.ndarray, feats: np.ndarray) -> SeriesData:
     """Group per-slice rows (cache index order) into series in slice order."""
     cat = cache.catalog
@@ -315,8 +344,12 @@ def run_stage2(
     train = sorted(s for s in labelled if data.fold[s] != cfg.data.fold)
     # The same windows, offsets, input size and crop as the slice model, plus its architecture.
     in_dim = next(iter(data.features.values())).shape[1]
-    res = train_sequence_model(cfg, data, train, val, run_dir, sequence_spec(cfg, cache, in_dim))
+    spec = sequence_spec(cfg, cache, in_dim)
+    res = train_sequence_model(cfg, data, train, val, run_dir, spec)
     out: dict[str, object] = {"sequence_best": str(res.best_path), "sequence_wll": res.best_wll}
+    if cfg.sequence.temperature_scaling and res.val_probs:
+        raw, res = res.best_wll, calibrate_sequence_model(res, data, spec.labels)
+        out["sequence_wll"], out["sequence_wll_uncalibrated"] = res.best_wll, raw
     if res.val_probs:
         probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         frame = oof_frame(cache, folds, probs, data, res.val_probs)

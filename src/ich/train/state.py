@@ -74,8 +74,8 @@ class TrainSummary:
         domain: The run's domain statistics (how far new series lie from the training data).
         fold_runs: A fold set's runs, in fold order (empty for one run).
         scores: Validation weighted log losses by name (``slice_wll``, ``slice_wll_tta``,
-            ``sequence_wll``, ``oof_slice_wll``, ``fold0_slice_wll``...); None where a stage
-            had nothing to validate.
+            ``sequence_wll`` (calibrated), ``sequence_wll_uncalibrated``, ``oof_slice_wll``,
+            ``fold0_slice_wll``...); None where a stage had nothing to validate.
     """
 
     run_dir: Path
