@@ -11,7 +11,10 @@ slice-CNN probabilities:
   and their ratio;
 * study-level ROC AUC for "any" (series probabilities from ``X.series.csv``);
 * the domain check: the fraction of alt series flagged outside the training domain
-  (``X.series.csv`` ``in_domain``).
+  (``X.series.csv`` ``in_domain``);
+* where along the head the final model misses: per band of the slice's height in its series
+  (0 = first slice, skull base; 1 = last, vertex), positives, how many get P(any) > 0.5, and
+  AUC any within the band.
 
 Target (issue 10, "How good"): AUC any >= 0.92 and log loss <= 0.7 x the base rate.
 Models trained on a phantom are for demonstration only.
@@ -22,6 +25,7 @@ Models trained on a phantom are for demonstration only.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -62,6 +66,26 @@ def scores(frame: pd.DataFrame, prefix: str, base: dict[str, float]) -> dict[str
             "mean_any_positive": float(p[y[:, 0] == 1, 0].mean()) if y[:, 0].any() else None}
 
 
+#: Bands of relative height in the series (skull base 0 -> vertex 1) for :func:`by_height`.
+HEIGHT_BANDS = (0.0, 0.3, 0.5, 0.7, 0.85, 1.0)
+
+
+def by_height(frame: pd.DataFrame, prefix: str = "q") -> list[dict[str, Any]]:
+    """Per height band: slices, positives for any, positives above P 0.5, AUC any in the band."""
+    from sklearn.metrics import roc_auc_score
+
+    last = frame.groupby("series_instance_uid")["slice_index"].transform("max").clip(lower=1)
+    height = frame["slice_index"] / last
+    rows = []
+    for lo, hi in itertools.pairwise(HEIGHT_BANDS):
+        band = frame[(height >= lo) & ((height < hi) | (hi == HEIGHT_BANDS[-1]))]
+        y, p = band["any"].to_numpy(), band[f"{prefix}_any"].to_numpy()
+        rows.append({"band": f"{lo:.2f}-{hi:.2f}", "slices": len(band), "positives": int(y.sum()),
+                     "found": int(((y == 1) & (p > 0.5)).sum()),
+                     "auc_any": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None})
+    return rows
+
+
 def study_auc(series: pd.DataFrame, frame: pd.DataFrame) -> float | None:
     """ROC AUC of the series' study-level "any" against "any slice positive"."""
     from sklearn.metrics import roc_auc_score
@@ -100,7 +124,8 @@ def run(run_dir: Path, work: Path, studies: int, seed: int, size: int, tta: int,
         "prevalence": prevalence,
         "study_prevalence_any": float(frame.groupby("series_instance_uid")["any"].max().mean()),
         "final": scores(frame, "q", prevalence), "slice_cnn": scores(frame, "p", prevalence),
-        "study_auc_any": study_auc(series, frame), "flagged_out_of_domain": flagged,
+        "study_auc_any": study_auc(series, frame), "by_height": by_height(frame),
+        "flagged_out_of_domain": flagged,
         "domain_score_median": float(series["domain_score"].median()) if known.any() else None,
     }
 
@@ -124,6 +149,10 @@ def report(r: dict[str, Any]) -> None:
     print(f"mean P(any): negative slices {f['mean_any_negative']:.3f}, positive "
           f"{f['mean_any_positive']:.3f}; study-level AUC any "
           f"{'n/a' if study is None else format(study, '.3f')}")
+    print("by height in the series (0 skull base, 1 vertex): " + "; ".join(
+        f"{b['band']}: {b['found']}/{b['positives']} positives found, AUC "
+        f"{'n/a' if b['auc_any'] is None else format(b['auc_any'], '.2f')}"
+        for b in r["by_height"]))
     flag, median = r["flagged_out_of_domain"], r["domain_score_median"]
     print(f"domain check: {'n/a' if flag is None else format(flag, '.0%')} of alt series "
           f"flagged out of domain (median score "

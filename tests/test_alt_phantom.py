@@ -105,3 +105,18 @@ def test_deterministic_per_seed(tmp_path: Path) -> None:
         tmp_path / "b" / "images" / name).read_bytes()
     assert set(a["image_id"]) != set(c["image_id"])
     assert a["study"].iloc[0] != c["study"].iloc[0]
+
+
+def test_by_height_counts_misses_per_band_of_the_series() -> None:
+    from bench_altphantom import HEIGHT_BANDS, by_height
+
+    # One 11-slice series: positives at the base (found) and at the vertex (missed).
+    frame = pd.DataFrame({"series_instance_uid": "s", "slice_index": range(11),
+                          "any": [1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1],
+                          "q_any": [0.9, 0.1, 0.2, 0.1, 0.1, 0.3, 0.1, 0.2, 0.4, 0.05, 0.2]})
+    rows = by_height(frame)
+    assert [r["slices"] for r in rows] == [3, 2, 2, 2, 2] and len(rows) == len(HEIGHT_BANDS) - 1
+    assert (rows[0]["positives"], rows[0]["found"]) == (1, 1)
+    assert (rows[-1]["positives"], rows[-1]["found"]) == (2, 0)
+    assert rows[-1]["auc_any"] is None  # only positives in the band
+    assert rows[0]["auc_any"] == 1.0
