@@ -27,6 +27,26 @@ def test_forward_and_embed_shapes(in_chans: int) -> None:
     assert model.init_source == "scratch"
 
 
+def test_convolutions_run_channels_last_with_the_same_logits(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    model = SliceModel(TINY, in_chans=3).eval()
+    conv = model.backbone.conv1[0].weight  # type: ignore[index]
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    path = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    loaded = SliceModel(TINY, in_chans=3, weights=str(path)).eval()  # loading keeps the layout
+    assert loaded.backbone.conv1[0].weight.is_contiguous(  # type: ignore[index]
+        memory_format=torch.channels_last)
+    plain = SliceModel(TINY, in_chans=3).eval()  # the same weights in the default layout
+    plain.backbone.to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), loaded(x))
+        torch.testing.assert_close(model(x), plain.head(plain.backbone(
+            (x - plain.input_mean) / plain.input_std)), atol=1e-5, rtol=1e-4)
+
+
 def test_embed_dim_matches_conv_head_backbones() -> None:
     # mobilenetv3 pools then applies a conv head: embed_dim must be that head's width.
     model = SliceModel("mobilenetv3_small_050", in_chans=3).eval()

@@ -147,6 +147,11 @@ class SliceModel(nn.Module):
         # (1, C, 1, 1) buffers, not saved in state dicts: the ModelSpec carries the values.
         self.register_buffer("input_mean", _per_channel(mean or auto_mean, in_chans), False)
         self.register_buffer("input_std", _per_channel(std or auto_std, in_chans), False)
+        # Channels-last convolutions: 1.4-1.5x faster training steps and 1.2-1.35x faster
+        # inference on the CPU (oneDNN; efficientnet_lite0 at 96-128 px, bench_layout.py), and
+        # the layout tensor cores want under AMP. Weights loaded later keep it (``copy_``
+        # keeps strides); model files store the default layout.
+        self.backbone.to(memory_format=torch.channels_last)
 
     @staticmethod
     def _create(backbone: str, in_chans: int, pretrained: bool) -> nn.Module:
@@ -276,7 +281,7 @@ class SliceModel(nn.Module):
         """
         mean, std = self._mean_std()
         x = (x - mean.to(x.dtype)) / std.to(x.dtype)
-        out: torch.Tensor = self.backbone(x)
+        out: torch.Tensor = self.backbone(x.contiguous(memory_format=torch.channels_last))
         return out
 
     def head(self, emb: torch.Tensor) -> torch.Tensor:
