@@ -4,10 +4,10 @@ Why: a single run's stage 2 trains on embeddings of slices its own CNN has fitte
 cleaner and further apart than those of patients neither model has seen, so its probabilities
 come out too extreme on new patients. Dividing every logit by one temperature keeps the ranking
 (AUC) and repairs much of the log loss (Guo et al. 2017, "On calibration of modern neural
-networks"). Measured on the demo recipe: the best temperature was 1.3-1.4 on the held-out phantom
-fold and 1.4-1.5 on an independent phantom. One scalar fitted on a few hundred validation slices
-can hardly overfit them; per-label temperatures could, with a handful of positives per fold for
-the rare subtypes.
+networks"). Measured on the demo recipe at 96 px: the best temperature was 1.3-1.4 on the
+held-out phantom fold and 1.4-1.5 on an independent phantom (1.1-1.35 fitted at 128 px). One
+scalar fitted on a few hundred validation slices can hardly overfit them; per-label temperatures
+could, with a handful of positives per fold for the rare subtypes.
 """
 
 from __future__ import annotations
