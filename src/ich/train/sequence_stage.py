@@ -270,8 +270,9 @@ def calibrate_sequence_model(
     save_model(res.best_path, state, replace(spec, sequence_arch=arch))
     probs = {s: scale_probabilities(v, temperature) for s, v in res.val_probs.items()}
     wll = _score(probs, data, labels)
+    # ``best_wll`` is the validation score of these very probabilities at temperature 1.
     print(f"  sequence model: temperature {temperature:.2f} fitted on the validation fold "
-          f"(weighted log loss {_score(res.val_probs, data, labels):.4f} -> {wll:.4f})", flush=True)
+          f"(weighted log loss {res.best_wll:.4f} -> {wll:.4f})", flush=True)
     return SequenceResult(res.best_path, wll, probs, temperature)
 
 
