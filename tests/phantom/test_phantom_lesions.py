@@ -74,6 +74,22 @@ def test_subarachnoid_follows_sulci_and_fissures(scene) -> None:  # type: ignore
     assert sa.sulcal_csf[mask].all() and not sa.ventricles[mask].any()
 
 
+def test_convexity_subarachnoid_spares_the_centre(scene) -> None:  # type: ignore[no-untyped-def]
+    grid, anat, _, _ = scene
+    t = 0.3  # the level of the Sylvian fissures and basal cisterns
+    sa, z = render_anatomy(grid, anat, t), t * anat.height
+    both = Lesion("subarachnoid", z, 20.0, 1.0, 0.6, 0.0, 70.0, (1.0,)).mask(grid, sa, z)
+    convexity = Lesion("subarachnoid", z, 20.0, 1.0, 0.6, 0.0, 70.0, (0.0,)).mask(grid, sa, z)
+    assert both is not None and convexity is not None and convexity.sum() > 5
+    assert (convexity & ~both).sum() == 0
+    # What the convexity bleed leaves out is blood in the fissures near the centre...
+    extra = both & ~convexity
+    assert extra.any() and (grid.rho[extra] < 0.5 * sa.brain_radius[extra]).all()
+    # ...and all its own blood lies in the sulci of its sector.
+    off = np.abs((grid.theta[convexity] - 1.0 + np.pi) % (2 * np.pi) - np.pi)
+    assert (off < 0.6).all() and sa.sulcal_csf[convexity].all()
+
+
 def test_sample_lesions_is_deterministic_and_often_empty() -> None:
     draws = [sample_lesions(np.random.default_rng(i), 160.0) for i in range(200)]
     again = [sample_lesions(np.random.default_rng(i), 160.0) for i in range(200)]

@@ -27,6 +27,9 @@ SUBTYPE_PROBABILITY: dict[str, float] = {
     "subarachnoid": 0.52,
     "subdural": 0.34,
 }
+#: Share of sulcal subarachnoid bleeds that also fill the cisterns and fissures near the centre;
+#: the others are convexity blood alone, so that a model cannot learn midline blood as the cue.
+CENTRAL_SAH = 0.5
 #: The RSNA per-slice rate of "any" (14.4 %) that the numbers above reproduce.
 RSNA_ANY_RATE = 0.144
 
@@ -159,12 +162,15 @@ class Lesion:
     def _sulcal(self, grid: StudyGrid, anat: SliceAnatomy) -> np.ndarray:
         """Blood in the sulci, fissures and cisterns of a sector of the brain.
 
-        ``half_theta`` 0 keeps it to the basal cisterns and Sylvian fissures near the centre.
+        ``half_theta`` 0 keeps it to the basal cisterns and Sylvian fissures near the centre;
+        a convexity bleed (``extra`` = ``(0.0,)``) fills the sulci of its sector only.
         """
         # Evaluated on the sulcal CSF pixels only (a few per cent of the frame).
         csf = np.flatnonzero(anat.sulcal_csf)
-        rho = grid.rho.ravel()[csf]
-        keep = rho < 0.45 * anat.brain_radius.ravel()[csf]  # cisterns, fissures near the centre
+        central = self.half_theta == 0.0 or not self.extra or self.extra[0] > 0.0
+        keep = np.zeros(csf.size, dtype=bool)
+        if central:  # cisterns and fissures near the centre
+            keep = grid.rho.ravel()[csf] < 0.45 * anat.brain_radius.ravel()[csf]
         if self.half_theta != 0.0:
             keep |= np.abs(_wrap(grid.theta.ravel()[csf] - self.theta0)) < self.half_theta
         out = np.zeros(grid.u.shape, dtype=bool)
@@ -233,7 +239,9 @@ def _sample_one(rng: np.random.Generator, subtype: str, height: float, focus: fl
     small = rng.random() < 0.2
     z0 = height * float(np.clip(focus + rng.normal(0, 0.05), 0.25, 0.75))
     half_z = float(rng.uniform(3, 6)) if small else height * rng.uniform(0.08, 0.18)
-    return Lesion(subtype, z0, half_z, theta, float(rng.uniform(0.5, 1.4)), 0.0, hu - 4)
+    half_theta = float(rng.uniform(0.5, 1.4))
+    central = float(rng.random() < CENTRAL_SAH)  # else convexity blood only, as in trauma
+    return Lesion(subtype, z0, half_z, theta, half_theta, 0.0, hu - 4, (central,))
 
 
 def sample_lesions(rng: np.random.Generator, height: float, scale: float = 1.0,
