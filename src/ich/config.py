@@ -235,6 +235,9 @@ class SequenceConfig:
     ``temperature_scaling``: after training, fit one temperature that divides the model's logits
     on the validation fold (:mod:`ich.train.calibrate`) and keep it in the model file. For the
     same reason as the noise, the model is overconfident on patients it did not train on.
+    ``features``: what the model reads per slice: the CNN's embedding and logits (the RSNA
+    recipe), or its logits alone, which cannot be extrapolated from on scans unlike the
+    training data (the phantom-trained demo: see ``demo.yaml``).
     """
 
     kind: Literal["gru", "lstm", "transformer"] = "gru"
@@ -254,6 +257,7 @@ class SequenceConfig:
     study_loss_weight: float = 0.5
     feature_noise: float = 0.0
     temperature_scaling: bool = True
+    features: Literal["embedding+logits", "logits"] = "embedding+logits"
     patience: int | None = 6
     embed_batch_size: int = 64
 

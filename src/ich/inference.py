@@ -292,7 +292,7 @@ class Predictor:
             return cnn, cnn, cnn.max(axis=0), domain
         slice_ls, study_ls = [], []
         for e, lg in embs:
-            feats = sequence_features(e, lg)
+            feats = sequence_features(e, lg, run.sequence_features)
             sl, st = self._sequence(run.sequence_model, feats, z_spacing)
             slice_ls.append(sl)
             study_ls.append(st)

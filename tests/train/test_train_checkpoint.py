@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,6 +110,23 @@ def test_round_trip_sequence_model(tmp_path: Path) -> None:
     )
     with torch.no_grad():
         torch.testing.assert_close(again(feats, z, mask)[0], model(feats, z, mask)[0])
+
+
+def test_sequence_feature_recipes(tmp_path: Path) -> None:
+    from ich.models.sequence import SequenceModel
+    from ich.runs.embed import sequence_features
+
+    emb, logits = np.ones((4, 3), np.float32), np.zeros((4, 6), np.float32)
+    assert sequence_features(emb, logits).shape == (4, 9)
+    assert sequence_features(emb, logits, "logits").shape == (4, 6)
+    with pytest.raises(ValueError, match="unknown sequence feature recipe"):
+        sequence_features(emb, logits, "pixels")
+    # A model file of a recipe this version does not know is refused with its name.
+    model = SequenceModel(in_dim=6, hidden=8, layers=1)
+    spec = _spec("sequence", in_dim=6, hidden=8, layers=1, features="pixels")
+    path = save_model(tmp_path / "p.safetensors", model.state_dict(), spec)
+    with pytest.raises(CheckpointError, match="'pixels' are not known"):
+        load_sequence_model(path)
 
 
 def test_missing_old_and_bad_files(tmp_path: Path) -> None:

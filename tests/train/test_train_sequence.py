@@ -52,11 +52,20 @@ def test_both_stages(
     assert np.all((q > 0) & (q < 1))
     folds = pd.read_csv(run / "folds.csv")
     assert set(frame["image_id"]) == set(folds.loc[folds["fold"] == 0, "image_id"])
-    # stage 2 alone reuses the run's slice checkpoint
-    assert (
-        main(["train", str(tiny_cache), "--out", str(run), "--stage", "sequence", *tiny_overrides])
-        == 0
-    )
+    # stage 2 alone reuses the run's slice checkpoint; here on the CNN's logits alone
+    assert main(["train", str(tiny_cache), "--out", str(run), "--stage", "sequence",
+                 *tiny_overrides, "sequence.features=logits"]) == 0
+    _, spec = load_sequence_model(run / "checkpoints" / "sequence_best.safetensors")
+    assert spec.sequence_arch is not None and spec.sequence_arch.features == "logits"
+    assert spec.sequence_arch.in_dim == len(LABELS)
+    # Inference builds the features the file names: a (T, D + 6) input would not fit the GRU.
+    from ich.inference import Predictor
+
+    predictor = Predictor.from_run(run)
+    images = np.random.default_rng(0).integers(-50, 90, (5, 64, 64)).astype(np.int16)
+    cnn, final, study = predictor.predict_preprocessed(images, np.full(5, 5.0, np.float32))
+    assert final.shape == (5, len(LABELS)) and np.isfinite(final).all()
+    assert not np.allclose(final, cnn) and study.shape == (len(LABELS),)
 
 
 def test_one_slice_series_can_be_reversed() -> None:

@@ -21,6 +21,7 @@ from ich.errors import CheckpointError
 from ich.models.sequence import SequenceModel
 from ich.models.slice_cnn import SliceModel
 from ich.models.spec import ModelSpec
+from ich.runs.embed import FEATURE_RECIPES
 
 #: Format tag in every model file's metadata.
 MODEL_FORMAT = "ich-model/2"
@@ -110,6 +111,9 @@ def load_sequence_model(path: Path | str) -> tuple[SequenceModel, ModelSpec]:
     if spec.kind != "sequence" or spec.sequence_arch is None:
         raise CheckpointError(f"{path}: a {spec.kind!r} model file, expected 'sequence'")
     a = spec.sequence_arch
+    if a.features not in FEATURE_RECIPES:
+        raise CheckpointError(f"{path}: sequence features {a.features!r} are not known to this "
+                              f"ich version (known: {', '.join(FEATURE_RECIPES)})")
     model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels),
                           a.temperature)
     _load_state(model, state, path)

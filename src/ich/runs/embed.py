@@ -11,16 +11,31 @@ import torch
 
 from ich.models.slice_cnn import SliceModel
 
-#: How the sequence model's per-slice input is made from the slice model's outputs.
-FEATURES = "embedding+logits"
+#: How the sequence model's per-slice input can be made from the slice model's outputs:
+#: ``embedding+logits`` (the RSNA recipe) or ``logits`` alone (``sequence.features``).
+FEATURE_RECIPES = ("embedding+logits", "logits")
+#: The default recipe, and the one of model files written before there was a choice.
+FEATURES = FEATURE_RECIPES[0]
 
 
-def sequence_features(embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """Per-slice input of the sequence model: (T, D) embeddings and (T, L) logits -> (T, D + L).
+def sequence_features(embeddings: np.ndarray, logits: np.ndarray, recipe: str = FEATURES
+                      ) -> np.ndarray:
+    """Per-slice input of the sequence model from (T, D) embeddings and (T, L) logits.
 
-    The logits give the sequence model the CNN's own opinion directly, so it only has to learn
-    a correction from the neighbours. Inference must build features with this same function.
+    ``embedding+logits`` gives (T, D + L): the logits give the sequence model the CNN's own
+    opinion directly, so it only has to learn a correction from the neighbours. ``logits``
+    gives (T, L): a model that sees only the CNN's opinions cannot extrapolate from embeddings
+    of scans unlike its training data, which is what a CNN trained on a phantom meets on real
+    scans. Inference must build features with this same function and the model's recipe.
+
+    Raises:
+        ValueError: an unknown recipe.
     """
+    if recipe == "logits":
+        return np.asarray(logits, dtype=np.float32)
+    if recipe != "embedding+logits":
+        raise ValueError(f"unknown sequence feature recipe {recipe!r} "
+                         f"(known: {', '.join(FEATURE_RECIPES)})")
     return np.concatenate([embeddings, logits], axis=1).astype(np.float32)
 
 

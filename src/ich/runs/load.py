@@ -29,6 +29,7 @@ from ich.runs.checkpoint import (
     load_slice_model,
     read_spec,
 )
+from ich.runs.embed import FEATURES
 from ich.runs.foldset import fold_runs, is_fold_set
 
 #: How the slice CNN runs: PyTorch, ONNX Runtime, or ONNX Runtime when on the CPU and installed.
@@ -65,6 +66,12 @@ class RunModels:
     def preprocess(self) -> PreprocessSpec:
         """The cache preprocessing the slice CNN was trained on."""
         return self.spec.preprocess
+
+    @property
+    def sequence_features(self) -> str:
+        """The recipe of the sequence model's per-slice input (``ich.runs.embed``)."""
+        arch = self.sequence_spec.sequence_arch if self.sequence_spec else None
+        return arch.features if arch else FEATURES
 
     @property
     def flip_features(self) -> bool:

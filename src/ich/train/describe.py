@@ -15,7 +15,6 @@ from ich.data.datasets import ChannelSpec
 from ich.dicom.windowing import resolve_windows
 from ich.models.slice_cnn import SliceModel
 from ich.models.spec import ModelSpec, Provenance, SequenceArch, SliceArch, config_hash
-from ich.runs.embed import FEATURES
 
 
 def channel_spec(cfg: RunConfig) -> ChannelSpec:
@@ -69,7 +68,7 @@ def sequence_spec(cfg: RunConfig, cache: SliceCache, in_dim: int) -> ModelSpec:
         kind="sequence",
         sequence_arch=SequenceArch(
             in_dim=in_dim, kind=s.kind, hidden=s.hidden, layers=s.layers, dropout=s.dropout,
-            features=FEATURES, tta_flip=s.tta_flip,
+            features=s.features, tta_flip=s.tta_flip,
         ),
         **_inputs(cfg, cache),
     )
