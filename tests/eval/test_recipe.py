@@ -16,6 +16,7 @@ def test_recipe_rows_from_config_text() -> None:
             "optim.gamma=0.8", "loss.name=focal", "loss.smoothing=0.1",
             "train.freeze_epochs=2", "optim.backbone_lr_mult=0.1", "train.ema_decay=0.999",
             "train.accumulate=4", "train.batch_size=8", "sequence.temperature_scaling=false",
+            "sequence.features=logits",
         ],
     )
     rows = dict(recipe_rows_from_text(yaml.safe_dump(config_to_dict(cfg))))
@@ -26,10 +27,12 @@ def test_recipe_rows_from_config_text() -> None:
     assert rows["Batch per step"] == "32 (4 accumulated batches of 8)"
     assert rows["Weights"] == "EMA, decay 0.999"
     assert "Sequence model calibration" not in rows
+    assert rows["Sequence model input"] == "the slice CNN's logits alone"
     default = dict(recipe_rows_from_text(yaml.safe_dump(config_to_dict(load_config(None)))))
     assert default["Loss"] == "weighted BCE, label weights of the metric"
     assert "Transfer learning" not in default and default["Weights"] == "last optimizer step"
     assert "temperature fitted on the validation fold" in default["Sequence model calibration"]
+    assert default["Sequence model input"] == "the slice CNN's embeddings and logits"
 
 
 def test_recipe_rows_tolerate_bad_text() -> None:

@@ -61,6 +61,8 @@ def recipe_rows(cfg: RunConfig) -> list[tuple[str, str]]:
     rows.append(
         ("Weights", f"EMA, decay {t.ema_decay:g}" if t.ema_decay else "last optimizer step")
     )
+    rows.append(("Sequence model input", "the slice CNN's logits alone" if
+                 cfg.sequence.features == "logits" else "the slice CNN's embeddings and logits"))
     if cfg.sequence.temperature_scaling:  # its in-domain figures are fitted on their own fold
         rows.append(("Sequence model calibration", "one temperature fitted on the validation fold "
                      "(printed by ich train, kept in the model file)"))

@@ -350,7 +350,7 @@ def _training_section(metrics: dict[str, Any], ctx: dict[str, Any]) -> list[str]
         body.append(f"<p><b>Training data:</b> {esc(ctx['provenance'])}</p>")
     recipe = recipe_rows_from_text(ctx["config_text"])
     if recipe:
-        body.append(table(["Recipe", "Setting"], recipe, caption="Training recipe (stage 1)"))
+        body.append(table(["Recipe", "Setting"], recipe, caption="Training recipe"))
     body.append("<h3>Configuration</h3>")
     body.append(
         Raw("<pre><code>" + esc(ctx["config_text"] or "(no config.yaml)") + "</code></pre>")
