@@ -21,10 +21,12 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,24 +69,60 @@ def test_double() -> Any:
     return module.FakePredictor()
 
 
+def free_port() -> int:
+    """A TCP port free on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def start_server(data: Path, model: list[Path] | None, predictor: Any = None
-                 ) -> tuple[Any, str]:
-    """uvicorn on a free loopback port in a thread; returns (server, base URL)."""
+                 ) -> tuple[Callable[[], None], str]:
+    """The server on a free loopback port; returns (stop, base URL).
+
+    A real model is served by ``ich serve`` in a process of its own, as deployed: the flood's
+    client threads then share no interpreter lock with the server, so the latencies are the
+    server's. The test double lives only in this process, so it runs uvicorn in a thread here.
+    """
+    port = free_port()
+    if model:
+        cmd = [sys.executable, "-m", "ich", "serve", "--data", str(data), "--port", str(port)]
+        for run_dir in model:
+            cmd += ["--model", str(run_dir)]
+        log = (data / "serve.log").open("wb")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"bench_web: ich serve exited ({proc.returncode}): "
+                                 + (data / "serve.log").read_text(errors="replace")[-2000:])
+            try:
+                httpx.get(base + "/api/info", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+
+        def stop() -> None:
+            proc.terminate()
+            proc.wait(timeout=30)
+            log.close()
+        return stop, base
+
     import uvicorn
 
     from ich.web.app import create_app
     from ich.web.settings import WebSettings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings = WebSettings(data_dir=data, port=port, model_dir=model)
-    app = create_app(settings, None if model else predictor)
+    settings = WebSettings(data_dir=data, port=port, model_dir=None)
+    app = create_app(settings, predictor)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
+
+    def stop_thread() -> None:
+        stop()
+    return stop_thread, f"http://127.0.0.1:{port}"
 
 
 def timed(client: httpx.Client, url: str) -> float:
@@ -107,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     heat_error = ""
     with tempfile.TemporaryDirectory() as tmp:
         double = None if args.model else test_double()
-        server, base = start_server(Path(tmp), args.model, double)
+        stop, base = start_server(Path(tmp), args.model, double)
         client = httpx.Client(base_url=base, timeout=120)
         while args.model and not (info := client.get("/api/info").json())["model_ready"]:
             if "failed" in str(info["provenance"].get("note", "")):
@@ -137,7 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if double is not None:  # from here on the double's heatmaps cost like Grad-CAM's
             double.heat_delay = args.heat_delay
         calm, flood, n_flood = cheap_under_flood(client, sid, d["n_slices"], args.flood)
-        server.should_exit = True
+        stop()
     return {
         "predictor": "model " + ",".join(map(str, args.model)) if args.model else "test double",
         "slices": d["n_slices"], "status": d["status"],
