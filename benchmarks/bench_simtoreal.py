@@ -47,8 +47,12 @@ RECIPES: dict[str, list[str]] = {
         "augment.noise_hu=[0.0,0.0]",
         "augment.lowres_p=0.0",
         "augment.tilt_p=0.0",
+        "sequence.features=embedding+logits",
     ],
     "demo": [],  # the packaged demo config as it is
+    # The demo with its sequence model over the CNN's embeddings and logits (the demo until
+    # 2026-12-01), not over its logits alone.
+    "embedding-stage2": ["sequence.features=embedding+logits"],
     # The demo with domain randomisation before ImageNet Lite0 (resnet10t from scratch, 4 epochs,
     # +-12 HU offsets, no noise on stage 2's inputs).
     "randomized-scratch": [
@@ -57,6 +61,7 @@ RECIPES: dict[str, list[str]] = {
         "train.epochs=4",
         "augment.hu_offset=12.0",
         "sequence.feature_noise=0.0",
+        "sequence.features=embedding+logits",
     ],
 }
 

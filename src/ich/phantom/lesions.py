@@ -28,7 +28,8 @@ SUBTYPE_PROBABILITY: dict[str, float] = {
     "subdural": 0.34,
 }
 #: Share of sulcal subarachnoid bleeds that also fill the cisterns and fissures near the centre;
-#: the others are convexity blood alone, so that a model cannot learn midline blood as the cue.
+#: the others are convexity blood alone (common after trauma), which a model must then learn to
+#: see by itself rather than beside the cisternal blood it usually comes with.
 CENTRAL_SAH = 0.5
 #: The RSNA per-slice rate of "any" (14.4 %) that the numbers above reproduce.
 RSNA_ANY_RATE = 0.144
