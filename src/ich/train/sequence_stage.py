@@ -1,7 +1,8 @@
 """Stage 2: the study sequence model over the ordered slice embeddings of each series.
 
 Input per series: features (T, D+6), or (T, 6) with ``sequence.features: logits``, from
-:func:`ich.runs.embed.sequence_features` and the z-spacing (T,); targets: the slice labels (T, 6) and the study labels (6,) = max over slices.
+:func:`ich.runs.embed.sequence_features` and the z-spacing (T,); targets: the slice labels
+(T, 6) and the study labels (6,) = max over slices.
 Loss: the metric's weighted BCE on slice outputs plus ``study_loss_weight`` x the same on the
 study output. Random-window and reversal augmentation come from ``SequenceDataset(train=True)``.
 The best epoch by validation weighted log loss (slice level) is kept as
