@@ -121,7 +121,7 @@ def start_server(data: Path, model: list[Path] | None, predictor: Any = None
         time.sleep(0.05)
 
     def stop_thread() -> None:
-        stop()
+        server.should_exit = True
     return stop_thread, f"http://127.0.0.1:{port}"
 
 
