@@ -15,11 +15,11 @@ heatmaps sleep ``--heat-delay`` seconds, standing in for Grad-CAM's cost).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,20 +60,19 @@ def study_files(n: int, dicom_dir: Path | None) -> list[tuple[str, bytes]]:
     return out
 
 
-def test_double() -> Any:
-    """The deterministic stand-in predictor of the web tests."""
+@functools.cache
+def web_helpers() -> Any:
+    """The web tests' helper module (its test double and free-port helper), loaded once."""
     spec = importlib.util.spec_from_file_location("web_helpers", REPO / "tests/web/web_helpers.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.FakePredictor()
+    return module
 
 
-def free_port() -> int:
-    """A TCP port free on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def test_double() -> Any:
+    """The deterministic stand-in predictor of the web tests."""
+    return web_helpers().FakePredictor()
 
 
 def start_server(data: Path, model: list[Path] | None, predictor: Any = None
@@ -84,7 +83,7 @@ def start_server(data: Path, model: list[Path] | None, predictor: Any = None
     client threads then share no interpreter lock with the server, so the latencies are the
     server's. The test double lives only in this process, so it runs uvicorn in a thread here.
     """
-    port = free_port()
+    port = int(web_helpers().free_port())
     if model:
         cmd = [sys.executable, "-m", "ich", "serve", "--data", str(data), "--port", str(port)]
         for run_dir in model:

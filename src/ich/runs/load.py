@@ -20,7 +20,7 @@ from ich.domain import DomainModel, load_run_domain
 from ich.errors import CheckpointError
 from ich.models.sequence import SequenceModel
 from ich.models.slice_cnn import SliceModel
-from ich.models.spec import ModelSpec
+from ich.models.spec import ModelSpec, SequenceArch
 from ich.onnx_engine import OnnxSliceModel, onnx_available
 from ich.runs.checkpoint import (
     LEGACY_FORMAT,
@@ -68,15 +68,19 @@ class RunModels:
         return self.spec.preprocess
 
     @property
+    def _sequence_arch(self) -> SequenceArch | None:
+        return self.sequence_spec.sequence_arch if self.sequence_spec else None
+
+    @property
     def sequence_features(self) -> str:
         """The recipe of the sequence model's per-slice input (``ich.runs.embed``)."""
-        arch = self.sequence_spec.sequence_arch if self.sequence_spec else None
+        arch = self._sequence_arch
         return arch.features if arch else FEATURES
 
     @property
     def flip_features(self) -> bool:
         """Whether the sequence model trained on flip-averaged slice embeddings."""
-        arch = self.sequence_spec.sequence_arch if self.sequence_spec else None
+        arch = self._sequence_arch
         return bool(arch.tta_flip) if arch else False
 
     @property
