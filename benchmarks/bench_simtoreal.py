@@ -48,11 +48,14 @@ RECIPES: dict[str, list[str]] = {
         "augment.lowres_p=0.0",
         "augment.tilt_p=0.0",
         "sequence.features=embedding+logits",
+        "train.ema_decay=null",
     ],
     "demo": [],  # the packaged demo config as it is
+    # The demo without the moving average of the CNN's weights (the demo until 2026-12-01 noon).
+    "no-ema": ["train.ema_decay=null"],
     # The demo with its sequence model over the CNN's embeddings and logits (the demo until
     # 2026-12-01), not over its logits alone.
-    "embedding-stage2": ["sequence.features=embedding+logits"],
+    "embedding-stage2": ["sequence.features=embedding+logits", "train.ema_decay=null"],
     # The demo with domain randomisation before ImageNet Lite0 (resnet10t from scratch, 4 epochs,
     # +-12 HU offsets, no noise on stage 2's inputs).
     "randomized-scratch": [
@@ -62,6 +65,7 @@ RECIPES: dict[str, list[str]] = {
         "augment.hu_offset=12.0",
         "sequence.feature_noise=0.0",
         "sequence.features=embedding+logits",
+        "train.ema_decay=null",
     ],
 }
 
