@@ -86,6 +86,38 @@ def test_tilt_matrices() -> None:
     assert torch.allclose(out[0, :, :2], m[0]) and torch.equal(out[0, :, 2], theta[0, :, 2])
 
 
+def test_elastic_offsets_are_smooth_bounded_and_zero_when_not_chosen() -> None:
+    field = randomize.elastic_offsets(64, 0.5, 0.03, (48, 40), _gen())
+    assert field.shape == (64, 48, 40, 2)
+    moved = field.flatten(1).abs().amax(dim=1) > 0
+    assert 16 < int(moved.sum()) < 48  # about half the samples, the rest untouched
+    assert torch.count_nonzero(field[~moved]) == 0
+    # Smooth: neighbouring pixels move almost alike (a 5 x 5 control grid over the image)...
+    step = (field[:, 1:] - field[:, :-1]).abs().max()
+    assert step < 0.2 * field.abs().max()
+    # ...by a few per cent of the half side, in proportion to the strength.
+    assert 0.02 < float(field[moved].std()) < 0.04
+    stronger = randomize.elastic_offsets(64, 0.5, 0.06, (48, 40), _gen())
+    assert torch.allclose(stronger, 2 * field, atol=1e-6)
+    assert torch.count_nonzero(randomize.elastic_offsets(8, 0.0, 0.03, (8, 8), _gen())) == 0
+
+
+def test_batch_augment_elastic_bends_shapes_and_keeps_intensities() -> None:
+    off = {"hflip_p": 0.0, "affine_p": 0.0, "crop_p": 0.0, "blur_p": 0.0, "contrast_p": 0.0,
+           "noise_std": 0.0}
+    x = torch.zeros(4, 1, 64, 64)
+    x[:, :, 16:48, 16:48] = 1.0  # a square that a warp makes non-square
+    same = BatchAugment(AugmentConfig(**off), seed=0).train()(x)  # type: ignore[arg-type]
+    bent = BatchAugment(AugmentConfig(**off, elastic_p=1.0), seed=0).train()(x)  # type: ignore[arg-type]
+    assert torch.allclose(same, x, atol=1e-5)
+    changed = (bent - x).abs() > 0.5
+    assert int(changed.sum()) > 20 and bool((changed[:, :, 30:34, 30:34] == 0).all())
+    area = bent.sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3))
+    assert bool(((area > 0.8) & (area < 1.2)).all())  # bent, not erased or inflated
+    with pytest.raises(ConfigError, match=r"augment\.elastic"):
+        AugmentConfig(elastic_strength=-0.1)
+
+
 def test_batch_augment_randomisation_is_seeded_and_off_by_default() -> None:
     cfg = AugmentConfig(
         hu_scale=0.05, hu_offset=8.0, noise_hu=(1.0, 6.0), lowres_p=0.5, tilt_p=0.5
@@ -103,7 +135,8 @@ def test_batch_augment_randomisation_is_seeded_and_off_by_default() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"lowres_p": 1.5}, {"noise_hu": (5.0, 1.0)}, {"lowres_factor": (0.0, 2.0)}]
+    "bad", [{"lowres_p": 1.5}, {"noise_hu": (5.0, 1.0)}, {"lowres_factor": (0.0, 2.0)},
+            {"elastic_p": 1.5}]
 )
 def test_bad_randomisation_config_is_named(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=r"augment\."):

@@ -65,6 +65,8 @@ class AugmentConfig:
         lowres_factor: Down-sampling factor range.
         tilt_p: Probability of a gantry-tilt-like stretch and shear.
         tilt_deg: Maximum tilt (degrees).
+        elastic_p: Probability of a smooth elastic warp (anatomy that differs in shape).
+        elastic_strength: Its control-point displacement sigma, a fraction of half the side.
     """
 
     enabled: bool = True
@@ -91,9 +93,12 @@ class AugmentConfig:
     lowres_factor: tuple[float, float] = (1.0, 2.0)
     tilt_p: float = 0.0
     tilt_deg: float = 25.0
+    elastic_p: float = 0.0
+    elastic_strength: float = 0.03
 
     def __post_init__(self) -> None:
-        for name in ("hflip_p", "affine_p", "crop_p", "blur_p", "contrast_p", "lowres_p", "tilt_p"):
+        for name in ("hflip_p", "affine_p", "crop_p", "blur_p", "contrast_p", "lowres_p", "tilt_p",
+                     "elastic_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"augment.{name} must be a probability in [0, 1], got {value}")
@@ -107,6 +112,8 @@ class AugmentConfig:
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ConfigError(f"augment.{name} must be (low, high) with 0 <= low <= high")
+        if self.elastic_strength < 0:
+            raise ConfigError(f"augment.elastic_strength must be >= 0, got {self.elastic_strength}")
         if self.crop_scale[1] > 1.0:
             raise ConfigError("augment.crop_scale must not exceed 1.0 (a crop is a part)")
 
@@ -211,6 +218,10 @@ class BatchAugment(nn.Module):
             )
         theta = theta.to(x.device)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+        if cfg.elastic_p > 0:
+            grid = grid + randomize.elastic_offsets(
+                n, cfg.elastic_p, cfg.elastic_strength, (x.shape[2], x.shape[3]), self.gen
+            ).to(x.device)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         x = self._blur(x)
         x = self._randomize(x)

@@ -157,3 +157,26 @@ def compose_tilt(theta: torch.Tensor, tilt: torch.Tensor) -> torch.Tensor:
     out = theta.clone()
     out[:, :, :2] = theta[:, :, :2] @ tilt
     return out
+
+
+#: Control points per side of the elastic displacement field (:func:`elastic_offsets`).
+ELASTIC_CELLS = 5
+
+
+def elastic_offsets(
+    n: int, p: float, strength: float, size: tuple[int, int], gen: torch.Generator
+) -> torch.Tensor:
+    """Smooth random displacements (n, H, W, 2) to add to an ``affine_grid``, zero for samples
+    not chosen (probability ``p``).
+
+    Anatomy differs between people in shape, not only in size: ventricles, sulci, the skull's
+    outline. A phantom draws a few parametric shapes; bending them a little keeps a model from
+    learning those exact outlines. Each sample gets an ``ELASTIC_CELLS`` x ``ELASTIC_CELLS``
+    grid of control-point offsets (normal, sigma ``strength`` in ``grid_sample``'s [-1, 1]
+    coordinates, i.e. a fraction of half the side) interpolated bicubically over the image, so
+    the warp bends structures over a fifth of the head and never tears them.
+    """
+    chosen = _chance(n, p, gen).float().view(n, 1, 1, 1)
+    coarse = torch.randn(n, 2, ELASTIC_CELLS, ELASTIC_CELLS, generator=gen) * strength * chosen
+    field = F.interpolate(coarse, size=size, mode="bicubic", align_corners=True)
+    return field.permute(0, 2, 3, 1)
