@@ -174,7 +174,7 @@ def elastic_offsets(
     learning those exact outlines. Each sample gets an ``ELASTIC_CELLS`` x ``ELASTIC_CELLS``
     grid of control-point offsets (normal, sigma ``strength`` in ``grid_sample``'s [-1, 1]
     coordinates, i.e. a fraction of half the side) interpolated bicubically over the image, so
-    the warp bends structures over a fifth of the head and never tears them.
+    the warp bends structures over a fifth of the head without tearing them at a few per cent.
     """
     chosen = _chance(n, p, gen).float().view(n, 1, 1, 1)
     coarse = torch.randn(n, 2, ELASTIC_CELLS, ELASTIC_CELLS, generator=gen) * strength * chosen
