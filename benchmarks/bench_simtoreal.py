@@ -49,13 +49,18 @@ RECIPES: dict[str, list[str]] = {
         "augment.tilt_p=0.0",
         "sequence.features=embedding+logits",
         "train.ema_decay=null",
+        "sequence.hidden=64",
+        "sequence.layers=1",
     ],
     "demo": [],  # the packaged demo config as it is
-    # The demo without the moving average of the CNN's weights (the demo until 2026-12-01 noon).
+    # The demo without the moving average of the CNN's weights.
     "no-ema": ["train.ema_decay=null"],
     # The demo with its sequence model over the CNN's embeddings and logits (the demo until
     # 2026-12-01), not over its logits alone.
-    "embedding-stage2": ["sequence.features=embedding+logits", "train.ema_decay=null"],
+    "embedding-stage2": [
+        "sequence.features=embedding+logits", "train.ema_decay=null", "sequence.hidden=64",
+        "sequence.layers=1",
+    ],
     # The demo with domain randomisation before ImageNet Lite0 (resnet10t from scratch, 4 epochs,
     # +-12 HU offsets, no noise on stage 2's inputs).
     "randomized-scratch": [
@@ -66,6 +71,8 @@ RECIPES: dict[str, list[str]] = {
         "sequence.feature_noise=0.0",
         "sequence.features=embedding+logits",
         "train.ema_decay=null",
+        "sequence.hidden=64",
+        "sequence.layers=1",
     ],
 }
 
