@@ -32,6 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+#: What the demo had before its weight average and its 2 x 128 stage 2 (2026-12-01): each
+#: earlier recipe below keeps it, so that it stays the recipe its name says.
+_EARLIER_DEMO = ["train.ema_decay=null", "sequence.hidden=64", "sequence.layers=1"]
+
 #: What each recipe changes in the packaged demo config.
 RECIPES: dict[str, list[str]] = {
     # The demo before domain randomisation: resnet10t from scratch, plain augmentation.
@@ -48,19 +52,14 @@ RECIPES: dict[str, list[str]] = {
         "augment.lowres_p=0.0",
         "augment.tilt_p=0.0",
         "sequence.features=embedding+logits",
-        "train.ema_decay=null",
-        "sequence.hidden=64",
-        "sequence.layers=1",
+        *_EARLIER_DEMO,
     ],
     "demo": [],  # the packaged demo config as it is
     # The demo without the moving average of the CNN's weights.
     "no-ema": ["train.ema_decay=null"],
     # The demo with its sequence model over the CNN's embeddings and logits (the demo until
     # 2026-12-01), not over its logits alone.
-    "embedding-stage2": [
-        "sequence.features=embedding+logits", "train.ema_decay=null", "sequence.hidden=64",
-        "sequence.layers=1",
-    ],
+    "embedding-stage2": ["sequence.features=embedding+logits", *_EARLIER_DEMO],
     # The demo with domain randomisation before ImageNet Lite0 (resnet10t from scratch, 4 epochs,
     # +-12 HU offsets, no noise on stage 2's inputs).
     "randomized-scratch": [
@@ -70,9 +69,7 @@ RECIPES: dict[str, list[str]] = {
         "augment.hu_offset=12.0",
         "sequence.feature_noise=0.0",
         "sequence.features=embedding+logits",
-        "train.ema_decay=null",
-        "sequence.hidden=64",
-        "sequence.layers=1",
+        *_EARLIER_DEMO,
     ],
 }
 
