@@ -19,6 +19,7 @@ from ich.phantom.anatomy import label_map, make_grid, render_anatomy, sample_ana
 from ich.phantom.extracranial import ScalpLesion
 from ich.phantom.grid import STRUCTURES
 from ich.phantom.lesions import Lesion, sample_lesions
+from ich.phantom.structures import cisterns, fissure_half_width
 from ich.phantom.study import StudyPlan, _render_slice, _scene
 
 SIZE = 192
@@ -99,6 +100,24 @@ def test_atrophy_widens_ventricles_and_sulci(old_head) -> None:  # type: ignore[
         a, b = render_anatomy(grid, young, t), render_anatomy(grid, old, t)
         assert b.ventricles.sum() >= a.ventricles.sum()
         assert b.sulcal_csf.sum() > 1.2 * a.sulcal_csf.sum()
+
+
+def test_fissures_open_into_csf_with_atrophy(old_head) -> None:  # type: ignore[no-untyped-def]
+    anat, grid = old_head
+    t = 0.4  # Sylvian fissures and the ends of the interhemispheric fissure
+    young = render_anatomy(grid, dataclasses.replace(anat, ventricle_scale=0.8), t)
+    old = render_anatomy(grid, dataclasses.replace(anat, ventricle_scale=1.5), t)
+    assert fissure_half_width(1.5, 0.5) > 3 * fissure_half_width(0.8, 0.5)  # at 512 px
+    # The young patient's thin fissures are volume-averaged with the cortex; the old one's are
+    # wide CSF bands, darker than any brain tissue.
+    def sylvian(sa, scale: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+        where = cisterns(grid.u, grid.v, t, sa.brain_radius, scale, grid.spacing)
+        return where & sa.sulcal_csf & ~sa.ventricles
+
+    young_fissure, old_fissure = sylvian(young, 0.8), sylvian(old, 1.5)
+    assert old_fissure.sum() > 1.5 * young_fissure.sum()
+    assert np.median(young.hu[young_fissure]) >= 15.0
+    assert np.median(old.hu[old_fissure]) <= 10.0
 
 
 def test_noise_level_and_kernel_texture() -> None:

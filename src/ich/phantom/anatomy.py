@@ -24,12 +24,20 @@ from ich.phantom.grid import (
 )
 from ich.phantom.normal import paint_normal
 from ich.phantom.skullbase import paint_skull_base
-from ich.phantom.structures import cisterns, deep_grey, grow, midline_fissure, ventricles
+from ich.phantom.structures import (
+    cisterns,
+    deep_grey,
+    fissure_half_width,
+    grow,
+    midline_fissure,
+    ventricles,
+)
 
 #: Mean Hounsfield units of the tissues (DESIGN.md "The phantom").
 AIR_HU = -1000.0
 CSF_HU = 7.0
 SULCUS_HU = 17.0  # thin sulci are partly volume-averaged with the cortex
+WIDE_FISSURE_MM = 1.2  # half width from which a fissure is CSF, not volume-averaged
 SKIN_HU = 40.0
 FAT_HU = -60.0  # subcutaneous fat of the scalp, volume-averaged with the galea
 HEADREST_HU = 300.0
@@ -326,8 +334,8 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float, shift: float = 0.0,
     not_vents = ~vents
     sulci = (sulci | fissures) & not_vents
     hu[sulci] = SULCUS_HU
-    if t < 0.36:
-        hu[fissures & not_vents] = CSF_HU  # the wide basal cisterns
+    if t < 0.36 or fissure_half_width(anat.ventricle_scale, grid.spacing) >= WIDE_FISSURE_MM:
+        hu[fissures & not_vents] = CSF_HU  # the basal cisterns, fissures opened by atrophy
     hu[vents] = CSF_HU
     excluded = np.zeros_like(brain)
     fossa = np.zeros_like(brain)
