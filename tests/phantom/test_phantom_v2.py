@@ -108,12 +108,13 @@ def test_fissures_open_into_csf_with_atrophy(old_head) -> None:  # type: ignore[
     young = render_anatomy(grid, dataclasses.replace(anat, ventricle_scale=0.8), t)
     old = render_anatomy(grid, dataclasses.replace(anat, ventricle_scale=1.5), t)
     assert fissure_half_width(1.5, 0.5) > 3 * fissure_half_width(0.8, 0.5)  # at 512 px
-    # The young patient's thin fissures are volume-averaged with the cortex; the old one's are
-    # wide CSF bands, darker than any brain tissue.
+
     def sylvian(sa, scale: float) -> np.ndarray:  # type: ignore[no-untyped-def]
         where = cisterns(grid.u, grid.v, t, sa.brain_radius, scale, grid.spacing)
         return where & sa.sulcal_csf & ~sa.ventricles
 
+    # The young patient's thin fissures are volume-averaged with the cortex; the old one's are
+    # wide CSF bands, darker than any brain tissue.
     young_fissure, old_fissure = sylvian(young, 0.8), sylvian(old, 1.5)
     assert old_fissure.sum() > 1.5 * young_fissure.sum()
     assert np.median(young.hu[young_fissure]) >= 15.0

@@ -73,9 +73,9 @@ def deep_grey(u: np.ndarray, v: np.ndarray, t: float) -> np.ndarray:
 def fissure_half_width(scale: float, spacing: float) -> float:
     """Half width (mm) of the interhemispheric and Sylvian fissures for a ventricle ``scale``.
 
-    Fissures open with atrophy faster than the ventricles grow: about 1 mm wide in the young,
-    4-5 mm (Sylvian 6) in the elderly, dark CSF bands beside which a thin falx or a normal
-    vessel is easy to mistake for blood.
+    Fissures open with atrophy faster than the ventricles grow: about 1 mm wide in the young, up
+    to 4 mm (Sylvian 6) in the most atrophic heads, dark CSF bands beside which a thin falx or a
+    normal vessel is easy to mistake for blood.
     """
     return max(0.5 * scale + 1.5 * max(scale - 0.75, 0.0), 0.55 * spacing)
 
