@@ -72,6 +72,24 @@ def test_low_resolution_removes_fine_detail_only_when_chosen() -> None:
     assert float((kept - smooth)[..., 2:-2].abs().max()) < 0.02  # a ramp survives
 
 
+def test_calcified_dots_land_in_tissue_with_a_calcium_core() -> None:
+    """Dots go into brain or CSF (-5 to 50 HU), never into air; each has a core no blood reaches
+    (>= 150 HU in the soft-tissue window) and a rim of intermediate, blood-like density."""
+    x = torch.zeros((8, 2, 32, 32))  # air...
+    x[:, 0, 8:24, 8:24] = 0.375  # ...around a square of 30 HU tissue (brain window 40/80)
+    x[:, 1, 8:24, 8:24] = (30.0 + 150.0) / 380.0
+    out = randomize.calcified_dots(x, WINDOWS, p=0.5, gen=_gen(3))
+    added_hu = (out[:, 1] - x[:, 1]) * 380.0
+    changed = added_hu.abs().amax(dim=(1, 2)) > 1.0
+    assert 0 < int(changed.sum()) < 8  # only the chosen samples
+    assert (added_hu[:, :8].abs().max() < 1.0) and (added_hu[:, :, :8].abs().max() < 1.0)
+    assert (added_hu >= -1e-3).all()  # calcium only adds density
+    hu = 30.0 + added_hu[changed]
+    assert (hu.amax(dim=(1, 2)) >= 150.0).all()  # every dot set has a core
+    assert ((hu > 50.0) & (hu < 100.0)).any()  # and the wider dots a blood-like rim
+    assert torch.equal(randomize.calcified_dots(x, WINDOWS, p=0.0, gen=_gen(3)), x)
+
+
 def test_tilt_matrices() -> None:
     assert torch.equal(randomize.tilt_matrices(3, 0.0, 25.0, _gen()), torch.eye(2).expand(3, 2, 2))
     m = randomize.tilt_matrices(200, 1.0, 25.0, _gen())
@@ -136,7 +154,7 @@ def test_batch_augment_randomisation_is_seeded_and_off_by_default() -> None:
 
 @pytest.mark.parametrize(
     "bad", [{"lowres_p": 1.5}, {"noise_hu": (5.0, 1.0)}, {"lowres_factor": (0.0, 2.0)},
-            {"elastic_p": 1.5}]
+            {"elastic_p": 1.5}, {"dots_p": -0.1}]
 )
 def test_bad_randomisation_config_is_named(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=r"augment\."):

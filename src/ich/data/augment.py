@@ -67,6 +67,8 @@ class AugmentConfig:
         tilt_deg: Maximum tilt (degrees).
         elastic_p: Probability of a smooth elastic warp (anatomy that differs in shape).
         elastic_strength: Its control-point displacement sigma, a fraction of half the side.
+        dots_p: Probability of small calcium-dense dots pasted into the head
+            (:func:`ich.data.randomize.calcified_dots`; needs the windows).
     """
 
     enabled: bool = True
@@ -95,10 +97,11 @@ class AugmentConfig:
     tilt_deg: float = 25.0
     elastic_p: float = 0.0
     elastic_strength: float = 0.03
+    dots_p: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("hflip_p", "affine_p", "crop_p", "blur_p", "contrast_p", "lowres_p", "tilt_p",
-                     "elastic_p"):
+                     "elastic_p", "dots_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"augment.{name} must be a probability in [0, 1], got {value}")
@@ -246,6 +249,8 @@ class BatchAugment(nn.Module):
             return x
         if cfg.hu_scale > 0 or cfg.hu_offset > 0:
             x = randomize.hu_jitter(x, self.windows, cfg.hu_scale, cfg.hu_offset, self.gen)
+        if cfg.dots_p > 0:  # before the noise: a real calcification is as noisy as the rest
+            x = randomize.calcified_dots(x, self.windows, cfg.dots_p, self.gen)
         if cfg.noise_hu[1] > 0:
             x = randomize.correlated_noise(x, self.windows, cfg.noise_hu, cfg.noise_grain, self.gen)
         return x

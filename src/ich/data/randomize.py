@@ -136,6 +136,56 @@ def low_resolution(
     return out
 
 
+def calcified_dots(
+    x: torch.Tensor,
+    windows: Sequence[tuple[float, float]],
+    p: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Add one to three small calcium-dense dots inside the head (brain or CSF) of a fraction
+    ``p`` of the samples, labels unchanged.
+
+    Real heads hold calcifications that no phantom places everywhere they occur (choroid
+    plexus, pineal, habenula, basal ganglia, dura, vessels, old granulomas), and a thick slice
+    that grazes one shows a rim as dense as blood around a core no blood reaches (150-500 HU).
+    A model that has met such dots anywhere in the head learns the core, not the position; one
+    that met them only where its phantom puts them calls the next one hemorrhage (a choroid
+    plexus calcification in the atrium reads as ventricular blood, a pineal one beside the
+    cisterns as subarachnoid blood).
+
+    Args:
+        x: (B, C, H, W) windowed images in [0, 1].
+        windows: (centre, width) in HU per channel; the widest reads the HU under a dot.
+        p: Probability per sample.
+        gen: Parameter generator (CPU).
+    """
+    n, _, h, w = x.shape
+    chosen = torch.nonzero(_chance(n, p, gen)).flatten().tolist()
+    counts = torch.randint(1, 4, (n,), generator=gen).tolist()
+    if not chosen:
+        return x
+    low, width = _window_arrays(windows, x)
+    ref = int(torch.argmax(width.flatten()))
+    yy = torch.arange(h, device=x.device, dtype=torch.float32).view(h, 1)
+    xx = torch.arange(w, device=x.device, dtype=torch.float32).view(1, w)
+    out = x.clone()
+    for i in chosen:  # a few per batch
+        hu = low[0, ref, 0, 0] + x[i, ref] * width[0, ref, 0, 0]  # (H, W)
+        tissue = torch.nonzero(((hu > -5.0) & (hu < 50.0)).flatten().cpu()).flatten()
+        if tissue.numel() == 0:
+            continue
+        added = torch.zeros_like(hu)
+        for _ in range(counts[i]):
+            k = int(tissue[int(torch.randint(tissue.numel(), (1,), generator=gen))])
+            radius = float(_uniform(1, 0.7, 1.8, gen))  # pixels: ~1-3 mm at 128 px
+            core = float(_uniform(1, 150.0, 500.0, gen))
+            r2 = ((yy - k // w) ** 2 + (xx - k % w) ** 2) / radius**2
+            cover = torch.exp(-(r2**2))  # a soft disc: partial volume at its edge
+            added = torch.maximum(added, cover * (core - hu))
+        out[i] = (x[i] + added / width[0, :, :, :]).clamp(0.0, 1.0)
+    return out
+
+
 def tilt_matrices(n: int, p: float, max_deg: float, gen: torch.Generator) -> torch.Tensor:
     """(n, 2, 2) in-plane matrices that imitate gantry tilt: an antero-posterior stretch
     1 / cos(t) and a small shear, identity for samples not chosen.
