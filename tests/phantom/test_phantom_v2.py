@@ -119,6 +119,11 @@ def test_fissures_open_into_csf_with_atrophy(old_head) -> None:  # type: ignore[
     assert old_fissure.sum() > 1.5 * young_fissure.sum()
     assert np.median(young.hu[young_fissure]) >= 15.0
     assert np.median(old.hu[old_fissure]) <= 10.0
+    # On a coarse grid (64 px) the young fissure is drawn a pixel wide, still not CSF.
+    coarse = make_grid(64, 240.0 / 64, anat, (0.0, -8.0), 0.1)
+    young_64 = render_anatomy(coarse, dataclasses.replace(anat, ventricle_scale=0.8), t)
+    where = cisterns(coarse.u, coarse.v, t, young_64.brain_radius, 0.8, coarse.spacing)
+    assert np.median(young_64.hu[where & young_64.sulcal_csf & ~young_64.ventricles]) >= 15.0
 
 
 def test_noise_level_and_kernel_texture() -> None:
