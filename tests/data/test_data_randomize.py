@@ -73,21 +73,26 @@ def test_low_resolution_removes_fine_detail_only_when_chosen() -> None:
 
 
 def test_calcified_dots_land_in_tissue_with_a_calcium_core() -> None:
-    """Dots go into brain or CSF (-5 to 50 HU), never into air; each has a core no blood reaches
-    (>= 150 HU in the soft-tissue window) and a rim of intermediate, blood-like density."""
-    x = torch.zeros((8, 2, 32, 32))  # air...
-    x[:, 0, 8:24, 8:24] = 0.375  # ...around a square of 30 HU tissue (brain window 40/80)
-    x[:, 1, 8:24, 8:24] = (30.0 + 150.0) / 380.0
-    out = randomize.calcified_dots(x, WINDOWS, p=0.5, gen=_gen(3))
-    added_hu = (out[:, 1] - x[:, 1]) * 380.0
-    changed = added_hu.abs().amax(dim=(1, 2)) > 1.0
+    """Dots are centred in brain or CSF (-5 to 50 HU), never in air; each has a core no blood
+    reaches (>= 150 HU) and the wider ones a rim of intermediate, blood-like density."""
+    windows = [(40.0, 80.0), (300.0, 1000.0)]  # brain, and a wide one that never clips a dot
+    x = torch.zeros((8, 2, 32, 32))  # air (-200 HU in the wide window)...
+    x[:, 0, 8:24, 8:24] = 0.375  # ...around a square of 30 HU tissue
+    x[:, 1, 8:24, 8:24] = (30.0 + 200.0) / 1000.0
+    out = randomize.calcified_dots(x, windows, p=0.5, gen=_gen(3))
+    hu = -200.0 + out[:, 1] * 1000.0
+    added = hu - (-200.0 + x[:, 1] * 1000.0)
+    changed = added.abs().amax(dim=(1, 2)) > 1.0
     assert 0 < int(changed.sum()) < 8  # only the chosen samples
-    assert (added_hu[:, :8].abs().max() < 1.0) and (added_hu[:, :, :8].abs().max() < 1.0)
-    assert (added_hu >= -1e-3).all()  # calcium only adds density
-    hu = 30.0 + added_hu[changed]
-    assert (hu.amax(dim=(1, 2)) >= 150.0).all()  # every dot set has a core
-    assert ((hu > 50.0) & (hu < 100.0)).any()  # and the wider dots a blood-like rim
-    assert torch.equal(randomize.calcified_dots(x, WINDOWS, p=0.0, gen=_gen(3)), x)
+    assert (added >= -1e-3).all()  # calcium only adds density
+    # A dot (radius <= 1.8 px) is centred in the tissue; 3 px beyond it the air is untouched.
+    assert (added[:, :5].abs().max() < 1.0) and (added[:, :, :5].abs().max() < 1.0)
+    peaks = hu[changed].flatten(1).argmax(dim=1)
+    rows, cols = peaks // 32, peaks % 32
+    assert ((rows >= 8) & (rows < 24) & (cols >= 8) & (cols < 24)).all()
+    assert (hu[changed].amax(dim=(1, 2)) >= 150.0).all()  # every dot set has a core
+    assert ((hu[changed] > 50.0) & (hu[changed] < 100.0)).any()  # a blood-like rim
+    assert torch.equal(randomize.calcified_dots(x, windows, p=0.0, gen=_gen(3)), x)
 
 
 def test_tilt_matrices() -> None:
