@@ -107,23 +107,22 @@ def test_fissures_open_into_csf_with_atrophy(old_head) -> None:  # type: ignore[
     t = 0.4  # Sylvian fissures and the ends of the interhemispheric fissure
     young = render_anatomy(grid, dataclasses.replace(anat, ventricle_scale=0.8), t)
     old = render_anatomy(grid, dataclasses.replace(anat, ventricle_scale=1.5), t)
-    assert fissure_half_width(1.5, 0.5) > 3 * fissure_half_width(0.8, 0.5)  # at 512 px
+    assert fissure_half_width(1.5) > 3 * fissure_half_width(0.8)
 
-    def sylvian(sa, scale: float) -> np.ndarray:  # type: ignore[no-untyped-def]
-        where = cisterns(grid.u, grid.v, t, sa.brain_radius, scale, grid.spacing)
+    def sylvian(sa, on, scale: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+        where = cisterns(on.u, on.v, t, sa.brain_radius, scale, on.spacing)
         return where & sa.sulcal_csf & ~sa.ventricles
 
     # The young patient's thin fissures are volume-averaged with the cortex; the old one's are
     # wide CSF bands, darker than any brain tissue.
-    young_fissure, old_fissure = sylvian(young, 0.8), sylvian(old, 1.5)
+    young_fissure, old_fissure = sylvian(young, grid, 0.8), sylvian(old, grid, 1.5)
     assert old_fissure.sum() > 1.5 * young_fissure.sum()
     assert np.median(young.hu[young_fissure]) >= 15.0
     assert np.median(old.hu[old_fissure]) <= 10.0
     # On a coarse grid (64 px) the young fissure is drawn a pixel wide, still not CSF.
     coarse = make_grid(64, 240.0 / 64, anat, (0.0, -8.0), 0.1)
     young_64 = render_anatomy(coarse, dataclasses.replace(anat, ventricle_scale=0.8), t)
-    where = cisterns(coarse.u, coarse.v, t, young_64.brain_radius, 0.8, coarse.spacing)
-    assert np.median(young_64.hu[where & young_64.sulcal_csf & ~young_64.ventricles]) >= 15.0
+    assert np.median(young_64.hu[sylvian(young_64, coarse, 0.8)]) >= 15.0
 
 
 def test_noise_level_and_kernel_texture() -> None:

@@ -334,9 +334,9 @@ def render_anatomy(grid: StudyGrid, anat: Anatomy, t: float, shift: float = 0.0,
     not_vents = ~vents
     sulci = (sulci | fissures) & not_vents
     hu[sulci] = SULCUS_HU
-    # The anatomical width decides the density (spacing 0: no one-pixel clamp), so a coarse
-    # grid draws a young head's fissure a pixel wide but still volume-averaged, not CSF.
-    if t < 0.36 or fissure_half_width(anat.ventricle_scale, 0.0) >= WIDE_FISSURE_MM:
+    # The anatomical width decides the density, not the width drawn: a coarse grid draws a
+    # young head's fissure a pixel wide but still volume-averaged, not CSF.
+    if t < 0.36 or fissure_half_width(anat.ventricle_scale) >= WIDE_FISSURE_MM:
         hu[fissures & not_vents] = CSF_HU  # the basal cisterns, fissures opened by atrophy
     hu[vents] = CSF_HU
     excluded = np.zeros_like(brain)

@@ -70,20 +70,25 @@ def deep_grey(u: np.ndarray, v: np.ndarray, t: float) -> np.ndarray:
     return out
 
 
-def fissure_half_width(scale: float, spacing: float) -> float:
+def fissure_half_width(scale: float) -> float:
     """Half width (mm) of the interhemispheric and Sylvian fissures for a ventricle ``scale``.
 
     Fissures open with atrophy faster than the ventricles grow: about 1 mm wide in the young, up
     to 4 mm (Sylvian 6) in the most atrophic heads, dark CSF bands beside which a thin falx or a
     normal vessel is easy to mistake for blood.
     """
-    return max(0.5 * scale + 1.5 * max(scale - 0.75, 0.0), 0.55 * spacing)
+    return 0.5 * scale + 1.5 * max(scale - 0.75, 0.0)
+
+
+def _drawn_fissure_half_width(scale: float, spacing: float) -> float:
+    """:func:`fissure_half_width`, kept about a pixel wide so the mask survives coarse grids."""
+    return max(fissure_half_width(scale), 0.55 * spacing)
 
 
 def midline_fissure(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale: float,
                     spacing: float) -> np.ndarray:
     """Interhemispheric fissure: the whole midline near the vertex, its ends lower down."""
-    half = fissure_half_width(scale, spacing)
+    half = _drawn_fissure_half_width(scale, spacing)
     near_mid = np.abs(u) < half
     if t > 0.62:
         return near_mid
@@ -98,7 +103,7 @@ def cisterns(u: np.ndarray, v: np.ndarray, t: float, brain_r: np.ndarray, scale:
     out = np.zeros(u.shape, dtype=bool)
     if not 0.2 <= t <= 0.48:
         return out
-    half = fissure_half_width(scale, spacing)
+    half = _drawn_fissure_half_width(scale, spacing)
     au = np.abs(u)
     if 0.2 <= t <= 0.34:  # ambient cistern around the midbrain + suprasellar star
         # The ring (radius < 12 + 1.5 scale around (0, 8)): hypot only inside its square.
