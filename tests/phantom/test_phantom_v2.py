@@ -102,6 +102,19 @@ def test_atrophy_widens_ventricles_and_sulci(old_head) -> None:  # type: ignore[
         assert b.sulcal_csf.sum() > 1.2 * a.sulcal_csf.sum()
 
 
+def test_the_convexity_subarachnoid_space_widens_with_atrophy(
+    old_head,  # type: ignore[no-untyped-def]
+) -> None:
+    """In an old head, CSF lies between the inner table and the cortex (where convexity
+    subarachnoid blood goes, as a thin layer under the bone); in a young one, sulci only."""
+    anat, grid = old_head
+    for scale, low, high in ((0.75, 0.0, 0.3), (1.5, 0.9, 1.0)):
+        sa = render_anatomy(grid, dataclasses.replace(anat, ventricle_scale=scale), 0.7)
+        band = sa.brain & (sa.depth_in >= 0.8) & (sa.depth_in < 1.5)  # mm under the table
+        assert band.sum() > 50
+        assert low <= sa.sulcal_csf[band].mean() <= high, scale
+
+
 def test_fissures_open_into_csf_with_atrophy(old_head) -> None:  # type: ignore[no-untyped-def]
     anat, grid = old_head
     t = 0.4  # Sylvian fissures and the ends of the interhemispheric fissure

@@ -243,7 +243,10 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     """Grey matter along the surface and the sulci, white matter inside; returns sulcal CSF.
 
     Sulci widen with age (atrophy) and look wider toward the vertex, where the slice cuts them
-    along their length; next to a mass (``effaced``) they close.
+    along their length; next to a mass (``effaced``) they close. The subarachnoid space between
+    the inner table and the cortex widens too, from 0.3 mm in the young to ~2 mm in atrophic
+    heads: there convexity subarachnoid blood lies as a thin layer under the bone, and a model
+    must tell it from a thin subdural and from the bright rim of beam hardening.
     """
     atrophy = max(anat.ventricle_scale - 0.75, 0.0)
     width = (0.15 + 1.1 * atrophy) * (1.0 + 1.5 * max(t - 0.55, 0.0) / 0.45)
@@ -260,7 +263,7 @@ def _cortex(grid: StudyGrid, anat: Anatomy, brain: np.ndarray, depth_in: np.ndar
     grey = brain & ((depth_in < 4.0) | near_sulcus)
     hu[grey] = anat.grey_hu
     sulci = brain & (sulcus_mm < width) & within
-    sulci |= brain & (depth_in < max(0.3 + 0.6 * atrophy, 0.5 * grid.spacing))
+    sulci |= brain & (depth_in < max(0.3 + 2.0 * atrophy, 0.5 * grid.spacing))
     if effaced is not None:
         sulci &= ~effaced[b]
     out[b] = sulci
