@@ -55,6 +55,7 @@ def test_both_stages(
     # stage 2 alone reuses the run's slice checkpoint; here on the CNN's logits alone
     assert main(["train", str(tiny_cache), "--out", str(run), "--stage", "sequence",
                  *tiny_overrides, "sequence.features=logits"]) == 0
+    assert "embeddings: reusing" in capsys.readouterr().out  # same checkpoint, same slices
     _, spec = load_sequence_model(run / "checkpoints" / "sequence_best.safetensors")
     assert spec.sequence_arch is not None and spec.sequence_arch.features == "logits"
     assert spec.sequence_arch.in_dim == len(LABELS)

@@ -12,6 +12,8 @@ sequence models out-of-fold embeddings of every slice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +61,15 @@ def extract_embeddings(
 
 
 def save_embeddings(
-    path: Path, image_ids: np.ndarray, folds: np.ndarray, embeddings: np.ndarray, logits: np.ndarray
+    path: Path,
+    image_ids: np.ndarray,
+    folds: np.ndarray,
+    embeddings: np.ndarray,
+    logits: np.ndarray,
+    source: str = "",
 ) -> Path:
-    """Write ``image_id``, ``fold``, ``embeddings`` (N, D) and ``logits`` (N, 6) to an .npz
-    atomically."""
+    """Write ``image_id``, ``fold``, ``embeddings`` (N, D), ``logits`` (N, 6) and what made
+    them (``source``, see :func:`embedding_source`) to an .npz atomically."""
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(
             tmp,
@@ -70,8 +77,37 @@ def save_embeddings(
             fold=np.asarray(folds),
             embeddings=embeddings,
             logits=logits,
+            source=np.asarray(source),
         )
     return path
+
+
+def embedding_source(checkpoint: Path, cache: SliceCache, channels: ChannelSpec, input_size: int,
+                     tta_flip: bool) -> str:
+    """A digest of everything embeddings depend on: the checkpoint's bytes, the cache's
+    description, the channels, the input size and the flip TTA."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(json.dumps(cache.info, sort_keys=True, default=str).encode())
+    digest.update(f"{channels!r}|{input_size}|{tta_flip}".encode())
+    return digest.hexdigest()
+
+
+def reusable_embeddings(path: Path, source: str, image_ids: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(embeddings, logits) saved at ``path`` when ``source`` made them for exactly these
+    slices, else None: stage 2 alone then retrains in seconds instead of re-embedding."""
+    if not path.is_file():
+        return None
+    try:
+        saved = load_embeddings(path)
+    except (OSError, ValueError, KeyError):  # an unreadable file is re-made, not trusted
+        return None
+    same = (str(saved.get("source", "")) == source
+            and np.array_equal(saved["image_id"], np.asarray(image_ids, dtype=str)))
+    return (saved["embeddings"], saved["logits"]) if same else None
 
 
 def load_embeddings(path: Path) -> dict[str, np.ndarray]:

@@ -36,7 +36,12 @@ from ich.train.calibrate import fit_temperature, scale_probabilities
 from ich.train.common import MetricsLog, weighted_bce
 from ich.train.describe import channel_spec, sequence_spec
 from ich.train.distributed import DistInfo
-from ich.train.embeddings import extract_embeddings, save_embeddings
+from ich.train.embeddings import (
+    embedding_source,
+    extract_embeddings,
+    reusable_embeddings,
+    save_embeddings,
+)
 from ich.train.epoch import EpochEnd, end_epoch
 from ich.train.losses import LossFn, build_loss
 from ich.train.schedule import lr_at
@@ -329,17 +334,8 @@ def run_stage2(
             every slice (flip TTA) and they are saved under ``RUN/oof``.
     """
     run_dir = Path(run_dir)
-    if features is None:
-        emb, logits = embed_with_run(cfg, cache, run_dir, device)
-        save_embeddings(
-            run_dir / "oof" / "slice_embeddings.npz",
-            cache.catalog["image_id"].to_numpy(),
-            folds,
-            emb,
-            logits,
-        )
-    else:
-        emb, logits = features
+    emb, logits = features if features is not None else run_features(cfg, cache, folds, run_dir,
+                                                                      device)
     data = build_series_data(cache, folds, sequence_features(emb, logits, cfg.sequence.features))
     labelled = {s for s, idx in data.indices.items() if not np.isnan(cache.labels[idx]).any()}
     val = sorted(s for s in labelled if data.fold[s] == cfg.data.fold)
@@ -361,6 +357,29 @@ def run_stage2(
             frame[names].to_numpy(), frame[[f"p_{n}" for n in names]].to_numpy(), labels=names
         )
     return out
+
+
+def run_features(
+    cfg: RunConfig, cache: Any, folds: np.ndarray, run_dir: Path, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every slice's embeddings and logits by the run's ``slice_best``, kept in ``RUN/oof``.
+
+    Embedding every slice takes minutes on a CPU, training stage 2 seconds: when the saved file
+    was made by this very checkpoint from the same slices (``ich train --stage sequence`` again,
+    e.g. with another sequence config), it is read instead.
+    """
+    path = run_dir / "oof" / "slice_embeddings.npz"
+    source = embedding_source(run_dir / "checkpoints" / f"slice_best{MODEL_SUFFIX}", cache,
+                              channel_spec(cfg), cfg.data.input_size, cfg.sequence.tta_flip)
+    ids = cache.catalog["image_id"].to_numpy()
+    saved = reusable_embeddings(path, source, ids)
+    if saved is not None:
+        print(f"  embeddings: reusing {path} (made by this slice checkpoint)")
+        emb, logits = saved
+    else:
+        emb, logits = embed_with_run(cfg, cache, run_dir, device)
+    save_embeddings(path, ids, folds, emb, logits, source)  # the folds may have been remade
+    return emb, logits
 
 
 def embed_with_run(
