@@ -238,6 +238,9 @@ class SequenceConfig:
     ``features``: what the model reads per slice: the CNN's embedding and logits (the RSNA
     recipe), or its logits alone, which cannot be extrapolated from on scans unlike the
     training data (the phantom-trained demo: see ``demo.yaml``).
+    ``members``: train this many sequence models (seeds ``train.seed``, ``+1``, ...) and keep
+    the average of their logits in the one model file: a single stage-2 model depends on its
+    seed as much as on the data (:class:`ich.models.sequence.SequenceEnsemble`).
     """
 
     kind: Literal["gru", "lstm", "transformer"] = "gru"
@@ -260,10 +263,13 @@ class SequenceConfig:
     features: Literal["embedding+logits", "logits"] = "embedding+logits"
     patience: int | None = 6
     embed_batch_size: int = 64
+    members: int = 1
 
     def __post_init__(self) -> None:
         if self.feature_noise < 0:
             raise ValueError("sequence.feature_noise must be >= 0 (0 = no noise)")
+        if self.members < 1:
+            raise ValueError("sequence.members must be >= 1")
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ich.dicom.series import order_series
 from ich.domain import series_inputs
 from ich.errors import CheckpointError
 from ich.explain import grad_cam_heatmap
-from ich.models.sequence import SequenceModel
+from ich.models.sequence import StudyModel
 from ich.runs.embed import embed_batch, sequence_features
 from ich.runs.load import Engine, Member, RunModels, load_member, member_weights
 from ich.runs.provenance import MemberInfo, ModelProvenance
@@ -325,7 +325,7 @@ class Predictor:
         return np.concatenate(embs), np.concatenate(logits)
 
     def _sequence(
-        self, model: SequenceModel, feats: np.ndarray, z_spacing: np.ndarray
+        self, model: StudyModel, feats: np.ndarray, z_spacing: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         f = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None].to(self.device)
         z = torch.from_numpy(np.ascontiguousarray(z_spacing, dtype=np.float32))[None].to(

@@ -1,4 +1,5 @@
-"""Temperature scaling of the sequence model: the fit, the model and the model file."""
+"""Temperature scaling of the sequence model: the fit, the model and the model file; the
+sequence ensemble that the same file can hold."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from ich.errors import CheckpointError
 from ich.eval.metrics import weighted_log_loss
 from ich.labels import LABELS
 from ich.models.sequence import SequenceModel
@@ -70,3 +73,34 @@ def test_the_model_file_carries_the_temperature(tmp_path: Path) -> None:
     assert '"temperature"' not in old
     parsed = ModelSpec.from_json(old).sequence_arch
     assert parsed is not None and parsed.temperature == 1.0
+
+
+def test_a_sequence_ensemble_averages_its_members_and_round_trips(tmp_path: Path) -> None:
+    from ich.models.sequence import SequenceEnsemble
+
+    torch.manual_seed(0)
+    members = [SequenceModel(10, "gru", 8, 1, 0.0) for _ in range(3)]
+    ensemble = SequenceEnsemble(members, temperature=2.0).eval()
+    feats, z, mask = torch.randn(2, 5, 10), torch.full((2, 5), 5.0), torch.ones(2, 5, dtype=bool)
+    with torch.no_grad():
+        outs = [m.eval()(feats, z, mask) for m in members]
+        slices, study = ensemble(feats, z, mask)
+    mean_slices = torch.stack([s for s, _ in outs]).mean(0)
+    torch.testing.assert_close(slices, mean_slices / 2.0)
+    torch.testing.assert_close(study, torch.stack([s for _, s in outs]).mean(0) / 2.0)
+    assert not torch.allclose(outs[0][0], mean_slices)  # the members differ
+
+    arch = SequenceArch(in_dim=10, hidden=8, layers=1, dropout=0.0, temperature=2.0, members=3)
+    spec = ModelSpec(kind="sequence", labels=LABELS, windows=(("brain", 40.0, 80.0),),
+                     offsets=(0,), input_size=32, preprocess=PreprocessSpec(size=32),
+                     sequence_arch=arch)
+    save_model(tmp_path / "ens.safetensors", ensemble.state_dict(), spec)
+    again, read = load_sequence_model(tmp_path / "ens.safetensors")
+    assert isinstance(again, SequenceEnsemble) and read.sequence_arch == arch
+    with torch.no_grad():
+        torch.testing.assert_close(again(feats, z, mask)[0], slices)
+    # A file whose spec says one model cannot take an ensemble's weights.
+    save_model(tmp_path / "bad.safetensors", ensemble.state_dict(),
+               replace(spec, sequence_arch=replace(arch, members=1)))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_sequence_model(tmp_path / "bad.safetensors")

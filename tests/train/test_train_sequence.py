@@ -54,10 +54,14 @@ def test_both_stages(
     assert set(frame["image_id"]) == set(folds.loc[folds["fold"] == 0, "image_id"])
     # stage 2 alone reuses the run's slice checkpoint; here on the CNN's logits alone
     assert main(["train", str(tiny_cache), "--out", str(run), "--stage", "sequence",
-                 *tiny_overrides, "sequence.features=logits"]) == 0
-    assert "embeddings: reusing" in capsys.readouterr().out  # same checkpoint, same slices
-    _, spec = load_sequence_model(run / "checkpoints" / "sequence_best.safetensors")
+                 *tiny_overrides, "sequence.features=logits", "sequence.members=2"]) == 0
+    out = capsys.readouterr().out
+    assert "embeddings: reusing" in out  # same checkpoint, same slices
+    assert "sequence model 2/2 (seed " in out and "sequence ensemble of 2" in out
+    ensemble, spec = load_sequence_model(run / "checkpoints" / "sequence_best.safetensors")
     assert spec.sequence_arch is not None and spec.sequence_arch.features == "logits"
+    assert spec.sequence_arch.members == 2 and len(ensemble.members) == 2  # type: ignore[union-attr]
+    assert not list((run / "checkpoints").glob("sequence_member*"))
     assert spec.sequence_arch.in_dim == len(LABELS)
     # Inference builds the features the file names: a (T, D + 6) input would not fit the GRU.
     from ich.inference import Predictor

@@ -18,6 +18,7 @@ RNNs run on packed sequences, the transformer uses a key padding mask, pooling i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -166,6 +167,42 @@ class SequenceModel(nn.Module):
         peak = h.masked_fill(~m, float("-inf")).amax(dim=1)  # (B, H)
         study_logits = self.study_head(torch.cat([peak, mean], dim=-1))  # (B, 6)
         return slice_logits / self.temperature, study_logits / self.temperature
+
+
+class SequenceEnsemble(nn.Module):
+    """Sequence models trained alone (other seeds) whose logits are averaged.
+
+    Why: stage 2 learns from a few dozen series and picks its epoch on a validation fold of a
+    few patients, so one model depends on its seed as much as on the data (the demo's AUC on an
+    independent phantom moved by 0.05 with the stage-2 seed alone); the average of a few is
+    steadier and, on data unlike the training set, a little better than its average member.
+
+    Args:
+        members: The models, each at temperature 1.
+        temperature: Divides the averaged logits (fitted on the validation fold).
+    """
+
+    def __init__(self, members: Sequence[SequenceModel], temperature: float = 1.0) -> None:
+        super().__init__()
+        if not members:
+            raise ConfigError("a sequence ensemble needs at least one member")
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        self.members = nn.ModuleList(members)
+        self.temperature = temperature
+
+    def forward(
+        self, feats: torch.Tensor, z_spacing: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' mean slice (B, T, 6) and study (B, 6) logits, over the temperature."""
+        outs = [m(feats, z_spacing, mask) for m in self.members]
+        slices = torch.stack([s for s, _ in outs]).mean(dim=0)
+        study = torch.stack([s for _, s in outs]).mean(dim=0)
+        return slices / self.temperature, study / self.temperature
+
+
+#: What stage 2 runs at inference: one sequence model or an ensemble of them.
+StudyModel = SequenceModel | SequenceEnsemble
 
 
 def reverse_padded(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

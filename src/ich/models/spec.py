@@ -44,6 +44,8 @@ class SequenceArch:
         tta_flip: The slice embeddings it trained on were averaged over a left-right flip.
         temperature: Divides its logits: fitted on the validation fold after training
             (``sequence.temperature_scaling``); 1 = none, and in files written before it.
+        members: How many such models the file holds, their logits averaged
+            (``sequence.members``, :class:`ich.models.sequence.SequenceEnsemble`); 1 = one.
     """
 
     in_dim: int
@@ -54,6 +56,7 @@ class SequenceArch:
     features: str = "embedding+logits"
     tta_flip: bool = True
     temperature: float = 1.0
+    members: int = 1
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from ich.atomic import atomic_path
 from ich.errors import CheckpointError
-from ich.models.sequence import SequenceModel
+from ich.models.sequence import SequenceEnsemble, SequenceModel, StudyModel
 from ich.models.slice_cnn import SliceModel
-from ich.models.spec import ModelSpec
+from ich.models.spec import ModelSpec, SequenceArch
 from ich.runs.embed import FEATURE_RECIPES
 
 #: Format tag in every model file's metadata.
@@ -105,8 +105,9 @@ def load_slice_model(path: Path | str) -> tuple[SliceModel, ModelSpec]:
     return model.eval(), spec
 
 
-def load_sequence_model(path: Path | str) -> tuple[SequenceModel, ModelSpec]:
-    """Rebuild the study sequence model of a ``kind == "sequence"`` model file (eval mode)."""
+def load_sequence_model(path: Path | str) -> tuple[StudyModel, ModelSpec]:
+    """Rebuild the study sequence model (or ensemble) of a ``kind == "sequence"`` model file
+    (eval mode)."""
     state, spec = load_model_file(path)
     if spec.kind != "sequence" or spec.sequence_arch is None:
         raise CheckpointError(f"{path}: a {spec.kind!r} model file, expected 'sequence'")
@@ -114,10 +115,20 @@ def load_sequence_model(path: Path | str) -> tuple[SequenceModel, ModelSpec]:
     if a.features not in FEATURE_RECIPES:
         raise CheckpointError(f"{path}: sequence features {a.features!r} are not known to this "
                               f"ich version (known: {', '.join(FEATURE_RECIPES)})")
-    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels),
-                          a.temperature)
+    model: StudyModel
+    if a.members == 1:
+        model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels),
+                              a.temperature)
+    else:
+        model = SequenceEnsemble([sequence_member(a, len(spec.labels)) for _ in range(a.members)],
+                                 a.temperature)
     _load_state(model, state, path)
     return model.eval(), spec
+
+
+def sequence_member(a: SequenceArch, num_labels: int) -> SequenceModel:
+    """One untrained sequence model of architecture ``a`` at temperature 1."""
+    return SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, num_labels)
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:

@@ -18,7 +18,7 @@ from ich.data.datasets import ChannelSpec
 from ich.data.preprocess import PreprocessSpec
 from ich.domain import DomainModel, load_run_domain
 from ich.errors import CheckpointError
-from ich.models.sequence import SequenceModel
+from ich.models.sequence import StudyModel
 from ich.models.slice_cnn import SliceModel
 from ich.models.spec import ModelSpec, SequenceArch
 from ich.onnx_engine import OnnxSliceModel, onnx_available
@@ -47,7 +47,7 @@ class RunModels:
     run_dir: Path
     slice_model: SliceModel
     spec: ModelSpec
-    sequence_model: SequenceModel | None
+    sequence_model: StudyModel | None
     sequence_spec: ModelSpec | None
     onnx: OnnxSliceModel | None = None
     domain: DomainModel | None = None  # RUN/domain.json (ich.domain), None for older runs

@@ -28,9 +28,15 @@ from ich.data.sequences import SequenceDataset, collate_sequences
 from ich.data.tables import write_frame
 from ich.eval.metrics import weighted_log_loss
 from ich.labels import LABELS, label_weights
-from ich.models.sequence import SequenceModel
+from ich.models.sequence import SequenceEnsemble, SequenceModel, StudyModel
 from ich.models.spec import ModelSpec
-from ich.runs.checkpoint import MODEL_SUFFIX, load_model_file, load_slice_model, save_model
+from ich.runs.checkpoint import (
+    MODEL_SUFFIX,
+    load_model_file,
+    load_slice_model,
+    save_model,
+    sequence_member,
+)
 from ich.runs.embed import sequence_features
 from ich.train.calibrate import fit_temperature, scale_probabilities
 from ich.train.common import MetricsLog, weighted_bce
@@ -119,7 +125,7 @@ def sequence_loss(
 
 @torch.no_grad()
 def predict_series(
-    model: SequenceModel, data: SeriesData, series: list[str], cfg: RunConfig
+    model: StudyModel, data: SeriesData, series: list[str], cfg: RunConfig
 ) -> dict[str, np.ndarray]:
     """Sequence-model probabilities per slice (T, K) for each series in ``series``."""
     model.eval()
@@ -218,19 +224,53 @@ def train_sequence_model(
     run_dir: Path,
     spec: ModelSpec,
 ) -> SequenceResult:
-    """Train the sequence model; save ``checkpoints/sequence_best.safetensors``; log to
-    metrics.jsonl.
+    """Train the sequence model (or ``sequence.members`` of them, seeds ``train.seed``, +1, ...,
+    kept as one :class:`SequenceEnsemble`); save ``checkpoints/sequence_best.safetensors``; log
+    to metrics.jsonl.
 
     Runs on the CPU in one process: the model is small and the inputs are precomputed.
     """
+    best_path = Path(run_dir) / "checkpoints" / f"sequence_best{MODEL_SUFFIX}"
+    k = cfg.sequence.members
+    if k == 1:
+        return _train_member(cfg, data, train_series, val_series, run_dir, spec, best_path)
+    assert spec.sequence_arch is not None
+    members = []
+    for i in range(k):
+        print(f"  sequence model {i + 1}/{k} (seed {cfg.train.seed + i})", flush=True)
+        cfg_i = replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i))
+        path = best_path.with_name(f"sequence_member{i}{MODEL_SUFFIX}")
+        _train_member(cfg_i, data, train_series, val_series, run_dir, spec, path)
+        member = sequence_member(spec.sequence_arch, len(spec.labels))
+        member.load_state_dict(load_model_file(path)[0])
+        members.append(member)
+        path.unlink()
+    ensemble = SequenceEnsemble(members).eval()
+    save_model(best_path, ensemble.state_dict(),
+               replace(spec, sequence_arch=replace(spec.sequence_arch, members=k)))
+    probs = predict_series(ensemble, data, val_series, cfg) if val_series else {}
+    wll = _score(probs, data, spec.labels) if probs else None
+    if wll is not None:
+        print(f"  sequence ensemble of {k}: validation weighted log loss {wll:.4f}", flush=True)
+    return SequenceResult(best_path, wll, probs)
+
+
+def _train_member(
+    cfg: RunConfig,
+    data: SeriesData,
+    train_series: list[str],
+    val_series: list[str],
+    run_dir: Path,
+    spec: ModelSpec,
+    best_path: Path,
+) -> SequenceResult:
+    """Train one sequence model (seed ``train.seed``), its best epoch saved at ``best_path``."""
     torch.manual_seed(cfg.train.seed)
     assert spec.sequence_arch is not None
-    a = spec.sequence_arch
-    model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels))
+    model = sequence_member(spec.sequence_arch, len(spec.labels))
     opt = make_sequence_optimizer(model, cfg)
     total = -(-len(train_series) // cfg.sequence.batch_size) * cfg.sequence.epochs
     log = MetricsLog(run_dir)
-    best_path = Path(run_dir) / "checkpoints" / f"sequence_best{MODEL_SUFFIX}"
     state = TrainState()
     noise = feature_noise_scale(data, train_series, cfg.sequence.feature_noise)
     val_probs: dict[str, np.ndarray] = {}
