@@ -115,20 +115,18 @@ def load_sequence_model(path: Path | str) -> tuple[StudyModel, ModelSpec]:
     if a.features not in FEATURE_RECIPES:
         raise CheckpointError(f"{path}: sequence features {a.features!r} are not known to this "
                               f"ich version (known: {', '.join(FEATURE_RECIPES)})")
-    model: StudyModel
-    if a.members == 1:
-        model = SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, len(spec.labels),
-                              a.temperature)
-    else:
-        model = SequenceEnsemble([sequence_member(a, len(spec.labels)) for _ in range(a.members)],
-                                 a.temperature)
+    n = len(spec.labels)
+    model: StudyModel = (
+        sequence_member(a, n, a.temperature) if a.members == 1
+        else SequenceEnsemble([sequence_member(a, n) for _ in range(a.members)], a.temperature)
+    )
     _load_state(model, state, path)
     return model.eval(), spec
 
 
-def sequence_member(a: SequenceArch, num_labels: int) -> SequenceModel:
-    """One untrained sequence model of architecture ``a`` at temperature 1."""
-    return SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, num_labels)
+def sequence_member(a: SequenceArch, num_labels: int, temperature: float = 1.0) -> SequenceModel:
+    """One untrained sequence model of architecture ``a``."""
+    return SequenceModel(a.in_dim, a.kind, a.hidden, a.layers, a.dropout, num_labels, temperature)
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:

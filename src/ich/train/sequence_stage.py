@@ -255,15 +255,9 @@ def train_sequence_model(
     return SequenceResult(best_path, wll, probs)
 
 
-def _train_member(
-    cfg: RunConfig,
-    data: SeriesData,
-    train_series: list[str],
-    val_series: list[str],
-    run_dir: Path,
-    spec: ModelSpec,
-    best_path: Path,
-) -> SequenceResult:
+def _train_member(cfg: RunConfig, data: SeriesData, train_series: list[str],
+                  val_series: list[str], run_dir: Path, spec: ModelSpec, best_path: Path
+                  ) -> SequenceResult:
     """Train one sequence model (seed ``train.seed``), its best epoch saved at ``best_path``."""
     torch.manual_seed(cfg.train.seed)
     assert spec.sequence_arch is not None
