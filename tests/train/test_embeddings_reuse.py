@@ -28,7 +28,8 @@ def test_saved_embeddings_are_reused_only_from_the_same_checkpoint_and_slices(
     path = save_embeddings(tmp_path / "oof" / "e.npz", ids, np.zeros(3), emb, logits, source)
 
     got = reusable_embeddings(path, source, ids)
-    assert got is not None and np.array_equal(got[0], emb) and np.array_equal(got[1], logits)
+    assert got is not None and np.array_equal(got["embeddings"], emb)
+    assert np.array_equal(got["logits"], logits) and np.array_equal(got["fold"], np.zeros(3))
     # Anything the embeddings depend on changes the digest, and then nothing is reused.
     assert reusable_embeddings(path, source, ids[::-1]) is None
     assert reusable_embeddings(path, _source(ckpt, info, size=128), ids) is None

@@ -96,8 +96,8 @@ def embedding_source(checkpoint: Path, cache: SliceCache, channels: ChannelSpec,
 
 
 def reusable_embeddings(path: Path, source: str, image_ids: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(embeddings, logits) saved at ``path`` when ``source`` made them for exactly these
+                        ) -> dict[str, np.ndarray] | None:
+    """What :func:`save_embeddings` wrote at ``path`` when ``source`` made it for exactly these
     slices, else None: stage 2 alone then retrains in seconds instead of re-embedding."""
     if not path.is_file():
         return None
@@ -107,7 +107,7 @@ def reusable_embeddings(path: Path, source: str, image_ids: np.ndarray
         return None
     same = (str(saved.get("source", "")) == source
             and np.array_equal(saved["image_id"], np.asarray(image_ids, dtype=str)))
-    return (saved["embeddings"], saved["logits"]) if same else None
+    return saved if same else None
 
 
 def load_embeddings(path: Path) -> dict[str, np.ndarray]:

@@ -407,12 +407,14 @@ def run_features(
                               channel_spec(cfg), cfg.data.input_size, cfg.sequence.tta_flip)
     ids = cache.catalog["image_id"].to_numpy()
     saved = reusable_embeddings(path, source, ids)
-    if saved is not None:
-        print(f"  embeddings: reusing {path} (made by this slice checkpoint)")
-        emb, logits = saved
-    else:
+    if saved is None:
         emb, logits = embed_with_run(cfg, cache, run_dir, device)
-    save_embeddings(path, ids, folds, emb, logits, source)  # the folds may have been remade
+    else:
+        print(f"  embeddings: reusing {path} (made by this slice checkpoint)")
+        emb, logits = saved["embeddings"], saved["logits"]
+        if np.array_equal(saved["fold"], folds):
+            return emb, logits
+    save_embeddings(path, ids, folds, emb, logits, source)  # new, or the folds were remade
     return emb, logits
 
 
