@@ -75,11 +75,13 @@ def test_the_model_file_carries_the_temperature(tmp_path: Path) -> None:
     assert parsed is not None and parsed.temperature == 1.0
 
 
-def test_a_sequence_ensemble_averages_its_members_and_round_trips(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["gru", "transformer"])  # the default and the demo's
+def test_a_sequence_ensemble_averages_its_members_and_round_trips(tmp_path: Path,
+                                                                  kind: str) -> None:
     from ich.models.sequence import SequenceEnsemble
 
     torch.manual_seed(0)
-    members = [SequenceModel(10, "gru", 8, 1, 0.0) for _ in range(3)]
+    members = [SequenceModel(10, kind, 8, 1, 0.0) for _ in range(3)]
     ensemble = SequenceEnsemble(members, temperature=2.0).eval()
     feats, z, mask = torch.randn(2, 5, 10), torch.full((2, 5), 5.0), torch.ones(2, 5, dtype=bool)
     with torch.no_grad():
@@ -90,7 +92,8 @@ def test_a_sequence_ensemble_averages_its_members_and_round_trips(tmp_path: Path
     torch.testing.assert_close(study, torch.stack([s for _, s in outs]).mean(0) / 2.0)
     assert not torch.allclose(outs[0][0], mean_slices)  # the members differ
 
-    arch = SequenceArch(in_dim=10, hidden=8, layers=1, dropout=0.0, temperature=2.0, members=3)
+    arch = SequenceArch(in_dim=10, kind=kind, hidden=8, layers=1, dropout=0.0, temperature=2.0,
+                        members=3)
     spec = ModelSpec(kind="sequence", labels=LABELS, windows=(("brain", 40.0, 80.0),),
                      offsets=(0,), input_size=32, preprocess=PreprocessSpec(size=32),
                      sequence_arch=arch)
