@@ -11,7 +11,6 @@ alternating the two for ``--repeats`` rounds, and prints slices/s and the ratio.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_layout import _rate
+from bench_layout import parse_model_args, rate
 
 from ich.models.slice_cnn import SliceModel
 
@@ -43,20 +42,12 @@ def measure(backbone: str, size: int, batch: int, repeats: int) -> dict[str, flo
     best: dict[str, float] = {}
     for _ in range(repeats):
         for name, bf16 in (("float32", False), ("bfloat16", True)):
-            best[name] = max(best.get(name, 0.0), _rate(lambda: step(bf16), batch))  # noqa: B023
+            best[name] = max(best.get(name, 0.0), rate(lambda: step(bf16), batch))  # noqa: B023
     return best
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_model_args(__doc__.splitlines()[0], sizes=[128], repeats=3)
     print(f"{args.backbone}, batch {args.batch}, {torch.get_num_threads()} threads (CPU), "
           f"training step slices/s")
     print(f"{'size':>5} {'float32':>8} {'bfloat16':>9} {'ratio':>6}")

@@ -18,7 +18,7 @@ import torch
 from ich.models.slice_cnn import SliceModel
 
 
-def _rate(step: Callable[[], None], batch: int) -> float:
+def rate(step: Callable[[], None], batch: int) -> float:
     """Slices per second of one call of ``step``, after one warm-up call."""
     step()
     start = time.perf_counter()
@@ -60,22 +60,29 @@ def measure(backbone: str, size: int, batch: int, repeats: int) -> dict[str, flo
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
             model.backbone.to(memory_format=fmt)
             for what, step in (("train", train_step), ("infer", infer)):
-                rate = _rate(lambda: step(forward), batch)  # noqa: B023 (called right here)
+                r = rate(lambda: step(forward), batch)  # noqa: B023 (called right here)
                 key = f"{what}_{layout}"
-                best[key] = max(best.get(key, 0.0), rate)
+                best[key] = max(best.get(key, 0.0), r)
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_model_args(description: str, sizes: list[int], repeats: int) -> argparse.Namespace:
+    """The slice-CNN benchmarks' command line (backbone, sizes, batch, repeats, threads);
+    sets the torch thread count it names."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 128])
+    parser.add_argument("--sizes", type=int, nargs="+", default=sizes)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    args = parse_model_args(__doc__.splitlines()[0], sizes=[96, 128], repeats=5)
     print(f"{args.backbone}, batch {args.batch}, {torch.get_num_threads()} threads (CPU)")
     print(f"{'size':>5} {'what':>6} {'contiguous':>11} {'ch-last':>8} {'ratio':>6}  slices/s")
     for size in args.sizes:
