@@ -9,7 +9,8 @@ Test-time augmentation (``tta``, :mod:`ich.runs.tta`): 1 = none; 2 = + a left-ri
 4 = + two shifted crops; 8 = + more crops and their flips. A run without a sequence model
 averages the slice CNN's logits over the views. A run with one keeps its features as it was
 trained (flip-averaged or not): the sequence model reads the series once per crop position,
-forwards and (tta > 1) in reverse, and those outputs are averaged.
+forwards and in reverse (:func:`ich.models.sequence.read_both_ways`, whatever ``tta``), and those
+outputs are averaged.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ import torch
 from ich.data.augment import prepare_batch
 from ich.data.datasets import SeriesArrays, SliceDataset, collate_slices
 from ich.data.preprocess import PreprocessSpec, preprocess_hu
-from ich.data.sequences import reverse_spacing
 from ich.dicom.io import SliceMeta
 from ich.dicom.series import order_series
 from ich.domain import series_inputs
 from ich.errors import CheckpointError
 from ich.explain import grad_cam_heatmap
-from ich.models.sequence import StudyModel
+from ich.models.sequence import StudyModel, read_both_ways
 from ich.runs.embed import embed_batch, sequence_features
 from ich.runs.load import Engine, Member, RunModels, load_member, member_weights
 from ich.runs.provenance import MemberInfo, ModelProvenance
@@ -296,12 +296,6 @@ class Predictor:
             sl, st = self._sequence(run.sequence_model, feats, z_spacing)
             slice_ls.append(sl)
             study_ls.append(st)
-            if self.tta > 1:
-                rs, rt = self._sequence(
-                    run.sequence_model, feats[::-1], reverse_spacing(z_spacing)
-                )
-                slice_ls.append(rs[::-1])
-                study_ls.append(rt)
         slice_l, study_l = np.mean(slice_ls, axis=0), np.mean(study_ls, axis=0)
         return cnn, _sigmoid(slice_l), _sigmoid(study_l), domain
 
@@ -332,7 +326,7 @@ class Predictor:
             self.device
         )
         mask = torch.ones(f.shape[:2], dtype=torch.bool, device=self.device)
-        slice_logits, study_logits = model(f, z, mask)  # (1, T, L), (1, L)
+        slice_logits, study_logits = read_both_ways(model, f, z, mask)  # (1, T, L), (1, L)
         return slice_logits[0].float().cpu().numpy(), study_logits[0].float().cpu().numpy()
 
     def predict_slices(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ich.errors import ConfigError
-from ich.models.sequence import SequenceModel, lengths_from_mask, reverse_padded
+from ich.data.sequences import reverse_spacing
+from ich.models.sequence import SequenceModel, lengths_from_mask, read_both_ways, reverse_padded
 
 KINDS = ["gru", "lstm", "transformer"]
 
@@ -82,6 +84,30 @@ def test_reversed_series_gives_reversed_slices_with_flip_tta() -> None:
     assert torch.all(back[~mask] == 0)
     # a 1-slice series is its own reverse
     assert torch.allclose(back[2, 0], fwd[2, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_read_both_ways_is_the_mean_of_each_series_and_its_reverse(kind: str) -> None:
+    # Padded batch in, the same as each series alone read forwards and reversed (with its
+    # spacing reversed as training does), so padding and the spacing shift are right.
+    torch.manual_seed(0)
+    feats, _, mask = _batch()
+    z = torch.rand(mask.shape) * 4 + 1  # uneven spacing: a wrong shift would show
+    model = SequenceModel(16, kind=kind, hidden=32, layers=2).eval()  # type: ignore[arg-type]
+    with torch.no_grad():
+        both_slices, both_study = read_both_ways(model, feats, z, mask)
+        for b, n in enumerate(lengths_from_mask(mask).tolist()):
+            f, zz = feats[b : b + 1, :n], z[b : b + 1, :n]
+            one = torch.ones(1, n, dtype=torch.bool)
+            fs, fst = model(f, zz, one)
+            rz = torch.from_numpy(reverse_spacing(zz[0].numpy()).copy())[None]
+            rs, rst = model(f.flip(1), rz, one)
+            torch.testing.assert_close(both_slices[b, :n], ((fs + rs.flip(1)) / 2)[0],
+                                       atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(both_study[b], ((fst + rst) / 2)[0], atol=1e-5, rtol=1e-4)
+            if n > 1:  # the reversed reading is a second view, not the same numbers
+                assert not torch.allclose(fs, rs.flip(1), atol=1e-4)
+    assert np.all(both_slices[~mask].numpy() == 0)
 
 
 def test_bad_arguments() -> None:

@@ -208,9 +208,8 @@ StudyModel = SequenceModel | SequenceEnsemble
 def reverse_padded(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence's real steps along dim 1, padding stays at the end.
 
-    Useful for reversal test-time augmentation: ``reverse_padded(model(reverse_padded(...)))``.
-    Note that per-slice ``z_spacing`` (spacing to the *previous* slice) also needs
-    :func:`ich.data.datasets.reverse_spacing` when a series is reversed.
+    Reversal test-time augmentation is ``reverse_padded(model(reverse_padded(...)))``
+    (:func:`read_both_ways`, which also shifts the per-slice ``z_spacing``).
 
     Args:
         x: (B, T, ...) tensor.
@@ -222,3 +221,26 @@ def reverse_padded(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     src = torch.where(steps < lengths.unsqueeze(1), src, steps)
     index = src.view(*src.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return torch.gather(x, 1, index)
+
+
+def read_both_ways(
+    model: StudyModel, feats: torch.Tensor, z_spacing: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean slice (B, T, K) and study (B, K) logits of each series read forwards and in
+    reverse.
+
+    Why: stage 2 trains on series read either way (half are reversed: a head is scanned upwards
+    or downwards), so the two readings are two views of one series, and their mean is steadier
+    than either. It costs a second pass of a model that takes milliseconds, so every prediction
+    and every validation score uses it, and the temperature is fitted on what inference returns.
+
+    Args:
+        feats: (B, T, F). z_spacing: (B, T), each slice's distance to the previous one (the
+            first repeats the second's). mask: (B, T) prefix mask.
+    """
+    fwd_slices, fwd_study = model(feats, z_spacing, mask)
+    rz = reverse_padded(z_spacing, mask)  # reversed, slice t's previous is its old successor
+    rev_slices, rev_study = model(
+        reverse_padded(feats, mask), torch.cat([rz[:, :1], rz[:, :-1]], dim=1), mask
+    )
+    return (fwd_slices + reverse_padded(rev_slices, mask)) / 2, (fwd_study + rev_study) / 2

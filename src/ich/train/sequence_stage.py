@@ -28,7 +28,7 @@ from ich.data.sequences import SequenceDataset, collate_sequences
 from ich.data.tables import write_frame
 from ich.eval.metrics import weighted_log_loss
 from ich.labels import LABELS, label_weights
-from ich.models.sequence import SequenceEnsemble, SequenceModel, StudyModel
+from ich.models.sequence import SequenceEnsemble, SequenceModel, StudyModel, read_both_ways
 from ich.models.spec import ModelSpec
 from ich.runs.checkpoint import (
     MODEL_SUFFIX,
@@ -127,13 +127,14 @@ def sequence_loss(
 def predict_series(
     model: StudyModel, data: SeriesData, series: list[str], cfg: RunConfig
 ) -> dict[str, np.ndarray]:
-    """Sequence-model probabilities per slice (T, K) for each series in ``series``."""
+    """Sequence-model probabilities per slice (T, K) for each series in ``series``, read both
+    ways as at inference (:func:`ich.models.sequence.read_both_ways`)."""
     model.eval()
     out: dict[str, np.ndarray] = {}
     pos = 0
     for batch in _loader(data, series, cfg, train=False, epoch=0):
         feats, z, _, mask = _batch(batch)
-        probs = torch.sigmoid(model(feats, z, mask)[0]).numpy()  # (B, T, K)
+        probs = torch.sigmoid(read_both_ways(model, feats, z, mask)[0]).numpy()  # (B, T, K)
         for b in range(len(feats)):
             uid = series[pos]
             out[uid] = probs[b, : int(mask[b].sum())]
