@@ -239,7 +239,9 @@ def read_both_ways(
             first repeats the second's). mask: (B, T) prefix mask.
     """
     fwd_slices, fwd_study = model(feats, z_spacing, mask)
-    rz = reverse_padded(z_spacing, mask)  # reversed, slice t's previous is its old successor
+    # The padded form of ich.data.sequences.reverse_spacing (which training's reversals use):
+    # reversed, slice t's previous is its old successor, and the first repeats the second's.
+    rz = reverse_padded(z_spacing, mask)
     rev_slices, rev_study = model(
         reverse_padded(feats, mask), torch.cat([rz[:, :1], rz[:, :-1]], dim=1), mask
     )
